@@ -1,0 +1,125 @@
+//! Admit stage: check a decoded request against the model's declared inputs and outputs, and
+//! order its inputs as the model declares them.
+
+use super::codec::{InferRequest, RequestedOutput};
+use super::error::ApiError;
+use crate::model::{Loaded, Model};
+use crate::tensor::Tensor;
+
+fn shape_str(s: &[i64]) -> String {
+    format!(
+        "[{}]",
+        s.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    )
+}
+
+/// The admitted request: inputs in model order, its rows, its batching signature and the outputs to return.
+pub struct Admitted {
+    /// Inputs in the model's order.
+    pub inputs: Vec<Tensor>,
+    /// Rows along dim 0.
+    pub items: u32,
+    /// Non-batch dimensions of each input.
+    pub signature: Vec<Vec<i64>>,
+    /// Outputs to return, with their binary flags.
+    pub outputs: Vec<RequestedOutput>,
+}
+
+/// Validates `req` for `model`.
+pub fn admit(model: &Model, loaded: &Loaded, req: InferRequest) -> Result<Admitted, ApiError> {
+    let name = &model.name;
+    let mut sent = req.inputs;
+    for t in &sent {
+        if !loaded.inputs.iter().any(|m| m.name == t.name) {
+            let known: Vec<&str> = loaded.inputs.iter().map(|m| m.name.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "model '{name}' has no input '{}'; its inputs are {known:?}",
+                t.name
+            )));
+        }
+        if sent.iter().filter(|o| o.name == t.name).count() > 1 {
+            return Err(ApiError::bad_request(format!(
+                "input '{}' is given more than once",
+                t.name
+            )));
+        }
+    }
+    let mut inputs = Vec::with_capacity(loaded.inputs.len());
+    for m in &loaded.inputs {
+        let pos = sent.iter().position(|t| t.name == m.name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "missing input '{}' ({} {}) for model '{name}'",
+                m.name,
+                m.dtype,
+                shape_str(&m.shape)
+            ))
+        })?;
+        let t = sent.swap_remove(pos);
+        if t.dtype != m.dtype {
+            return Err(ApiError::bad_request(format!(
+                "input '{}' has datatype {}; model expects {}",
+                t.name, t.dtype, m.dtype
+            )));
+        }
+        let fits = t.shape.len() == m.shape.len()
+            && t.shape.iter().zip(&m.shape).all(|(&a, &b)| b < 0 || a == b);
+        if !fits {
+            return Err(ApiError::bad_request(format!(
+                "input '{}' has shape {}; model expects {}",
+                t.name,
+                shape_str(&t.shape),
+                shape_str(&m.shape)
+            )));
+        }
+        inputs.push(t);
+    }
+    let items = if loaded.batchable {
+        let rows = inputs[0].shape[0];
+        if let Some(t) = inputs.iter().find(|t| t.shape[0] != rows) {
+            return Err(ApiError::bad_request(format!(
+                "input '{}' has {} rows but input '{}' has {rows}: all inputs must share dim 0",
+                t.name, t.shape[0], inputs[0].name
+            )));
+        }
+        if rows < 1 || rows as usize > model.cfg.max_batch_size {
+            return Err(ApiError::bad_request(format!(
+                "batch of {rows} rows; model '{name}' accepts 1..={} per request",
+                model.cfg.max_batch_size
+            )));
+        }
+        rows as u32
+    } else {
+        1
+    };
+    let signature = inputs
+        .iter()
+        .map(|t| t.shape.iter().skip(1).copied().collect())
+        .collect();
+    let outputs = if req.outputs.is_empty() {
+        loaded
+            .outputs
+            .iter()
+            .map(|o| RequestedOutput {
+                name: o.name.clone(),
+                binary: req.binary_default,
+            })
+            .collect()
+    } else {
+        for o in &req.outputs {
+            if !loaded.outputs.iter().any(|m| m.name == o.name) {
+                let known: Vec<&str> = loaded.outputs.iter().map(|m| m.name.as_str()).collect();
+                return Err(ApiError::bad_request(format!(
+                    "model '{name}' has no output '{}'; its outputs are {known:?}",
+                    o.name
+                )));
+            }
+        }
+        req.outputs
+    };
+    Ok(Admitted {
+        inputs,
+        items,
+        signature,
+        outputs,
+    })
+}

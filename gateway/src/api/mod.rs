@@ -1,0 +1,30 @@
+//! HTTP API: the KServe Open Inference Protocol v2 and `/metrics`.
+//!
+//! Stages of an infer request, in order: route (`router`) → read the body within its limit →
+//! decode (`codec`) → admit (`admit`) → queue (`batching`) → … → encode (`codec`).
+
+pub mod admit;
+pub mod codec;
+pub mod error;
+pub mod router;
+pub mod v2;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::batching::batcher::SharedPolicy;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::model::Model;
+
+/// Shared state of the API.
+pub struct AppState {
+    /// Models by name.
+    pub models: BTreeMap<String, Arc<Model>>,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Server settings.
+    pub cfg: ServerConfig,
+    /// The batch policy every model queue consults.
+    pub batch_policy: SharedPolicy,
+}

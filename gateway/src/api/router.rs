@@ -1,0 +1,83 @@
+//! Routing: maps method and path to a handler; 404 for unknown paths, 405 for known paths with
+//! the wrong method.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::error::{json_ok, ApiError};
+use super::{v2, AppState};
+
+/// The one entry point of the data-plane listener.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let get = |allowed: &str| {
+        if method == Method::GET || method == Method::HEAD {
+            None
+        } else {
+            Some(allowed.to_string())
+        }
+    };
+    let (wrong_method, result) = match segs.as_slice() {
+        ["v2", "health", "live"] => (
+            get("GET"),
+            Ok(json_ok(&serde_json::json!({ "live": true }))),
+        ),
+        ["v2", "health", "ready"] => (get("GET"), v2::server_ready(&state)),
+        ["v2"] => (get("GET"), Ok(v2::server_metadata())),
+        ["metrics"] => (get("GET"), Ok(metrics(&state))),
+        ["v2", "models", m] => (get("GET"), v2::model_metadata(&state, m, None)),
+        ["v2", "models", m, "versions", v] => (get("GET"), v2::model_metadata(&state, m, Some(v))),
+        ["v2", "models", m, "ready"] => (get("GET"), v2::model_ready(&state, m, None)),
+        ["v2", "models", m, "versions", v, "ready"] => {
+            (get("GET"), v2::model_ready(&state, m, Some(v)))
+        }
+        ["v2", "models", m, "infer"] | ["v2", "models", m, "versions", _, "infer"]
+            if method != Method::POST =>
+        {
+            let _ = m;
+            (Some("POST".into()), Ok(json_ok(&())))
+        }
+        ["v2", "models", m, "infer"] => {
+            let m = m.to_string();
+            return v2::infer(&state, &m, None, req)
+                .await
+                .unwrap_or_else(ApiError::into_response);
+        }
+        ["v2", "models", m, "versions", v, "infer"] => {
+            let (m, v) = (m.to_string(), v.to_string());
+            return v2::infer(&state, &m, Some(&v), req)
+                .await
+                .unwrap_or_else(ApiError::into_response);
+        }
+        _ => (
+            None,
+            Err(ApiError::not_found(format!(
+                "no route for {path}; see GET /v2 and /v2/models/{{name}}"
+            ))),
+        ),
+    };
+    if let Some(allowed) = wrong_method {
+        let mut r = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}; use {allowed}"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, allowed.parse().expect("valid header"));
+        return r;
+    }
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+fn metrics(state: &AppState) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::from(state.metrics.render())))
+        .expect("valid response")
+}

@@ -1,0 +1,100 @@
+//! The batch loop of one model: reserve a free executor, ask the policy, form the batch, submit.
+//!
+//! Reserving the executor first is what makes batching adaptive: while every executor is busy,
+//! requests accumulate, and the next decision sees them all.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+use super::policy::{BatchDecision, BatchPolicy, QueueState};
+use super::queue::ModelQueue;
+use crate::exec::executor::{ExecutorPool, Job};
+use crate::metrics::ModelMetrics;
+use crate::profile::LatencyProfile;
+
+/// The batch policy of a model, swappable while serving.
+pub type SharedPolicy = Arc<ArcSwap<Box<dyn BatchPolicy>>>;
+
+/// Everything the loop needs.
+pub struct Batcher {
+    /// Model name, for logs.
+    pub model: String,
+    /// The model queue.
+    pub queue: Arc<ModelQueue>,
+    /// Executor threads.
+    pub pool: ExecutorPool,
+    /// One permit per executor.
+    pub free_executors: Arc<Semaphore>,
+    /// Number of executors.
+    pub executors: u32,
+    /// Batch-size policy.
+    pub policy: SharedPolicy,
+    /// Profile of the backend.
+    pub profile: Arc<LatencyProfile>,
+    /// SLO, microseconds.
+    pub slo_us: u64,
+    /// Largest batch; 0 when the model has no dynamic batch dimension (one request per run).
+    pub max_batch: u32,
+    /// Metrics of the model.
+    pub metrics: Arc<ModelMetrics>,
+}
+
+impl Batcher {
+    /// Runs until the executor pool goes away.
+    pub async fn run(self) {
+        loop {
+            let Ok(permit) = self.free_executors.clone().acquire_owned().await else {
+                return;
+            };
+            let n = self.next_batch_size().await;
+            let batch = self.queue.take(n);
+            self.metrics.queue_depth.store(
+                self.queue.len() as i64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if batch.is_empty() {
+                continue;
+            }
+            if self.pool.submit(Job { batch, permit }).is_err() {
+                tracing::error!(model = %self.model, "executor pool stopped; batch loop ends");
+                return;
+            }
+        }
+    }
+
+    async fn next_batch_size(&self) -> u32 {
+        loop {
+            let notified = self.queue.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Some(snap) = self.queue.snapshot(Instant::now()) else {
+                notified.await;
+                continue;
+            };
+            if self.max_batch == 0 {
+                return 0;
+            }
+            let state = QueueState {
+                queued_items: snap.batchable_items,
+                queued_requests: snap.requests,
+                oldest_wait_us: snap.oldest_wait_us,
+                slo_us: self.slo_us,
+                arrival_rate: snap.arrival_rate,
+                max_batch: self.max_batch,
+                executors: self.executors,
+                profile: &self.profile,
+            };
+            let decision = self.policy.load().decide(&state);
+            match decision {
+                BatchDecision::Send(n) => return n.clamp(1, self.max_batch),
+                BatchDecision::Wait(us) => {
+                    let wait = Duration::from_micros(us.min(self.slo_us));
+                    let _ = tokio::time::timeout(wait, notified).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Dynamic batching: the bounded model queue, the batch-size policy, and the loop that forms
+//! batches whenever an executor is free.
+
+pub mod batcher;
+pub mod policy;
+pub mod queue;

@@ -1,0 +1,213 @@
+//! The bounded per-model queue: admission, arrival-rate tracking and batch formation.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::exec::ExecError;
+use crate::tensor::Tensor;
+
+/// Result of one request: all model outputs for its rows.
+pub type Reply = Result<Vec<Tensor>, ExecError>;
+
+/// A request admitted to a model queue.
+#[derive(Debug)]
+pub struct Pending {
+    /// Inputs in the model's declared order.
+    pub inputs: Vec<Tensor>,
+    /// Rows along dim 0.
+    pub items: u32,
+    /// Non-batch dimensions of every input: only requests with equal signatures share a batch.
+    pub signature: Vec<Vec<i64>>,
+    /// When it was admitted.
+    pub enqueued: Instant,
+    /// Where the answer goes; the request is answered exactly once through it.
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// Refusal at admission.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueFull {
+    /// The bound that was hit.
+    pub capacity: usize,
+}
+
+struct Inner {
+    items: VecDeque<Pending>,
+    queued_items: u64,
+    rate: f64,
+    last_arrival: Option<Instant>,
+}
+
+/// Bounded FIFO of pending requests for one model.
+pub struct ModelQueue {
+    inner: Mutex<Inner>,
+    /// Woken on every arrival.
+    pub notify: Notify,
+    capacity: usize,
+}
+
+/// A snapshot for the batch policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    /// Items that could join a batch with the oldest request (same signature).
+    pub batchable_items: u32,
+    /// Requests waiting.
+    pub requests: u32,
+    /// Age of the oldest request, microseconds.
+    pub oldest_wait_us: u64,
+    /// Arrival rate, items per second.
+    pub arrival_rate: f64,
+}
+
+/// Time constant of the arrival-rate average, seconds.
+const RATE_TAU_S: f64 = 1.0;
+
+impl ModelQueue {
+    /// An empty queue holding at most `capacity` requests.
+    pub fn new(capacity: usize) -> Self {
+        ModelQueue {
+            inner: Mutex::new(Inner {
+                items: VecDeque::new(),
+                queued_items: 0,
+                rate: 0.0,
+                last_arrival: None,
+            }),
+            notify: Notify::new(),
+            capacity,
+        }
+    }
+
+    /// Admits a request, or refuses it when the queue is full (nothing is queued then).
+    pub fn push(&self, p: Pending) -> Result<(), (QueueFull, Pending)> {
+        let mut g = self.inner.lock().expect("queue lock");
+        if g.items.len() >= self.capacity {
+            return Err((
+                QueueFull {
+                    capacity: self.capacity,
+                },
+                p,
+            ));
+        }
+        let now = p.enqueued;
+        if let Some(last) = g.last_arrival {
+            // Exponentially weighted rate: each arrival of n items over gap dt contributes n/dt.
+            let dt = now.saturating_duration_since(last).as_secs_f64().max(1e-6);
+            let w = (-dt / RATE_TAU_S).exp();
+            g.rate = w * g.rate + (1.0 - w) * (f64::from(p.items) / dt).min(1e6);
+        }
+        g.last_arrival = Some(now);
+        g.queued_items += u64::from(p.items);
+        g.items.push_back(p);
+        drop(g);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Requests waiting.
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("queue lock").items.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// State for the policy at `now`; `None` when empty.
+    pub fn snapshot(&self, now: Instant) -> Option<Snapshot> {
+        let g = self.inner.lock().expect("queue lock");
+        let first = g.items.front()?;
+        let batchable: u64 = g
+            .items
+            .iter()
+            .filter(|p| p.signature == first.signature)
+            .map(|p| u64::from(p.items))
+            .sum();
+        // The rate decays while nothing arrives, so a burst that ended does not keep batches waiting.
+        let idle = g
+            .last_arrival
+            .map(|t| now.saturating_duration_since(t).as_secs_f64())
+            .unwrap_or(0.0);
+        Some(Snapshot {
+            batchable_items: batchable.min(u64::from(u32::MAX)) as u32,
+            requests: g.items.len() as u32,
+            oldest_wait_us: now.saturating_duration_since(first.enqueued).as_micros() as u64,
+            arrival_rate: g.rate * (-idle / RATE_TAU_S).exp(),
+        })
+    }
+
+    /// Removes the oldest request and, in order, later ones with the same signature while the total
+    /// stays within `max_items`. The oldest is always taken, even when it alone exceeds the bound.
+    pub fn take(&self, max_items: u32) -> Vec<Pending> {
+        let mut g = self.inner.lock().expect("queue lock");
+        let Some(first) = g.items.pop_front() else {
+            return Vec::new();
+        };
+        let mut total = first.items;
+        let sig = first.signature.clone();
+        let mut out = vec![first];
+        let mut i = 0;
+        while i < g.items.len() && total < max_items {
+            if g.items[i].signature == sig && total + g.items[i].items <= max_items {
+                let p = g.items.remove(i).expect("index in range");
+                total += p.items;
+                out.push(p);
+            } else {
+                i += 1;
+            }
+        }
+        g.queued_items -= out.iter().map(|p| u64::from(p.items)).sum::<u64>();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(items: u32, sig: i64) -> (Pending, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Pending {
+                inputs: vec![],
+                items,
+                signature: vec![vec![sig]],
+                enqueued: Instant::now(),
+                reply: tx,
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn full_queue_refuses_and_keeps_order() {
+        let q = ModelQueue::new(2);
+        q.push(pending(1, 0).0).unwrap();
+        q.push(pending(2, 0).0).unwrap();
+        let (err, back) = q.push(pending(3, 0).0).unwrap_err();
+        assert_eq!(err.capacity, 2);
+        assert_eq!(back.items, 3);
+        let b = q.take(10);
+        assert_eq!(b.iter().map(|p| p.items).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn take_groups_by_signature_and_bound() {
+        let q = ModelQueue::new(10);
+        for (n, s) in [(2, 0), (1, 1), (2, 0), (3, 0)] {
+            q.push(pending(n, s).0).unwrap();
+        }
+        let snap = q.snapshot(Instant::now()).unwrap();
+        assert_eq!(snap.batchable_items, 7);
+        assert_eq!(snap.requests, 4);
+        let b = q.take(4);
+        assert_eq!(b.iter().map(|p| p.items).collect::<Vec<_>>(), vec![2, 2]);
+        // the other-signature request is now the oldest
+        let b = q.take(4);
+        assert_eq!(b[0].signature, vec![vec![1]]);
+        assert_eq!(q.len(), 1);
+    }
+}

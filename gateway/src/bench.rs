@@ -1,0 +1,422 @@
+//! `mark bench`: an open-loop (Poisson) or closed-loop load generator against a running gateway,
+//! and `--raw`, the same model run in process through ort at each batch size: the baseline that
+//! the gateway's overhead is measured against.
+//!
+//! Open-loop latency is measured from each request's *scheduled* arrival time, so a slow server
+//! cannot hide its queueing (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use tokio::sync::Semaphore;
+
+use crate::exec::executor::run_tensors;
+use crate::exec::session::IoMeta;
+use crate::profile::percentiles;
+use crate::profiler::synthetic_inputs;
+use crate::tensor::{DType, TensorData};
+
+/// Arguments of `mark bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// Model to load.
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// `open` (Poisson arrivals at --rate) or `closed` (--concurrency clients back to back).
+    #[arg(long, default_value = "closed")]
+    pub mode: String,
+    /// Requests per second (open loop).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Concurrent requests (closed loop), or the cap on outstanding requests (open loop).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    pub rows: u32,
+    /// Send inputs and ask for outputs as binary tensors.
+    #[arg(long)]
+    pub binary: bool,
+    /// Run the model in process through ort instead (no gateway): the baseline.
+    #[arg(long)]
+    pub raw: bool,
+    /// Model repository (raw mode).
+    #[arg(long, default_value = "models")]
+    pub model_repo: PathBuf,
+    /// Batch sizes (raw mode).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub batch_sizes: Vec<u32>,
+    /// Executor threads, each with its own session (raw mode).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Print one JSON line per result instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Summary of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// What ran.
+    pub label: String,
+    /// Requests (or runs) completed successfully.
+    pub ok: u64,
+    /// Failures by HTTP status (0 = transport error).
+    pub errors: BTreeMap<u16, u64>,
+    /// Open-loop arrivals not sent because `--concurrency` requests were outstanding.
+    pub shed_by_generator: u64,
+    /// Items (rows) per second completed.
+    pub items_per_s: f64,
+    /// Latency percentiles, milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile, milliseconds.
+    pub p90_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Mean executed batch size seen by the gateway during the run (from /metrics).
+    pub mean_batch: f64,
+}
+
+impl Report {
+    fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::to_string(self).expect("serializable"));
+        } else {
+            println!(
+                "{:<40} ok={:<7} err={:<4} shed={:<5} {:>9.1} items/s  p50={:>7.3}ms p90={:>7.3}ms p99={:>7.3}ms  batch={:.2}",
+                self.label,
+                self.ok,
+                self.errors.values().sum::<u64>(),
+                self.shed_by_generator,
+                self.items_per_s,
+                self.p50_ms,
+                self.p90_ms,
+                self.p99_ms,
+                self.mean_batch
+            );
+        }
+    }
+}
+
+fn pct(lat_ms: &mut [f64]) -> (f64, f64, f64) {
+    if lat_ms.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let (p50, p99) = percentiles(lat_ms);
+    let p90 = lat_ms[((lat_ms.len() as f64 - 1.0) * 0.9).round() as usize];
+    (p50, p90, p99)
+}
+
+/// Runs the benchmark described by `args`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.raw {
+        let a = args.clone();
+        for r in tokio::task::spawn_blocking(move || raw(&a)).await?? {
+            r.print(args.json);
+        }
+        return Ok(());
+    }
+    gateway(&args).await?.print(args.json);
+    Ok(())
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn get_json(client: &HttpClient, url: &str) -> anyhow::Result<serde_json::Value> {
+    let resp = client
+        .get(url.parse()?)
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+async fn batch_stats(client: &HttpClient, url: &str, model: &str) -> (f64, f64) {
+    let Ok(resp) = client
+        .get(format!("{url}/metrics").parse().expect("valid url"))
+        .await
+    else {
+        return (0.0, 0.0);
+    };
+    let Ok(body) = resp.into_body().collect().await else {
+        return (0.0, 0.0);
+    };
+    let text = String::from_utf8_lossy(&body.to_bytes()).to_string();
+    let find = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{model=\"{model}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (find("mark_batch_size_sum"), find("mark_batch_size_count"))
+}
+
+/// Builds a request body (JSON or binary) with synthetic inputs of `rows` rows.
+pub fn request_body(inputs: &[IoMeta], rows: u32, binary: bool) -> (Bytes, Option<usize>) {
+    let tensors = synthetic_inputs(inputs, rows);
+    if !binary {
+        let ins: Vec<serde_json::Value> = tensors
+            .iter()
+            .map(|t| {
+                let data: serde_json::Value = match (&t.data, t.dtype) {
+                    (TensorData::Raw(_), DType::Fp32) => t.to_f32().into(),
+                    (TensorData::Raw(r), DType::Int32) => {
+                        r.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>().into()
+                    }
+                    (TensorData::Raw(r), DType::Int64) => {
+                        r.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect::<Vec<_>>().into()
+                    }
+                    (TensorData::Raw(r), _) => r.iter().map(|&b| u64::from(b)).collect::<Vec<_>>().into(),
+                    (TensorData::Strings(s), _) => s.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>().into(),
+                };
+                serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.as_v2(), "data": data})
+            })
+            .collect();
+        return (
+            Bytes::from(serde_json::json!({ "inputs": ins }).to_string()),
+            None,
+        );
+    }
+    let mut bin = Vec::new();
+    let ins: Vec<serde_json::Value> = tensors
+        .iter()
+        .map(|t| {
+            let b = t.data_bytes();
+            bin.extend_from_slice(&b);
+            serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.as_v2(), "parameters": {"binary_data_size": b.len()}})
+        })
+        .collect();
+    let header = serde_json::json!({ "inputs": ins, "parameters": {"binary_data_output": true} })
+        .to_string();
+    let n = header.len();
+    let mut body = header.into_bytes();
+    body.extend_from_slice(&bin);
+    (Bytes::from(body), Some(n))
+}
+
+struct Tally {
+    lat_ms: Vec<f64>,
+    errors: BTreeMap<u16, u64>,
+}
+
+async fn one(
+    client: &HttpClient,
+    url: &str,
+    body: &Bytes,
+    header_len: Option<usize>,
+) -> Result<(), u16> {
+    let mut req = hyper::Request::post(url).header("content-type", "application/json");
+    if let Some(n) = header_len {
+        req = req.header("inference-header-content-length", n.to_string());
+    }
+    let req = req.body(Full::new(body.clone())).expect("valid request");
+    let resp = client.request(req).await.map_err(|_| 0u16)?;
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await.map_err(|_| 0u16)?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(a.concurrency * 2)
+        .build_http();
+    let meta = get_json(&client, &format!("{}/v2/models/{}", a.url, a.model)).await?;
+    let inputs: Vec<IoMeta> = meta["inputs"]
+        .as_array()
+        .context("metadata without inputs")?
+        .iter()
+        .map(|i| IoMeta {
+            name: i["name"].as_str().unwrap_or_default().to_string(),
+            dtype: DType::from_v2(i["datatype"].as_str().unwrap_or_default())
+                .unwrap_or(DType::Fp32),
+            shape: i["shape"]
+                .as_array()
+                .map(|s| s.iter().filter_map(|d| d.as_i64()).collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let (body, header_len) = request_body(&inputs, a.rows, a.binary);
+    let infer_url = format!("{}/v2/models/{}/infer", a.url, a.model);
+    let (s0, c0) = batch_stats(&client, &a.url, &a.model).await;
+    let tally = Arc::new(Mutex::new(Tally {
+        lat_ms: Vec::new(),
+        errors: BTreeMap::new(),
+    }));
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(a.duration);
+    let mut shed = 0u64;
+    if a.mode == "closed" {
+        let mut tasks = Vec::new();
+        for _ in 0..a.concurrency {
+            let (client, url, body, tally) = (
+                client.clone(),
+                infer_url.clone(),
+                body.clone(),
+                tally.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    let r = one(&client, &url, &body, header_len).await;
+                    let mut g = tally.lock().expect("tally");
+                    match r {
+                        Ok(()) => g.lat_ms.push(t.elapsed().as_secs_f64() * 1e3),
+                        Err(s) => *g.errors.entry(s).or_default() += 1,
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+    } else {
+        let cap = Arc::new(Semaphore::new(a.concurrency));
+        let mut next = start;
+        let mut tasks = Vec::new();
+        let mut rng = rand::rng();
+        while next < end {
+            tokio::time::sleep_until(next.into()).await;
+            let scheduled = next;
+            let gap: f64 = -(1.0 - rng.random::<f64>()).ln() / a.rate;
+            next += Duration::from_secs_f64(gap);
+            let Ok(permit) = cap.clone().try_acquire_owned() else {
+                shed += 1;
+                continue;
+            };
+            let (client, url, body, tally) = (
+                client.clone(),
+                infer_url.clone(),
+                body.clone(),
+                tally.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let r = one(&client, &url, &body, header_len).await;
+                drop(permit);
+                let mut g = tally.lock().expect("tally");
+                match r {
+                    Ok(()) => g.lat_ms.push(scheduled.elapsed().as_secs_f64() * 1e3),
+                    Err(s) => *g.errors.entry(s).or_default() += 1,
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (s1, c1) = batch_stats(&client, &a.url, &a.model).await;
+    let mut g = tally.lock().expect("tally");
+    let ok = g.lat_ms.len() as u64;
+    let (p50, p90, p99) = pct(&mut g.lat_ms);
+    let label = if a.mode == "closed" {
+        format!(
+            "gateway {} closed c={} rows={}{}",
+            a.model,
+            a.concurrency,
+            a.rows,
+            if a.binary { " bin" } else { "" }
+        )
+    } else {
+        format!(
+            "gateway {} open {}/s rows={}{}",
+            a.model,
+            a.rate,
+            a.rows,
+            if a.binary { " bin" } else { "" }
+        )
+    };
+    Ok(Report {
+        label,
+        ok,
+        errors: g.errors.clone(),
+        shed_by_generator: shed,
+        items_per_s: ok as f64 * f64::from(a.rows) / elapsed,
+        p50_ms: p50,
+        p90_ms: p90,
+        p99_ms: p99,
+        mean_batch: if c1 > c0 { (s1 - s0) / (c1 - c0) } else { 0.0 },
+    })
+}
+
+fn raw(a: &BenchArgs) -> anyhow::Result<Vec<Report>> {
+    crate::exec::ort_lib::init(None)?;
+    let dir = a.model_repo.join(&a.model);
+    let cfg = match std::fs::read_to_string(dir.join("config.toml")) {
+        Ok(t) => crate::config::ModelConfig::parse(&t, "config.toml")?,
+        Err(_) => crate::config::ModelConfig::default(),
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..a.threads.max(1) {
+        sessions.push(crate::exec::session::build(&a.model, &dir.join("model.onnx"), &cfg)?.0);
+    }
+    let (inputs, outputs) = crate::exec::session::metadata(&a.model, &sessions[0])?;
+    let outs: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+    let mut reports = Vec::new();
+    for &b in &a.batch_sizes {
+        let x = synthetic_inputs(&inputs, b);
+        let start = Instant::now();
+        let end = start + Duration::from_secs_f64(a.duration);
+        let results: Vec<Vec<f64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = sessions
+                .iter_mut()
+                .map(|s| {
+                    let (x, outs) = (&x, &outs);
+                    scope.spawn(move || {
+                        let _ = run_tensors(s, x, outs);
+                        let mut lat = Vec::new();
+                        while Instant::now() < end {
+                            let t = Instant::now();
+                            if run_tensors(s, x, outs).is_ok() {
+                                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                            }
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let elapsed = start.elapsed().as_secs_f64();
+        let mut lat: Vec<f64> = results.into_iter().flatten().collect();
+        let runs = lat.len() as u64;
+        let (p50, p90, p99) = pct(&mut lat);
+        reports.push(Report {
+            label: format!("raw-ort {} batch={} threads={}", a.model, b, a.threads),
+            ok: runs,
+            errors: BTreeMap::new(),
+            shed_by_generator: 0,
+            items_per_s: runs as f64 * f64::from(b) / elapsed,
+            p50_ms: p50,
+            p90_ms: p90,
+            p99_ms: p99,
+            mean_batch: f64::from(b),
+        });
+    }
+    Ok(reports)
+}

@@ -1,0 +1,179 @@
+//! Typed configuration: the server's settings and each model's `config.toml`.
+//!
+//! Everything is parsed and validated before any port is bound; the binary exits with code 64 and
+//! the reason when validation fails.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// A configuration problem, with the file or flag it came from.
+#[derive(Debug, Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    /// File or flag that holds the bad value.
+    pub source_name: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `source_name`.
+    pub fn new(source_name: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            source_name: source_name.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Which ONNX Runtime execution provider a model's sessions use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    /// ONNX Runtime's default CPU provider.
+    #[default]
+    Cpu,
+    /// CUDA; falls back to CPU with a logged warning when the library or device lacks it.
+    Cuda,
+}
+
+/// Per-model settings from `DIR/<name>/config.toml`. Every field is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Largest batch (in items along dim 0) the batcher sends; a single request above it is refused.
+    pub max_batch_size: usize,
+    /// Latency objective per request in milliseconds: the batcher never waits so long that the
+    /// oldest request would miss it, given the profiled latency of the batch.
+    pub slo_ms: f64,
+    /// Execution provider for this model's sessions.
+    pub execution_provider: ExecutionProvider,
+    /// Concurrent executors (each a thread owning one ort session).
+    pub executors: usize,
+    /// Intra-op threads per session (0 = ONNX Runtime's default).
+    pub intra_threads: usize,
+    /// Warm-up runs per executor before the model reports ready.
+    pub warmup_runs: usize,
+    /// Bound of the model queue in requests; a full queue answers 503 with `Retry-After`.
+    pub queue_capacity: usize,
+    /// Version string reported by the metadata endpoint.
+    pub version: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            max_batch_size: 32,
+            slo_ms: 100.0,
+            execution_provider: ExecutionProvider::Cpu,
+            executors: 1,
+            intra_threads: 0,
+            warmup_runs: 2,
+            queue_capacity: 1024,
+            version: "1".into(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Checks ranges; `origin` names the file in the error.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError::new(origin, m));
+        if self.max_batch_size == 0 || self.max_batch_size > 4096 {
+            return err("max_batch_size must be in 1..=4096");
+        }
+        if !(self.slo_ms.is_finite() && self.slo_ms > 0.0) {
+            return err("slo_ms must be a positive number of milliseconds");
+        }
+        if self.executors == 0 || self.executors > 64 {
+            return err("executors must be in 1..=64");
+        }
+        if self.queue_capacity == 0 {
+            return err("queue_capacity must be at least 1");
+        }
+        if self.version.is_empty() || self.version.contains('/') {
+            return err("version must be a non-empty string without '/'");
+        }
+        Ok(())
+    }
+
+    /// Parses and validates a `config.toml` body.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: ModelConfig =
+            toml::from_str(text).map_err(|e| ConfigError::new(origin, e.to_string()))?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+}
+
+/// Settings of `mark serve`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Model repository directory.
+    pub model_repo: PathBuf,
+    /// Largest request body accepted, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Most concurrent connections; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Profile models that have no `profile.toml` at start.
+    pub profile_missing: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            model_repo: PathBuf::from("models"),
+            max_body_bytes: 64 << 20,
+            max_connections: 4096,
+            profile_missing: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "--max-body-bytes",
+                "must be at least 1024",
+            ));
+        }
+        if !self.model_repo.is_dir() {
+            return Err(ConfigError::new(
+                "--model-repo",
+                format!(
+                    "{} is not a directory (run scripts/setup.sh to generate the demo models)",
+                    self.model_repo.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        ModelConfig::default().validate("x").unwrap();
+    }
+
+    #[test]
+    fn parses_and_rejects() {
+        let c = ModelConfig::parse(
+            "max_batch_size = 8\nslo_ms = 20\nexecution_provider = \"cuda\"",
+            "m",
+        )
+        .unwrap();
+        assert_eq!(c.max_batch_size, 8);
+        assert_eq!(c.execution_provider, ExecutionProvider::Cuda);
+        assert!(ModelConfig::parse("max_batch_size = 0", "m").is_err());
+        assert!(ModelConfig::parse("slo_ms = -1", "m").is_err());
+        let e = ModelConfig::parse("bogus = 1", "m/config.toml").unwrap_err();
+        assert!(e.to_string().contains("m/config.toml"), "{e}");
+    }
+}

@@ -1,0 +1,176 @@
+//! Executor threads: each owns one ort session (`Session::run` takes `&mut self`) and runs whole
+//! batches: concatenate inputs along dim 0, run, split outputs back per request, reply.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ort::session::Session;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{values, ExecError};
+use crate::batching::queue::Pending;
+use crate::metrics::ModelMetrics;
+use crate::tensor::Tensor;
+
+/// A batch on its way to an executor, holding the permit that reserved the executor.
+pub struct Job {
+    /// Requests in the batch, oldest first.
+    pub batch: Vec<Pending>,
+    /// Released when the job is done (or dropped), letting the batcher form the next batch.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Handle to a model's executor threads.
+pub struct ExecutorPool {
+    tx: Sender<Job>,
+}
+
+impl ExecutorPool {
+    /// Starts one thread per session.
+    pub fn spawn(
+        model: &str,
+        sessions: Vec<Session>,
+        outputs: Vec<String>,
+        metrics: Arc<ModelMetrics>,
+        slo: Duration,
+    ) -> Self {
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for (i, session) in sessions.into_iter().enumerate() {
+            let rx = rx.clone();
+            let ctx = Ctx {
+                model: model.to_string(),
+                outputs: outputs.clone(),
+                metrics: metrics.clone(),
+                slo,
+            };
+            std::thread::Builder::new()
+                .name(format!("exec-{model}-{i}"))
+                .spawn(move || executor_loop(session, rx, ctx))
+                .expect("spawn executor thread");
+        }
+        ExecutorPool { tx }
+    }
+
+    /// Hands a batch to the next free executor.
+    pub fn submit(&self, job: Job) -> Result<(), ExecError> {
+        self.tx
+            .send(job)
+            .map_err(|_| ExecError::Gone("pool".into()))
+    }
+}
+
+struct Ctx {
+    model: String,
+    outputs: Vec<String>,
+    metrics: Arc<ModelMetrics>,
+    slo: Duration,
+}
+
+fn executor_loop(mut session: Session, rx: Arc<Mutex<Receiver<Job>>>, ctx: Ctx) {
+    loop {
+        let job = {
+            let guard = rx.lock().expect("job channel lock");
+            match guard.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        // A panic inside ort or the split drops the job's reply senders: every request of the batch
+        // is then answered with an error by its handler, never left hanging.
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| run_job(&mut session, job, &ctx)));
+        if r.is_err() {
+            tracing::error!(model = %ctx.model, "executor panicked while running a batch");
+        }
+    }
+}
+
+fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
+    let Job { batch, permit } = job;
+    let sizes: Vec<usize> = batch.iter().map(|p| p.items as usize).collect();
+    let total: usize = sizes.iter().sum();
+    let n_inputs = batch[0].inputs.len();
+    let started = Instant::now();
+    let merged: Vec<Tensor> = (0..n_inputs)
+        .map(|i| {
+            if batch.len() == 1 {
+                batch[0].inputs[i].clone()
+            } else {
+                Tensor::concat(&batch.iter().map(|p| &p.inputs[i]).collect::<Vec<_>>())
+            }
+        })
+        .collect();
+    let result = run_tensors(session, &merged, &ctx.outputs);
+    let elapsed = started.elapsed();
+    drop(permit);
+    ctx.metrics
+        .busy_us
+        .fetch_add(elapsed.as_micros() as u64, Relaxed);
+    ctx.metrics.batch_size.observe(total as f64);
+    match result {
+        Ok(outs) => {
+            let split: Vec<Vec<Tensor>> = outs
+                .iter()
+                .map(|t| {
+                    if t.batch() == total && !t.shape.is_empty() {
+                        t.split(&sizes)
+                    } else {
+                        vec![t.clone(); sizes.len()]
+                    }
+                })
+                .collect();
+            for (i, p) in batch.into_iter().enumerate() {
+                let mine: Vec<Tensor> = split.iter().map(|parts| parts[i].clone()).collect();
+                finish(p, Ok(mine), ctx);
+            }
+        }
+        Err(message) => {
+            tracing::error!(model = %ctx.model, cause = %message, batch = total, "batch failed");
+            for p in batch {
+                finish(
+                    p,
+                    Err(ExecError::Run {
+                        model: ctx.model.clone(),
+                        message: message.clone(),
+                    }),
+                    ctx,
+                );
+            }
+        }
+    }
+}
+
+fn finish(p: Pending, reply: Result<Vec<Tensor>, ExecError>, ctx: &Ctx) {
+    let latency = p.enqueued.elapsed();
+    ctx.metrics.latency.observe(latency.as_secs_f64());
+    if latency > ctx.slo {
+        ctx.metrics.slo_missed.fetch_add(1, Relaxed);
+    }
+    // The receiver is gone only when the client hung up; nothing to do then.
+    let _ = p.reply.send(reply);
+}
+
+/// Runs `inputs` (in the session's input order) and returns the named outputs as tensors.
+pub fn run_tensors(
+    session: &mut Session,
+    inputs: &[Tensor],
+    outputs: &[String],
+) -> Result<Vec<Tensor>, String> {
+    let mut vals = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        vals.push((t.name.clone(), values::to_ort(t)?));
+    }
+    let out = session.run(vals).map_err(|e| e.to_string())?;
+    outputs
+        .iter()
+        .map(|name| {
+            let v = out
+                .get(name.as_str())
+                .ok_or_else(|| format!("output '{name}' missing from the run"))?;
+            values::from_ort(name, v)
+        })
+        .collect()
+}

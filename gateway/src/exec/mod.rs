@@ -1,0 +1,40 @@
+//! Execution core: ONNX Runtime sessions on dedicated threads.
+//!
+//! - `ort_lib`: finding and loading the shared library.
+//! - `session`: building a session (execution provider, threads) and reading model metadata.
+//! - `values`: converting gateway tensors to ort values and back.
+//! - `executor`: the per-model pool of executor threads that run batches.
+
+pub mod executor;
+pub mod ort_lib;
+pub mod session;
+pub mod values;
+
+use thiserror::Error;
+
+/// Failures of the execution core. None of them is retried on the same executor.
+#[derive(Debug, Error, Clone)]
+pub enum ExecError {
+    /// The ONNX Runtime library could not be found or loaded.
+    #[error("onnxruntime library: {0}")]
+    Library(String),
+    /// The model file could not be loaded into a session.
+    #[error("loading model '{model}': {message}")]
+    Load {
+        /// Model name.
+        model: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// ONNX Runtime failed while running a batch.
+    #[error("running model '{model}': {message}")]
+    Run {
+        /// Model name.
+        model: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// The executor went away before answering (thread panicked or shut down).
+    #[error("executor for model '{0}' stopped before answering")]
+    Gone(String),
+}

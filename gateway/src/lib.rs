@@ -1,0 +1,26 @@
+//! MArk-rs gateway: serves ONNX models over the KServe v2 protocol with SLO-aware dynamic batching.
+//!
+//! # Layout
+//! - `api`: v2 REST endpoints and `/metrics` (route → decode → admit → … → encode).
+//! - `batching`: bounded model queue, batch-size policy, the batch loop.
+//! - `exec`: ONNX Runtime through `ort`: library loading, sessions, executor threads.
+//! - `model` / `repo`: a served model and the model repository scan.
+//! - `profile` / `profiler`: latency per batch size, stored and measured.
+//! - `metrics`: Prometheus counters and histograms.
+//! - `bench`: load generator (open and closed loop) and raw-ort baseline.
+//! - `server` / `app`: listener lifecycle and wiring of `mark serve`.
+//! - `config` / `tensor`: typed settings; tensors as dtype, shape and bytes.
+
+pub mod api;
+pub mod app;
+pub mod batching;
+pub mod bench;
+pub mod config;
+pub mod exec;
+pub mod metrics;
+pub mod model;
+pub mod profile;
+pub mod profiler;
+pub mod repo;
+pub mod server;
+pub mod tensor;

@@ -1,0 +1,186 @@
+//! The `mark` binary: argument parsing, logging, exit codes. Everything else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mark_gateway::config::ServerConfig;
+use mark_gateway::{app, bench, exec, profiler, repo};
+
+#[derive(Parser)]
+#[command(
+    name = "mark",
+    version,
+    about = "MArk-rs: cost-aware ML inference gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the models of a repository over KServe v2.
+    Serve {
+        /// Model repository: DIR/<name>/model.onnx [+ config.toml].
+        #[arg(long, default_value = "models")]
+        model_repo: PathBuf,
+        /// Address of the inference listener.
+        #[arg(long, default_value = "0.0.0.0:8000")]
+        listen: SocketAddr,
+        /// Largest request body in bytes (413 above).
+        #[arg(long, default_value_t = 64 << 20)]
+        max_body_bytes: usize,
+        /// Path to libonnxruntime.so (else ORT_DYLIB_PATH, else .mark/venv).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+        /// Do not profile models that have no profile.toml (batch by max size only).
+        #[arg(long)]
+        no_profile: bool,
+    },
+    /// Measure latency per batch size and write DIR/<model>/profile.toml.
+    Profile {
+        /// Model repository.
+        #[arg(long, default_value = "models")]
+        model_repo: PathBuf,
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Batch sizes (default: powers of two up to max_batch_size).
+        #[arg(long, value_delimiter = ',')]
+        batch_sizes: Vec<u32>,
+        /// Timed runs per batch size.
+        #[arg(long, default_value_t = 30)]
+        reps: usize,
+        /// Path to libonnxruntime.so.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Load generator against a running gateway, or the raw-ort baseline in process.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ort=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config_exit(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("configuration error: {e}");
+    ExitCode::from(64)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Serve {
+            model_repo,
+            listen,
+            max_body_bytes,
+            ort_lib,
+            no_profile,
+        } => {
+            let cfg = ServerConfig {
+                model_repo,
+                max_body_bytes,
+                profile_missing: !no_profile,
+                ..ServerConfig::default()
+            };
+            if let Err(e) = cfg.validate() {
+                return Ok(config_exit(e));
+            }
+            let models = match repo::scan(&cfg.model_repo) {
+                Ok(m) => m,
+                Err(e) => return Ok(config_exit(e)),
+            };
+            if let Err(e) = exec::ort_lib::init(ort_lib.as_deref()) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(69));
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                let addr = listener.local_addr()?;
+                println!("mark serve: listening on http://{addr} (models: {})", models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
+                println!("try: curl -s http://{addr}/v2/health/ready && curl -s http://{addr}/v2/models/mlp");
+                let state = app::state(cfg, models);
+                app::serve(state, listener, shutdown_signal()).await;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Profile {
+            model_repo,
+            model,
+            batch_sizes,
+            reps,
+            ort_lib,
+        } => {
+            let models = match repo::scan(&model_repo) {
+                Ok(m) => m,
+                Err(e) => return Ok(config_exit(e)),
+            };
+            exec::ort_lib::init(ort_lib.as_deref())?;
+            for m in models
+                .iter()
+                .filter(|m| model.as_deref().is_none_or(|n| n == m.name))
+            {
+                let (mut s, _) = exec::session::build(&m.name, &m.dir.join("model.onnx"), &m.cfg)?;
+                let (inputs, outputs) = exec::session::metadata(&m.name, &s)?;
+                let outs: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+                let sizes = if batch_sizes.is_empty() {
+                    profiler::default_batch_sizes(m.cfg.max_batch_size as u32)
+                } else {
+                    batch_sizes.clone()
+                };
+                let p = profiler::measure(&mut s, &inputs, &outs, &sizes, 3, reps)
+                    .map_err(anyhow::Error::msg)?;
+                println!("{}: batch  p50_ms  p99_ms  items/s(p50)", m.name);
+                for pt in &p.points {
+                    println!(
+                        "{:>8} {:>7.3} {:>7.3} {:>10.0}",
+                        pt.batch,
+                        pt.p50_us / 1e3,
+                        pt.p99_us / 1e3,
+                        f64::from(pt.batch) / pt.p50_us * 1e6
+                    );
+                }
+                p.save(&m.profile_path())?;
+                println!("wrote {}", m.profile_path().display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(bench::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,245 @@
+//! Prometheus metrics: counters and fixed-bucket histograms on atomics, rendered as text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// A histogram with fixed upper bounds; the sum is kept in micro-units to stay integral.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    sum_micro: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// A histogram with these (sorted) upper bounds plus +Inf.
+    pub fn new(bounds: &[f64]) -> Self {
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micro: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_micro.fetch_add((v * 1e6) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// Mean of the observations (0 when none).
+    pub fn mean(&self) -> f64 {
+        let n = self.count();
+        if n == 0 {
+            0.0
+        } else {
+            self.sum_micro.load(Relaxed) as f64 / 1e6 / n as f64
+        }
+    }
+
+    /// Count of observations in each bucket (not cumulative), the last one being +Inf.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| (*b, c.load(Relaxed)))
+            .collect();
+        out.push((f64::INFINITY, self.counts[self.bounds.len()].load(Relaxed)));
+        out
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        for (b, c) in self.buckets() {
+            cum += c;
+            let le = if b.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                format!("{b}")
+            };
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cum}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_micro.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
+    }
+}
+
+const LATENCY_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// Metrics of one model.
+#[derive(Debug)]
+pub struct ModelMetrics {
+    /// Request latency from admission to reply, seconds.
+    pub latency: Histogram,
+    /// Items per executed batch.
+    pub batch_size: Histogram,
+    /// Requests waiting in the queue.
+    pub queue_depth: AtomicI64,
+    /// Time executors spent running batches, microseconds.
+    pub busy_us: AtomicU64,
+    /// Requests answered after their SLO.
+    pub slo_missed: AtomicU64,
+}
+
+impl Default for ModelMetrics {
+    fn default() -> Self {
+        ModelMetrics {
+            latency: Histogram::new(LATENCY_BOUNDS),
+            batch_size: Histogram::new(BATCH_BOUNDS),
+            queue_depth: AtomicI64::new(0),
+            busy_us: AtomicU64::new(0),
+            slo_missed: AtomicU64::new(0),
+        }
+    }
+}
+
+/// All metrics of the process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    models: Mutex<BTreeMap<String, Arc<ModelMetrics>>>,
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl Metrics {
+    /// The metrics of `model`, created on first use.
+    pub fn model(&self, model: &str) -> Arc<ModelMetrics> {
+        self.models
+            .lock()
+            .expect("metrics lock")
+            .entry(model.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Counts one answered inference request.
+    pub fn request(&self, model: &str, status: u16) {
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .entry((model.to_string(), status))
+            .or_default() += 1;
+    }
+
+    /// Requests answered for `model` with `status` so far.
+    pub fn requests(&self, model: &str, status: u16) -> u64 {
+        self.requests
+            .lock()
+            .expect("metrics lock")
+            .get(&(model.to_string(), status))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP mark_requests_total Inference requests answered, by model and HTTP status.\n",
+        );
+        out.push_str("# TYPE mark_requests_total counter\n");
+        for ((m, s), n) in self.requests.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "mark_requests_total{{model=\"{m}\",status=\"{s}\"}} {n}"
+            );
+        }
+        let models = self.models.lock().expect("metrics lock").clone();
+        let sections: [(&str, &str, &str); 5] = [
+            (
+                "mark_request_latency_seconds",
+                "histogram",
+                "Admission-to-reply latency of inference requests.",
+            ),
+            ("mark_batch_size", "histogram", "Items per executed batch."),
+            (
+                "mark_queue_depth",
+                "gauge",
+                "Requests waiting in the model queue.",
+            ),
+            (
+                "mark_executor_busy_seconds_total",
+                "counter",
+                "Time executors spent running batches.",
+            ),
+            (
+                "mark_slo_missed_total",
+                "counter",
+                "Requests answered after their latency objective.",
+            ),
+        ];
+        for (name, kind, help) in sections {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (m, mm) in &models {
+                let labels = format!("model=\"{m}\"");
+                match name {
+                    "mark_request_latency_seconds" => mm.latency.render(&mut out, name, &labels),
+                    "mark_batch_size" => mm.batch_size.render(&mut out, name, &labels),
+                    "mark_queue_depth" => {
+                        let _ =
+                            writeln!(out, "{name}{{{labels}}} {}", mm.queue_depth.load(Relaxed));
+                    }
+                    "mark_executor_busy_seconds_total" => {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{{labels}}} {}",
+                            mm.busy_us.load(Relaxed) as f64 / 1e6
+                        );
+                    }
+                    _ => {
+                        let _ = writeln!(out, "{name}{{{labels}}} {}", mm.slo_missed.load(Relaxed));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_text() {
+        let m = Metrics::default();
+        let mm = m.model("mlp");
+        mm.batch_size.observe(1.0);
+        mm.batch_size.observe(3.0);
+        m.request("mlp", 200);
+        let t = m.render();
+        assert!(
+            t.contains("mark_requests_total{model=\"mlp\",status=\"200\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mark_batch_size_bucket{model=\"mlp\",le=\"4\"} 2"),
+            "{t}"
+        );
+        assert!(t.contains("mark_batch_size_count{model=\"mlp\"} 2"), "{t}");
+        assert_eq!(mm.batch_size.mean(), 2.0);
+    }
+}
