@@ -1,5 +1,6 @@
 //! The `mark` binary: argument parsing, logging, exit codes. Everything else lives in the library.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -116,8 +117,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
                 let addr = listener.local_addr()?;
-                println!("mark serve: listening on http://{addr} (models: {})", models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
-                println!("try: curl -s http://{addr}/v2/health/ready && curl -s http://{addr}/v2/models/mlp");
+                // Ignore write errors: a closed stdout must not take the server down.
+                let names = models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "mark serve: listening on http://{addr} (models: {names})");
+                let _ = writeln!(out, "try: curl -s http://{addr}/v2/health/ready; curl -s http://{addr}/v2/models/mlp");
+                let _ = out.flush();
                 let state = app::state(cfg, models);
                 app::serve(state, listener, shutdown_signal()).await;
                 anyhow::Ok(())

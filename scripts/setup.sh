@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what MArk-rs needs beyond rustup/cargo and python3, idempotently, into .mark/:
+# a Python venv with the pinned onnxruntime wheel (its libonnxruntime.so is what the gateway
+# loads), the model generator's deps and the test clients; then generates the demo models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.mark/venv
+mkdir -p .mark
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! cmp -s scripts/requirements.txt .mark/requirements.installed; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
+  # magika only for its pretrained model file; --no-deps keeps its onnxruntime pin out.
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps magika==1.0.3
+  cp scripts/requirements.txt .mark/requirements.installed
+fi
+"$VENV/bin/python" scripts/gen_models.py models

@@ -1,0 +1,203 @@
+//! Shared helpers of the end-to-end tests: start the real `mark` binary, talk HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The `mark` binary next to the test executable (built by `cargo build --release --bins`).
+pub fn mark_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let bin = dir.join("mark");
+    assert!(bin.is_file(), "{} missing: run `cargo build --release --bins` first (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mark-e2e-{tag}-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos()
+}
+
+/// A model repository holding `models` (name, config.toml body), linking the generated model files.
+pub fn repo_with(models: &[(&str, &str)]) -> PathBuf {
+    let dir = temp_dir("repo");
+    for (name, cfg) in models {
+        let src = root().join("models").join(name);
+        assert!(src.join("model.onnx").is_file(), "run scripts/setup.sh to generate models/{name}");
+        let dst = dir.join(name);
+        std::fs::create_dir_all(&dst).expect("model dir");
+        std::os::unix::fs::symlink(src.join("model.onnx"), dst.join("model.onnx")).expect("symlink");
+        std::fs::write(dst.join("config.toml"), cfg).expect("config");
+        if src.join("profile.toml").is_file() {
+            std::fs::copy(src.join("profile.toml"), dst.join("profile.toml")).expect("profile");
+        }
+    }
+    dir
+}
+
+/// A running `mark serve`, killed on drop.
+pub struct Gateway {
+    child: Child,
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// `http://addr`.
+    pub base: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `mark serve --listen 127.0.0.1:0` with extra args and waits for the listening line.
+    pub fn start(args: &[&str]) -> Gateway {
+        let log = temp_dir("log").join("stderr.log");
+        let mut child = Command::new(mark_bin())
+            .current_dir(root())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn mark serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read stdout");
+        // Keep draining so the gateway never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+        Gateway { child, addr, base: format!("http://{addr}"), log }
+    }
+
+    /// Waits until `/v2/health/ready` answers 200.
+    pub async fn ready(self) -> Gateway {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = get(&format!("{}/v2/health/ready", self.base)).await {
+                if r.status == 200 {
+                    return self;
+                }
+            }
+            assert!(Instant::now() < deadline, "gateway not ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Resp {
+    /// Body as JSON (the JSON header only, when a binary section follows).
+    pub fn json(&self) -> serde_json::Value {
+        let n = self
+            .headers
+            .get("inference-header-content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.body.len());
+        serde_json::from_slice(&self.body[..n]).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The `error` message.
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Sends one request.
+pub async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> anyhow::Result<Resp> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut b = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    let resp = client.request(b.body(Full::new(Bytes::from(body)))?).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Resp { status, headers, body })
+}
+
+/// GET.
+pub async fn get(url: &str) -> anyhow::Result<Resp> {
+    send("GET", url, &[], Vec::new()).await
+}
+
+/// POST a JSON value.
+pub async fn post_json(url: &str, v: &serde_json::Value) -> Resp {
+    send("POST", url, &[("content-type", "application/json".into())], v.to_string().into_bytes()).await.expect("request")
+}
+
+/// An MLP input row, distinct per `seed`.
+pub fn mlp_row(seed: u32) -> Vec<f32> {
+    (0..784).map(|i| ((i as u32 * 31 + seed * 17) % 97) as f32 / 97.0).collect()
+}
+
+/// An infer request for the MLP with these rows.
+pub fn mlp_request(rows: &[Vec<f32>]) -> serde_json::Value {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    serde_json::json!({"inputs": [{"name": "input", "shape": [rows.len(), 784], "datatype": "FP32", "data": flat}]})
+}
+
+/// FP32 values of output `name` of a JSON response.
+pub fn output_f32(v: &serde_json::Value, name: &str) -> Vec<f32> {
+    v["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name} in {v}"))["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+
+/// Reads one series value from Prometheus text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
