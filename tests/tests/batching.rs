@@ -9,8 +9,13 @@ use util::*;
 
 #[tokio::test]
 async fn concurrent_requests_batch_and_match_unbatched_answers() {
-    let repo = repo_with(&[("mlp", "max_batch_size = 32\nslo_ms = 200\nexecutors = 1\nintra_threads = 1\n")]);
-    let g = Gateway::start(&["--model-repo", repo.to_str().unwrap()]).ready().await;
+    let repo = repo_with(&[(
+        "mlp",
+        "max_batch_size = 32\nslo_ms = 200\nexecutors = 1\nintra_threads = 1\n",
+    )]);
+    let g = Gateway::start(&["--model-repo", repo.to_str().unwrap()])
+        .ready()
+        .await;
     let url = format!("{}/v2/models/mlp/infer", g.base);
 
     // Reference: each row alone, one request at a time (batch size 1).
@@ -20,7 +25,8 @@ async fn concurrent_requests_batch_and_match_unbatched_answers() {
         let v = post_json(&url, &mlp_request(&[mlp_row(i)])).await.json();
         reference.insert(i, (output_f32(&v, "logits"), output_f32(&v, "probs")));
     }
-    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body).to_string();
+    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
+        .to_string();
     let batches_before = metric(&text, "mark_batch_size_count{model=\"mlp\"}");
     let le1_before = metric(&text, "mark_batch_size_bucket{model=\"mlp\",le=\"1\"}");
 
@@ -29,7 +35,9 @@ async fn concurrent_requests_batch_and_match_unbatched_answers() {
     for round in 0..8 {
         for i in 0..n {
             let url = url.clone();
-            tasks.push(tokio::spawn(async move { (round, i, post_json(&url, &mlp_request(&[mlp_row(i)])).await) }));
+            tasks.push(tokio::spawn(async move {
+                (round, i, post_json(&url, &mlp_request(&[mlp_row(i)])).await)
+            }));
         }
     }
     let mut answered = 0;
@@ -38,26 +46,50 @@ async fn concurrent_requests_batch_and_match_unbatched_answers() {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let v = r.json();
         let (logits, probs) = &reference[&i];
-        assert_eq!(&output_f32(&v, "logits"), logits, "row {i}: batched logits differ from unbatched");
-        assert_eq!(&output_f32(&v, "probs"), probs, "row {i}: batched probs differ from unbatched");
+        assert_eq!(
+            &output_f32(&v, "logits"),
+            logits,
+            "row {i}: batched logits differ from unbatched"
+        );
+        assert_eq!(
+            &output_f32(&v, "probs"),
+            probs,
+            "row {i}: batched probs differ from unbatched"
+        );
         answered += 1;
     }
     assert_eq!(answered, 8 * n);
-    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body).to_string();
+    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
+        .to_string();
     let batches = metric(&text, "mark_batch_size_count{model=\"mlp\"}") - batches_before;
     let singles = metric(&text, "mark_batch_size_bucket{model=\"mlp\",le=\"1\"}") - le1_before;
-    assert!(batches < f64::from(8 * n), "{batches} batches for {} requests: no batching happened", 8 * n);
+    assert!(
+        batches < f64::from(8 * n),
+        "{batches} batches for {} requests: no batching happened",
+        8 * n
+    );
     assert!(singles < batches, "every batch had one item");
-    println!("{} concurrent requests ran in {batches} batches (mean {:.1} items)", 8 * n, f64::from(8 * n) / batches);
+    println!(
+        "{} concurrent requests ran in {batches} batches (mean {:.1} items)",
+        8 * n,
+        f64::from(8 * n) / batches
+    );
 }
 
 #[tokio::test]
 async fn full_queue_answers_503_and_loses_nothing() {
     // resnet18 takes ~25 ms per image here: 40 concurrent requests overrun a queue of 3.
-    let repo = repo_with(&[("resnet18", "max_batch_size = 4\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\nqueue_capacity = 3\n")]);
-    let g = Gateway::start(&["--model-repo", repo.to_str().unwrap()]).ready().await;
+    let repo = repo_with(&[(
+        "resnet18",
+        "max_batch_size = 4\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\nqueue_capacity = 3\n",
+    )]);
+    let g = Gateway::start(&["--model-repo", repo.to_str().unwrap()])
+        .ready()
+        .await;
     let url = format!("{}/v2/models/resnet18/infer", g.base);
-    let image: Vec<f32> = (0..3 * 224 * 224).map(|i| (i % 255) as f32 / 255.0).collect();
+    let image: Vec<f32> = (0..3 * 224 * 224)
+        .map(|i| (i % 255) as f32 / 255.0)
+        .collect();
     let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": image}],
                                   "outputs": [{"name": "logits"}]});
     let reference = output_f32(&post_json(&url, &body).await.json(), "logits");
@@ -72,8 +104,15 @@ async fn full_queue_answers_503_and_loses_nothing() {
         match r.status {
             200 => {
                 let got = output_f32(&r.json(), "logits");
-                let max_diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-                assert!(max_diff < 1e-3, "wrong answer under load: max diff {max_diff}");
+                let max_diff = got
+                    .iter()
+                    .zip(&reference)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    max_diff < 1e-3,
+                    "wrong answer under load: max diff {max_diff}"
+                );
                 ok += 1;
             }
             503 => {
@@ -81,14 +120,30 @@ async fn full_queue_answers_503_and_loses_nothing() {
                 assert!(r.error().contains("overloaded"), "{}", r.error());
                 busy += 1;
             }
-            s => panic!("unexpected status {s}: {}", String::from_utf8_lossy(&r.body)),
+            s => panic!(
+                "unexpected status {s}: {}",
+                String::from_utf8_lossy(&r.body)
+            ),
         }
     }
     assert_eq!(ok + busy, 40, "every request answered exactly once");
     assert!(busy > 0, "queue never filled");
     assert!(ok > 3, "queue admitted too little");
-    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body).to_string();
-    assert_eq!(metric(&text, "mark_requests_total{model=\"resnet18\",status=\"200\"}"), f64::from(ok + 1));
-    assert_eq!(metric(&text, "mark_requests_total{model=\"resnet18\",status=\"503\"}"), f64::from(busy));
+    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
+        .to_string();
+    assert_eq!(
+        metric(
+            &text,
+            "mark_requests_total{model=\"resnet18\",status=\"200\"}"
+        ),
+        f64::from(ok + 1)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "mark_requests_total{model=\"resnet18\",status=\"503\"}"
+        ),
+        f64::from(busy)
+    );
     println!("40 concurrent: {ok} answered 200, {busy} refused 503");
 }

@@ -14,27 +14,44 @@ use hyper_util::rt::TokioExecutor;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The `mark` binary next to the test executable (built by `cargo build --release --bins`).
 pub fn mark_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let bin = dir.join("mark");
-    assert!(bin.is_file(), "{} missing: run `cargo build --release --bins` first (scripts/test.sh does)", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo build --release --bins` first (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
 /// A fresh directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mark-e2e-{tag}-{}-{}", std::process::id(), rand_suffix()));
+    let d = std::env::temp_dir().join(format!(
+        "mark-e2e-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
 }
 
 /// A model repository holding `models` (name, config.toml body), linking the generated model files.
@@ -42,10 +59,14 @@ pub fn repo_with(models: &[(&str, &str)]) -> PathBuf {
     let dir = temp_dir("repo");
     for (name, cfg) in models {
         let src = root().join("models").join(name);
-        assert!(src.join("model.onnx").is_file(), "run scripts/setup.sh to generate models/{name}");
+        assert!(
+            src.join("model.onnx").is_file(),
+            "run scripts/setup.sh to generate models/{name}"
+        );
         let dst = dir.join(name);
         std::fs::create_dir_all(&dst).expect("model dir");
-        std::os::unix::fs::symlink(src.join("model.onnx"), dst.join("model.onnx")).expect("symlink");
+        std::os::unix::fs::symlink(src.join("model.onnx"), dst.join("model.onnx"))
+            .expect("symlink");
         std::fs::write(dst.join("config.toml"), cfg).expect("config");
         if src.join("profile.toml").is_file() {
             std::fs::copy(src.join("profile.toml"), dst.join("profile.toml")).expect("profile");
@@ -89,8 +110,18 @@ impl Gateway {
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default()));
-        Gateway { child, addr, base: format!("http://{addr}"), log }
+            .unwrap_or_else(|| {
+                panic!(
+                    "no address in {line:?}; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Gateway {
+            child,
+            addr,
+            base: format!("http://{addr}"),
+            log,
+        }
     }
 
     /// Waits until `/v2/health/ready` answers 200.
@@ -102,7 +133,11 @@ impl Gateway {
                     return self;
                 }
             }
-            assert!(Instant::now() < deadline, "gateway not ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -135,26 +170,41 @@ impl Resp {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(self.body.len());
-        serde_json::from_slice(&self.body[..n]).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body[..n])
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     /// The `error` message.
     pub fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
 /// Sends one request.
-pub async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> anyhow::Result<Resp> {
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> anyhow::Result<Resp> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut b = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, v);
     }
-    let resp = client.request(b.body(Full::new(Bytes::from(body)))?).await?;
+    let resp = client
+        .request(b.body(Full::new(Bytes::from(body)))?)
+        .await?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await?.to_bytes();
-    Ok(Resp { status, headers, body })
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// GET.
@@ -164,12 +214,21 @@ pub async fn get(url: &str) -> anyhow::Result<Resp> {
 
 /// POST a JSON value.
 pub async fn post_json(url: &str, v: &serde_json::Value) -> Resp {
-    send("POST", url, &[("content-type", "application/json".into())], v.to_string().into_bytes()).await.expect("request")
+    send(
+        "POST",
+        url,
+        &[("content-type", "application/json".into())],
+        v.to_string().into_bytes(),
+    )
+    .await
+    .expect("request")
 }
 
 /// An MLP input row, distinct per `seed`.
 pub fn mlp_row(seed: u32) -> Vec<f32> {
-    (0..784).map(|i| ((i as u32 * 31 + seed * 17) % 97) as f32 / 97.0).collect()
+    (0..784)
+        .map(|i| ((i as u32 * 31 + seed * 17) % 97) as f32 / 97.0)
+        .collect()
 }
 
 /// An infer request for the MLP with these rows.
