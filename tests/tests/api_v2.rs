@@ -93,7 +93,7 @@ async fn infer_json_flat_nested_outputs_subset_and_id() {
     let g = gateway(&[]).await;
     let url = format!("{}/v2/models/mlp/infer", g.base);
     let row = mlp_row(1);
-    let mut flat = mlp_request(&[row.clone()]);
+    let mut flat = mlp_request(std::slice::from_ref(&row));
     flat["id"] = json!("req-42");
     let a = post_json(&url, &flat).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
