@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.mark/venv
 mkdir -p .mark
+# Policies are WebAssembly components built for this target (by gateway/build.rs).
+rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi

@@ -1,28 +1,82 @@
-//! Wiring of `mark serve`: shared state, background model loading, the listener.
+//! Wiring of `mark serve`: the policy engine and slots, shared state, background model loading,
+//! the data-plane and admin listeners.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
-use crate::api::{router, AppState};
-use crate::batching::batcher::SharedPolicy;
-use crate::batching::policy::{BatchPolicy, MarkAdaptive};
+use crate::api::{admin, router, AppState};
+use crate::batching::policy::{BatchPolicy, PolicyFactory, SlotBatchPolicy};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::model::Model;
+use crate::policy::caller::PolicyCaller;
+use crate::policy::engine::{PolicyEngine, PolicyLimits};
+use crate::policy::slot::PolicySlots;
+use crate::policy::validate::validate;
+use crate::policy::PolicyKind;
 
-/// Builds the state for `models` with the default batch policy.
-pub fn state(cfg: ServerConfig, models: Vec<Arc<Model>>) -> Arc<AppState> {
-    let policy: SharedPolicy = Arc::new(ArcSwap::from_pointee(
-        Box::new(MarkAdaptive) as Box<dyn BatchPolicy>
-    ));
+/// The default policy component (the `mark-policies` crate built for wasm by `build.rs`).
+pub static DEFAULT_POLICIES_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mark-default.wasm"));
+
+/// Policy settings of `mark serve`.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyOptions {
+    /// Limits and deadlines.
+    pub limits: PolicyLimits,
+    /// Components to load at start, by kind (they replace the default component for that kind).
+    pub load: Vec<(PolicyKind, PathBuf)>,
+    /// Run the native defaults instead of loading `mark-default.wasm`.
+    pub native_only: bool,
+}
+
+/// Builds the engine and slots and loads the start-up policies. Errors name the file and reason.
+pub fn policies(opts: &PolicyOptions) -> anyhow::Result<(Arc<PolicyEngine>, Arc<PolicySlots>)> {
+    let engine = PolicyEngine::new(opts.limits.clone())?;
+    let slots = Arc::new(PolicySlots::new(opts.limits.rollback_after));
+    if !opts.native_only {
+        for kind in PolicyKind::ALL {
+            let p = validate(
+                &engine,
+                DEFAULT_POLICIES_WASM,
+                kind,
+                "embedded mark-default.wasm",
+            )
+            .map_err(|e| anyhow::anyhow!("embedded default {kind} policy: {e}"))?;
+            slots.get(kind).install(p);
+        }
+    }
+    for (kind, path) in &opts.load {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--policy {kind}={}: {e}", path.display()))?;
+        let p = validate(&engine, &bytes, *kind, &path.display().to_string())
+            .map_err(|e| anyhow::anyhow!("--policy {kind}={}: {e}", path.display()))?;
+        slots.get(*kind).install(p);
+    }
+    Ok((engine, slots))
+}
+
+/// Builds the state for `models`.
+pub fn state(
+    cfg: ServerConfig,
+    models: Vec<Arc<Model>>,
+    engine: Arc<PolicyEngine>,
+    slots: Arc<PolicySlots>,
+) -> Arc<AppState> {
+    let (e, s) = (engine.clone(), slots.batcher.clone());
+    let factory: PolicyFactory = Arc::new(move || {
+        Box::new(SlotBatchPolicy(PolicyCaller::new(e.clone(), s.clone()))) as Box<dyn BatchPolicy>
+    });
     Arc::new(AppState {
         models: models.into_iter().map(|m| (m.name.clone(), m)).collect(),
         metrics: Arc::new(Metrics::default()),
         cfg,
-        batch_policy: policy,
+        batch_policy: factory,
+        policies: slots,
+        engine,
     })
 }
 
@@ -32,26 +86,39 @@ pub fn spawn_loading(state: &Arc<AppState>) {
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         for m in st.models.values() {
-            if let Err(e) = m.load(
-                &st.metrics,
-                st.batch_policy.clone(),
-                st.cfg.profile_missing,
-                &rt,
-            ) {
+            if let Err(e) = m.load(&st.metrics, &st.batch_policy, st.cfg.profile_missing, &rt) {
                 tracing::error!(model = %m.name, cause = %e, "model failed to load");
             }
         }
     });
 }
 
-/// Serves the data plane on `listener` until `shutdown` resolves.
+/// Serves the data plane on `listener` (and the admin API on `admin`, with its token) until
+/// `shutdown` resolves.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
+    admin: Option<(TcpListener, String)>,
     shutdown: impl Future<Output = ()>,
 ) {
     spawn_loading(&state);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some((admin_listener, token)) = admin {
+        let st = state.clone();
+        let token: Arc<str> = token.into();
+        let handler = move |req| admin::handle(st.clone(), token.clone(), req);
+        let mut rx = stop_rx.clone();
+        tokio::spawn(crate::server::run(
+            admin_listener,
+            64,
+            handler,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ));
+    }
     let st = state.clone();
     let handler = move |req| router::handle(st.clone(), req);
     crate::server::run(listener, state.cfg.max_connections, handler, shutdown).await;
+    let _ = stop_tx.send(true);
 }

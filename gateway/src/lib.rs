@@ -1,9 +1,10 @@
 //! MArk-rs gateway: serves ONNX models over the KServe v2 protocol with SLO-aware dynamic batching.
 //!
 //! # Layout
-//! - `api`: v2 REST endpoints and `/metrics` (route → decode → admit → … → encode).
+//! - `api`: v2 REST endpoints, `/metrics`, and the admin API (route → decode → admit → … → encode).
 //! - `batching`: bounded model queue, batch-size policy, the batch loop.
 //! - `exec`: ONNX Runtime through `ort`: library loading, sessions, executor threads.
+//! - `policy`: WASM policy host: engine, validation, slots, callers with native fallback.
 //! - `model` / `repo`: a served model and the model repository scan.
 //! - `profile` / `profiler`: latency per batch size, stored and measured.
 //! - `metrics`: Prometheus counters and histograms.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod exec;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod profile;
 pub mod profiler;
 pub mod repo;

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mark_gateway::app::PolicyOptions;
 use mark_gateway::config::ServerConfig;
+use mark_gateway::policy::engine::{PolicyEngine, PolicyLimits};
+use mark_gateway::policy::validate::validate;
+use mark_gateway::policy::PolicyKind;
 use mark_gateway::{app, bench, exec, profiler, repo};
 
 #[derive(Parser)]
@@ -40,7 +44,28 @@ enum Cmd {
         /// Do not profile models that have no profile.toml (batch by max size only).
         #[arg(long)]
         no_profile: bool,
+        /// Address of the admin listener (policy hot-reload, status).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        admin_listen: SocketAddr,
+        /// Admin bearer token (else env MARK_ADMIN_TOKEN). Without one there is no admin listener.
+        #[arg(long, env = "MARK_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Serve the admin API without a token (only allowed on a loopback address).
+        #[arg(long)]
+        admin_insecure: bool,
+        /// Load a policy component at start: KIND=FILE.wasm (kind: batcher, predictor, provisioner).
+        #[arg(long = "policy", value_parser = parse_policy)]
+        policies: Vec<(PolicyKind, PathBuf)>,
+        /// Use the native default policies instead of the embedded mark-default.wasm.
+        #[arg(long)]
+        native_policies: bool,
+        /// Directory for compiled policy code (.cwasm cache), to speed up restarts.
+        #[arg(long)]
+        policy_cache: Option<PathBuf>,
     },
+    /// Policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Measure latency per batch size and write DIR/<model>/profile.toml.
     Profile {
         /// Model repository.
@@ -61,6 +86,30 @@ enum Cmd {
     },
     /// Load generator against a running gateway, or the raw-ort baseline in process.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a component offline exactly as the admin endpoint does before a swap.
+    Check {
+        /// The component.
+        file: PathBuf,
+        /// Kinds to check it as (default: every kind it exports).
+        #[arg(long, value_parser = |s: &str| PolicyKind::parse(s).ok_or_else(|| format!("unknown kind '{s}'")))]
+        kind: Vec<PolicyKind>,
+    },
+    /// Write the embedded default component (mark-default.wasm) to a file.
+    ExportDefault {
+        /// Output path.
+        out: PathBuf,
+    },
+}
+
+fn parse_policy(s: &str) -> Result<(PolicyKind, PathBuf), String> {
+    let (k, f) = s.split_once('=').ok_or("expected KIND=FILE.wasm")?;
+    let kind = PolicyKind::parse(k)
+        .ok_or_else(|| format!("unknown policy kind '{k}' (batcher, predictor, provisioner)"))?;
+    Ok((kind, PathBuf::from(f)))
 }
 
 fn main() -> ExitCode {
@@ -93,6 +142,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_body_bytes,
             ort_lib,
             no_profile,
+            admin_listen,
+            admin_token,
+            admin_insecure,
+            policies,
+            native_policies,
+            policy_cache,
         } => {
             let cfg = ServerConfig {
                 model_repo,
@@ -103,6 +158,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Err(e) = cfg.validate() {
                 return Ok(config_exit(e));
             }
+            let admin_token = match (admin_token.filter(|t| !t.is_empty()), admin_insecure) {
+                (Some(t), _) => Some(t),
+                (None, true) if admin_listen.ip().is_loopback() => Some(String::new()),
+                (None, true) => {
+                    return Ok(config_exit(
+                        "--admin-insecure is only allowed with a loopback --admin-listen",
+                    ))
+                }
+                (None, false) => {
+                    tracing::warn!(
+                        "no admin token (--admin-token or MARK_ADMIN_TOKEN): the admin API is off"
+                    );
+                    None
+                }
+            };
+            let mut popts = PolicyOptions {
+                load: policies,
+                native_only: native_policies,
+                ..PolicyOptions::default()
+            };
+            popts.limits.cache_dir = policy_cache;
+            let (engine, slots) = match app::policies(&popts) {
+                Ok(x) => x,
+                Err(e) => return Ok(config_exit(format!("{e:#}"))),
+            };
             let models = match repo::scan(&cfg.model_repo) {
                 Ok(m) => m,
                 Err(e) => return Ok(config_exit(e)),
@@ -123,8 +203,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let _ = writeln!(out, "mark serve: listening on http://{addr} (models: {names})");
                 let _ = writeln!(out, "try: curl -s http://{addr}/v2/health/ready; curl -s http://{addr}/v2/models/mlp");
                 let _ = out.flush();
-                let state = app::state(cfg, models);
-                app::serve(state, listener, shutdown_signal()).await;
+                let admin = match admin_token {
+                    Some(token) => {
+                        let l = tokio::net::TcpListener::bind(admin_listen).await.with_context(|| format!("binding {admin_listen}"))?;
+                        let _ = writeln!(out, "mark serve: admin API on http://{}", l.local_addr()?);
+                        let _ = out.flush();
+                        Some((l, token))
+                    }
+                    None => None,
+                };
+                let state = app::state(cfg, models, engine, slots);
+                app::serve(state, listener, admin, shutdown_signal()).await;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -169,6 +258,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("wrote {}", m.profile_path().display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Policy(PolicyCmd::ExportDefault { out }) => {
+            std::fs::write(&out, app::DEFAULT_POLICIES_WASM)?;
+            println!(
+                "wrote {} ({} bytes)",
+                out.display(),
+                app::DEFAULT_POLICIES_WASM.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Policy(PolicyCmd::Check { file, kind }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let engine = PolicyEngine::new(PolicyLimits::default())?;
+            let kinds = if kind.is_empty() {
+                PolicyKind::ALL.to_vec()
+            } else {
+                kind
+            };
+            let (mut passed, mut failed) = (0, 0);
+            for k in kinds {
+                match validate(&engine, &bytes, k, &file.display().to_string()) {
+                    Ok(p) => {
+                        println!(
+                            "ok      {k:<12} mark:policy@{} sha256 {}",
+                            p.wit_version, p.sha256
+                        );
+                        passed += 1;
+                    }
+                    Err(e) if e.0.starts_with("does not export") => println!("absent  {k:<12} {e}"),
+                    Err(e) => {
+                        println!("refused {k:<12} {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(if failed == 0 && passed > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(65)
+            })
         }
         Cmd::Bench(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

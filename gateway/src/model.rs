@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::batching::batcher::{Batcher, SharedPolicy};
+use crate::batching::batcher::Batcher;
+use crate::batching::policy::{PolicyFactory, ProfilePoint};
 use crate::batching::queue::ModelQueue;
 use crate::config::ModelConfig;
 use crate::exec::executor::{run_tensors, ExecutorPool};
@@ -96,7 +97,7 @@ impl Model {
     pub fn load(
         &self,
         metrics: &Metrics,
-        policy: SharedPolicy,
+        policy: &PolicyFactory,
         profile_missing: bool,
         rt: &tokio::runtime::Handle,
     ) -> Result<(), ExecError> {
@@ -110,7 +111,7 @@ impl Model {
     fn load_inner(
         &self,
         metrics: &Metrics,
-        policy: SharedPolicy,
+        policy: &PolicyFactory,
         profile_missing: bool,
         rt: &tokio::runtime::Handle,
     ) -> Result<(), ExecError> {
@@ -172,8 +173,15 @@ impl Model {
             pool,
             free_executors: Arc::new(Semaphore::new(executors as usize)),
             executors,
-            policy,
-            profile: profile.clone(),
+            policy: policy(),
+            profile: profile
+                .points
+                .iter()
+                .map(|p| ProfilePoint {
+                    batch: p.batch,
+                    latency_us: p.p99_us,
+                })
+                .collect(),
             slo_us: slo.as_micros() as u64,
             max_batch,
             metrics: mm,

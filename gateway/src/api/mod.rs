@@ -3,6 +3,7 @@
 //! Stages of an infer request, in order: route (`router`) → read the body within its limit →
 //! decode (`codec`) → admit (`admit`) → queue (`batching`) → … → encode (`codec`).
 
+pub mod admin;
 pub mod admit;
 pub mod codec;
 pub mod error;
@@ -12,10 +13,12 @@ pub mod v2;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::batching::batcher::SharedPolicy;
+use crate::batching::policy::PolicyFactory;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::model::Model;
+use crate::policy::engine::PolicyEngine;
+use crate::policy::slot::PolicySlots;
 
 /// Shared state of the API.
 pub struct AppState {
@@ -25,6 +28,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Server settings.
     pub cfg: ServerConfig,
-    /// The batch policy every model queue consults.
-    pub batch_policy: SharedPolicy,
+    /// Makes the batch policy of each model's batch loop.
+    pub batch_policy: PolicyFactory,
+    /// The policy slots (hot-swappable WASM components).
+    pub policies: Arc<PolicySlots>,
+    /// The wasmtime engine of the policies.
+    pub engine: Arc<PolicyEngine>,
 }

@@ -6,17 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
-use super::policy::{BatchDecision, BatchPolicy, QueueState};
+use super::policy::{BatchDecision, BatchPolicy, ProfilePoint, QueueState};
 use super::queue::ModelQueue;
 use crate::exec::executor::{ExecutorPool, Job};
 use crate::metrics::ModelMetrics;
-use crate::profile::LatencyProfile;
-
-/// The batch policy of a model, swappable while serving.
-pub type SharedPolicy = Arc<ArcSwap<Box<dyn BatchPolicy>>>;
 
 /// Everything the loop needs.
 pub struct Batcher {
@@ -30,10 +25,10 @@ pub struct Batcher {
     pub free_executors: Arc<Semaphore>,
     /// Number of executors.
     pub executors: u32,
-    /// Batch-size policy.
-    pub policy: SharedPolicy,
-    /// Profile of the backend.
-    pub profile: Arc<LatencyProfile>,
+    /// Batch-size policy (owned: a WASM policy keeps its Store here).
+    pub policy: Box<dyn BatchPolicy>,
+    /// Profile of the backend: p99 latency per batch size.
+    pub profile: Vec<ProfilePoint>,
     /// SLO, microseconds.
     pub slo_us: u64,
     /// Largest batch; 0 when the model has no dynamic batch dimension (one request per run).
@@ -44,7 +39,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// Runs until the executor pool goes away.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         loop {
             let Ok(permit) = self.free_executors.clone().acquire_owned().await else {
                 return;
@@ -65,7 +60,7 @@ impl Batcher {
         }
     }
 
-    async fn next_batch_size(&self) -> u32 {
+    async fn next_batch_size(&mut self) -> u32 {
         loop {
             let notified = self.queue.notify.notified();
             tokio::pin!(notified);
@@ -87,7 +82,7 @@ impl Batcher {
                 executors: self.executors,
                 profile: &self.profile,
             };
-            let decision = self.policy.load().decide(&state);
+            let decision = self.policy.decide(&state);
             match decision {
                 BatchDecision::Send(n) => return n.clamp(1, self.max_batch),
                 BatchDecision::Wait(us) => {

@@ -1,0 +1,201 @@
+//! Admin API on its own listener: policy hot-reload, rollback and status. Every call needs
+//! `Authorization: Bearer <token>` (compared in constant time); 401 otherwise.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::error::{json_ok, ApiError};
+use super::AppState;
+use crate::policy::validate::validate;
+use crate::policy::PolicyKind;
+
+/// Byte-wise comparison whose time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(v) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(given) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// Entry point of the admin listener.
+pub async fn handle(
+    state: Arc<AppState>,
+    token: Arc<str>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    // An empty token means the operator chose --admin-insecure on loopback.
+    if !token.is_empty() && !authorized(&req, &token) {
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin API: missing or wrong bearer token (Authorization: Bearer <token>)",
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("valid header"),
+        );
+        return r;
+    }
+    let path = req.uri().path().trim_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').collect();
+    let method = req.method().clone();
+    let r = match (segs.as_slice(), &method) {
+        (["admin", "v1", "policies"], &Method::GET) => Ok(json_ok(
+            &PolicyKind::ALL.map(|k| state.policies.get(k).status()),
+        )),
+        (["admin", "v1", "policies", k], &Method::PUT) => match PolicyKind::parse(k) {
+            Some(kind) => upload(&state, kind, req).await,
+            None => Err(unknown_kind(k)),
+        },
+        (["admin", "v1", "policies", k, "rollback"], &Method::POST) => match PolicyKind::parse(k) {
+            Some(kind) => rollback(&state, kind),
+            None => Err(unknown_kind(k)),
+        },
+        (["admin", "v1", "status"], &Method::GET) => Ok(status(&state)),
+        (["admin", "v1", "policies"], _) => Err(not_allowed(&method, "GET")),
+        (["admin", "v1", "policies", _], _) => Err(not_allowed(&method, "PUT")),
+        (["admin", "v1", "policies", _, "rollback"], _) => Err(not_allowed(&method, "POST")),
+        _ => Err(ApiError::not_found(format!("no admin route /{path}"))),
+    };
+    r.unwrap_or_else(ApiError::into_response)
+}
+
+fn unknown_kind(k: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "unknown policy kind '{k}'; kinds: batcher, predictor, provisioner"
+    ))
+}
+
+fn not_allowed(m: &Method, allowed: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{m} not allowed here; use {allowed}"),
+    )
+}
+
+async fn upload(
+    state: &Arc<AppState>,
+    kind: PolicyKind,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let limit = state.engine.limits.max_component_bytes;
+    let too_big = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("component exceeds the upload limit of {limit} bytes"),
+        )
+    };
+    if req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(too_big());
+    }
+    let body = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_big()
+            } else {
+                ApiError::bad_request(format!("reading the upload failed: {e}"))
+            }
+        })?;
+    let bytes = body.to_bytes();
+    let engine = state.engine.clone();
+    let started = Instant::now();
+    let validated =
+        tokio::task::spawn_blocking(move || validate(&engine, &bytes, kind, "admin upload"))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("validation task failed: {e}"),
+                )
+            })?;
+    let policy = validated.map_err(|r| {
+        tracing::warn!(%kind, reason = %r, "refused a policy upload; the running policy stays");
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{kind} policy refused: {r}"),
+        )
+    })?;
+    let validate_ms = started.elapsed().as_secs_f64() * 1e3;
+    let swap = Instant::now();
+    state.policies.get(kind).install(policy.clone());
+    let swap_us = swap.elapsed().as_secs_f64() * 1e6;
+    tracing::info!(%kind, sha = %policy.sha256, generation = policy.generation, validate_ms, "policy swapped in");
+    Ok(json_ok(&serde_json::json!({
+        "kind": kind,
+        "sha256": policy.sha256,
+        "wit_version": policy.wit_version,
+        "generation": policy.generation,
+        "validate_ms": validate_ms,
+        "swap_us": swap_us,
+    })))
+}
+
+fn rollback(state: &AppState, kind: PolicyKind) -> Result<Response<Full<Bytes>>, ApiError> {
+    let slot = state.policies.get(kind);
+    match slot.rollback() {
+        Some(_) => {
+            tracing::info!(%kind, "policy rolled back by the operator");
+            Ok(json_ok(&slot.status()))
+        }
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{kind} slot runs the native default; nothing to roll back to"),
+        )),
+    }
+}
+
+fn status(state: &AppState) -> Response<Full<Bytes>> {
+    let models: Vec<serde_json::Value> = state
+        .models
+        .values()
+        .map(|m| serde_json::json!({"name": m.name, "state": format!("{:?}", m.state()), "slo_ms": m.cfg.slo_ms, "max_batch_size": m.cfg.max_batch_size}))
+        .collect();
+    json_ok(&serde_json::json!({
+        "models": models,
+        "policies": PolicyKind::ALL.map(|k| state.policies.get(k).status()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,349 @@
+//! Calling the policy in a slot from one thread or task.
+//!
+//! A caller keeps one Store and instance per policy generation; when the slot's generation
+//! changes it re-instantiates from the slot's `InstancePre` (microseconds). Any trap or timeout
+//! drops the instance (the next call gets a fresh one), answers with the native default, counts
+//! the failure and may roll the slot back. Malformed answers are treated the same way.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mark_policies::types as n;
+use wasmtime::component::Instance;
+use wasmtime::{Store, Trap};
+
+use super::bindings::exports::mark::policy::{batcher, predictor, provisioner};
+use super::convert;
+use super::engine::{HostState, PolicyEngine};
+use super::slot::{LoadedPolicy, Slot};
+use super::PolicyKind;
+
+struct Cached {
+    policy: Arc<LoadedPolicy>,
+    store: Store<HostState>,
+    batcher: Option<batcher::Guest>,
+    predictor: Option<predictor::Guest>,
+    provisioner: Option<provisioner::Guest>,
+}
+
+/// Outcome of one policy call, for callers that want to know (validation, tests).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The component answered and the answer was used.
+    Wasm,
+    /// No component loaded: the native default answered.
+    Native,
+    /// The component failed or answered badly; the native default answered. The reason.
+    Fallback(String),
+}
+
+/// Calls the policy of one slot.
+pub struct PolicyCaller {
+    engine: Arc<PolicyEngine>,
+    slot: Arc<Slot>,
+    cache: Option<Cached>,
+    /// What happened on the last call.
+    pub last: Outcome,
+}
+
+fn describe(
+    e: &wasmtime::Error,
+    store: &Store<HostState>,
+    engine: &PolicyEngine,
+    kind: PolicyKind,
+) -> String {
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        let ms = engine.limits.ticks(kind) as f64 * engine.limits.tick.as_secs_f64() * 1e3;
+        return format!("exceeded its deadline of {ms:.0} ms and was interrupted");
+    }
+    if let Some(bytes) = store.data().refused_memory {
+        return format!(
+            "trapped after being refused memory (asked for {} MiB; the limit is {} MiB): {e:#}",
+            bytes >> 20,
+            engine.limits.memory_bytes >> 20
+        );
+    }
+    format!("trapped: {e:#}")
+}
+
+impl PolicyCaller {
+    /// A caller for `slot`.
+    pub fn new(engine: Arc<PolicyEngine>, slot: Arc<Slot>) -> Self {
+        PolicyCaller {
+            engine,
+            slot,
+            cache: None,
+            last: Outcome::Native,
+        }
+    }
+
+    fn instantiate(&self, policy: Arc<LoadedPolicy>) -> Result<Cached, String> {
+        let mut store = self.engine.store();
+        store.set_epoch_deadline(self.engine.limits.ticks(policy.kind));
+        let instance: Instance = policy
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| describe(&e, &store, &self.engine, policy.kind))?;
+        let mut c = Cached {
+            policy: policy.clone(),
+            store,
+            batcher: None,
+            predictor: None,
+            provisioner: None,
+        };
+        let err = |e: wasmtime::Error| format!("export check failed: {e:#}");
+        match policy.kind {
+            PolicyKind::Batcher => {
+                c.batcher = Some(
+                    batcher::GuestIndices::new(&policy.pre)
+                        .map_err(err)?
+                        .load(&mut c.store, &instance)
+                        .map_err(err)?,
+                )
+            }
+            PolicyKind::Predictor => {
+                c.predictor = Some(
+                    predictor::GuestIndices::new(&policy.pre)
+                        .map_err(err)?
+                        .load(&mut c.store, &instance)
+                        .map_err(err)?,
+                )
+            }
+            PolicyKind::Provisioner => {
+                c.provisioner = Some(
+                    provisioner::GuestIndices::new(&policy.pre)
+                        .map_err(err)?
+                        .load(&mut c.store, &instance)
+                        .map_err(err)?,
+                )
+            }
+        }
+        Ok(c)
+    }
+
+    /// Makes sure the cache holds the slot's current generation. `Ok(false)`: no component loaded.
+    fn ensure(&mut self) -> Result<bool, (Arc<LoadedPolicy>, String)> {
+        let Some(cur) = self.slot.current() else {
+            self.cache = None;
+            return Ok(false);
+        };
+        if self.cache.as_ref().map(|c| c.policy.generation) != Some(cur.generation) {
+            self.cache = None;
+            match self.instantiate(cur.clone()) {
+                Ok(c) => self.cache = Some(c),
+                Err(e) => return Err((cur, e)),
+            }
+        }
+        Ok(true)
+    }
+
+    fn fail(&mut self, policy: &Arc<LoadedPolicy>, reason: String, trap: bool) {
+        policy.stats.fallbacks.fetch_add(1, Relaxed);
+        if trap {
+            policy.stats.failures.fetch_add(1, Relaxed);
+            // the instance may be in a broken state after a trap: start fresh next time
+            self.cache = None;
+        }
+        tracing::warn!(kind = %policy.kind, sha = %&policy.sha256[..12], %reason, "policy call fell back to the native default");
+        self.slot.record_failure(policy.generation, &reason);
+        self.last = Outcome::Fallback(reason);
+    }
+
+    fn begin(&mut self) -> Option<Arc<LoadedPolicy>> {
+        match self.ensure() {
+            Ok(true) => {
+                let c = self.cache.as_mut().expect("ensured");
+                c.store.data_mut().refused_memory = None;
+                c.store
+                    .set_epoch_deadline(self.engine.limits.ticks(c.policy.kind));
+                Some(c.policy.clone())
+            }
+            Ok(false) => {
+                self.slot.record_native();
+                self.last = Outcome::Native;
+                None
+            }
+            Err((p, e)) => {
+                p.stats.calls.fetch_add(1, Relaxed);
+                self.fail(&p, format!("instantiation failed: {e}"), true);
+                None
+            }
+        }
+    }
+
+    fn ok(&mut self, policy: &LoadedPolicy, t: Instant) {
+        policy.stats.record(t.elapsed());
+        self.slot.record_success();
+        self.last = Outcome::Wasm;
+    }
+
+    /// Batch decision; `native` answers when the component cannot.
+    pub fn decide(&mut self, s: &n::QueueState<'_>) -> n::BatchDecision {
+        let native = || mark_policies::batcher::decide(s);
+        let Some(policy) = self.begin() else {
+            return native();
+        };
+        let t = Instant::now();
+        let c = self.cache.as_mut().expect("instantiated");
+        let r = c
+            .batcher
+            .as_ref()
+            .expect("batcher loaded")
+            .call_decide(&mut c.store, &convert::queue_state(s));
+        match r {
+            Ok(d) => {
+                let d = convert::decision(d);
+                let valid = match d {
+                    n::BatchDecision::Send(b) => b >= 1 && b <= s.max_batch.max(1),
+                    n::BatchDecision::Wait(us) => us <= 60_000_000,
+                };
+                if valid {
+                    self.ok(&policy, t);
+                    d
+                } else {
+                    policy.stats.record(t.elapsed());
+                    self.fail(
+                        &policy,
+                        format!("malformed answer {d:?} (max batch {})", s.max_batch),
+                        false,
+                    );
+                    native()
+                }
+            }
+            Err(e) => {
+                policy.stats.record(t.elapsed());
+                let why = describe(&e, &c.store, &self.engine, PolicyKind::Batcher);
+                self.fail(&policy, why, true);
+                native()
+            }
+        }
+    }
+
+    /// Forecast of the next `horizon` intervals.
+    pub fn predict(
+        &mut self,
+        history: &[f64],
+        interval_seconds: f64,
+        horizon: u32,
+    ) -> Result<Vec<f64>, n::PolicyError> {
+        let native = || mark_policies::predictor::predict(history, interval_seconds, horizon);
+        let Some(policy) = self.begin() else {
+            return native();
+        };
+        let t = Instant::now();
+        let c = self.cache.as_mut().expect("instantiated");
+        let r = c
+            .predictor
+            .as_ref()
+            .expect("predictor loaded")
+            .call_predict(&mut c.store, history, interval_seconds, horizon);
+        match r {
+            Ok(Ok(f))
+                if f.len() == horizon as usize && f.iter().all(|x| x.is_finite() && *x >= 0.0) =>
+            {
+                self.ok(&policy, t);
+                Ok(f)
+            }
+            Ok(Ok(f)) => {
+                policy.stats.record(t.elapsed());
+                let bad = f
+                    .iter()
+                    .find(|x| !x.is_finite() || **x < 0.0)
+                    .map_or(String::new(), |x| format!(", holds {x}"));
+                self.fail(
+                    &policy,
+                    format!(
+                        "malformed forecast: {} values for horizon {horizon}{bad}",
+                        f.len()
+                    ),
+                    false,
+                );
+                native()
+            }
+            Ok(Err(e)) => {
+                policy.stats.record(t.elapsed());
+                policy.stats.fallbacks.fetch_add(1, Relaxed);
+                self.last = Outcome::Fallback(format!("policy declined: {}", convert::error(e)));
+                native()
+            }
+            Err(e) => {
+                policy.stats.record(t.elapsed());
+                let why = describe(&e, &c.store, &self.engine, PolicyKind::Predictor);
+                self.fail(&policy, why, true);
+                native()
+            }
+        }
+    }
+
+    /// Fleet plan.
+    pub fn provision(
+        &mut self,
+        forecast: &[f64],
+        interval_seconds: f64,
+        fleet: &[n::FleetEntry],
+        catalog: &[n::InstanceType],
+        slo: n::Slo,
+    ) -> Result<n::Plan, n::PolicyError> {
+        let native = || {
+            mark_policies::provisioner::provision(forecast, interval_seconds, fleet, catalog, slo)
+        };
+        let Some(policy) = self.begin() else {
+            return native();
+        };
+        let t = Instant::now();
+        let c = self.cache.as_mut().expect("instantiated");
+        let r = c
+            .provisioner
+            .as_ref()
+            .expect("provisioner loaded")
+            .call_provision(
+                &mut c.store,
+                forecast,
+                interval_seconds,
+                &convert::fleet(fleet),
+                &convert::catalog(catalog),
+                convert::slo(slo),
+            );
+        match r {
+            Ok(Ok(p)) => {
+                let p = convert::plan(p);
+                let unknown = p
+                    .targets
+                    .iter()
+                    .find(|t| !catalog.iter().any(|c| c.name == t.instance_type));
+                let share_ok = p.lambda_share.is_finite() && (0.0..=1.0).contains(&p.lambda_share);
+                if unknown.is_none() && share_ok && p.targets.iter().all(|t| t.count <= 100_000) {
+                    self.ok(&policy, t);
+                    Ok(p)
+                } else {
+                    policy.stats.record(t.elapsed());
+                    let why = match unknown {
+                        Some(u) => format!(
+                            "malformed plan: names type '{}' that is not in the catalog",
+                            u.instance_type
+                        ),
+                        None => format!(
+                            "malformed plan: lambda share {} or a count out of range",
+                            p.lambda_share
+                        ),
+                    };
+                    self.fail(&policy, why, false);
+                    native()
+                }
+            }
+            Ok(Err(e)) => {
+                policy.stats.record(t.elapsed());
+                policy.stats.fallbacks.fetch_add(1, Relaxed);
+                self.last = Outcome::Fallback(format!("policy declined: {}", convert::error(e)));
+                native()
+            }
+            Err(e) => {
+                policy.stats.record(t.elapsed());
+                let why = describe(&e, &c.store, &self.engine, PolicyKind::Provisioner);
+                self.fail(&policy, why, true);
+                native()
+            }
+        }
+    }
+}

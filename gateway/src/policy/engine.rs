@@ -1,0 +1,196 @@
+//! The wasmtime engine shared by every policy: pooling allocator, epoch interruption driven by a
+//! ticker thread, a mandatory memory limiter per store, and a `.cwasm` cache of compiled code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+};
+
+use super::PolicyKind;
+
+/// Limits and deadlines of policy calls.
+#[derive(Debug, Clone)]
+pub struct PolicyLimits {
+    /// Linear memory a policy instance may use, bytes (the ResourceLimiter enforces it).
+    pub memory_bytes: usize,
+    /// Deadline of one batcher call.
+    pub batcher_deadline: Duration,
+    /// Deadline of one predictor call.
+    pub predictor_deadline: Duration,
+    /// Deadline of one provisioner call.
+    pub provisioner_deadline: Duration,
+    /// Epoch tick; deadlines are rounded up to whole ticks, at least 2.
+    pub tick: Duration,
+    /// Consecutive failed calls of a loaded policy that roll its slot back.
+    pub rollback_after: u32,
+    /// Largest component accepted, bytes.
+    pub max_component_bytes: usize,
+    /// Directory for compiled-code cache files (None: no cache).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        PolicyLimits {
+            memory_bytes: 64 << 20,
+            batcher_deadline: Duration::from_millis(2),
+            predictor_deadline: Duration::from_millis(500),
+            provisioner_deadline: Duration::from_millis(500),
+            tick: Duration::from_millis(1),
+            rollback_after: 5,
+            max_component_bytes: 16 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+impl PolicyLimits {
+    /// Deadline for `kind` in epoch ticks (at least 2: a deadline counts from the current tick).
+    pub fn ticks(&self, kind: PolicyKind) -> u64 {
+        let d = match kind {
+            PolicyKind::Batcher => self.batcher_deadline,
+            PolicyKind::Predictor => self.predictor_deadline,
+            PolicyKind::Provisioner => self.provisioner_deadline,
+        };
+        (d.as_nanos().div_ceil(self.tick.as_nanos().max(1)) as u64).max(2)
+    }
+}
+
+/// Per-store host state: only the memory limiter (policies import nothing).
+pub struct HostState {
+    memory_limit: usize,
+    /// Largest memory size a guest asked for and was refused, bytes.
+    pub refused_memory: Option<usize>,
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.refused_memory = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+    fn tables(&self) -> usize {
+        16
+    }
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
+/// The shared engine.
+pub struct PolicyEngine {
+    /// wasmtime engine.
+    pub engine: Engine,
+    /// Linker with nothing but the types-only interface of our own package.
+    pub linker: Linker<HostState>,
+    /// Limits and deadlines.
+    pub limits: PolicyLimits,
+}
+
+impl PolicyEngine {
+    /// Builds the engine and starts its epoch ticker thread.
+    pub fn new(limits: PolicyLimits) -> anyhow::Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(512)
+            .total_core_instances(512)
+            .total_memories(512)
+            .total_tables(512)
+            .max_memory_size(limits.memory_bytes);
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .wasm_component_model(true);
+        let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        // The WIT's `types` interface holds only types; it is "imported" as an empty instance.
+        linker
+            .instance(&format!("mark:policy/types@{}", super::WIT_VERSION))
+            .map_err(|e| anyhow::anyhow!("linker: {e:#}"))?;
+        let weak = engine.weak();
+        let tick = limits.tick;
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(e) = weak.upgrade() {
+                    e.increment_epoch();
+                    drop(e);
+                    std::thread::sleep(tick);
+                }
+            })?;
+        Ok(Arc::new(PolicyEngine {
+            engine,
+            linker,
+            limits,
+        }))
+    }
+
+    /// A new store with the memory limiter installed.
+    pub fn store(&self) -> Store<HostState> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                memory_limit: self.limits.memory_bytes,
+                refused_memory: None,
+            },
+        );
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Compiles `bytes`, through the code cache when one is configured.
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.limits.cache_dir else {
+            return Component::new(&self.engine, bytes);
+        };
+        let mut h = Sha256::new();
+        h.update(bytes);
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
+        h.update(std::hash::Hasher::finish(&compat).to_le_bytes());
+        let path = dir.join(format!("{:x}.cwasm", h.finalize()));
+        if let Ok(ser) = std::fs::read(&path) {
+            // SAFETY: the file is named by the hash of the source bytes and of this engine's
+            // compatibility, and only this process writes into the cache directory.
+            #[allow(unsafe_code)]
+            let c = unsafe { Component::deserialize(&self.engine, &ser) };
+            if let Ok(c) = c {
+                return Ok(c);
+            }
+        }
+        let c = Component::new(&self.engine, bytes)?;
+        if let Ok(ser) = c.serialize() {
+            let _ = std::fs::create_dir_all(dir);
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, ser).is_ok() {
+                let _ = std::fs::rename(tmp, &path);
+            }
+        }
+        Ok(c)
+    }
+}

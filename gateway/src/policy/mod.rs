@@ -1,0 +1,67 @@
+//! WebAssembly policy host: load, validate, hot-swap and call policy components.
+//!
+//! - `bindings`: host bindings generated from `wit/` (world `all-policies`).
+//! - `engine`: the wasmtime engine (pooling allocator, epoch ticker, memory limits, code cache).
+//! - `validate`: turning uploaded bytes into a checked, smoke-tested policy.
+//! - `slot`: one swappable slot per policy kind, with history, stats and rollback.
+//! - `caller`: per-thread callers that keep one Store per policy generation and fall back to the
+//!   native default on any trap, timeout or malformed answer.
+//! - `convert`: between native (`mark-policies`) and WIT types.
+
+pub mod bindings;
+pub mod caller;
+pub mod convert;
+pub mod engine;
+pub mod slot;
+pub mod validate;
+
+use std::fmt;
+
+/// WIT package version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// The kinds of policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// Batch sizing.
+    Batcher,
+    /// Load prediction.
+    Predictor,
+    /// Instance selection.
+    Provisioner,
+}
+
+impl PolicyKind {
+    /// All kinds.
+    pub const ALL: [PolicyKind; 3] = [
+        PolicyKind::Batcher,
+        PolicyKind::Predictor,
+        PolicyKind::Provisioner,
+    ];
+
+    /// Lower-case name, as in URLs and the WIT interface.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Batcher => "batcher",
+            PolicyKind::Predictor => "predictor",
+            PolicyKind::Provisioner => "provisioner",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Fully qualified WIT interface name the component must export.
+    pub fn interface(self) -> String {
+        format!("mark:policy/{}@{WIT_VERSION}", self.as_str())
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,231 @@
+//! Validation of an uploaded component before it may enter a slot: size, WebAssembly component
+//! format, compilation, imports (none but our own types), the exported interface and its WIT
+//! version, and smoke calls with sample inputs within the deadline. Any failure is a clear
+//! message and the running policy stays.
+
+use std::sync::Arc;
+
+use mark_policies::types as n;
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+
+use super::caller::{Outcome, PolicyCaller};
+use super::engine::PolicyEngine;
+use super::slot::{next_generation, now_s, CallStats, LoadedPolicy, Slot};
+use super::{PolicyKind, WIT_VERSION};
+
+/// Why a component was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+fn reject<T>(m: impl Into<String>) -> Result<T, Rejected> {
+    Err(Rejected(m.into()))
+}
+
+/// Versions compatible with this host: same major, and for 0.x the same minor.
+fn compatible(v: &str) -> bool {
+    let mine: Vec<&str> = WIT_VERSION.split('.').collect();
+    let theirs: Vec<&str> = v.split('.').collect();
+    theirs.len() == 3 && theirs[0] == mine[0] && (mine[0] != "0" || theirs[1] == mine[1])
+}
+
+/// Validates `bytes` as a `kind` policy and returns it ready to install.
+pub fn validate(
+    engine: &Arc<PolicyEngine>,
+    bytes: &[u8],
+    kind: PolicyKind,
+    source: &str,
+) -> Result<Arc<LoadedPolicy>, Rejected> {
+    let limit = engine.limits.max_component_bytes;
+    if bytes.len() > limit {
+        return reject(format!(
+            "component is {} bytes; the limit is {limit} bytes",
+            bytes.len()
+        ));
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return reject("not WebAssembly: the bytes do not start with the \\0asm magic number");
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return reject(
+            "a core WebAssembly module, not a component: wrap it with `wasm-tools component new`",
+        );
+    }
+    let component = engine
+        .compile(bytes)
+        .map_err(|e| Rejected(format!("does not compile as a component: {e:#}")))?;
+    let ty = component.component_type();
+    for (name, item) in ty.imports(&engine.engine) {
+        let types_only = match &item.ty {
+            ComponentItem::ComponentInstance(i) => i
+                .exports(&engine.engine)
+                .all(|(_, it)| matches!(it.ty, ComponentItem::Type(_))),
+            ComponentItem::Type(_) => true,
+            _ => false,
+        };
+        if let Some(v) = name.strip_prefix("mark:policy/types@") {
+            if types_only && compatible(v) {
+                continue;
+            }
+            if !compatible(v) {
+                return reject(format!("built against mark:policy@{v}; this gateway implements mark:policy@{WIT_VERSION}"));
+            }
+        }
+        return reject(format!(
+            "imports `{name}`; policies must import nothing (no WASI, no host functions)"
+        ));
+    }
+    let prefix = format!("mark:policy/{}@", kind.as_str());
+    let exports: Vec<String> = ty
+        .exports(&engine.engine)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let Some(export) = exports.iter().find(|e| e.starts_with(&prefix)) else {
+        return reject(format!(
+            "does not export {} (it exports {exports:?})",
+            kind.interface()
+        ));
+    };
+    let version = export[prefix.len()..].to_string();
+    if !compatible(&version) {
+        return reject(format!("built against mark:policy@{version}; this gateway implements mark:policy@{WIT_VERSION}"));
+    }
+    let pre = engine
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| Rejected(format!("cannot be linked: {e:#}")))?;
+    let policy = Arc::new(LoadedPolicy {
+        kind,
+        generation: next_generation(),
+        sha256: format!("{:x}", Sha256::digest(bytes)),
+        wit_version: version,
+        source: source.to_string(),
+        loaded_at: now_s(),
+        bytes: bytes.len(),
+        component,
+        pre,
+        stats: CallStats::default(),
+    });
+    smoke_test(engine, &policy)?;
+    // the smoke calls are not the policy's serving record
+    let fresh = Arc::new(LoadedPolicy {
+        kind,
+        generation: next_generation(),
+        sha256: policy.sha256.clone(),
+        wit_version: policy.wit_version.clone(),
+        source: policy.source.clone(),
+        loaded_at: policy.loaded_at,
+        bytes: policy.bytes,
+        component: policy.component.clone(),
+        pre: policy.pre.clone(),
+        stats: CallStats::default(),
+    });
+    Ok(fresh)
+}
+
+/// Sample catalog used by smoke calls.
+pub fn sample_catalog() -> Vec<n::InstanceType> {
+    let t = |name: &str, od: f64, spot: f64, cap: f64, burst: bool| n::InstanceType {
+        name: name.into(),
+        vcpus: 2,
+        gpus: 0,
+        memory_gib: 4.0,
+        price_on_demand: od,
+        price_spot: spot,
+        launch_seconds: 90.0,
+        capacity_rps: cap,
+        burstable: burst,
+    };
+    vec![
+        t("c7i.large", 0.0893, 0.035, 120.0, false),
+        t("t3.medium", 0.0416, 0.0125, 40.0, true),
+    ]
+}
+
+fn smoke_test(engine: &Arc<PolicyEngine>, policy: &Arc<LoadedPolicy>) -> Result<(), Rejected> {
+    let slot = Arc::new(Slot::new(policy.kind, u32::MAX));
+    slot.install(policy.clone());
+    let mut caller = PolicyCaller::new(engine.clone(), slot);
+    let check = |c: &PolicyCaller, what: &str| match &c.last {
+        Outcome::Fallback(why) if !why.starts_with("policy declined") => {
+            reject(format!("smoke call {what}: {why}"))
+        }
+        _ => Ok(()),
+    };
+    match policy.kind {
+        PolicyKind::Batcher => {
+            let profile: Vec<n::ProfilePoint> = [1u32, 2, 4, 8, 16, 32]
+                .iter()
+                .map(|&b| n::ProfilePoint {
+                    batch: b,
+                    latency_us: 500.0 + 120.0 * f64::from(b),
+                })
+                .collect();
+            for (queued, wait, rate) in [
+                (1, 0, 10.0),
+                (40, 2_000, 5_000.0),
+                (3, 9_000, 800.0),
+                (1, 50_000, 0.0),
+            ] {
+                let s = n::QueueState {
+                    queued_items: queued,
+                    queued_requests: queued,
+                    oldest_wait_us: wait,
+                    slo_us: 10_000,
+                    arrival_rate: rate,
+                    max_batch: 32,
+                    executors: 1,
+                    profile: &profile,
+                };
+                caller.decide(&s);
+                check(&caller, &format!("decide(queued={queued}, wait={wait}us)"))?;
+            }
+        }
+        PolicyKind::Predictor => {
+            let history: Vec<f64> = (0..120)
+                .map(|i| 100.0 + 50.0 * (f64::from(i) / 10.0).sin())
+                .collect();
+            for (h, horizon) in [(&history[..], 5u32), (&history[..1], 1), (&[][..], 3)] {
+                let _ = caller.predict(h, 60.0, horizon);
+                check(
+                    &caller,
+                    &format!("predict(history of {}, horizon {horizon})", h.len()),
+                )?;
+            }
+        }
+        PolicyKind::Provisioner => {
+            let cat = sample_catalog();
+            let fleet = [n::FleetEntry {
+                instance_type: "c7i.large".into(),
+                market: n::Market::OnDemand,
+                running: 2,
+                pending: 0,
+                ages_seconds: vec![600.0, 60.0],
+            }];
+            let slo = n::Slo {
+                latency_ms: 100.0,
+                attainment_target: 0.99,
+            };
+            let _ = caller.provision(&[300.0, 320.0, 280.0], 60.0, &fleet, &cat, slo);
+            check(&caller, "provision(3 intervals, 2 running)")?;
+            let _ = caller.provision(&[0.0], 60.0, &[], &cat, slo);
+            check(&caller, "provision(no load, empty fleet)")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_compatibility() {
+        assert!(compatible("0.1.0"));
+        assert!(compatible("0.1.7"));
+        assert!(!compatible("0.2.0"));
+        assert!(!compatible("1.0.0"));
+        assert!(!compatible("garbage"));
+    }
+}

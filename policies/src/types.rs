@@ -1,0 +1,126 @@
+//! Plain-Rust mirrors of the WIT types (`wit/policy.wit`), so the policies run natively without
+//! any WebAssembly machinery.
+
+/// Measured latency of one batch size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfilePoint {
+    /// Items along dim 0.
+    pub batch: u32,
+    /// Expected (p99) latency, microseconds.
+    pub latency_us: f64,
+}
+
+/// What a batcher sees of a model queue when a backend is free.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueState<'a> {
+    /// Items waiting that can join the next batch.
+    pub queued_items: u32,
+    /// Requests waiting.
+    pub queued_requests: u32,
+    /// Age of the oldest waiting request, microseconds.
+    pub oldest_wait_us: u64,
+    /// Latency objective, microseconds.
+    pub slo_us: u64,
+    /// Arrival rate, items per second.
+    pub arrival_rate: f64,
+    /// Largest batch the backend accepts.
+    pub max_batch: u32,
+    /// Executors serving this queue.
+    pub executors: u32,
+    /// Latency per batch size, sorted by batch.
+    pub profile: &'a [ProfilePoint],
+}
+
+/// A batcher's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchDecision {
+    /// Send up to this many items now.
+    Send(u32),
+    /// Wait up to this many microseconds for more.
+    Wait(u64),
+}
+
+/// Pricing market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Market {
+    /// On-demand.
+    OnDemand,
+    /// Spot (interruptible, cheaper).
+    Spot,
+}
+
+/// One instance type of the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceType {
+    /// Cloud name.
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// GPUs.
+    pub gpus: u32,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// USD per hour on-demand.
+    pub price_on_demand: f64,
+    /// USD per hour spot (0 = not offered).
+    pub price_spot: f64,
+    /// Seconds from launch to serving.
+    pub launch_seconds: f64,
+    /// Requests per second served within the SLO.
+    pub capacity_rps: f64,
+    /// Burstable (CPU credits).
+    pub burstable: bool,
+}
+
+/// Instances of one type and market in the fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetEntry {
+    /// Type name.
+    pub instance_type: String,
+    /// Market.
+    pub market: Market,
+    /// Serving.
+    pub running: u32,
+    /// Launched, not serving yet.
+    pub pending: u32,
+    /// Ages in seconds.
+    pub ages_seconds: Vec<f64>,
+}
+
+/// The latency objective.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slo {
+    /// Per-request objective, ms.
+    pub latency_ms: f64,
+    /// Share that must meet it.
+    pub attainment_target: f64,
+}
+
+/// Desired count of one type and market.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetTarget {
+    /// Type name.
+    pub instance_type: String,
+    /// Market.
+    pub market: Market,
+    /// Count.
+    pub count: u32,
+}
+
+/// A provisioner's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Target fleet; types not listed go to zero.
+    pub targets: Vec<FleetTarget>,
+    /// Share of load to send to serverless functions.
+    pub lambda_share: f64,
+}
+
+/// Why a policy declined to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyError {
+    /// Inputs were unusable.
+    InvalidInput(String),
+    /// The policy does not handle this case.
+    Unsupported(String),
+}
