@@ -201,17 +201,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let names = models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
                 let mut out = std::io::stdout();
                 let _ = writeln!(out, "mark serve: listening on http://{addr} (models: {names})");
-                let _ = writeln!(out, "try: curl -s http://{addr}/v2/health/ready; curl -s http://{addr}/v2/models/mlp");
-                let _ = out.flush();
                 let admin = match admin_token {
                     Some(token) => {
                         let l = tokio::net::TcpListener::bind(admin_listen).await.with_context(|| format!("binding {admin_listen}"))?;
                         let _ = writeln!(out, "mark serve: admin API on http://{}", l.local_addr()?);
-                        let _ = out.flush();
                         Some((l, token))
                     }
                     None => None,
                 };
+                let _ = writeln!(out, "try: curl -s http://{addr}/v2/health/ready; curl -s http://{addr}/v2/models/mlp");
+                let _ = out.flush();
                 let state = app::state(cfg, models, engine, slots);
                 app::serve(state, listener, admin, shutdown_signal()).await;
                 anyhow::Ok(())

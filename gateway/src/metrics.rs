@@ -65,6 +65,8 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
+        // `_count` is the +Inf bucket of the same snapshot, so a scrape is self-consistent even
+        // while observations land concurrently.
         let mut cum = 0;
         for (b, c) in self.buckets() {
             cum += c;
@@ -80,7 +82,7 @@ impl Histogram {
             "{name}_sum{{{labels}}} {}",
             self.sum_micro.load(Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
     }
 }
 

@@ -36,7 +36,11 @@ pub fn provision(
     if let Some(x) = forecast.iter().find(|x| !x.is_finite() || **x < 0.0) {
         return Err(PolicyError::InvalidInput(format!("forecast holds {x}")));
     }
-    if interval_seconds.is_nan() || interval_seconds <= 0.0 || slo.latency_ms.is_nan() || slo.latency_ms <= 0.0 {
+    if interval_seconds.is_nan()
+        || interval_seconds <= 0.0
+        || slo.latency_ms.is_nan()
+        || slo.latency_ms <= 0.0
+    {
         return Err(PolicyError::InvalidInput(
             "interval and SLO must be positive".into(),
         ));

@@ -114,6 +114,8 @@ async fn upload(
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > limit)
     {
+        // Read and discard (bounded) so the client gets the answer instead of a reset.
+        super::v2::drain(req.into_body(), 4 * limit).await;
         return Err(too_big());
     }
     let body = Limited::new(req.into_body(), limit)

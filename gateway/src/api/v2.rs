@@ -131,6 +131,18 @@ fn check_content_type(req: &Request<Incoming>) -> Result<(), ApiError> {
     }
 }
 
+/// Reads and discards up to `cap` bytes of a body we refuse, so that the client, still sending,
+/// reads our error instead of a connection reset. Beyond `cap` the connection is dropped.
+pub async fn drain(mut body: Incoming, cap: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > cap {
+            break;
+        }
+    }
+}
+
 async fn read_body(
     state: &AppState,
     req: Request<Incoming>,
@@ -151,6 +163,7 @@ async fn read_body(
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > limit {
+            drain(req.into_body(), 2 * limit).await;
             return Err(too_big(len.to_string()));
         }
     }

@@ -38,7 +38,9 @@ impl Default for PolicyLimits {
     fn default() -> Self {
         PolicyLimits {
             memory_bytes: 64 << 20,
-            batcher_deadline: Duration::from_millis(2),
+            // 10 ms, not 2: on an oversubscribed host the OS can deschedule a 2 µs call for
+            // milliseconds, and a deadline hit discards the instance and its state.
+            batcher_deadline: Duration::from_millis(10),
             predictor_deadline: Duration::from_millis(500),
             provisioner_deadline: Duration::from_millis(500),
             tick: Duration::from_millis(1),

@@ -84,6 +84,8 @@ pub struct Gateway {
     pub base: String,
     /// Where its stderr goes.
     pub log: PathBuf,
+    /// `http://addr` of the admin API, when it runs.
+    pub admin: Option<String>,
 }
 
 impl Gateway {
@@ -103,7 +105,17 @@ impl Gateway {
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         reader.read_line(&mut line).expect("read stdout");
-        // Keep draining so the gateway never writes into a closed pipe.
+        // The admin line (if any) comes right after; then keep draining so the gateway never
+        // writes into a closed pipe.
+        let mut admin = None;
+        if args.contains(&"--admin-token") || args.contains(&"--admin-insecure") {
+            let mut l = String::new();
+            reader.read_line(&mut l).expect("read stdout");
+            admin = l
+                .split("http://")
+                .nth(1)
+                .map(|s| format!("http://{}", s.trim()));
+        }
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let addr = line
             .split("http://")
@@ -121,6 +133,7 @@ impl Gateway {
             addr,
             base: format!("http://{addr}"),
             log,
+            admin,
         }
     }
 
@@ -182,14 +195,34 @@ impl Resp {
     }
 }
 
-/// Sends one request.
+/// An HTTP client; reuse one per task in loops (one connection, not one per request).
+pub type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// A new client.
+pub fn client() -> Http {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(4)
+        .build_http::<Full<Bytes>>()
+}
+
+/// Sends one request on a fresh client.
 pub async fn send(
     method: &str,
     url: &str,
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> anyhow::Result<Resp> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    send_with(&client(), method, url, headers, body).await
+}
+
+/// Sends one request on `client`.
+pub async fn send_with(
+    client: &Http,
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> anyhow::Result<Resp> {
     let mut b = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, v);
@@ -214,7 +247,13 @@ pub async fn get(url: &str) -> anyhow::Result<Resp> {
 
 /// POST a JSON value.
 pub async fn post_json(url: &str, v: &serde_json::Value) -> Resp {
-    send(
+    post_json_with(&client(), url, v).await
+}
+
+/// POST a JSON value on `client`.
+pub async fn post_json_with(client: &Http, url: &str, v: &serde_json::Value) -> Resp {
+    send_with(
+        client,
         "POST",
         url,
         &[("content-type", "application/json".into())],
