@@ -30,6 +30,7 @@ fn main() {
         "wasi",
         "v2",
         "bad-answer",
+        "bomb",
     ] {
         let c =
             guest_build::build_guest(&root, &out, "mark-test-policies", f, "mark_test_policies");

@@ -98,6 +98,14 @@ enum PolicyCmd {
         #[arg(long, value_parser = |s: &str| PolicyKind::parse(s).ok_or_else(|| format!("unknown kind '{s}'")))]
         kind: Vec<PolicyKind>,
     },
+    /// Cost of policy calls, native vs WASM, and validate/instantiate/swap times.
+    Bench {
+        /// Component exporting all three kinds (default: the embedded mark-default.wasm).
+        file: Option<PathBuf>,
+        /// Batcher calls to time (predictor and provisioner: a tenth).
+        #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+    },
     /// Write the embedded default component (mark-default.wasm) to a file.
     ExportDefault {
         /// Output path.
@@ -256,6 +264,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 p.save(&m.profile_path())?;
                 println!("wrote {}", m.profile_path().display());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Policy(PolicyCmd::Bench { file, calls }) => {
+            let bytes = match file {
+                Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+                None => app::DEFAULT_POLICIES_WASM.to_vec(),
+            };
+            let engine = PolicyEngine::new(PolicyLimits::default())?;
+            mark_gateway::policy::bench::run(&engine, &bytes, calls)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Policy(PolicyCmd::ExportDefault { out }) => {

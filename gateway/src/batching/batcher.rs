@@ -86,8 +86,29 @@ impl Batcher {
             match decision {
                 BatchDecision::Send(n) => return n.clamp(1, self.max_batch),
                 BatchDecision::Wait(us) => {
-                    let wait = Duration::from_micros(us.min(self.slo_us));
-                    let _ = tokio::time::timeout(wait, notified).await;
+                    // Wait up to the time the policy asked for. Arrivals wake us, but the policy
+                    // is asked again only once the queue grew by a step (an eighth of the max
+                    // batch) or holds a full batch: re-asking on every arrival would make the
+                    // policy cost per request instead of per batch decision.
+                    let until =
+                        tokio::time::Instant::now() + Duration::from_micros(us.min(self.slo_us));
+                    let step = (self.max_batch / 8).max(1);
+                    let seen = snap.batchable_items;
+                    loop {
+                        let notified = self.queue.notify.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        let now_items = self
+                            .queue
+                            .snapshot(Instant::now())
+                            .map_or(0, |s| s.batchable_items);
+                        if now_items >= self.max_batch || now_items >= seen + step {
+                            break;
+                        }
+                        if tokio::time::timeout_at(until, notified).await.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         }

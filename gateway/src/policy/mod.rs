@@ -8,6 +8,7 @@
 //!   native default on any trap, timeout or malformed answer.
 //! - `convert`: between native (`mark-policies`) and WIT types.
 
+pub mod bench;
 pub mod bindings;
 pub mod caller;
 pub mod convert;
