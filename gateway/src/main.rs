@@ -298,14 +298,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 match validate(&engine, &bytes, k, &file.display().to_string()) {
                     Ok(p) => {
                         println!(
-                            "ok      {k:<12} mark:policy@{} sha256 {}",
-                            p.wit_version, p.sha256
+                            "ok      {:<12} mark:policy@{} sha256 {}",
+                            k.as_str(), p.wit_version, p.sha256
                         );
                         passed += 1;
                     }
-                    Err(e) if e.0.starts_with("does not export") => println!("absent  {k:<12} {e}"),
+                    Err(e) if e.0.starts_with("does not export") => println!("absent  {:<12} {e}", k.as_str()),
                     Err(e) => {
-                        println!("refused {k:<12} {e}");
+                        println!("refused {:<12} {e}", k.as_str());
                         failed += 1;
                     }
                 }
