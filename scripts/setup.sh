@@ -8,6 +8,12 @@ VENV=.mark/venv
 mkdir -p .mark
 # Policies are WebAssembly components built for this target (by gateway/build.rs).
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+# The C policy example needs clang and wasm-ld (Debian packages).
+if ! command -v clang-19 >/dev/null || ! command -v wasm-ld-19 >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get install -y -q clang-19 lld-19 >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q clang-19 lld-19 >/dev/null; }
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi

@@ -38,6 +38,13 @@ fn main() {
     }
     let c = guest_build::build_guest(&root, &out, "aimd-batcher", "", "aimd_batcher");
     std::fs::write(out.join("aimd-batcher.wasm"), c).expect("write example");
+    // the C example, built by its own script (clang + wasm-ld + wasm-tools, from scripts/setup.sh)
+    let status = std::process::Command::new("bash")
+        .arg(root.join("examples/c-batcher/build.sh"))
+        .arg(out.join("c-batcher.wasm"))
+        .status()
+        .expect("run examples/c-batcher/build.sh");
+    assert!(status.success(), "examples/c-batcher/build.sh failed: run `bash scripts/setup.sh` (clang-19, lld-19, wasm-tools)");
     // the core module (not a component), for the "not a component" test
     let core = guest_build::guest_target_dir(&out)
         .join("wasm32-unknown-unknown/release/aimd_batcher.wasm");

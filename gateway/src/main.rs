@@ -299,11 +299,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(p) => {
                         println!(
                             "ok      {:<12} mark:policy@{} sha256 {}",
-                            k.as_str(), p.wit_version, p.sha256
+                            k.as_str(),
+                            p.wit_version,
+                            p.sha256
                         );
                         passed += 1;
                     }
-                    Err(e) if e.0.starts_with("does not export") => println!("absent  {:<12} {e}", k.as_str()),
+                    Err(e) if e.0.starts_with("does not export") => {
+                        println!("absent  {:<12} {e}", k.as_str())
+                    }
                     Err(e) => {
                         println!("refused {:<12} {e}", k.as_str());
                         failed += 1;

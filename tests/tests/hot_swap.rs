@@ -394,3 +394,46 @@ async fn aimd_example_loaded_at_start_batches() {
     );
     assert!(sum / count > 1.5, "AIMD never grew the batch");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_policy_hot_loads_and_takes_effect() {
+    let _turn = SERIAL.lock().await;
+    let (g, admin) = start().await;
+    let load = steady_load(&g.base, 16).await;
+    let r = send(
+        "PUT",
+        &format!("{admin}/admin/v1/policies/batcher"),
+        &auth(),
+        fixture("c-batcher"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (c0, _, s0) = batch_hist(&g.base).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (c1, _, s1) = batch_hist(&g.base).await;
+    let (ok, bad) = load.finish().await;
+    assert_eq!(bad, 0);
+    let st = send(
+        "GET",
+        &format!("{admin}/admin/v1/policies"),
+        &auth(),
+        vec![],
+    )
+    .await
+    .unwrap()
+    .json();
+    assert_eq!(st[0]["failures"], 0, "{}", st[0]);
+    assert!(st[0]["calls"].as_u64().unwrap() > 10);
+    let mean = (s1 - s0) / (c1 - c0);
+    println!(
+        "C batcher: {ok} answers, mean batch {mean:.2}, call p50 {} µs",
+        st[0]["p50_us"]
+    );
+    // it sends once a quarter of the max batch (32 / 4 = 8) is queued
+    assert!(
+        mean >= 4.0,
+        "C policy decisions not in effect: mean batch {mean:.2}"
+    );
+}
