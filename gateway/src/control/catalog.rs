@@ -1,0 +1,328 @@
+//! The instance catalog: types with prices, launch times and per-model capacity; Lambda pricing.
+//! Validated at load; `mark serve --catalog` exits 64 with the reason on a bad catalog.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mark_policies::types::InstanceType;
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::profile::LatencyProfile;
+
+/// Lambda (serverless) pricing and limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LambdaSpec {
+    /// Function memory, MB (price scales with it).
+    pub memory_mb: f64,
+    /// USD per GB-second.
+    pub price_per_gb_s: f64,
+    /// USD per invocation.
+    pub price_per_request: f64,
+    /// Seconds of a cold start.
+    pub cold_start_s: f64,
+    /// Concurrent executions allowed.
+    pub concurrency_limit: u32,
+    /// Seconds one batch-1 request takes on the function (warm).
+    #[serde(default = "default_lambda_latency")]
+    pub latency_s: f64,
+}
+
+fn default_lambda_latency() -> f64 {
+    0.05
+}
+
+/// One instance type.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// Cloud name, e.g. "c7i.large".
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// GPUs.
+    #[serde(default)]
+    pub gpus: u32,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// USD per hour, on-demand (list price).
+    pub price_on_demand: f64,
+    /// USD per hour, typical spot price; 0 when not offered.
+    #[serde(default)]
+    pub price_spot: f64,
+    /// Seconds from launch request to serving.
+    pub launch_seconds: f64,
+    /// Burstable (CPU credits).
+    #[serde(default)]
+    pub burstable: bool,
+    /// CPU credits earned per hour (burstable types).
+    #[serde(default)]
+    pub cpu_credits_per_hour: f64,
+    /// Speed relative to the machine the model profiles were measured on (2.0 = batches take half
+    /// the time). Used to derive capacity from a profile.
+    #[serde(default = "one")]
+    pub speedup: f64,
+    /// Explicit capacity per model (requests/s within the SLO), overriding the derived one.
+    #[serde(default)]
+    pub capacity_rps: BTreeMap<String, f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The catalog file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Region the prices are for.
+    #[serde(default)]
+    pub region: String,
+    /// Price multiplier of SageMaker's ml.* instances over EC2 (for the baseline).
+    #[serde(default = "default_markup")]
+    pub sagemaker_markup: f64,
+    /// Lambda, if spill-over is allowed.
+    pub lambda: Option<LambdaSpec>,
+    /// Instance types.
+    #[serde(rename = "instance")]
+    pub instances: Vec<InstanceSpec>,
+}
+
+fn default_markup() -> f64 {
+    1.4
+}
+
+impl Catalog {
+    /// Parses and validates a catalog; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let c: Catalog =
+            toml::from_str(text).map_err(|e| ConfigError::new(origin, e.to_string()))?;
+        c.validate(origin)?;
+        Ok(c)
+    }
+
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::new(&origin, e.to_string()))?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Checks every field's range and that names are unique.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError::new(origin, m));
+        if self.instances.is_empty() {
+            return err("no [[instance]] entries".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.instances {
+            let n = &t.name;
+            if n.is_empty() || !seen.insert(n.clone()) {
+                return err(format!("instance name '{n}' is empty or repeated"));
+            }
+            let pos = |v: f64| v.is_finite() && v > 0.0;
+            if t.vcpus == 0 || !pos(t.memory_gib) {
+                return err(format!("{n}: vcpus and memory_gib must be positive"));
+            }
+            if !pos(t.price_on_demand) || !(t.price_spot.is_finite() && t.price_spot >= 0.0) {
+                return err(format!(
+                    "{n}: price_on_demand must be > 0 and price_spot >= 0"
+                ));
+            }
+            if t.price_spot >= t.price_on_demand {
+                return err(format!(
+                    "{n}: price_spot {} is not below price_on_demand {}",
+                    t.price_spot, t.price_on_demand
+                ));
+            }
+            if !(t.launch_seconds.is_finite() && t.launch_seconds >= 0.0) || !pos(t.speedup) {
+                return err(format!("{n}: launch_seconds must be >= 0 and speedup > 0"));
+            }
+            if t.burstable && t.cpu_credits_per_hour <= 0.0 {
+                return err(format!(
+                    "{n}: a burstable type needs cpu_credits_per_hour > 0"
+                ));
+            }
+            if let Some((m, c)) = t.capacity_rps.iter().find(|(_, c)| !pos(**c)) {
+                return err(format!("{n}: capacity_rps.{m} = {c} must be > 0"));
+            }
+        }
+        if let Some(l) = &self.lambda {
+            if !(l.memory_mb >= 128.0
+                && l.price_per_gb_s > 0.0
+                && l.price_per_request >= 0.0
+                && l.cold_start_s >= 0.0
+                && l.latency_s > 0.0)
+                || l.concurrency_limit == 0
+            {
+                return err(
+                    "lambda: memory_mb >= 128, positive prices and latency, concurrency_limit >= 1"
+                        .into(),
+                );
+            }
+        }
+        if !(self.sagemaker_markup.is_finite() && self.sagemaker_markup >= 1.0) {
+            return err("sagemaker_markup must be >= 1".into());
+        }
+        Ok(())
+    }
+
+    /// The type named `name`.
+    pub fn get(&self, name: &str) -> Option<&InstanceSpec> {
+        self.instances.iter().find(|t| t.name == name)
+    }
+
+    /// The catalog as the provisioner sees it for one model: capacity from the explicit value, or
+    /// derived from `profile` scaled by each type's speedup.
+    pub fn for_model(
+        &self,
+        model: &str,
+        profile: &LatencyProfile,
+        slo_ms: f64,
+        max_batch: u32,
+    ) -> Vec<InstanceType> {
+        self.instances
+            .iter()
+            .map(|t| InstanceType {
+                name: t.name.clone(),
+                vcpus: t.vcpus,
+                gpus: t.gpus,
+                memory_gib: t.memory_gib,
+                price_on_demand: t.price_on_demand,
+                price_spot: t.price_spot,
+                launch_seconds: t.launch_seconds,
+                capacity_rps: t
+                    .capacity_rps
+                    .get(model)
+                    .copied()
+                    .unwrap_or_else(|| capacity_at_slo(profile, slo_ms, max_batch, t.speedup)),
+                burstable: t.burstable,
+            })
+            .collect()
+    }
+}
+
+/// Requests per second one backend serves while meeting the SLO: the best `b / latency(b)` over
+/// batch sizes whose latency is at most half the SLO (a request may wait for the batch ahead of
+/// it, then ride its own). 0 when even batch 1 does not fit.
+pub fn capacity_at_slo(profile: &LatencyProfile, slo_ms: f64, max_batch: u32, speedup: f64) -> f64 {
+    let budget_us = slo_ms * 1000.0 / 2.0;
+    (1..=max_batch.max(1))
+        .map(|b| (b, profile.latency_us(b) / speedup))
+        .filter(|(_, l)| *l > 0.0 && *l <= budget_us)
+        .map(|(b, l)| f64::from(b) * 1e6 / l)
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ProfilePoint;
+
+    const OK: &str = r#"
+region = "us-east-1"
+[lambda]
+memory_mb = 2048
+price_per_gb_s = 0.0000166667
+price_per_request = 0.0000002
+cold_start_s = 1.5
+concurrency_limit = 100
+
+[[instance]]
+name = "c7i.large"
+vcpus = 2
+memory_gib = 4
+price_on_demand = 0.08925
+price_spot = 0.035
+launch_seconds = 90
+speedup = 1.5
+capacity_rps = { resnet18 = 150 }
+
+[[instance]]
+name = "t3.medium"
+vcpus = 2
+memory_gib = 4
+price_on_demand = 0.0416
+price_spot = 0.0125
+launch_seconds = 60
+burstable = true
+cpu_credits_per_hour = 24
+"#;
+
+    #[test]
+    fn parses_and_derives_capacity() {
+        let c = Catalog::parse(OK, "cat.toml").unwrap();
+        let p = LatencyProfile::new(
+            "t",
+            vec![
+                ProfilePoint {
+                    batch: 1,
+                    p50_us: 100.0,
+                    p99_us: 100.0,
+                },
+                ProfilePoint {
+                    batch: 8,
+                    p50_us: 400.0,
+                    p99_us: 400.0,
+                },
+            ],
+        );
+        let v = c.for_model("mlp", &p, 1.0, 8);
+        // budget 500 us: batch 8 at 400 us -> 20 000 rps; with speedup 1.5 -> 30 000
+        assert!(
+            (v[1].capacity_rps - 20_000.0).abs() < 1e-6,
+            "{}",
+            v[1].capacity_rps
+        );
+        assert!(
+            (v[0].capacity_rps - 30_000.0).abs() < 1e-6,
+            "{}",
+            v[0].capacity_rps
+        );
+        assert_eq!(c.for_model("resnet18", &p, 1.0, 8)[0].capacity_rps, 150.0);
+    }
+
+    #[test]
+    fn rejects_bad_catalogs_with_the_reason() {
+        for (bad, want) in [
+            (
+                OK.replace("price_spot = 0.035", "price_spot = 0.5"),
+                "not below price_on_demand",
+            ),
+            (
+                OK.replace("cpu_credits_per_hour = 24", ""),
+                "burstable type needs",
+            ),
+            (
+                OK.replace("name = \"t3.medium\"", "name = \"c7i.large\""),
+                "repeated",
+            ),
+            (
+                OK.replace("concurrency_limit = 100", "concurrency_limit = 0"),
+                "lambda",
+            ),
+            (
+                OK.replace(
+                    "vcpus = 2\nmemory_gib = 4\nprice_on_demand = 0.08925",
+                    "vcpus = 2\nmemory_gib = 4\nprice_on_demand = -1",
+                ),
+                "price_on_demand",
+            ),
+        ] {
+            let e = Catalog::parse(&bad, "cat.toml").unwrap_err().to_string();
+            assert!(e.contains(want) && e.starts_with("cat.toml"), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/catalog-us-east-1.toml"
+        );
+        let c = Catalog::load(Path::new(path)).unwrap();
+        assert!(c.instances.len() >= 8);
+    }
+}
