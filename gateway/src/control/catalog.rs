@@ -126,7 +126,7 @@ impl Catalog {
             if t.vcpus == 0 || !pos(t.memory_gib) {
                 return err(format!("{n}: vcpus and memory_gib must be positive"));
             }
-            if !pos(t.price_on_demand) || !(t.price_spot.is_finite() && t.price_spot >= 0.0) {
+            if !(pos(t.price_on_demand) && t.price_spot.is_finite() && t.price_spot >= 0.0) {
                 return err(format!(
                     "{n}: price_on_demand must be > 0 and price_spot >= 0"
                 ));
@@ -137,7 +137,7 @@ impl Catalog {
                     t.price_spot, t.price_on_demand
                 ));
             }
-            if !(t.launch_seconds.is_finite() && t.launch_seconds >= 0.0) || !pos(t.speedup) {
+            if !(t.launch_seconds.is_finite() && t.launch_seconds >= 0.0 && pos(t.speedup)) {
                 return err(format!("{n}: launch_seconds must be >= 0 and speedup > 0"));
             }
             if t.burstable && t.cpu_credits_per_hour <= 0.0 {

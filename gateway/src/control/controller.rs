@@ -103,6 +103,12 @@ pub fn fleet_entries(now: f64, fleet: &[FleetInstance]) -> Vec<FleetEntry> {
     by.into_values().collect()
 }
 
+/// A predictor: (history, interval seconds, horizon) -> forecast.
+pub type PredictFn<'a> = dyn FnMut(&[f64], f64, u32) -> Result<Vec<f64>, PolicyError> + 'a;
+/// A provisioner: (forecast, interval seconds, fleet, catalog, SLO) -> plan.
+pub type ProvisionFn<'a> =
+    dyn FnMut(&[f64], f64, &[FleetEntry], &[InstanceType], Slo) -> Result<Plan, PolicyError> + 'a;
+
 /// Runs one control step.
 pub fn step(
     now: f64,
@@ -110,14 +116,8 @@ pub fn step(
     cfg: &ControlConfig,
     fleet: &[FleetInstance],
     catalog: &[InstanceType],
-    predict: &mut dyn FnMut(&[f64], f64, u32) -> Result<Vec<f64>, PolicyError>,
-    provision: &mut dyn FnMut(
-        &[f64],
-        f64,
-        &[FleetEntry],
-        &[InstanceType],
-        Slo,
-    ) -> Result<Plan, PolicyError>,
+    predict: &mut PredictFn<'_>,
+    provision: &mut ProvisionFn<'_>,
 ) -> Result<Step, PolicyError> {
     let forecast = predict(history, cfg.interval_s, cfg.horizon)?;
     let entries = fleet_entries(now, fleet);
