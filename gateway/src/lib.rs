@@ -10,6 +10,7 @@
 //! - `metrics`: Prometheus counters and histograms.
 //! - `bench`: load generator (open and closed loop) and raw-ort baseline.
 //! - `server` / `app`: listener lifecycle and wiring of `mark serve`.
+//! - `cloud`: cloud drivers (`local`: `mark worker` processes), fleet rebuilt from tags.
 //! - `control`: control-plane logic (catalog, peak rates, SLO monitor, controller step), no I/O.
 //! - `config` / `tensor`: typed settings; tensors as dtype, shape and bytes.
 
@@ -17,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod batching;
 pub mod bench;
+pub mod cloud;
 pub mod config;
 pub mod control;
 pub mod exec;

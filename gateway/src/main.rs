@@ -63,6 +63,22 @@ enum Cmd {
         #[arg(long)]
         policy_cache: Option<PathBuf>,
     },
+    /// Run as a fleet worker: a v2 server for the batches a gateway routes to this instance
+    /// (native policies, no admin API).
+    Worker {
+        /// Model repository.
+        #[arg(long, default_value = "models")]
+        model_repo: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8000")]
+        listen: SocketAddr,
+        /// Seconds to wait before listening (the local cloud's launch delay).
+        #[arg(long, default_value_t = 0.0)]
+        start_delay: f64,
+        /// Path to libonnxruntime.so.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -144,6 +160,31 @@ fn config_exit(e: impl std::fmt::Display) -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Worker {
+            model_repo,
+            listen,
+            start_delay,
+            ort_lib,
+        } => {
+            if start_delay > 0.0 {
+                std::thread::sleep(std::time::Duration::from_secs_f64(start_delay));
+            }
+            run(Cli {
+                cmd: Cmd::Serve {
+                    model_repo,
+                    listen,
+                    max_body_bytes: 64 << 20,
+                    ort_lib,
+                    no_profile: false,
+                    admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    admin_token: None,
+                    admin_insecure: false,
+                    policies: Vec::new(),
+                    native_policies: true,
+                    policy_cache: None,
+                },
+            })
+        }
         Cmd::Serve {
             model_repo,
             listen,
