@@ -104,6 +104,8 @@ pub struct ModelMetrics {
     pub busy_us: AtomicU64,
     /// Requests answered after their SLO.
     pub slo_missed: AtomicU64,
+    /// Batches sent although the policy said wait, because the oldest request had waited a whole SLO.
+    pub forced_sends: AtomicU64,
 }
 
 impl Default for ModelMetrics {
@@ -114,6 +116,7 @@ impl Default for ModelMetrics {
             queue_depth: AtomicI64::new(0),
             busy_us: AtomicU64::new(0),
             slo_missed: AtomicU64::new(0),
+            forced_sends: AtomicU64::new(0),
         }
     }
 }
@@ -170,7 +173,7 @@ impl Metrics {
             );
         }
         let models = self.models.lock().expect("metrics lock").clone();
-        let sections: [(&str, &str, &str); 5] = [
+        let sections: [(&str, &str, &str); 6] = [
             (
                 "mark_request_latency_seconds",
                 "histogram",
@@ -192,6 +195,11 @@ impl Metrics {
                 "counter",
                 "Requests answered after their latency objective.",
             ),
+            (
+                "mark_batch_forced_total",
+                "counter",
+                "Batches sent against the policy's wait: the oldest request had waited a whole SLO.",
+            ),
         ];
         for (name, kind, help) in sections {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -211,8 +219,12 @@ impl Metrics {
                             mm.busy_us.load(Relaxed) as f64 / 1e6
                         );
                     }
-                    _ => {
+                    "mark_slo_missed_total" => {
                         let _ = writeln!(out, "{name}{{{labels}}} {}", mm.slo_missed.load(Relaxed));
+                    }
+                    _ => {
+                        let _ =
+                            writeln!(out, "{name}{{{labels}}} {}", mm.forced_sends.load(Relaxed));
                     }
                 }
             }

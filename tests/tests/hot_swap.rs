@@ -437,3 +437,39 @@ async fn c_policy_hot_loads_and_takes_effect() {
         "C policy decisions not in effect: mean batch {mean:.2}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_always_waits_cannot_starve_a_request() {
+    let _turn = SERIAL.lock().await;
+    let (g, admin) = start().await;
+    // fill-four waits until 4 items are queued: a lone request would wait forever
+    let r = send(
+        "PUT",
+        &format!("{admin}/admin/v1/policies/batcher"),
+        &auth(),
+        fixture("fill-four"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let t = std::time::Instant::now();
+    let r = post_json(
+        &format!("{}/v2/models/mlp/infer", g.base),
+        &mlp_request(&[mlp_row(3)]),
+    )
+    .await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    // SLO is 50 ms: the host sends it once it has waited that long
+    assert!(
+        took < Duration::from_millis(500),
+        "lone request took {took:?}"
+    );
+    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
+        .to_string();
+    assert!(
+        metric(&text, "mark_batch_forced_total{model=\"mlp\"}") >= 1.0,
+        "{text}"
+    );
+    println!("lone request under an always-wait policy answered in {took:?}");
+}

@@ -83,6 +83,14 @@ impl Batcher {
                 profile: &self.profile,
             };
             let decision = self.policy.decide(&state);
+            // Liveness is the host's, not the policy's: once the oldest request has waited a
+            // whole SLO, it goes now, whatever a (possibly custom) policy says.
+            if matches!(decision, BatchDecision::Wait(_)) && snap.oldest_wait_us >= self.slo_us {
+                self.metrics
+                    .forced_sends
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return snap.batchable_items.clamp(1, self.max_batch);
+            }
             match decision {
                 BatchDecision::Send(n) => return n.clamp(1, self.max_batch),
                 BatchDecision::Wait(us) => {
@@ -90,8 +98,9 @@ impl Batcher {
                     // is asked again only once the queue grew by a step (an eighth of the max
                     // batch) or holds a full batch: re-asking on every arrival would make the
                     // policy cost per request instead of per batch decision.
-                    let until =
-                        tokio::time::Instant::now() + Duration::from_micros(us.min(self.slo_us));
+                    // never past the oldest request's SLO (then the check above sends it)
+                    let left = self.slo_us.saturating_sub(snap.oldest_wait_us).max(1);
+                    let until = tokio::time::Instant::now() + Duration::from_micros(us.min(left));
                     let step = (self.max_batch / 8).max(1);
                     let seen = snap.batchable_items;
                     loop {
