@@ -106,6 +106,14 @@ pub struct ModelMetrics {
     pub slo_missed: AtomicU64,
     /// Batches sent although the policy said wait, because the oldest request had waited a whole SLO.
     pub forced_sends: AtomicU64,
+    /// Requests answered (any outcome) by executors or workers.
+    pub answered: AtomicU64,
+    /// Requests admitted to the queue (items).
+    pub arrived_items: AtomicU64,
+    /// Batches run on fleet workers.
+    pub remote_batches: AtomicU64,
+    /// Batches a worker failed and the gateway retried locally.
+    pub remote_retries: AtomicU64,
 }
 
 impl Default for ModelMetrics {
@@ -117,6 +125,10 @@ impl Default for ModelMetrics {
             busy_us: AtomicU64::new(0),
             slo_missed: AtomicU64::new(0),
             forced_sends: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            arrived_items: AtomicU64::new(0),
+            remote_batches: AtomicU64::new(0),
+            remote_retries: AtomicU64::new(0),
         }
     }
 }

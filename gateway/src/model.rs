@@ -46,6 +46,10 @@ pub struct Loaded {
     pub profile: Arc<LatencyProfile>,
     /// Provider the sessions got.
     pub provider: ActiveProvider,
+    /// The model's metrics.
+    pub metrics: Arc<crate::metrics::ModelMetrics>,
+    /// Fleet workers that run this model's batches (empty without a cloud driver).
+    pub remotes: Arc<crate::exec::remote::RemoteSet>,
 }
 
 /// The model's state as the readiness endpoints report it.
@@ -165,12 +169,20 @@ impl Model {
         let mm = metrics.model(&self.name);
         let slo = Duration::from_secs_f64(self.cfg.slo_ms / 1000.0);
         let executors = sessions.len() as u32;
-        let pool = ExecutorPool::spawn(&self.name, sessions, out_names, mm.clone(), slo);
+        let pool = Arc::new(ExecutorPool::spawn(
+            &self.name,
+            sessions,
+            out_names,
+            mm.clone(),
+            slo,
+        ));
+        let remotes = Arc::new(crate::exec::remote::RemoteSet::default());
         let queue = Arc::new(ModelQueue::new(self.cfg.queue_capacity));
         let batcher = Batcher {
             model: self.name.clone(),
             queue: queue.clone(),
             pool,
+            remotes: remotes.clone(),
             free_executors: Arc::new(Semaphore::new(executors as usize)),
             executors,
             policy: policy(),
@@ -184,7 +196,7 @@ impl Model {
                 .collect(),
             slo_us: slo.as_micros() as u64,
             max_batch,
-            metrics: mm,
+            metrics: mm.clone(),
         };
         rt.spawn(batcher.run());
         let _ = self.loaded.set(Arc::new(Loaded {
@@ -194,6 +206,8 @@ impl Model {
             queue,
             profile,
             provider,
+            metrics: mm,
+            remotes,
         }));
         tracing::info!(model = %self.name, ?provider, batchable, "model ready");
         Ok(())

@@ -236,6 +236,11 @@ async fn infer_inner(
         enqueued: Instant::now(),
         reply: tx,
     };
+    // demand, refused or not, is what the controller forecasts
+    loaded
+        .metrics
+        .arrived_items
+        .fetch_add(u64::from(adm.items), std::sync::atomic::Ordering::Relaxed);
     if let Err((full, _)) = loaded.queue.push(pending) {
         return Err(ApiError::unavailable(
             format!(

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use super::policy::{BatchDecision, BatchPolicy, ProfilePoint, QueueState};
 use super::queue::ModelQueue;
 use crate::exec::executor::{ExecutorPool, Job};
+use crate::exec::remote::{Remote, RemoteSet};
 use crate::metrics::ModelMetrics;
 
 /// Everything the loop needs.
@@ -20,7 +21,9 @@ pub struct Batcher {
     /// The model queue.
     pub queue: Arc<ModelQueue>,
     /// Executor threads.
-    pub pool: ExecutorPool,
+    pub pool: Arc<ExecutorPool>,
+    /// Fleet workers (empty unless a cloud driver runs).
+    pub remotes: Arc<RemoteSet>,
     /// One permit per executor.
     pub free_executors: Arc<Semaphore>,
     /// Number of executors.
@@ -40,9 +43,20 @@ pub struct Batcher {
 impl Batcher {
     /// Runs until the executor pool goes away.
     pub async fn run(mut self) {
+        enum Backend {
+            Local(tokio::sync::OwnedSemaphorePermit),
+            Remote(Arc<Remote>),
+        }
+        let slo = Duration::from_micros(self.slo_us);
         loop {
-            let Ok(permit) = self.free_executors.clone().acquire_owned().await else {
-                return;
+            let remotes = self.remotes.clone();
+            let backend = tokio::select! {
+                biased;
+                p = self.free_executors.clone().acquire_owned() => match p {
+                    Ok(p) => Backend::Local(p),
+                    Err(_) => return,
+                },
+                r = claim_remote(&remotes) => Backend::Remote(r),
             };
             let n = self.next_batch_size().await;
             let batch = self.queue.take(n);
@@ -51,11 +65,36 @@ impl Batcher {
                 std::sync::atomic::Ordering::Relaxed,
             );
             if batch.is_empty() {
+                if let Backend::Remote(r) = backend {
+                    r.busy.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
                 continue;
             }
-            if self.pool.submit(Job { batch, permit }).is_err() {
-                tracing::error!(model = %self.model, "executor pool stopped; batch loop ends");
-                return;
+            match backend {
+                Backend::Local(permit) => {
+                    if self
+                        .pool
+                        .submit(Job {
+                            batch,
+                            permit: Some(permit),
+                        })
+                        .is_err()
+                    {
+                        tracing::error!(model = %self.model, "executor pool stopped; batch loop ends");
+                        return;
+                    }
+                }
+                Backend::Remote(r) => {
+                    let run = self.remotes.clone().run(
+                        r,
+                        self.model.clone(),
+                        batch,
+                        self.pool.clone(),
+                        self.metrics.clone(),
+                        slo,
+                    );
+                    tokio::spawn(run);
+                }
             }
         }
     }
@@ -79,7 +118,7 @@ impl Batcher {
                 slo_us: self.slo_us,
                 arrival_rate: snap.arrival_rate,
                 max_batch: self.max_batch,
-                executors: self.executors,
+                executors: self.executors + self.remotes.healthy(),
                 profile: &self.profile,
             };
             let decision = self.policy.decide(&state);
@@ -121,5 +160,18 @@ impl Batcher {
                 }
             }
         }
+    }
+}
+
+/// Waits until a fleet worker is idle and claims it.
+async fn claim_remote(remotes: &RemoteSet) -> Arc<Remote> {
+    loop {
+        let notified = remotes.freed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(r) = remotes.claim() {
+            return r;
+        }
+        notified.await;
     }
 }

@@ -20,7 +20,8 @@ pub struct Job {
     /// Requests in the batch, oldest first.
     pub batch: Vec<Pending>,
     /// Released when the job is done (or dropped), letting the batcher form the next batch.
-    pub permit: OwnedSemaphorePermit,
+    /// `None` for a batch retried here after a remote worker failed it.
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Handle to a model's executor threads.
@@ -60,6 +61,13 @@ impl ExecutorPool {
         self.tx
             .send(job)
             .map_err(|_| ExecError::Gone("pool".into()))
+    }
+
+    /// Like `submit`, but gives the job back when the pool is gone (so its requests can be answered).
+    pub fn submit_or_return(&self, job: Job) -> Result<(), (ExecError, Job)> {
+        self.tx
+            .send(job)
+            .map_err(|e| (ExecError::Gone("pool".into()), e.0))
     }
 }
 
@@ -144,10 +152,21 @@ fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
 }
 
 fn finish(p: Pending, reply: Result<Vec<Tensor>, ExecError>, ctx: &Ctx) {
+    finish_pending(p, reply, &ctx.metrics, ctx.slo);
+}
+
+/// Answers one request and records its latency (shared with the remote backends).
+pub fn finish_pending(
+    p: Pending,
+    reply: Result<Vec<Tensor>, ExecError>,
+    metrics: &ModelMetrics,
+    slo: Duration,
+) {
     let latency = p.enqueued.elapsed();
-    ctx.metrics.latency.observe(latency.as_secs_f64());
-    if latency > ctx.slo {
-        ctx.metrics.slo_missed.fetch_add(1, Relaxed);
+    metrics.latency.observe(latency.as_secs_f64());
+    metrics.answered.fetch_add(1, Relaxed);
+    if latency > slo {
+        metrics.slo_missed.fetch_add(1, Relaxed);
     }
     // The receiver is gone only when the client hung up; nothing to do then.
     let _ = p.reply.send(reply);

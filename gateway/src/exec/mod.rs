@@ -7,6 +7,7 @@
 
 pub mod executor;
 pub mod ort_lib;
+pub mod remote;
 pub mod session;
 pub mod values;
 
