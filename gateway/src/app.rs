@@ -77,6 +77,7 @@ pub fn state(
         batch_policy: factory,
         policies: slots,
         engine,
+        control: std::sync::OnceLock::new(),
     })
 }
 
@@ -91,6 +92,15 @@ pub fn spawn_loading(state: &Arc<AppState>) {
             }
         }
     });
+}
+
+/// Starts the control loop (autoscaling through a cloud driver) for `state`.
+pub fn spawn_autoscaling(state: &Arc<AppState>, opts: crate::autoscale::AutoscaleOptions) {
+    let status = Arc::new(std::sync::Mutex::new(
+        crate::autoscale::ControlStatus::default(),
+    ));
+    let _ = state.control.set(status.clone());
+    tokio::spawn(crate::autoscale::run(state.clone(), opts, status));
 }
 
 /// Serves the data plane on `listener` (and the admin API on `admin`, with its token) until

@@ -10,12 +10,14 @@
 //! - `metrics`: Prometheus counters and histograms.
 //! - `bench`: load generator (open and closed loop) and raw-ort baseline.
 //! - `server` / `app`: listener lifecycle and wiring of `mark serve`.
+//! - `autoscale`: the live control loop (`--cloud local`): demand, SLO, controller step, driver.
 //! - `cloud`: cloud drivers (`local`: `mark worker` processes), fleet rebuilt from tags.
 //! - `control`: control-plane logic (catalog, peak rates, SLO monitor, controller step), no I/O.
 //! - `config` / `tensor`: typed settings; tensors as dtype, shape and bytes.
 
 pub mod api;
 pub mod app;
+pub mod autoscale;
 pub mod batching;
 pub mod bench;
 pub mod cloud;

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mark_gateway::app::PolicyOptions;
+use mark_gateway::autoscale::AutoscaleOptions;
 use mark_gateway::config::ServerConfig;
+use mark_gateway::control::catalog::Catalog;
 use mark_gateway::policy::engine::{PolicyEngine, PolicyLimits};
 use mark_gateway::policy::validate::validate;
 use mark_gateway::policy::PolicyKind;
@@ -62,6 +64,8 @@ enum Cmd {
         /// Directory for compiled policy code (.cwasm cache), to speed up restarts.
         #[arg(long)]
         policy_cache: Option<PathBuf>,
+        #[command(flatten)]
+        control: ControlArgs,
     },
     /// Run as a fleet worker: a v2 server for the batches a gateway routes to this instance
     /// (native policies, no admin API).
@@ -102,6 +106,38 @@ enum Cmd {
     },
     /// Load generator against a running gateway, or the raw-ort baseline in process.
     Bench(bench::BenchArgs),
+}
+
+/// Autoscaling flags of `mark serve`.
+#[derive(clap::Args, Clone, Default)]
+struct ControlArgs {
+    /// Cloud driver that runs the fleet: `local` (mark worker processes). Off when absent.
+    #[arg(long)]
+    cloud: Option<String>,
+    /// Instance catalog (TOML); see examples/catalog-us-east-1.toml.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Model whose demand drives the fleet (default: the first model).
+    #[arg(long)]
+    control_model: Option<String>,
+    /// Seconds per control interval.
+    #[arg(long, default_value_t = 60.0)]
+    control_interval: f64,
+    /// Seconds per rate window inside an interval.
+    #[arg(long, default_value_t = 5.0)]
+    control_window: f64,
+    /// SLO attainment target.
+    #[arg(long, default_value_t = 0.99)]
+    attainment_target: f64,
+    /// Where the local cloud keeps its tag files.
+    #[arg(long, default_value = ".mark/cloud")]
+    cloud_state: PathBuf,
+    /// Fleet name (instances are tagged with it).
+    #[arg(long, default_value = "mark")]
+    fleet: String,
+    /// Upper bound on instances.
+    #[arg(long, default_value_t = 8)]
+    max_instances: u32,
 }
 
 #[derive(Subcommand)]
@@ -182,6 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     policies: Vec::new(),
                     native_policies: true,
                     policy_cache: None,
+                    control: ControlArgs::default(),
                 },
             })
         }
@@ -197,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             policies,
             native_policies,
             policy_cache,
+            control,
         } => {
             let cfg = ServerConfig {
                 model_repo,
@@ -232,6 +270,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(x) => x,
                 Err(e) => return Ok(config_exit(format!("{e:#}"))),
             };
+            let autoscale = match &control.cloud {
+                None => None,
+                Some(c) if c != "local" => {
+                    return Ok(config_exit(format!(
+                        "--cloud {c}: only `local` is implemented in this build"
+                    )))
+                }
+                Some(_) => {
+                    let Some(path) = &control.catalog else {
+                        return Ok(config_exit("--cloud needs --catalog FILE"));
+                    };
+                    let catalog = match Catalog::load(path) {
+                        Ok(c) => c,
+                        Err(e) => return Ok(config_exit(e)),
+                    };
+                    if !(control.control_interval > 0.0
+                        && control.control_window > 0.0
+                        && control.control_window <= control.control_interval)
+                    {
+                        return Ok(config_exit(
+                            "--control-window must be > 0 and <= --control-interval",
+                        ));
+                    }
+                    Some(AutoscaleOptions {
+                        catalog,
+                        model: control.control_model.clone().unwrap_or_default(),
+                        interval_s: control.control_interval,
+                        window_s: control.control_window,
+                        horizon: 5,
+                        min_age_s: control.control_interval,
+                        attainment_target: control.attainment_target,
+                        state_dir: control.cloud_state.clone(),
+                        fleet: control.fleet.clone(),
+                        mark_bin: std::env::current_exe()?,
+                        worker_repo: cfg.model_repo.clone(),
+                        max_instances: control.max_instances,
+                    })
+                }
+            };
             let models = match repo::scan(&cfg.model_repo) {
                 Ok(m) => m,
                 Err(e) => return Ok(config_exit(e)),
@@ -260,7 +337,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 let _ = writeln!(out, "try: curl -s http://{addr}/v2/health/ready; curl -s http://{addr}/v2/models/mlp");
                 let _ = out.flush();
+                let first = models.first().map(|m| m.name.clone()).unwrap_or_default();
                 let state = app::state(cfg, models, engine, slots);
+                if let Some(mut a) = autoscale {
+                    if a.model.is_empty() {
+                        a.model = first;
+                    }
+                    app::spawn_autoscaling(&state, a);
+                }
                 app::serve(state, listener, admin, shutdown_signal()).await;
                 anyhow::Ok(())
             })?;

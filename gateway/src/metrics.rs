@@ -138,6 +138,7 @@ impl Default for ModelMetrics {
 pub struct Metrics {
     models: Mutex<BTreeMap<String, Arc<ModelMetrics>>>,
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    gauges: Mutex<BTreeMap<String, f64>>,
 }
 
 impl Metrics {
@@ -159,6 +160,14 @@ impl Metrics {
             .expect("metrics lock")
             .entry((model.to_string(), status))
             .or_default() += 1;
+    }
+
+    /// Sets a process-wide gauge (fleet size, cost, attainment), rendered as `name value`.
+    pub fn set_gauge(&self, name: &str, v: f64) {
+        self.gauges
+            .lock()
+            .expect("metrics lock")
+            .insert(name.to_string(), v);
     }
 
     /// Requests answered for `model` with `status` so far.
@@ -184,8 +193,11 @@ impl Metrics {
                 "mark_requests_total{{model=\"{m}\",status=\"{s}\"}} {n}"
             );
         }
+        for (name, v) in self.gauges.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
+        }
         let models = self.models.lock().expect("metrics lock").clone();
-        let sections: [(&str, &str, &str); 6] = [
+        let sections: [(&str, &str, &str); 8] = [
             (
                 "mark_request_latency_seconds",
                 "histogram",
@@ -207,6 +219,8 @@ impl Metrics {
                 "counter",
                 "Requests answered after their latency objective.",
             ),
+            ("mark_remote_batches_total", "counter", "Batches run on fleet workers."),
+            ("mark_remote_retries_total", "counter", "Batches a worker failed, retried on the gateway's executors."),
             (
                 "mark_batch_forced_total",
                 "counter",
@@ -229,6 +243,20 @@ impl Metrics {
                             out,
                             "{name}{{{labels}}} {}",
                             mm.busy_us.load(Relaxed) as f64 / 1e6
+                        );
+                    }
+                    "mark_remote_batches_total" => {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{{labels}}} {}",
+                            mm.remote_batches.load(Relaxed)
+                        );
+                    }
+                    "mark_remote_retries_total" => {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{{labels}}} {}",
+                            mm.remote_retries.load(Relaxed)
                         );
                     }
                     "mark_slo_missed_total" => {

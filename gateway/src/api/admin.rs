@@ -187,6 +187,7 @@ fn status(state: &AppState) -> Response<Full<Bytes>> {
     json_ok(&serde_json::json!({
         "models": models,
         "policies": PolicyKind::ALL.map(|k| state.policies.get(k).status()),
+        "control": state.control.get().map(|c| c.lock().expect("status lock").clone()),
     }))
 }
 

@@ -34,4 +34,6 @@ pub struct AppState {
     pub policies: Arc<PolicySlots>,
     /// The wasmtime engine of the policies.
     pub engine: Arc<PolicyEngine>,
+    /// The control loop's status, when autoscaling runs.
+    pub control: std::sync::OnceLock<Arc<std::sync::Mutex<crate::autoscale::ControlStatus>>>,
 }

@@ -1,0 +1,302 @@
+//! The live control loop of `mark serve --cloud local`: every window it samples demand and SLO
+//! attainment, every interval it runs the controller step (the same pure code the simulator
+//! uses) through the predictor and provisioner slots, and applies the actions through the cloud
+//! driver. The fleet comes from the driver's `list` each time (the cloud is the source of truth),
+//! and the running workers become the model's remote backends.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mark_policies::types::{Plan, Slo};
+use serde::Serialize;
+
+use crate::api::AppState;
+use crate::cloud::local::LocalCloud;
+use crate::cloud::{Instance, InstanceState};
+use crate::control::catalog::Catalog;
+use crate::control::controller::{emergency_launch, step, Action, ControlConfig, FleetInstance};
+use crate::control::rates::PeakRates;
+use crate::control::slo::SloMonitor;
+use crate::policy::caller::PolicyCaller;
+
+/// Settings of the control loop.
+#[derive(Debug, Clone)]
+pub struct AutoscaleOptions {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// The model whose demand drives the fleet.
+    pub model: String,
+    /// Seconds per control interval (MArk: 60).
+    pub interval_s: f64,
+    /// Seconds per rate window inside an interval (MArk: 5).
+    pub window_s: f64,
+    /// Intervals the forecast covers.
+    pub horizon: u32,
+    /// Instances younger than this are not terminated.
+    pub min_age_s: f64,
+    /// SLO attainment target (e.g. 0.99).
+    pub attainment_target: f64,
+    /// Where the local cloud keeps its tag files.
+    pub state_dir: PathBuf,
+    /// Fleet name (tag).
+    pub fleet: String,
+    /// The `mark` binary the workers run.
+    pub mark_bin: PathBuf,
+    /// Model repository the workers serve.
+    pub worker_repo: PathBuf,
+    /// Upper bound on instances.
+    pub max_instances: u32,
+}
+
+/// What `GET /admin/v1/status` shows of the control loop.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ControlStatus {
+    /// Peak rate per closed interval, oldest first (last 20).
+    pub history: Vec<f64>,
+    /// Latest forecast.
+    pub forecast: Vec<f64>,
+    /// Latest plan: (type, market, count).
+    pub plan: Vec<(String, String, u32)>,
+    /// Share of load the plan would send to Lambda (no Lambda driver yet: reported only).
+    pub lambda_share: f64,
+    /// Sliding-window SLO attainment.
+    pub attainment: Option<f64>,
+    /// The fleet now.
+    pub fleet: Vec<Instance>,
+    /// Instances launched so far.
+    pub launches: u64,
+    /// Instances terminated so far.
+    pub terminations: u64,
+    /// Out-of-cycle launches for SLO breaches.
+    pub emergencies: u64,
+    /// USD billed so far by the live fleet.
+    pub cost_so_far: f64,
+    /// USD per hour of the live fleet.
+    pub dollars_per_hour: f64,
+}
+
+fn market_name(m: mark_policies::types::Market) -> String {
+    match m {
+        mark_policies::types::Market::OnDemand => "on-demand".into(),
+        mark_policies::types::Market::Spot => "spot".into(),
+    }
+}
+
+/// Runs the loop forever.
+pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex<ControlStatus>>) {
+    let Some(model) = state.models.get(&opts.model).cloned() else {
+        tracing::error!(model = %opts.model, "autoscaling: unknown model");
+        return;
+    };
+    let loaded = loop {
+        if let Some(l) = model.loaded() {
+            break l.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let cloud = Arc::new(LocalCloud::new(
+        &opts.state_dir,
+        &opts.fleet,
+        &opts.model,
+        &opts.mark_bin,
+        &opts.worker_repo,
+        opts.catalog.clone(),
+    ));
+    let catalog = opts.catalog.for_model(
+        &opts.model,
+        &loaded.profile,
+        model.cfg.slo_ms,
+        model.cfg.max_batch_size as u32,
+    );
+    let cfg = ControlConfig {
+        interval_s: opts.interval_s,
+        horizon: opts.horizon,
+        min_age_s: opts.min_age_s,
+        slo: Slo {
+            latency_ms: model.cfg.slo_ms,
+            attainment_target: opts.attainment_target,
+        },
+    };
+    let t0 = Instant::now();
+    let mut rates = PeakRates::new(0.0, opts.window_s, opts.interval_s, 1440);
+    let mut slo = SloMonitor::new((opts.interval_s * 2.0).max(10.0) as u64);
+    let mut predictor = PolicyCaller::new(state.engine.clone(), state.policies.predictor.clone());
+    let mut provisioner =
+        PolicyCaller::new(state.engine.clone(), state.policies.provisioner.clone());
+    let mm = loaded.metrics.clone();
+    let (mut last_arrived, mut last_answered, mut last_missed) = (
+        mm.arrived_items.load(Relaxed),
+        mm.answered.load(Relaxed),
+        mm.slo_missed.load(Relaxed),
+    );
+    let mut next_control = opts.interval_s;
+    let mut last_emergency = f64::NEG_INFINITY;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(opts.window_s));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = t0.elapsed().as_secs_f64();
+        let arrived = mm.arrived_items.load(Relaxed);
+        rates.arrive((now - 1e-6).max(0.0), arrived - last_arrived);
+        rates.advance(now);
+        last_arrived = arrived;
+        let (answered, missed) = (mm.answered.load(Relaxed), mm.slo_missed.load(Relaxed));
+        slo.record(
+            now,
+            (answered - last_answered).saturating_sub(missed - last_missed),
+            answered - last_answered,
+        );
+        (last_answered, last_missed) = (answered, missed);
+
+        let c = cloud.clone();
+        let fleet = tokio::task::spawn_blocking(move || c.list())
+            .await
+            .unwrap_or_default();
+        let running: Vec<(String, String)> = fleet
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .map(|i| (i.id.clone(), i.addr.clone()))
+            .collect();
+        loaded.remotes.sync(&running);
+
+        let mut actions = Vec::new();
+        let attainment = slo.attainment(now);
+        if slo.below(now, opts.attainment_target)
+            && now - last_emergency >= opts.interval_s
+            && (fleet.len() as u32) < opts.max_instances
+        {
+            if let Some(a) = emergency_launch(&catalog) {
+                tracing::warn!(
+                    attainment = attainment.unwrap_or(0.0),
+                    "SLO attainment below target: out-of-cycle launch"
+                );
+                last_emergency = now;
+                status.lock().expect("status lock").emergencies += 1;
+                actions.push(a);
+                next_control = now; // and an out-of-cycle plan
+            }
+        }
+        if now >= next_control {
+            next_control = now + opts.interval_s;
+            let history = if rates.history.is_empty() {
+                vec![rates.current_peak()]
+            } else {
+                rates.history.clone()
+            };
+            let in_flight = loaded.remotes.in_flight();
+            let fi: Vec<FleetInstance> = fleet
+                .iter()
+                .map(|i| FleetInstance {
+                    id: i.id.clone(),
+                    instance_type: i.instance_type.clone(),
+                    market: i.market,
+                    launched_at: i.launched_at - (crate::policy::slot::now_s() as f64 - now),
+                    ready: i.state == InstanceState::Running,
+                    in_flight: in_flight
+                        .iter()
+                        .find(|(id, _)| *id == i.id)
+                        .map_or(0, |x| x.1),
+                })
+                .collect();
+            let r = step(
+                now,
+                &history,
+                &cfg,
+                &fi,
+                &catalog,
+                &mut |h, iv, n| predictor.predict(h, iv, n),
+                &mut |f, iv, fl, c, s| provisioner.provision(f, iv, fl, c, s),
+            );
+            match r {
+                Ok(s) => {
+                    let mut st = status.lock().expect("status lock");
+                    st.forecast = s.forecast.clone();
+                    st.plan = s
+                        .plan
+                        .targets
+                        .iter()
+                        .map(|t| (t.instance_type.clone(), market_name(t.market), t.count))
+                        .collect();
+                    st.lambda_share = s.plan.lambda_share;
+                    drop(st);
+                    log_plan(&s.plan, &s.forecast, &history);
+                    actions.extend(s.actions);
+                }
+                Err(e) => tracing::error!(cause = ?e, "control step failed"),
+            }
+        }
+        let mut total = fleet.len() as u32;
+        for a in actions {
+            let c = cloud.clone();
+            match a {
+                Action::Launch {
+                    instance_type,
+                    market,
+                    count,
+                } => {
+                    for _ in 0..count {
+                        if total >= opts.max_instances {
+                            tracing::warn!(
+                                max = opts.max_instances,
+                                "fleet at --max-instances; launch skipped"
+                            );
+                            break;
+                        }
+                        let (c, ty) = (c.clone(), instance_type.clone());
+                        match tokio::task::spawn_blocking(move || c.launch(&ty, market)).await {
+                            Ok(Ok(i)) => {
+                                tracing::info!(id = %i.id, r#type = %i.instance_type, "launched");
+                                total += 1;
+                                status.lock().expect("status lock").launches += 1;
+                            }
+                            Ok(Err(e)) => tracing::error!(cause = %e, "launch failed"),
+                            Err(e) => tracing::error!(cause = %e, "launch task failed"),
+                        }
+                    }
+                }
+                Action::Terminate { id } => {
+                    if tokio::task::spawn_blocking(move || c.terminate(&id))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                    {
+                        status.lock().expect("status lock").terminations += 1;
+                    }
+                }
+            }
+        }
+        let mut st = status.lock().expect("status lock");
+        st.history = rates.history.iter().rev().take(20).rev().copied().collect();
+        st.attainment = attainment;
+        st.fleet = fleet.clone();
+        let wall = crate::policy::slot::now_s() as f64;
+        st.cost_so_far = fleet
+            .iter()
+            .map(|i| i.price_per_hour * crate::cloud::billed_seconds(wall - i.launched_at) / 3600.0)
+            .sum();
+        st.dollars_per_hour = fleet.iter().map(|i| i.price_per_hour).sum();
+        state
+            .metrics
+            .set_gauge("mark_fleet_instances", fleet.len() as f64);
+        state
+            .metrics
+            .set_gauge("mark_fleet_dollars_per_hour", st.dollars_per_hour);
+        state
+            .metrics
+            .set_gauge("mark_fleet_cost_dollars", st.cost_so_far);
+        state
+            .metrics
+            .set_gauge("mark_slo_attainment", attainment.unwrap_or(1.0));
+    }
+}
+
+fn log_plan(plan: &Plan, forecast: &[f64], history: &[f64]) {
+    tracing::info!(
+        last_peak = history.last().copied().unwrap_or(0.0),
+        next = forecast.first().copied().unwrap_or(0.0),
+        targets = ?plan.targets.iter().map(|t| (t.instance_type.as_str(), t.count)).collect::<Vec<_>>(),
+        lambda_share = plan.lambda_share,
+        "control step"
+    );
+}

@@ -1,0 +1,172 @@
+//! The control loop end to end with the local cloud: a load step makes the controller launch
+//! `mark worker` instances, batches run on them, every request is answered correctly; killing
+//! the workers under load loses no request (batches are retried on the gateway).
+
+mod util;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mark_gateway::cloud::local::LocalCloud;
+use mark_gateway::control::catalog::Catalog;
+use util::*;
+
+const CATALOG: &str = r#"
+[[instance]]
+name = "local.small"
+vcpus = 2
+memory_gib = 4
+price_on_demand = 0.10
+price_spot = 0.0
+launch_seconds = 1.0
+capacity_rps = { mlp = 150 }
+"#;
+
+/// Open-loop load at `rate` req/s for `secs`; returns (ok, wrong or failed).
+async fn open_loop(url: &str, rate: f64, secs: f64, reference: &Arc<Vec<f32>>) -> (u64, u64) {
+    let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let http = client();
+    let body = Arc::new(mlp_request(&[mlp_row(9)]));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        let (http, url, body, ok, bad, reference) = (
+            http.clone(),
+            url.to_string(),
+            body.clone(),
+            ok.clone(),
+            bad.clone(),
+            reference.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = send_with(
+                &http,
+                "POST",
+                &url,
+                &[("content-type", "application/json".into())],
+                body.to_string().into_bytes(),
+            )
+            .await;
+            match r {
+                Ok(r) if r.status == 200 && output_f32(&r.json(), "probs") == *reference => {
+                    ok.fetch_add(1, Relaxed)
+                }
+                other => {
+                    eprintln!(
+                        "bad: {:?}",
+                        other.map(|r| (r.status, String::from_utf8_lossy(&r.body).to_string()))
+                    );
+                    bad.fetch_add(1, Relaxed)
+                }
+            };
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (ok.load(Relaxed), bad.load(Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_step_scales_out_and_worker_loss_loses_nothing() {
+    let repo = repo_with(&[(
+        "mlp",
+        "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\n",
+    )]);
+    let dir = temp_dir("autoscale");
+    let catalog_path = dir.join("catalog.toml");
+    std::fs::write(&catalog_path, CATALOG).unwrap();
+    let state_dir = dir.join("cloud");
+    let g = Gateway::start(&[
+        "--model-repo",
+        repo.to_str().unwrap(),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        "t",
+        "--cloud",
+        "local",
+        "--catalog",
+        catalog_path.to_str().unwrap(),
+        "--control-interval",
+        "2",
+        "--control-window",
+        "0.5",
+        "--cloud-state",
+        state_dir.to_str().unwrap(),
+        "--max-instances",
+        "3",
+    ])
+    .ready()
+    .await;
+    let admin = g.admin.clone().unwrap();
+    let url = format!("{}/v2/models/mlp/infer", g.base);
+    let reference = Arc::new(output_f32(
+        &post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(),
+        "probs",
+    ));
+
+    // steady 100 req/s, then a step to 250 req/s (capacity per instance: 150 req/s)
+    let (ok1, bad1) = open_loop(&url, 100.0, 5.0, &reference).await;
+    let (ok2, bad2) = open_loop(&url, 250.0, 8.0, &reference).await;
+    let st = send(
+        "GET",
+        &format!("{admin}/admin/v1/status"),
+        &[("authorization", "Bearer t".into())],
+        vec![],
+    )
+    .await
+    .unwrap()
+    .json();
+    let control = &st["control"];
+    println!("after the step: fleet {} instances, launches {}, history {}, forecast {}, attainment {}, $/h {}",
+        control["fleet"].as_array().map_or(0, |f| f.len()), control["launches"], control["history"], control["forecast"], control["attainment"], control["dollars_per_hour"]);
+    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
+        .to_string();
+    let remote = metric(&text, "mark_remote_batches_total{model=\"mlp\"}");
+    println!(
+        "batches on workers: {remote}; answers ok {} bad {}",
+        ok1 + ok2,
+        bad1 + bad2
+    );
+    assert_eq!(bad1 + bad2, 0, "every request answered correctly");
+    assert!(
+        control["launches"].as_u64().unwrap() >= 2,
+        "the controller did not scale out: {control}"
+    );
+    assert!(remote > 0.0, "no batch ran on a worker");
+    assert!(metric(&text, "mark_fleet_dollars_per_hour") > 0.0);
+
+    // kill every worker under load: batches in flight are retried on the gateway, none is lost
+    let cloud = LocalCloud::new(
+        &state_dir,
+        "mark",
+        "mlp",
+        &mark_bin(),
+        &repo,
+        Catalog::parse(CATALOG, "c").unwrap(),
+    );
+    let load = tokio::spawn({
+        let (url, reference) = (url.clone(), reference.clone());
+        async move { open_loop(&url, 200.0, 4.0, &reference).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let killed: Vec<String> = cloud.list().into_iter().map(|i| i.id).collect();
+    for id in &killed {
+        cloud.interrupt(id).unwrap();
+    }
+    let (ok3, bad3) = load.await.unwrap();
+    println!(
+        "killed {} workers under load: {ok3} answered, {bad3} lost or wrong",
+        killed.len()
+    );
+    assert_eq!(bad3, 0);
+    // clean up whatever the controller relaunched
+    drop(g);
+    for i in cloud.list() {
+        let _ = cloud.interrupt(&i.id);
+    }
+}
