@@ -13,6 +13,7 @@ use mark_policies::types::{Plan, Slo};
 use serde::Serialize;
 
 use crate::api::AppState;
+use crate::cloud::driver::Driver;
 use crate::cloud::local::LocalCloud;
 use crate::cloud::{Instance, InstanceState};
 use crate::control::catalog::Catalog;
@@ -48,6 +49,8 @@ pub struct AutoscaleOptions {
     pub worker_repo: PathBuf,
     /// Upper bound on instances.
     pub max_instances: u32,
+    /// The EC2 driver's settings when the fleet runs on EC2 (else the local cloud).
+    pub ec2: Option<crate::cloud::ec2::Ec2Options>,
 }
 
 /// What `GET /admin/v1/status` shows of the control loop.
@@ -96,14 +99,19 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let cloud = Arc::new(LocalCloud::new(
-        &opts.state_dir,
-        &opts.fleet,
-        &opts.model,
-        &opts.mark_bin,
-        &opts.worker_repo,
-        opts.catalog.clone(),
-    ));
+    let cloud = match &opts.ec2 {
+        Some(e) => Driver::Ec2(Arc::new(
+            crate::cloud::ec2::Ec2Cloud::connect(e.clone(), opts.catalog.clone()).await,
+        )),
+        None => Driver::Local(Arc::new(LocalCloud::new(
+            &opts.state_dir,
+            &opts.fleet,
+            &opts.model,
+            &opts.mark_bin,
+            &opts.worker_repo,
+            opts.catalog.clone(),
+        ))),
+    };
     let catalog = opts.catalog.for_model(
         &opts.model,
         &loaded.profile,
@@ -150,10 +158,14 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
         );
         (last_answered, last_missed) = (answered, missed);
 
-        let c = cloud.clone();
-        let fleet = tokio::task::spawn_blocking(move || c.list())
-            .await
-            .unwrap_or_default();
+        let fleet = match cloud.list().await {
+            Ok(f) => f,
+            Err(e) => {
+                // an unknown fleet is not an empty one: skip this tick rather than over-launch
+                tracing::warn!(cause = %e, "listing the fleet failed; skipping this tick");
+                continue;
+            }
+        };
         let running: Vec<(String, String)> = fleet
             .iter()
             .filter(|i| i.state == InstanceState::Running)
@@ -229,7 +241,6 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
         }
         let mut total = fleet.len() as u32;
         for a in actions {
-            let c = cloud.clone();
             match a {
                 Action::Launch {
                     instance_type,
@@ -244,23 +255,18 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
                             );
                             break;
                         }
-                        let (c, ty) = (c.clone(), instance_type.clone());
-                        match tokio::task::spawn_blocking(move || c.launch(&ty, market)).await {
-                            Ok(Ok(i)) => {
+                        match cloud.launch(&instance_type, market).await {
+                            Ok(i) => {
                                 tracing::info!(id = %i.id, r#type = %i.instance_type, "launched");
                                 total += 1;
                                 status.lock().expect("status lock").launches += 1;
                             }
-                            Ok(Err(e)) => tracing::error!(cause = %e, "launch failed"),
-                            Err(e) => tracing::error!(cause = %e, "launch task failed"),
+                            Err(e) => tracing::error!(cause = %e, "launch failed"),
                         }
                     }
                 }
                 Action::Terminate { id } => {
-                    if tokio::task::spawn_blocking(move || c.terminate(&id))
-                        .await
-                        .is_ok_and(|r| r.is_ok())
-                    {
+                    if cloud.terminate(&id).await.is_ok() {
                         status.lock().expect("status lock").terminations += 1;
                     }
                 }

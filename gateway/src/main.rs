@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mark_gateway::app::PolicyOptions;
 use mark_gateway::autoscale::AutoscaleOptions;
+use mark_gateway::cloud::ec2::Ec2Options;
 use mark_gateway::config::ServerConfig;
 use mark_gateway::control::catalog::Catalog;
 use mark_gateway::policy::engine::{PolicyEngine, PolicyLimits};
@@ -28,6 +29,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// `Serve` carries every flag of the server; the enum is built once per process.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Serve the models of a repository over KServe v2.
     Serve {
@@ -138,6 +141,15 @@ struct ControlArgs {
     /// Upper bound on instances.
     #[arg(long, default_value_t = 8)]
     max_instances: u32,
+    /// EC2: AMI of the workers (required with --cloud ec2).
+    #[arg(long)]
+    ec2_image_id: Option<String>,
+    /// EC2: region.
+    #[arg(long, default_value = "us-east-1")]
+    ec2_region: String,
+    /// EC2: endpoint override (e.g. a moto server); credentials come from the standard AWS chain.
+    #[arg(long)]
+    ec2_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -306,6 +318,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         mark_bin: std::env::current_exe()?,
                         worker_repo: cfg.model_repo.clone(),
                         max_instances: control.max_instances,
+                        ec2: match control.cloud.as_deref() {
+                            Some("ec2") => {
+                                let Some(image_id) = control.ec2_image_id.clone() else {
+                                    return Ok(config_exit("--cloud ec2 needs --ec2-image-id"));
+                                };
+                                Some(Ec2Options {
+                                    region: control.ec2_region.clone(),
+                                    endpoint: control.ec2_endpoint.clone(),
+                                    credentials: None,
+                                    image_id,
+                                    fleet: control.fleet.clone(),
+                                    model: control.control_model.clone().unwrap_or_default(),
+                                    worker_port: 8000,
+                                    max_attempts: 3,
+                                })
+                            }
+                            _ => None,
+                        },
                     })
                 }
             };

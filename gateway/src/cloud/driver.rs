@@ -1,0 +1,81 @@
+//! One interface over the cloud drivers, as the control loop uses them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mark_policies::types::Market;
+
+use super::ec2::Ec2Cloud;
+use super::local::LocalCloud;
+use super::{CloudError, Instance, InstanceState};
+
+/// A cloud driver.
+#[derive(Clone)]
+pub enum Driver {
+    /// `mark worker` processes on this machine.
+    Local(Arc<LocalCloud>),
+    /// AWS EC2.
+    Ec2(Arc<Ec2Cloud>),
+}
+
+impl Driver {
+    /// The fleet. An error means "unknown", never "empty": the caller must not plan on it.
+    /// Running instances whose worker port does not answer yet are reported pending.
+    pub async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+        match self {
+            Driver::Local(c) => {
+                let c = c.clone();
+                tokio::task::spawn_blocking(move || c.list())
+                    .await
+                    .map_err(|e| CloudError::Failed(e.to_string()))
+            }
+            Driver::Ec2(c) => {
+                let mut fleet = c.list().await?;
+                for i in fleet
+                    .iter_mut()
+                    .filter(|i| i.state == InstanceState::Running)
+                {
+                    let up = tokio::time::timeout(
+                        Duration::from_millis(300),
+                        tokio::net::TcpStream::connect(i.addr.as_str()),
+                    )
+                    .await;
+                    if !matches!(up, Ok(Ok(_))) {
+                        i.state = InstanceState::Pending;
+                    }
+                }
+                Ok(fleet)
+            }
+        }
+    }
+
+    /// Launches one instance.
+    pub async fn launch(
+        &self,
+        instance_type: &str,
+        market: Market,
+    ) -> Result<Instance, CloudError> {
+        match self {
+            Driver::Local(c) => {
+                let (c, ty) = (c.clone(), instance_type.to_string());
+                tokio::task::spawn_blocking(move || c.launch(&ty, market))
+                    .await
+                    .map_err(|e| CloudError::Failed(e.to_string()))?
+            }
+            Driver::Ec2(c) => c.launch(instance_type, market).await,
+        }
+    }
+
+    /// Terminates one instance.
+    pub async fn terminate(&self, id: &str) -> Result<(), CloudError> {
+        match self {
+            Driver::Local(c) => {
+                let (c, id) = (c.clone(), id.to_string());
+                tokio::task::spawn_blocking(move || c.terminate(&id))
+                    .await
+                    .map_err(|e| CloudError::Failed(e.to_string()))?
+            }
+            Driver::Ec2(c) => c.terminate(id).await,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The `ec2` cloud driver, through `aws-sdk-ec2`: RunInstances (on-demand, or spot through
+//! InstanceMarketOptions) with user data that starts `mark worker`, tags that identify the fleet,
+//! DescribeInstances to rebuild the fleet from those tags (state and private IP),
+//! TerminateInstances, and spot interruptions noticed from the state reason.
+//! Credentials and endpoint come from the standard AWS chain, overridable for emulators.
+
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::types::{
+    Filter, InstanceMarketOptionsRequest, InstanceStateName, MarketType, ResourceType, Tag,
+    TagSpecification,
+};
+use mark_policies::types::Market;
+
+use super::{CloudError, Instance, InstanceState};
+use crate::control::catalog::Catalog;
+
+/// How to reach EC2 and what to launch.
+#[derive(Debug, Clone)]
+pub struct Ec2Options {
+    /// Region.
+    pub region: String,
+    /// Endpoint override (an emulator such as moto); `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Static credentials (access key, secret); `None` for the standard chain.
+    pub credentials: Option<(String, String)>,
+    /// AMI with `mark` and the models installed (see docs/operations.md).
+    pub image_id: String,
+    /// Fleet name (tag `mark:fleet`).
+    pub fleet: String,
+    /// Model (tag `mark:model`).
+    pub model: String,
+    /// Port the workers listen on.
+    pub worker_port: u16,
+    /// Attempts per API call (1 = no retries; tests against emulators use 1).
+    pub max_attempts: u32,
+}
+
+/// The EC2 driver.
+pub struct Ec2Cloud {
+    client: aws_sdk_ec2::Client,
+    opts: Ec2Options,
+    catalog: Catalog,
+}
+
+/// StateReason code of a reclaimed spot instance.
+pub const SPOT_TERMINATION: &str = "Server.SpotInstanceTermination";
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// The user data a worker instance boots with: start `mark worker` on the AMI's model repo.
+pub fn user_data(port: u16) -> String {
+    format!(
+        "#!/bin/bash\n# MArk-rs worker: the AMI carries /opt/mark (binary, models, .mark/venv)\ncd /opt/mark\nexec ./mark worker --model-repo models --listen 0.0.0.0:{port} >>/var/log/mark-worker.log 2>&1\n"
+    )
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+fn err(e: impl std::fmt::Display) -> CloudError {
+    CloudError::Failed(e.to_string())
+}
+
+impl Ec2Cloud {
+    /// Connects with `opts`.
+    pub async fn connect(opts: Ec2Options, catalog: Catalog) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(opts.region.clone()))
+            .retry_config(
+                aws_sdk_ec2::config::retry::RetryConfig::standard()
+                    .with_max_attempts(opts.max_attempts.max(1)),
+            );
+        if let Some(e) = &opts.endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        if let Some((k, s)) = &opts.credentials {
+            loader = loader.credentials_provider(Credentials::new(k, s, None, None, "mark-static"));
+        }
+        let conf = loader.load().await;
+        Ec2Cloud {
+            client: aws_sdk_ec2::Client::new(&conf),
+            opts,
+            catalog,
+        }
+    }
+
+    /// Launches one instance of `instance_type` in `market`, tagged with fleet, model, market and
+    /// launch time.
+    pub async fn launch(
+        &self,
+        instance_type: &str,
+        market: Market,
+    ) -> Result<Instance, CloudError> {
+        let spec = self
+            .catalog
+            .get(instance_type)
+            .ok_or_else(|| CloudError::UnknownType(instance_type.into()))?;
+        let now = crate::policy::slot::now_s() as f64;
+        let market_tag = match market {
+            Market::OnDemand => "on-demand",
+            Market::Spot => "spot",
+        };
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .tags(tag("mark:fleet", &self.opts.fleet))
+            .tags(tag("mark:model", &self.opts.model))
+            .tags(tag("mark:market", market_tag))
+            .tags(tag("mark:launched-at", &format!("{now:.3}")))
+            .build();
+        let mut req = self
+            .client
+            .run_instances()
+            .image_id(&self.opts.image_id)
+            .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
+            .min_count(1)
+            .max_count(1)
+            .user_data(base64(user_data(self.opts.worker_port).as_bytes()))
+            .tag_specifications(tags);
+        if market == Market::Spot {
+            req = req.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .build(),
+            );
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        let i = out
+            .instances()
+            .first()
+            .ok_or_else(|| err("RunInstances returned no instance"))?;
+        let price = match market {
+            Market::OnDemand => spec.price_on_demand,
+            Market::Spot => spec.price_spot,
+        };
+        Ok(Instance {
+            id: i.instance_id().unwrap_or_default().to_string(),
+            fleet: self.opts.fleet.clone(),
+            model: self.opts.model.clone(),
+            instance_type: instance_type.into(),
+            market,
+            launched_at: now,
+            addr: i
+                .private_ip_address()
+                .map(|ip| format!("{ip}:{}", self.opts.worker_port))
+                .unwrap_or_default(),
+            state: InstanceState::Pending,
+            price_per_hour: price,
+        })
+    }
+
+    async fn describe(
+        &self,
+        states: &[&str],
+    ) -> Result<Vec<aws_sdk_ec2::types::Instance>, CloudError> {
+        let mut filter = Filter::builder().name("instance-state-name");
+        for s in states {
+            filter = filter.values(*s);
+        }
+        let out = self
+            .client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("tag:mark:fleet")
+                    .values(&self.opts.fleet)
+                    .build(),
+            )
+            .filters(filter.build())
+            .send()
+            .await
+            .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().iter().cloned())
+            .collect())
+    }
+
+    /// The fleet, rebuilt from the tags of pending and running instances.
+    pub async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+        let mut out = Vec::new();
+        for i in self.describe(&["pending", "running"]).await? {
+            let get = |k: &str| {
+                i.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+                    .map(str::to_string)
+            };
+            let ty = i
+                .instance_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default();
+            let market = match (
+                get("mark:market").as_deref(),
+                i.instance_lifecycle().map(|l| l.as_str()),
+            ) {
+                (Some("spot"), _) | (_, Some("spot")) => Market::Spot,
+                _ => Market::OnDemand,
+            };
+            let price = self.catalog.get(&ty).map_or(0.0, |s| {
+                if market == Market::Spot {
+                    s.price_spot
+                } else {
+                    s.price_on_demand
+                }
+            });
+            out.push(Instance {
+                id: i.instance_id().unwrap_or_default().to_string(),
+                fleet: self.opts.fleet.clone(),
+                model: get("mark:model").unwrap_or_default(),
+                instance_type: ty,
+                market,
+                launched_at: get("mark:launched-at")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0),
+                addr: i
+                    .private_ip_address()
+                    .map(|ip| format!("{ip}:{}", self.opts.worker_port))
+                    .unwrap_or_default(),
+                state: if i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running) {
+                    InstanceState::Running
+                } else {
+                    InstanceState::Pending
+                },
+                price_per_hour: price,
+            });
+        }
+        out.sort_by(|a, b| {
+            a.launched_at
+                .total_cmp(&b.launched_at)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    /// Instances of the fleet that the cloud reclaimed (spot interruption), by id.
+    pub async fn interrupted(&self) -> Result<Vec<String>, CloudError> {
+        Ok(self
+            .describe(&["shutting-down", "terminated"])
+            .await?
+            .into_iter()
+            .filter(|i| i.state_reason().and_then(|r| r.code()) == Some(SPOT_TERMINATION))
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect())
+    }
+
+    /// Terminates `id`.
+    pub async fn terminate(&self, id: &str) -> Result<(), CloudError> {
+        self.client
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}

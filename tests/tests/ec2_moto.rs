@@ -1,0 +1,107 @@
+//! The EC2 driver through the real `aws-sdk-ec2` against moto's EC2 server on loopback (started
+//! here): on-demand and spot launches with tags and user data, the fleet rebuilt from tags by a
+//! second driver (a restarted gateway), other fleets ignored, termination.
+
+mod util;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mark_gateway::cloud::ec2::{Ec2Cloud, Ec2Options};
+use mark_gateway::control::catalog::Catalog;
+use mark_policies::types::Market;
+use util::*;
+
+struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto() -> (Moto, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = root().join(".mark/venv/bin/moto_server");
+    assert!(bin.is_file(), "moto_server missing: run scripts/setup.sh");
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Moto(child), format!("http://127.0.0.1:{port}"))
+}
+
+fn opts(endpoint: &str, fleet: &str) -> Ec2Options {
+    Ec2Options {
+        region: "us-east-1".into(),
+        endpoint: Some(endpoint.into()),
+        credentials: Some(("testing".into(), "testing".into())),
+        image_id: "ami-0abcdef1234567890".into(),
+        fleet: fleet.into(),
+        model: "resnet18".into(),
+        worker_port: 8000,
+        max_attempts: 1,
+    }
+}
+
+#[tokio::test]
+async fn ec2_driver_against_moto() {
+    let (_moto, endpoint) = start_moto();
+    let catalog = Catalog::load(&root().join("examples/catalog-us-east-1.toml")).unwrap();
+    let cloud = Ec2Cloud::connect(opts(&endpoint, "prod"), catalog.clone()).await;
+    let a = cloud.launch("c7i.large", Market::OnDemand).await.unwrap();
+    let b = cloud.launch("g4dn.xlarge", Market::Spot).await.unwrap();
+    let _t3 = cloud.launch("t3.medium", Market::OnDemand).await.unwrap();
+    assert!(a.id.starts_with("i-") && a.addr.ends_with(":8000"), "{a:?}");
+    assert!(
+        cloud.launch("x9.huge", Market::Spot).await.is_err(),
+        "types outside the catalog are refused"
+    );
+    // another fleet in the same account is not ours
+    let other = Ec2Cloud::connect(opts(&endpoint, "staging"), catalog.clone()).await;
+    other.launch("c5.large", Market::OnDemand).await.unwrap();
+
+    // a second driver (a restarted gateway) rebuilds the fleet from the tags alone
+    let restarted = Ec2Cloud::connect(opts(&endpoint, "prod"), catalog.clone()).await;
+    let fleet = restarted.list().await.unwrap();
+    assert_eq!(fleet.len(), 3, "{fleet:?}");
+    let spot = fleet.iter().find(|i| i.id == b.id).unwrap();
+    assert_eq!(spot.market, Market::Spot);
+    assert_eq!(spot.instance_type, "g4dn.xlarge");
+    assert_eq!(spot.model, "resnet18");
+    assert!((spot.price_per_hour - 0.2104).abs() < 1e-9);
+    assert!(
+        (spot.launched_at - b.launched_at).abs() < 0.01,
+        "launch time comes back from the tag"
+    );
+    assert_eq!(other.list().await.unwrap().len(), 1);
+
+    restarted.terminate(&a.id).await.unwrap();
+    let ids: Vec<String> = restarted
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(!ids.contains(&a.id));
+    assert!(
+        restarted.interrupted().await.unwrap().is_empty(),
+        "a terminated on-demand instance is not a spot interruption"
+    );
+    println!("moto EC2: launched 3 (on-demand, spot, burstable), adopted by tags, terminated 1");
+}
