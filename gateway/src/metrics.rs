@@ -137,7 +137,8 @@ impl Default for ModelMetrics {
 #[derive(Debug, Default)]
 pub struct Metrics {
     models: Mutex<BTreeMap<String, Arc<ModelMetrics>>>,
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// model -> status -> count (nested so a known model is counted without allocating).
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     gauges: Mutex<BTreeMap<String, f64>>,
 }
 
@@ -154,12 +155,13 @@ impl Metrics {
 
     /// Counts one answered inference request.
     pub fn request(&self, model: &str, status: u16) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics lock")
-            .entry((model.to_string(), status))
-            .or_default() += 1;
+        let mut g = self.requests.lock().expect("metrics lock");
+        match g.get_mut(model) {
+            Some(by_status) => *by_status.entry(status).or_default() += 1,
+            None => {
+                g.entry(model.to_string()).or_default().insert(status, 1);
+            }
+        }
     }
 
     /// Sets a process-wide gauge (fleet size, cost, attainment), rendered as `name value`.
@@ -172,10 +174,9 @@ impl Metrics {
 
     /// Requests answered for `model` with `status` so far.
     pub fn requests(&self, model: &str, status: u16) -> u64 {
-        self.requests
-            .lock()
-            .expect("metrics lock")
-            .get(&(model.to_string(), status))
+        let g = self.requests.lock().expect("metrics lock");
+        g.get(model)
+            .and_then(|m| m.get(&status))
             .copied()
             .unwrap_or(0)
     }
@@ -187,11 +188,13 @@ impl Metrics {
             "# HELP mark_requests_total Inference requests answered, by model and HTTP status.\n",
         );
         out.push_str("# TYPE mark_requests_total counter\n");
-        for ((m, s), n) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "mark_requests_total{{model=\"{m}\",status=\"{s}\"}} {n}"
-            );
+        for (m, by_status) in self.requests.lock().expect("metrics lock").iter() {
+            for (s, n) in by_status {
+                let _ = writeln!(
+                    out,
+                    "mark_requests_total{{model=\"{m}\",status=\"{s}\"}} {n}"
+                );
+            }
         }
         for (name, v) in self.gauges.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::error::{json_ok, ApiError};
@@ -118,19 +118,7 @@ async fn upload(
         super::v2::drain(req.into_body(), 4 * limit).await;
         return Err(too_big());
     }
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_big()
-            } else {
-                ApiError::bad_request(format!("reading the upload failed: {e}"))
-            }
-        })?;
-    let bytes = body.to_bytes();
+    let bytes = super::v2::read_limited(req.into_body(), limit, too_big, "upload").await?;
     let engine = state.engine.clone();
     let started = Instant::now();
     let validated =

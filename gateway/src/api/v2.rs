@@ -143,6 +143,27 @@ pub async fn drain(mut body: Incoming, cap: usize) {
     }
 }
 
+/// Reads a body of at most `limit` bytes: `too_big()` above it, 400 when the read fails.
+pub async fn read_limited(
+    body: Incoming,
+    limit: usize,
+    too_big: impl Fn() -> ApiError,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_big())
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the {what} failed: {e}"
+        ))),
+    }
+}
+
 async fn read_body(
     state: &AppState,
     req: Request<Incoming>,
@@ -178,19 +199,14 @@ async fn read_body(
         ),
         None => None,
     };
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_big("more than that".into())
-            } else {
-                ApiError::bad_request(format!("reading the request body failed: {e}"))
-            }
-        })?;
-    Ok((body.to_bytes(), header_len))
+    let body = read_limited(
+        req.into_body(),
+        limit,
+        || too_big("more than that".into()),
+        "request body",
+    )
+    .await?;
+    Ok((body, header_len))
 }
 
 /// `POST /v2/models/{m}[/versions/{v}]/infer`.

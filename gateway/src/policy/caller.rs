@@ -172,6 +172,24 @@ impl PolicyCaller {
         }
     }
 
+    /// The component trapped, timed out or answered badly (`trap` = the instance is suspect).
+    fn failed(&mut self, policy: &Arc<LoadedPolicy>, t: Instant, reason: String, trap: bool) {
+        policy.stats.record(t.elapsed());
+        self.fail(policy, reason, trap);
+    }
+
+    /// The component declined with a policy error: the native default answers, nothing is wrong.
+    fn declined(
+        &mut self,
+        policy: &LoadedPolicy,
+        t: Instant,
+        e: super::bindings::types::PolicyError,
+    ) {
+        policy.stats.record(t.elapsed());
+        policy.stats.fallbacks.fetch_add(1, Relaxed);
+        self.last = Outcome::Fallback(format!("policy declined: {}", convert::error(e)));
+    }
+
     fn ok(&mut self, policy: &LoadedPolicy, t: Instant) {
         policy.stats.record(t.elapsed());
         self.slot.record_success();
@@ -202,9 +220,9 @@ impl PolicyCaller {
                     self.ok(&policy, t);
                     d
                 } else {
-                    policy.stats.record(t.elapsed());
-                    self.fail(
+                    self.failed(
                         &policy,
+                        t,
                         format!("malformed answer {d:?} (max batch {})", s.max_batch),
                         false,
                     );
@@ -212,9 +230,8 @@ impl PolicyCaller {
                 }
             }
             Err(e) => {
-                policy.stats.record(t.elapsed());
                 let why = describe(&e, &c.store, &self.engine, PolicyKind::Batcher);
-                self.fail(&policy, why, true);
+                self.failed(&policy, t, why, true);
                 native()
             }
         }
@@ -246,13 +263,13 @@ impl PolicyCaller {
                 Ok(f)
             }
             Ok(Ok(f)) => {
-                policy.stats.record(t.elapsed());
                 let bad = f
                     .iter()
                     .find(|x| !x.is_finite() || **x < 0.0)
                     .map_or(String::new(), |x| format!(", holds {x}"));
-                self.fail(
+                self.failed(
                     &policy,
+                    t,
                     format!(
                         "malformed forecast: {} values for horizon {horizon}{bad}",
                         f.len()
@@ -262,15 +279,12 @@ impl PolicyCaller {
                 native()
             }
             Ok(Err(e)) => {
-                policy.stats.record(t.elapsed());
-                policy.stats.fallbacks.fetch_add(1, Relaxed);
-                self.last = Outcome::Fallback(format!("policy declined: {}", convert::error(e)));
+                self.declined(&policy, t, e);
                 native()
             }
             Err(e) => {
-                policy.stats.record(t.elapsed());
                 let why = describe(&e, &c.store, &self.engine, PolicyKind::Predictor);
-                self.fail(&policy, why, true);
+                self.failed(&policy, t, why, true);
                 native()
             }
         }
@@ -317,7 +331,6 @@ impl PolicyCaller {
                     self.ok(&policy, t);
                     Ok(p)
                 } else {
-                    policy.stats.record(t.elapsed());
                     let why = match unknown {
                         Some(u) => format!(
                             "malformed plan: names type '{}' that is not in the catalog",
@@ -328,20 +341,17 @@ impl PolicyCaller {
                             p.lambda_share
                         ),
                     };
-                    self.fail(&policy, why, false);
+                    self.failed(&policy, t, why, false);
                     native()
                 }
             }
             Ok(Err(e)) => {
-                policy.stats.record(t.elapsed());
-                policy.stats.fallbacks.fetch_add(1, Relaxed);
-                self.last = Outcome::Fallback(format!("policy declined: {}", convert::error(e)));
+                self.declined(&policy, t, e);
                 native()
             }
             Err(e) => {
-                policy.stats.record(t.elapsed());
                 let why = describe(&e, &c.store, &self.engine, PolicyKind::Provisioner);
-                self.fail(&policy, why, true);
+                self.failed(&policy, t, why, true);
                 native()
             }
         }
