@@ -51,6 +51,8 @@ pub struct AutoscaleOptions {
     pub max_instances: u32,
     /// The EC2 driver's settings when the fleet runs on EC2 (else the local cloud).
     pub ec2: Option<crate::cloud::ec2::Ec2Options>,
+    /// The Lambda function for spill-over (needs the catalog's `[lambda]`).
+    pub lambda: Option<crate::exec::lambda::LambdaOptions>,
 }
 
 /// What `GET /admin/v1/status` shows of the control loop.
@@ -62,8 +64,18 @@ pub struct ControlStatus {
     pub forecast: Vec<f64>,
     /// Latest plan: (type, market, count).
     pub plan: Vec<(String, String, u32)>,
-    /// Share of load the plan would send to Lambda (no Lambda driver yet: reported only).
+    /// Share of load the latest plan leaves to Lambda.
     pub lambda_share: f64,
+    /// Share of answered requests that Lambda served so far.
+    pub lambda_share_actual: f64,
+    /// Lambda invocations (batches) so far.
+    pub lambda_invocations: u64,
+    /// Requests answered so far (all backends).
+    pub requests: u64,
+    /// USD per million answered requests so far (instances and Lambda).
+    pub dollars_per_million_requests: f64,
+    /// USD so far per backend: `type/market` of instances (live and terminated), and `lambda`.
+    pub cost_by_backend: std::collections::BTreeMap<String, f64>,
     /// Sliding-window SLO attainment.
     pub attainment: Option<f64>,
     /// The fleet now.
@@ -74,7 +86,7 @@ pub struct ControlStatus {
     pub terminations: u64,
     /// Out-of-cycle launches for SLO breaches.
     pub emergencies: u64,
-    /// USD billed so far by the live fleet.
+    /// USD billed so far: instances (live and terminated) and Lambda.
     pub cost_so_far: f64,
     /// USD per hour of the live fleet.
     pub dollars_per_hour: f64,
@@ -112,6 +124,20 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
             opts.catalog.clone(),
         ))),
     };
+    let lambda = match (&opts.lambda, &opts.catalog.lambda) {
+        (Some(o), Some(spec)) => {
+            let l = Arc::new(
+                crate::exec::lambda::LambdaBackend::connect(o.clone(), spec.clone()).await,
+            );
+            loaded.remotes.lambda.store(Some(l.clone()));
+            tracing::info!(function = %o.function, "Lambda spill-over on");
+            Some(l)
+        }
+        _ => None,
+    };
+    // billed cost of instances that left the fleet, by backend; and what each live one was
+    let mut retired: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut seen: std::collections::HashMap<String, (String, f64)> = Default::default();
     let catalog = opts.catalog.for_model(
         &opts.model,
         &loaded.profile,
@@ -277,10 +303,31 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
         st.attainment = attainment;
         st.fleet = fleet.clone();
         let wall = crate::policy::slot::now_s() as f64;
-        st.cost_so_far = fleet
-            .iter()
-            .map(|i| i.price_per_hour * crate::cloud::billed_seconds(wall - i.launched_at) / 3600.0)
-            .sum();
+        let mut by_backend = retired.clone();
+        let mut live = std::collections::HashMap::new();
+        for i in &fleet {
+            let key = format!("{}/{}", i.instance_type, market_name(i.market));
+            let c = i.price_per_hour * crate::cloud::billed_seconds(wall - i.launched_at) / 3600.0;
+            *by_backend.entry(key.clone()).or_default() += c;
+            live.insert(i.id.clone(), (key, c));
+        }
+        for (id, (key, c)) in seen.drain() {
+            if !live.contains_key(&id) {
+                *retired.entry(key.clone()).or_default() += c;
+                *by_backend.entry(key).or_default() += c;
+            }
+        }
+        seen = live;
+        if let Some(l) = &lambda {
+            by_backend.insert("lambda".into(), l.cost());
+            st.lambda_invocations = l.invocations.load(Relaxed);
+        }
+        st.requests = mm.answered.load(Relaxed);
+        let lambda_requests = lambda.as_ref().map_or(0, |l| l.requests.load(Relaxed));
+        st.lambda_share_actual = lambda_requests as f64 / st.requests.max(1) as f64;
+        st.cost_so_far = by_backend.values().sum();
+        st.dollars_per_million_requests = st.cost_so_far / st.requests.max(1) as f64 * 1e6;
+        st.cost_by_backend = by_backend;
         st.dollars_per_hour = fleet.iter().map(|i| i.price_per_hour).sum();
         state
             .metrics
@@ -294,6 +341,13 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
         state
             .metrics
             .set_gauge("mark_slo_attainment", attainment.unwrap_or(1.0));
+        state.metrics.set_gauge(
+            "mark_dollars_per_million_requests",
+            st.dollars_per_million_requests,
+        );
+        state
+            .metrics
+            .set_gauge("mark_lambda_share", st.lambda_share_actual);
     }
 }
 

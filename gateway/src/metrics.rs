@@ -112,8 +112,10 @@ pub struct ModelMetrics {
     pub arrived_items: AtomicU64,
     /// Batches run on fleet workers.
     pub remote_batches: AtomicU64,
-    /// Batches a worker failed and the gateway retried locally.
+    /// Batches a worker or Lambda failed and the gateway retried locally.
     pub remote_retries: AtomicU64,
+    /// Batches spilled to Lambda.
+    pub lambda_batches: AtomicU64,
 }
 
 impl Default for ModelMetrics {
@@ -129,6 +131,7 @@ impl Default for ModelMetrics {
             arrived_items: AtomicU64::new(0),
             remote_batches: AtomicU64::new(0),
             remote_retries: AtomicU64::new(0),
+            lambda_batches: AtomicU64::new(0),
         }
     }
 }
@@ -200,7 +203,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
         }
         let models = self.models.lock().expect("metrics lock").clone();
-        let sections: [(&str, &str, &str); 8] = [
+        let sections: [(&str, &str, &str); 9] = [
             (
                 "mark_request_latency_seconds",
                 "histogram",
@@ -223,7 +226,8 @@ impl Metrics {
                 "Requests answered after their latency objective.",
             ),
             ("mark_remote_batches_total", "counter", "Batches run on fleet workers."),
-            ("mark_remote_retries_total", "counter", "Batches a worker failed, retried on the gateway's executors."),
+            ("mark_remote_retries_total", "counter", "Batches a worker or Lambda failed, retried on the gateway's executors."),
+            ("mark_lambda_batches_total", "counter", "Batches spilled to Lambda."),
             (
                 "mark_batch_forced_total",
                 "counter",
@@ -253,6 +257,13 @@ impl Metrics {
                             out,
                             "{name}{{{labels}}} {}",
                             mm.remote_batches.load(Relaxed)
+                        );
+                    }
+                    "mark_lambda_batches_total" => {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{{labels}}} {}",
+                            mm.lambda_batches.load(Relaxed)
                         );
                     }
                     "mark_remote_retries_total" => {

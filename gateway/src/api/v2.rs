@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::admit::admit;
-use super::codec::{decode, encode};
+use super::codec::{decode, encode, Encoded};
 use super::error::{json_ok, ApiError};
 use super::AppState;
 use crate::batching::queue::Pending;
@@ -46,7 +46,8 @@ pub fn server_metadata() -> Response<Full<Bytes>> {
     }))
 }
 
-fn find<'a>(
+/// The model `name` (and `version`, if given), or 404.
+pub fn find<'a>(
     state: &'a AppState,
     name: &str,
     version: Option<&str>,
@@ -237,9 +238,30 @@ async fn infer_inner(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let model = find(state, name, version)?;
-    let loaded = ready(model)?;
+    ready(model)?;
     check_content_type(&req)?;
     let (body, header_len) = read_body(state, req).await?;
+    let enc = infer_body(model, body, header_len).await?;
+    let mut b = Response::builder().status(StatusCode::OK);
+    b = match enc.header_len {
+        Some(n) => b
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(HEADER_LEN, n.to_string()),
+        None => b.header(header::CONTENT_TYPE, "application/json"),
+    };
+    Ok(b.body(Full::new(Bytes::from(enc.body)))
+        .expect("valid response"))
+}
+
+/// Decodes, admits, queues and answers one v2 request body for `model` (the in-process path the
+/// HTTP handler and `mark lambda` share).
+pub async fn infer_body(
+    model: &Model,
+    body: Bytes,
+    header_len: Option<usize>,
+) -> Result<Encoded, ApiError> {
+    let name = model.name.as_str();
+    let loaded = ready(model)?;
     let decoded = decode(&body, header_len)?;
     drop(body);
     let id = decoded.id.clone();
@@ -291,13 +313,5 @@ async fn infer_inner(
         })
         .collect();
     let enc = encode(&model.name, &model.cfg.version, id.as_ref(), &chosen);
-    let mut b = Response::builder().status(StatusCode::OK);
-    b = match enc.header_len {
-        Some(n) => b
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(HEADER_LEN, n.to_string()),
-        None => b.header(header::CONTENT_TYPE, "application/json"),
-    };
-    Ok(b.body(Full::new(Bytes::from(enc.body)))
-        .expect("valid response"))
+    Ok(enc)
 }

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use super::policy::{BatchDecision, BatchPolicy, ProfilePoint, QueueState};
 use super::queue::ModelQueue;
 use crate::exec::executor::{ExecutorPool, Job};
+use crate::exec::lambda::LambdaBackend;
 use crate::exec::remote::{Remote, RemoteSet};
 use crate::metrics::ModelMetrics;
 
@@ -46,10 +47,12 @@ impl Batcher {
         enum Backend {
             Local(tokio::sync::OwnedSemaphorePermit),
             Remote(Arc<Remote>),
+            Lambda(Arc<LambdaBackend>, tokio::sync::OwnedSemaphorePermit),
         }
         let slo = Duration::from_micros(self.slo_us);
         loop {
             let remotes = self.remotes.clone();
+            let lambda = remotes.lambda.load_full();
             let backend = tokio::select! {
                 biased;
                 p = self.free_executors.clone().acquire_owned() => match p {
@@ -57,8 +60,16 @@ impl Batcher {
                     Err(_) => return,
                 },
                 r = claim_remote(&remotes) => Backend::Remote(r),
+                (l, slot) = spill_ready(&self.queue, lambda, self.slo_us) => Backend::Lambda(l, slot),
             };
-            let n = self.next_batch_size().await;
+            let n = match backend {
+                // spilling: the oldest request is already late for an instance; send what is queued
+                Backend::Lambda(..) => self
+                    .queue
+                    .snapshot(Instant::now())
+                    .map_or(1, |s| s.batchable_items.clamp(1, self.max_batch.max(1))),
+                _ => self.next_batch_size().await,
+            };
             let batch = self.queue.take(n);
             self.metrics.queue_depth.store(
                 self.queue.len() as i64,
@@ -67,6 +78,7 @@ impl Batcher {
             if batch.is_empty() {
                 if let Backend::Remote(r) = backend {
                     r.busy.store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.remotes.freed.notify_one();
                 }
                 continue;
             }
@@ -87,6 +99,17 @@ impl Batcher {
                 Backend::Remote(r) => {
                     let run = self.remotes.clone().run(
                         r,
+                        self.model.clone(),
+                        batch,
+                        self.pool.clone(),
+                        self.metrics.clone(),
+                        slo,
+                    );
+                    tokio::spawn(run);
+                }
+                Backend::Lambda(l, slot) => {
+                    let run = l.run(
+                        slot,
                         self.model.clone(),
                         batch,
                         self.pool.clone(),
@@ -174,4 +197,41 @@ async fn claim_remote(remotes: &RemoteSet) -> Arc<Remote> {
         }
         notified.await;
     }
+}
+
+/// Resolves when the queue's oldest request has waited so long that an instance could no longer
+/// answer it within the SLO (every instance is busy, or this branch would not be polled), and a
+/// Lambda concurrency slot is free. Never resolves without Lambda.
+async fn spill_ready(
+    queue: &ModelQueue,
+    lambda: Option<Arc<LambdaBackend>>,
+    slo_us: u64,
+) -> (Arc<LambdaBackend>, tokio::sync::OwnedSemaphorePermit) {
+    let Some(l) = lambda else {
+        return std::future::pending().await;
+    };
+    let after_us = spill_after_us(slo_us, l.spec.latency_s);
+    loop {
+        let notified = queue.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match queue.snapshot(Instant::now()) {
+            None => notified.await,
+            Some(s) if s.oldest_wait_us >= after_us => {
+                return (l.clone(), l.slot().await);
+            }
+            Some(s) => {
+                tokio::time::sleep(Duration::from_micros(after_us - s.oldest_wait_us)).await;
+            }
+        }
+    }
+}
+
+/// How long a request may wait for an instance before it goes to Lambda: the SLO minus Lambda's
+/// own latency, and at least a quarter of the SLO (so Lambda is for overload, not for every
+/// request when Lambda is slow).
+pub fn spill_after_us(slo_us: u64, lambda_latency_s: f64) -> u64 {
+    slo_us
+        .saturating_sub((lambda_latency_s * 1e6) as u64)
+        .max(slo_us / 4)
 }

@@ -72,6 +72,19 @@ fn one() -> f64 {
     1.0
 }
 
+impl InstanceSpec {
+    /// Share of full speed a burstable type sustains without CPU credits (a credit is one
+    /// vCPU-minute at 100%): `credits per hour / 60 / vCPUs`; 1 for other types. The provisioner
+    /// plans with sustained capacity, so burstable types are bought for bursts, not for base load.
+    pub fn baseline_share(&self) -> f64 {
+        if self.burstable && self.vcpus > 0 {
+            (self.cpu_credits_per_hour / 60.0 / f64::from(self.vcpus)).clamp(0.05, 1.0)
+        } else {
+            1.0
+        }
+    }
+}
+
 /// The catalog file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -197,7 +210,8 @@ impl Catalog {
                     .capacity_rps
                     .get(model)
                     .copied()
-                    .unwrap_or_else(|| capacity_at_slo(profile, slo_ms, max_batch, t.speedup)),
+                    .unwrap_or_else(|| capacity_at_slo(profile, slo_ms, max_batch, t.speedup))
+                    * t.baseline_share(),
                 burstable: t.burstable,
             })
             .collect()

@@ -4,12 +4,15 @@
 //! - `session`: building a session (execution provider, threads) and reading model metadata.
 //! - `values`: converting gateway tensors to ort values and back.
 //! - `executor`: the per-model pool of executor threads that run batches.
+//! - `remote`: fleet workers; `lambda`: AWS Lambda invocations; `wire`: the batch format both use.
 
 pub mod executor;
+pub mod lambda;
 pub mod ort_lib;
 pub mod remote;
 pub mod session;
 pub mod values;
+pub mod wire;
 
 use thiserror::Error;
 

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -14,10 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
-use super::executor::{finish_pending, ExecutorPool, Job};
+use super::executor::ExecutorPool;
+use super::wire;
 use crate::batching::queue::Pending;
 use crate::metrics::ModelMetrics;
-use crate::tensor::{DType, Tensor, TensorData};
+use crate::tensor::Tensor;
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -41,6 +41,8 @@ pub struct RemoteSet {
     pub workers: ArcSwap<Vec<Arc<Remote>>>,
     /// Signalled when a worker frees up or joins.
     pub freed: Notify,
+    /// Lambda spill-over backend, when configured.
+    pub lambda: arc_swap::ArcSwapOption<super::lambda::LambdaBackend>,
     client: HttpClient,
 }
 
@@ -49,6 +51,7 @@ impl Default for RemoteSet {
         RemoteSet {
             workers: ArcSwap::from_pointee(Vec::new()),
             freed: Notify::new(),
+            lambda: arc_swap::ArcSwapOption::empty(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -121,12 +124,7 @@ impl RemoteSet {
         metrics: Arc<ModelMetrics>,
         slo: std::time::Duration,
     ) {
-        let sizes: Vec<usize> = batch.iter().map(|p| p.items as usize).collect();
-        let n_inputs = batch[0].inputs.len();
-        let merged: Vec<Tensor> = (0..n_inputs)
-            .map(|i| Tensor::concat(&batch.iter().map(|p| &p.inputs[i]).collect::<Vec<_>>()))
-            .collect();
-        let started = Instant::now();
+        let (merged, sizes) = wire::merge(&batch);
         let r = self.call(&remote, &model, &merged).await;
         remote.busy.store(false, Relaxed);
         self.freed.notify_one();
@@ -135,47 +133,13 @@ impl RemoteSet {
                 remote.failures.store(0, Relaxed);
                 remote.batches.fetch_add(1, Relaxed);
                 metrics.remote_batches.fetch_add(1, Relaxed);
-                metrics
-                    .batch_size
-                    .observe(sizes.iter().sum::<usize>() as f64);
-                let _ = started;
-                let total: usize = sizes.iter().sum();
-                let split: Vec<Vec<Tensor>> = outs
-                    .iter()
-                    .map(|t| {
-                        if t.batch() == total {
-                            t.split(&sizes)
-                        } else {
-                            vec![t.clone(); sizes.len()]
-                        }
-                    })
-                    .collect();
-                for (i, p) in batch.into_iter().enumerate() {
-                    finish_pending(
-                        p,
-                        Ok(split.iter().map(|s| s[i].clone()).collect()),
-                        &metrics,
-                        slo,
-                    );
-                }
+                wire::finish_batch(batch, &sizes, &outs, &metrics, slo);
             }
             Err(e) => {
                 remote.failures.fetch_add(1, Relaxed);
                 metrics.remote_retries.fetch_add(1, Relaxed);
                 tracing::warn!(worker = %remote.id, cause = %e, batch = sizes.iter().sum::<usize>(), "worker failed a batch; retrying it on the gateway's executors");
-                if let Err((_, job)) = pool.submit_or_return(Job {
-                    batch,
-                    permit: None,
-                }) {
-                    for p in job.batch {
-                        finish_pending(
-                            p,
-                            Err(crate::exec::ExecError::Gone(model.clone())),
-                            &metrics,
-                            slo,
-                        );
-                    }
-                }
+                wire::retry_locally(&pool, batch, &model, &metrics, slo);
             }
         }
     }
@@ -186,24 +150,7 @@ impl RemoteSet {
         model: &str,
         inputs: &[Tensor],
     ) -> Result<Vec<Tensor>, String> {
-        let mut bin = Vec::new();
-        let ins: Vec<serde_json::Value> = inputs
-            .iter()
-            .map(|t| {
-                let b = match &t.data {
-                    TensorData::Raw(r) => r.clone(),
-                    TensorData::Strings(s) => s.iter().flat_map(|x| (x.len() as u32).to_le_bytes().into_iter().chain(x.iter().copied())).collect(),
-                };
-                let v = serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.as_v2(), "parameters": {"binary_data_size": b.len()}});
-                bin.extend_from_slice(&b);
-                v
-            })
-            .collect();
-        let header = serde_json::json!({"inputs": ins, "parameters": {"binary_data_output": true}})
-            .to_string();
-        let n = header.len();
-        let mut body = header.into_bytes();
-        body.extend_from_slice(&bin);
+        let (body, n) = wire::encode_batch(inputs);
         let req = hyper::Request::post(format!("http://{}/v2/models/{model}/infer", remote.addr))
             .header("content-type", "application/octet-stream")
             .header("inference-header-content-length", n.to_string())
@@ -233,50 +180,6 @@ impl RemoteSet {
                 String::from_utf8_lossy(&body)
             ));
         }
-        decode_outputs(&body, hlen)
+        wire::decode_outputs(&body, hlen)
     }
-}
-
-fn decode_outputs(body: &[u8], header_len: Option<usize>) -> Result<Vec<Tensor>, String> {
-    let n = header_len.unwrap_or(body.len()).min(body.len());
-    let head: serde_json::Value = serde_json::from_slice(&body[..n]).map_err(|e| e.to_string())?;
-    let mut rest = &body[n..];
-    let mut out = Vec::new();
-    for o in head["outputs"].as_array().ok_or("no outputs")? {
-        let name = o["name"].as_str().ok_or("output without name")?.to_string();
-        let dtype = DType::from_v2(o["datatype"].as_str().unwrap_or("")).ok_or("bad datatype")?;
-        let shape: Vec<i64> = o["shape"]
-            .as_array()
-            .ok_or("no shape")?
-            .iter()
-            .filter_map(|d| d.as_i64())
-            .collect();
-        let size = o["parameters"]["binary_data_size"]
-            .as_u64()
-            .ok_or("output not binary")? as usize;
-        if size > rest.len() {
-            return Err("truncated binary output".into());
-        }
-        let (mine, tail) = rest.split_at(size);
-        rest = tail;
-        let data = if dtype == DType::Bytes {
-            let mut v = Vec::new();
-            let mut r = mine;
-            while r.len() >= 4 {
-                let l = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
-                v.push(r[4..4 + l.min(r.len() - 4)].to_vec());
-                r = &r[(4 + l).min(r.len())..];
-            }
-            TensorData::Strings(v)
-        } else {
-            TensorData::Raw(mine.to_vec())
-        };
-        out.push(Tensor {
-            name,
-            dtype,
-            shape,
-            data,
-        });
-    }
-    Ok(out)
 }

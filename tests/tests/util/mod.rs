@@ -91,12 +91,18 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `mark serve --listen 127.0.0.1:0` with extra args and waits for the listening line.
     pub fn start(args: &[&str]) -> Gateway {
+        Self::start_env(args, &[])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Gateway {
         let log = temp_dir("log").join("stderr.log");
         let mut child = Command::new(mark_bin())
             .current_dir(root())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -1,0 +1,777 @@
+//! The discrete-event loop: one virtual clock, no threads, no sleeping. Requests arrive from the
+//! workload into one queue (the gateway's model queue); a free instance takes a batch whose size
+//! the batcher policy picks from that instance type's profile; completions record per-request
+//! latency. Every control interval the controller step of `mark serve` (the same function, the
+//! same policies) plans the fleet; the strategy decides what else runs (Lambda spill-over, the
+//! SLO monitor's emergency launch, SageMaker's target tracking, a static fleet).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+
+use mark_policies::types::{BatchDecision, InstanceType, Market, PolicyError, QueueState, Slo};
+
+use super::baselines::{SageMakerScaler, Strategy};
+use super::fleet::{SimInstance, TypeModel};
+use super::lambda::SimLambda;
+use super::report::{PolicyReport, Sample};
+use super::stats::LatencyHist;
+use super::workload::Workload;
+use crate::batching::policy::BatchPolicy;
+use crate::control::catalog::LambdaSpec;
+use crate::control::controller::{emergency_launch, step, Action, ControlConfig, FleetInstance};
+use crate::control::rates::PeakRates;
+use crate::control::slo::SloMonitor;
+
+/// Knobs of one simulation run.
+#[derive(Debug, Clone)]
+pub struct SimParams {
+    /// Seed of the arrival stream and of spot interruptions.
+    pub seed: u64,
+    /// Per-request latency objective, ms.
+    pub slo_ms: f64,
+    /// SLO attainment target.
+    pub attainment_target: f64,
+    /// Seconds per control interval (MArk: 60).
+    pub interval_s: f64,
+    /// Seconds per rate window (MArk: 5).
+    pub window_s: f64,
+    /// Intervals the forecast covers.
+    pub horizon: u32,
+    /// Largest batch an instance runs.
+    pub max_batch: u32,
+    /// Spot interruptions per spot instance-hour.
+    pub spot_interruptions_per_hour: f64,
+    /// A scheduled mass interruption: (time s, share of running spot instances).
+    pub mass_interruption: Option<(f64, f64)>,
+    /// Seconds a Lambda container stays warm when idle.
+    pub lambda_keepalive_s: f64,
+    /// Seconds between timeline samples (plots).
+    pub sample_s: f64,
+    /// Upper bound on instances.
+    pub max_instances: u32,
+    /// Price multiplier of SageMaker instances.
+    pub sagemaker_markup: f64,
+}
+
+impl Default for SimParams {
+    fn default() -> Self {
+        SimParams {
+            seed: 1,
+            slo_ms: 100.0,
+            attainment_target: 0.99,
+            interval_s: 60.0,
+            window_s: 5.0,
+            horizon: 5,
+            max_batch: 8,
+            spot_interruptions_per_hour: 0.01,
+            mass_interruption: None,
+            lambda_keepalive_s: 600.0,
+            sample_s: 60.0,
+            max_instances: 1000,
+            sagemaker_markup: 1.4,
+        }
+    }
+}
+
+/// A predictor as the controller calls it.
+pub type Predict = Box<dyn FnMut(&[f64], f64, u32) -> Result<Vec<f64>, PolicyError>>;
+/// A provisioner as the controller calls it.
+pub type Provision = Box<
+    dyn FnMut(
+        &[f64],
+        f64,
+        &[mark_policies::types::FleetEntry],
+        &[InstanceType],
+        Slo,
+    ) -> Result<mark_policies::types::Plan, PolicyError>,
+>;
+
+/// The policies one run uses.
+pub struct Policies {
+    /// Batch sizes.
+    pub batch: Box<dyn BatchPolicy>,
+    /// Load prediction.
+    pub predict: Predict,
+    /// Instance selection.
+    pub provision: Provision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    BatchDone(usize, u32),
+    Ready(usize, u32),
+    Interrupt(usize, u32),
+    LambdaDone(usize),
+    Wake,
+    Window,
+    Control,
+    Sample,
+    Mass,
+}
+
+struct Sim<'a> {
+    p: &'a SimParams,
+    strategy: Strategy,
+    types: Vec<TypeModel>,
+    catalog: Vec<InstanceType>,
+    now: f64,
+    seq: u64,
+    events: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    queue: VecDeque<f64>,
+    instances: Vec<SimInstance>,
+    idle: BTreeSet<usize>,
+    waiting: Option<(f64, usize)>,
+    spill_wake: f64,
+    lambda: Option<SimLambda>,
+    lambda_batches: Vec<Option<Vec<f64>>>,
+    lambda_free: Vec<usize>,
+    hist: LatencyHist,
+    rates: PeakRates,
+    slo: SloMonitor,
+    window_arrivals: u64,
+    arrival_rate: f64,
+    sample_arrivals: u64,
+    sample_lambda: u64,
+    last_emergency: f64,
+    rng: mark_policies::traces::Rng,
+    policies: Policies,
+    sagemaker: Option<SageMakerScaler>,
+    samples: Vec<Sample>,
+    launches: u64,
+    interruptions: u64,
+    forced: u64,
+    requeued: u64,
+    duration: f64,
+    next_id: u64,
+}
+
+fn key(t: f64) -> u64 {
+    // non-negative f64s order like their bit patterns
+    t.max(0.0).to_bits()
+}
+
+impl<'a> Sim<'a> {
+    fn at(&mut self, t: f64, e: Ev) {
+        self.seq += 1;
+        self.events.push(Reverse((key(t), self.seq, e)));
+    }
+
+    fn slo_s(&self) -> f64 {
+        self.p.slo_ms / 1000.0
+    }
+
+    fn max_batch(&self) -> u32 {
+        match self.strategy {
+            Strategy::SageMaker => 1,
+            _ => self.p.max_batch.max(1),
+        }
+    }
+
+    fn price(&self, ty: usize, market: Market) -> f64 {
+        let t = &self.types[ty].spec;
+        match (self.strategy, market) {
+            (Strategy::SageMaker, _) => t.price_on_demand * self.p.sagemaker_markup,
+            (_, Market::OnDemand) => t.price_on_demand,
+            (_, Market::Spot) => t.price_spot,
+        }
+    }
+
+    fn launch(&mut self, ty: usize, market: Market, delay_s: f64, ready_now: bool) -> bool {
+        let alive = self.instances.iter().filter(|i| i.alive()).count() as u32;
+        if alive >= self.p.max_instances {
+            return false;
+        }
+        let idx = self.instances.len();
+        self.next_id += 1;
+        let t = &self.types[ty];
+        self.instances.push(SimInstance {
+            id: self.next_id,
+            ty,
+            market,
+            price_per_hour: self.price(ty, market),
+            launched_at: self.now,
+            ready_at: self.now + delay_s,
+            ready: false,
+            ended_at: None,
+            batch: Vec::new(),
+            epoch: 0,
+            draining: false,
+            credits: t.credits_per_hour,
+            credits_at: self.now,
+        });
+        self.launches += 1;
+        if ready_now {
+            self.instances[idx].ready = true;
+            self.idle.insert(idx);
+        } else {
+            self.at(self.now + delay_s, Ev::Ready(idx, 0));
+        }
+        if market == Market::Spot && self.p.spot_interruptions_per_hour > 0.0 {
+            let u = self.rng.uniform();
+            let after = -(1.0 - u).ln() / self.p.spot_interruptions_per_hour * 3600.0;
+            if self.now + after < self.duration {
+                self.at(self.now + after, Ev::Interrupt(idx, 0));
+            }
+        }
+        true
+    }
+
+    fn end(&mut self, idx: usize) {
+        let i = &mut self.instances[idx];
+        if i.ended_at.is_some() {
+            return;
+        }
+        i.ended_at = Some(self.now);
+        i.epoch += 1;
+        i.ready = false;
+        self.idle.remove(&idx);
+        // a batch cut off by an interruption goes back to the head of the queue
+        let batch = std::mem::take(&mut self.instances[idx].batch);
+        self.requeued += batch.len() as u64;
+        for a in batch.into_iter().rev() {
+            self.queue.push_front(a);
+        }
+    }
+
+    fn terminate(&mut self, id: u64) {
+        if let Some(idx) = self.instances.iter().position(|i| i.id == id) {
+            if self.instances[idx].busy() {
+                self.instances[idx].draining = true;
+            } else {
+                self.end(idx);
+            }
+        }
+    }
+
+    fn fleet(&self) -> Vec<FleetInstance> {
+        self.instances
+            .iter()
+            .filter(|i| i.alive() && !i.draining)
+            .map(|i| FleetInstance {
+                id: i.id.to_string(),
+                instance_type: self.types[i.ty].spec.name.clone(),
+                market: i.market,
+                launched_at: i.launched_at,
+                ready: i.ready,
+                in_flight: u32::from(i.busy()),
+            })
+            .collect()
+    }
+
+    fn type_index(&self, name: &str) -> Option<usize> {
+        self.types.iter().position(|t| t.spec.name == name)
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Launch {
+                    instance_type,
+                    market,
+                    count,
+                } => {
+                    if let Some(ty) = self.type_index(&instance_type) {
+                        let delay = self.types[ty].spec.launch_seconds
+                            + if self.strategy == Strategy::SageMaker {
+                                super::baselines::SAGEMAKER_EXTRA_LAUNCH_S
+                            } else {
+                                0.0
+                            };
+                        for _ in 0..count {
+                            self.launch(ty, market, delay, false);
+                        }
+                    }
+                }
+                Action::Terminate { id } => {
+                    if let Ok(id) = id.parse() {
+                        self.terminate(id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn control(&mut self) {
+        self.rates.advance(self.now);
+        let cfg = ControlConfig {
+            interval_s: self.p.interval_s,
+            horizon: self.p.horizon,
+            min_age_s: self.p.interval_s,
+            slo: Slo {
+                latency_ms: self.p.slo_ms,
+                attainment_target: self.p.attainment_target,
+            },
+        };
+        let fleet = self.fleet();
+        let history = self.rates.history.clone();
+        let pol = &mut self.policies;
+        let r = step(
+            self.now,
+            &history,
+            &cfg,
+            &fleet,
+            &self.catalog,
+            &mut |h, iv, n| (pol.predict)(h, iv, n),
+            &mut |f, iv, fl, c, s| (pol.provision)(f, iv, fl, c, s),
+        );
+        if let Ok(s) = r {
+            self.apply(s.actions);
+        }
+    }
+
+    fn window(&mut self) {
+        self.rates.advance(self.now);
+        self.arrival_rate = self.window_arrivals as f64 / self.p.window_s;
+        self.window_arrivals = 0;
+        if self.strategy == Strategy::MarkRs
+            && self.now - self.last_emergency >= self.p.interval_s
+            && self.slo.below(self.now, self.p.attainment_target)
+        {
+            if let Some(a) = emergency_launch(&self.catalog) {
+                self.last_emergency = self.now;
+                self.apply(vec![a]);
+            }
+        }
+    }
+
+    fn sample(&mut self) {
+        let capacity: f64 = self
+            .instances
+            .iter()
+            .filter(|i| i.ready)
+            .map(|i| self.types[i.ty].spec.capacity_rps)
+            .sum();
+        let cost = self.instances.iter().map(|i| i.cost(self.now)).sum::<f64>()
+            + self.lambda.as_ref().map_or(0.0, |l| l.cost);
+        self.samples.push(Sample {
+            t: self.now,
+            load_rps: self.sample_arrivals as f64 / self.p.sample_s,
+            capacity_rps: capacity,
+            instances: self.instances.iter().filter(|i| i.alive()).count() as u32,
+            lambda_rps: self.sample_lambda as f64 / self.p.sample_s,
+            cost,
+        });
+        self.sample_arrivals = 0;
+        self.sample_lambda = 0;
+    }
+
+    fn complete(&mut self, batch: &[f64]) {
+        let slo = self.slo_s();
+        let mut met = 0;
+        for &a in batch {
+            let l = self.now - a;
+            self.hist.record(l, slo);
+            met += u64::from(l <= slo);
+        }
+        self.slo.record(self.now, met, batch.len() as u64);
+    }
+
+    fn start_batch(&mut self, idx: usize, n: usize) {
+        let mut batch = std::mem::take(&mut self.instances[idx].batch);
+        batch.clear();
+        batch.extend(self.queue.drain(..n));
+        let ty = self.instances[idx].ty;
+        let s = self.instances[idx].start_service(&self.types[ty], n as u32, self.now);
+        self.instances[idx].batch = batch;
+        self.idle.remove(&idx);
+        let epoch = self.instances[idx].epoch;
+        self.at(self.now + s, Ev::BatchDone(idx, epoch));
+    }
+
+    fn spill_after(&self, l: &LambdaSpec) -> f64 {
+        if self.strategy == Strategy::LambdaOnly {
+            0.0
+        } else {
+            crate::batching::batcher::spill_after_us((self.p.slo_ms * 1000.0) as u64, l.latency_s)
+                as f64
+                / 1e6
+        }
+    }
+
+    fn maybe_spill(&mut self) {
+        let Some(spec) = self.lambda.as_ref().map(|l| l.spec.clone()) else {
+            return;
+        };
+        let after = self.spill_after(&spec);
+        let per_call = if self.strategy == Strategy::LambdaOnly {
+            1
+        } else {
+            self.max_batch() as usize
+        };
+        while let Some(&oldest) = self.queue.front() {
+            if self.now - oldest < after {
+                let t = oldest + after;
+                if self.spill_wake != t {
+                    self.spill_wake = t;
+                    self.at(t, Ev::Wake);
+                }
+                return;
+            }
+            let l = self.lambda.as_mut().expect("lambda");
+            if !l.available() {
+                return;
+            }
+            let n = self.queue.len().min(per_call);
+            // a batch of n takes as long on the function as the profile says, relative to batch 1
+            let rel = self
+                .types
+                .first()
+                .map_or(1.0, |t| t.service(n as u32) / t.service(1));
+            let d = l.start(self.now, n as u32, spec.latency_s * rel);
+            let batch: Vec<f64> = self.queue.drain(..n).collect();
+            self.sample_lambda += n as u64;
+            let slot = match self.lambda_free.pop() {
+                Some(s) => {
+                    self.lambda_batches[s] = Some(batch);
+                    s
+                }
+                None => {
+                    self.lambda_batches.push(Some(batch));
+                    self.lambda_batches.len() - 1
+                }
+            };
+            self.at(self.now + d, Ev::LambdaDone(slot));
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let slo = self.slo_s();
+        let max_b = self.max_batch();
+        loop {
+            let Some(&oldest) = self.queue.front() else {
+                self.waiting = None;
+                return;
+            };
+            let Some(&idx) = self.idle.first() else {
+                self.maybe_spill();
+                return;
+            };
+            let len = self.queue.len();
+            let wait = self.now - oldest;
+            if let Some((until, seen)) = self.waiting {
+                let step = (max_b / 8).max(1) as usize;
+                let grown = len >= seen + step || len >= max_b as usize;
+                if self.now < until && !grown && wait < slo {
+                    self.maybe_spill();
+                    return;
+                }
+                self.waiting = None;
+            }
+            let n = if max_b == 1 {
+                1
+            } else {
+                let t = &self.types[self.instances[idx].ty];
+                let st = QueueState {
+                    queued_items: len as u32,
+                    queued_requests: len as u32,
+                    oldest_wait_us: (wait * 1e6) as u64,
+                    slo_us: (slo * 1e6) as u64,
+                    arrival_rate: self.arrival_rate,
+                    max_batch: max_b,
+                    executors: self.instances.iter().filter(|i| i.ready).count() as u32,
+                    profile: &t.profile,
+                };
+                match self.policies.batch.decide(&st) {
+                    BatchDecision::Send(n) => n.clamp(1, max_b) as usize,
+                    BatchDecision::Wait(_) if wait >= slo => {
+                        self.forced += 1;
+                        len.min(max_b as usize)
+                    }
+                    BatchDecision::Wait(us) => {
+                        let until = self.now + (us as f64 / 1e6).min(slo - wait).max(1e-6);
+                        self.waiting = Some((until, len));
+                        self.at(until, Ev::Wake);
+                        self.maybe_spill();
+                        return;
+                    }
+                }
+            };
+            self.start_batch(idx, n.min(len));
+        }
+    }
+
+    fn handle(&mut self, e: Ev) {
+        match e {
+            Ev::BatchDone(idx, epoch) => {
+                if self.instances[idx].epoch != epoch {
+                    return;
+                }
+                let batch = std::mem::take(&mut self.instances[idx].batch);
+                self.complete(&batch);
+                self.instances[idx].batch = batch;
+                self.instances[idx].batch.clear();
+                if self.instances[idx].draining {
+                    self.end(idx);
+                } else {
+                    self.idle.insert(idx);
+                }
+            }
+            Ev::Ready(idx, epoch) => {
+                let i = &mut self.instances[idx];
+                if i.epoch == epoch && i.alive() {
+                    i.ready = true;
+                    self.idle.insert(idx);
+                }
+            }
+            Ev::Interrupt(idx, epoch) => {
+                if self.instances[idx].epoch == epoch && self.instances[idx].alive() {
+                    self.interruptions += 1;
+                    self.end(idx);
+                }
+            }
+            Ev::LambdaDone(slot) => {
+                let batch = self.lambda_batches[slot].take().expect("lambda batch");
+                self.complete(&batch);
+                self.lambda_free.push(slot);
+                if let Some(l) = self.lambda.as_mut() {
+                    l.finish(self.now);
+                }
+            }
+            Ev::Wake => {}
+            Ev::Window => {
+                self.window();
+                if self.now + self.p.window_s <= self.duration {
+                    self.at(self.now + self.p.window_s, Ev::Window);
+                }
+            }
+            Ev::Control => {
+                match self.strategy {
+                    Strategy::MarkRs | Strategy::MarkReleased => self.control(),
+                    Strategy::SageMaker => {
+                        let fleet = self.fleet();
+                        let actions = self
+                            .sagemaker
+                            .as_mut()
+                            .expect("sagemaker scaler")
+                            .tick(self.now, &fleet);
+                        self.apply(actions);
+                    }
+                    Strategy::StaticPeak | Strategy::LambdaOnly => {}
+                }
+                let every = if self.strategy == Strategy::SageMaker {
+                    60.0
+                } else {
+                    self.p.interval_s
+                };
+                if self.now + every <= self.duration {
+                    self.at(self.now + every, Ev::Control);
+                }
+            }
+            Ev::Sample => {
+                self.sample();
+                if self.now + self.p.sample_s <= self.duration + self.p.sample_s {
+                    self.at(self.now + self.p.sample_s, Ev::Sample);
+                }
+            }
+            Ev::Mass => {
+                if let Some((_, share)) = self.p.mass_interruption {
+                    let spot: Vec<usize> = (0..self.instances.len())
+                        .filter(|&i| {
+                            self.instances[i].alive() && self.instances[i].market == Market::Spot
+                        })
+                        .collect();
+                    let n = (spot.len() as f64 * share).ceil() as usize;
+                    for &i in spot.iter().take(n) {
+                        self.interruptions += 1;
+                        self.end(i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs one strategy over `workload`. `progress` is called with the share of the virtual time
+/// done, now and then.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    workload: &Workload,
+    types: Vec<TypeModel>,
+    lambda: Option<LambdaSpec>,
+    strategy: Strategy,
+    spot: bool,
+    p: &SimParams,
+    policies: Policies,
+    progress: &mut dyn FnMut(f64),
+) -> PolicyReport {
+    let mut catalog: Vec<InstanceType> = types.iter().map(|t| t.spec.clone()).collect();
+    if !spot || strategy == Strategy::SageMaker {
+        for c in &mut catalog {
+            c.price_spot = 0.0;
+        }
+    }
+    let uses_lambda = matches!(strategy, Strategy::MarkRs | Strategy::LambdaOnly);
+    let duration = workload.duration_s();
+    let mut sim = Sim {
+        p,
+        strategy,
+        types,
+        catalog,
+        now: 0.0,
+        seq: 0,
+        events: BinaryHeap::new(),
+        queue: VecDeque::new(),
+        instances: Vec::new(),
+        idle: BTreeSet::new(),
+        waiting: None,
+        spill_wake: -1.0,
+        lambda: if uses_lambda {
+            lambda.map(|l| SimLambda::new(l, p.lambda_keepalive_s))
+        } else {
+            None
+        },
+        lambda_batches: Vec::new(),
+        lambda_free: Vec::new(),
+        hist: LatencyHist::default(),
+        rates: PeakRates::new(0.0, p.window_s, p.interval_s, 1440),
+        slo: SloMonitor::new((p.interval_s * 2.0).max(10.0) as u64),
+        window_arrivals: 0,
+        arrival_rate: workload.mean_rate_at(0.0),
+        sample_arrivals: 0,
+        sample_lambda: 0,
+        last_emergency: f64::NEG_INFINITY,
+        rng: mark_policies::traces::Rng::new(p.seed ^ 0x5907),
+        policies,
+        sagemaker: None,
+        samples: Vec::new(),
+        launches: 0,
+        interruptions: 0,
+        forced: 0,
+        requeued: 0,
+        duration,
+        next_id: 0,
+    };
+    // the starting fleet, warm at t = 0: sized for the first interval's rate (the whole trace's
+    // peak for static-peak); the same for every strategy so none starts cold
+    let initial = super::baselines::initial_fleet(
+        strategy,
+        workload,
+        &sim.types,
+        &sim.catalog,
+        p,
+        &mut sim.policies,
+    );
+    for (ty, market, n) in initial {
+        for _ in 0..n {
+            sim.launch(ty, market, 0.0, true);
+        }
+    }
+    if strategy == Strategy::SageMaker {
+        sim.sagemaker = Some(SageMakerScaler::new(&sim.types, p));
+    }
+    sim.at(p.window_s, Ev::Window);
+    sim.at(p.interval_s.min(60.0), Ev::Control);
+    sim.at(p.sample_s, Ev::Sample);
+    if let Some((t, _)) = p.mass_interruption {
+        sim.at(t, Ev::Mass);
+    }
+    let mut arrivals = workload.arrivals(p.seed).peekable();
+    let report_every = (duration / 100.0).max(1.0);
+    let mut next_report = report_every;
+    loop {
+        let next_ev = sim
+            .events
+            .peek()
+            .map(|Reverse((t, _, _))| f64::from_bits(*t));
+        match (arrivals.peek().copied(), next_ev) {
+            (Some(a), ev) if ev.is_none_or(|e| a < e) => {
+                arrivals.next();
+                sim.now = a;
+                sim.queue.push_back(a);
+                sim.rates.arrive(a, 1);
+                sim.window_arrivals += 1;
+                if let Some(sg) = sim.sagemaker.as_mut() {
+                    sg.arrivals += 1;
+                }
+                sim.sample_arrivals += 1;
+                sim.dispatch();
+            }
+            (_, Some(_)) => {
+                let Reverse((t, _, e)) = sim.events.pop().expect("event");
+                sim.now = f64::from_bits(t);
+                sim.handle(e);
+                sim.dispatch();
+            }
+            (None, None) => break,
+            (Some(_), None) => unreachable!("guarded above"),
+        }
+        // the workload is over and every request answered: what is left are timers
+        if arrivals.peek().is_none()
+            && sim.now >= duration
+            && sim.queue.is_empty()
+            && !sim.instances.iter().any(SimInstance::busy)
+            && sim.lambda.as_ref().is_none_or(|l| l.running == 0)
+        {
+            break;
+        }
+        if sim.now >= next_report {
+            progress((sim.now / duration).min(1.0));
+            next_report += report_every;
+        }
+    }
+    progress(1.0);
+    // what is still queued when nothing else can happen was never served
+    let unserved = sim.queue.len() as u64;
+    let end = sim.now.max(duration);
+    sim.now = end;
+    for i in 0..sim.instances.len() {
+        sim.end(i);
+    }
+    let mut hours: BTreeMap<String, f64> = BTreeMap::new();
+    let mut by_backend: BTreeMap<String, f64> = BTreeMap::new();
+    let mut instance_cost = 0.0;
+    for i in &sim.instances {
+        let m = match i.market {
+            Market::OnDemand => "on-demand",
+            Market::Spot => "spot",
+        };
+        let k = format!("{}/{m}", sim.types[i.ty].spec.name);
+        *hours.entry(k.clone()).or_default() += i.hours(end);
+        *by_backend.entry(k).or_default() += i.cost(end);
+        instance_cost += i.cost(end);
+    }
+    let (lambda_cost, lambda_invocations, lambda_requests, cold) =
+        sim.lambda.as_ref().map_or((0.0, 0, 0, 0), |l| {
+            (l.cost, l.invocations, l.requests, l.cold_starts)
+        });
+    if lambda_invocations > 0 {
+        by_backend.insert("lambda".into(), lambda_cost);
+    }
+    let requests = sim.hist.count + unserved;
+    PolicyReport {
+        name: strategy.name().to_string(),
+        spot: spot && strategy != Strategy::SageMaker,
+        requests,
+        unserved,
+        total_cost: instance_cost + lambda_cost,
+        instance_cost,
+        lambda_cost,
+        dollars_per_million: (instance_cost + lambda_cost) / requests.max(1) as f64 * 1e6,
+        cost_ratio_vs_sagemaker: None,
+        attainment: if requests == 0 {
+            1.0
+        } else {
+            sim.hist.met as f64 / requests as f64
+        },
+        p50_ms: sim.hist.quantile(0.5) * 1000.0,
+        p99_ms: sim.hist.quantile(0.99) * 1000.0,
+        mean_ms: sim.hist.mean() * 1000.0,
+        instance_hours: hours,
+        cost_by_backend: by_backend,
+        launches: sim.launches,
+        interruptions: sim.interruptions,
+        requeued: sim.requeued,
+        forced_batches: sim.forced,
+        lambda_invocations,
+        lambda_requests,
+        lambda_cold_starts: cold,
+        lambda_share: lambda_requests as f64 / requests.max(1) as f64,
+        timeline: sim.samples,
+        ccdf: sim
+            .hist
+            .ccdf()
+            .into_iter()
+            .map(|(s, f)| (s * 1000.0, f))
+            .collect(),
+    }
+}

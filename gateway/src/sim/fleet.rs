@@ -1,0 +1,262 @@
+//! The simulated cloud's instances: per-type service times derived from the model's profile,
+//! per-second billing with a 60 s minimum, spot prices, and burstable CPU credits.
+
+use mark_policies::types::{InstanceType, Market, ProfilePoint};
+
+use crate::control::catalog::{capacity_at_slo, Catalog};
+use crate::profile::LatencyProfile;
+
+/// One instance type as the simulator runs it.
+#[derive(Debug, Clone)]
+pub struct TypeModel {
+    /// What the provisioner sees (capacity at the SLO, prices, launch time).
+    pub spec: InstanceType,
+    /// CPU credits earned per hour (burstable types).
+    pub credits_per_hour: f64,
+    /// Service time of a batch of b items at full speed, seconds (index b - 1): the profile's
+    /// median divided by the type's speed.
+    pub service_s: Vec<f64>,
+    /// The p99 profile the batcher plans with, scaled to this type.
+    pub profile: Vec<ProfilePoint>,
+    /// Speed relative to the profiled machine.
+    pub speed: f64,
+    /// Share of full speed sustained without CPU credits (1 unless burstable).
+    pub baseline: f64,
+}
+
+impl TypeModel {
+    /// Builds every catalog type for `model` from `profile`: a type with an explicit
+    /// `capacity_rps.<model>` gets the speed that makes the profile reach that capacity.
+    pub fn from_catalog(
+        catalog: &Catalog,
+        model: &str,
+        profile: &LatencyProfile,
+        slo_ms: f64,
+        max_batch: u32,
+    ) -> Vec<TypeModel> {
+        let base = capacity_at_slo(profile, slo_ms, max_batch, 1.0);
+        catalog
+            .instances
+            .iter()
+            .map(|t| {
+                let speed = match t.capacity_rps.get(model) {
+                    Some(c) if base > 0.0 => c / base,
+                    _ => t.speedup,
+                };
+                let p50 = |b: u32| median_us(profile, b) / speed;
+                TypeModel {
+                    spec: InstanceType {
+                        name: t.name.clone(),
+                        vcpus: t.vcpus,
+                        gpus: t.gpus,
+                        memory_gib: t.memory_gib,
+                        price_on_demand: t.price_on_demand,
+                        price_spot: t.price_spot,
+                        launch_seconds: t.launch_seconds,
+                        // sustained capacity: a burstable type without credits runs at its baseline
+                        capacity_rps: capacity_at_slo(profile, slo_ms, max_batch, speed)
+                            * t.baseline_share(),
+                        burstable: t.burstable,
+                    },
+                    credits_per_hour: t.cpu_credits_per_hour,
+                    baseline: t.baseline_share(),
+                    service_s: (1..=max_batch.max(1)).map(|b| p50(b) / 1e6).collect(),
+                    profile: profile
+                        .points
+                        .iter()
+                        .map(|p| ProfilePoint {
+                            batch: p.batch,
+                            latency_us: p.p99_us / speed,
+                        })
+                        .collect(),
+                    speed,
+                }
+            })
+            .collect()
+    }
+
+    /// Full-speed service time of `b` items, seconds.
+    pub fn service(&self, b: u32) -> f64 {
+        let n = self.service_s.len() as u32;
+        let b = b.max(1);
+        if b <= n {
+            self.service_s[(b - 1) as usize]
+        } else {
+            self.service_s[(n - 1) as usize] * f64::from(b) / f64::from(n)
+        }
+    }
+
+    /// Baseline performance of a burstable type without credits (share of full speed).
+    pub fn baseline_share(&self) -> f64 {
+        self.baseline
+    }
+}
+
+/// Median latency of a batch size, interpolated like `LatencyProfile::latency_us` does for p99.
+pub fn median_us(p: &LatencyProfile, batch: u32) -> f64 {
+    let pts = &p.points;
+    if pts.is_empty() {
+        return 0.0;
+    }
+    let batch = batch.max(1);
+    if batch <= pts[0].batch {
+        return pts[0].p50_us;
+    }
+    for w in pts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if batch <= b.batch {
+            let t = f64::from(batch - a.batch) / f64::from(b.batch - a.batch);
+            return a.p50_us + t * (b.p50_us - a.p50_us);
+        }
+    }
+    let last = pts[pts.len() - 1];
+    last.p50_us * f64::from(batch) / f64::from(last.batch)
+}
+
+/// One simulated instance.
+#[derive(Debug, Clone)]
+pub struct SimInstance {
+    /// Sequential id.
+    pub id: u64,
+    /// Index into the type models.
+    pub ty: usize,
+    /// Market.
+    pub market: Market,
+    /// USD per hour it is billed at.
+    pub price_per_hour: f64,
+    /// Launch time.
+    pub launched_at: f64,
+    /// Time it starts serving.
+    pub ready_at: f64,
+    /// Serving now.
+    pub ready: bool,
+    /// Billing stopped (terminated or interrupted) at this time.
+    pub ended_at: Option<f64>,
+    /// Arrival times of the batch it runs (empty when idle).
+    pub batch: Vec<f64>,
+    /// Bumped when the instance goes away, so its pending completion is ignored.
+    pub epoch: u32,
+    /// Terminate as soon as the running batch ends.
+    pub draining: bool,
+    /// CPU credit balance (burstable types).
+    pub credits: f64,
+    /// Time of the last credit update.
+    pub credits_at: f64,
+}
+
+impl SimInstance {
+    /// Alive (launched, not ended).
+    pub fn alive(&self) -> bool {
+        self.ended_at.is_none()
+    }
+
+    /// Running a batch.
+    pub fn busy(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// USD billed up to `now` (or its end): per second, 60 s minimum.
+    pub fn cost(&self, now: f64) -> f64 {
+        let end = self.ended_at.unwrap_or(now);
+        self.price_per_hour * crate::cloud::billed_seconds((end - self.launched_at).ceil()) / 3600.0
+    }
+
+    /// Hours alive up to `now` (or its end).
+    pub fn hours(&self, now: f64) -> f64 {
+        (self.ended_at.unwrap_or(now) - self.launched_at).max(0.0) / 3600.0
+    }
+
+    /// Service time of `b` items starting `now`, updating the credit balance of a burstable type:
+    /// credits accrue per second of wall time; a busy vCPU-minute spends one; with none left the
+    /// instance runs at its baseline share.
+    pub fn start_service(&mut self, t: &TypeModel, b: u32, now: f64) -> f64 {
+        let full = t.service(b);
+        if !t.spec.burstable {
+            return full;
+        }
+        let cap = 24.0 * t.credits_per_hour;
+        self.credits =
+            (self.credits + (now - self.credits_at) * t.credits_per_hour / 3600.0).min(cap);
+        self.credits_at = now;
+        let s = if self.credits > 0.0 {
+            full
+        } else {
+            full / t.baseline_share()
+        };
+        self.credits -= s * f64::from(t.spec.vcpus) / 60.0;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ProfilePoint as P;
+
+    fn profile() -> LatencyProfile {
+        LatencyProfile::new(
+            "t",
+            vec![
+                P {
+                    batch: 1,
+                    p50_us: 10_000.0,
+                    p99_us: 12_000.0,
+                },
+                P {
+                    batch: 4,
+                    p50_us: 20_000.0,
+                    p99_us: 24_000.0,
+                },
+            ],
+        )
+    }
+
+    #[test]
+    fn service_times_scale_with_speed_and_capacity_override() {
+        let cat = Catalog::parse(
+            "[[instance]]\nname='a'\nvcpus=2\nmemory_gib=4\nprice_on_demand=0.1\nlaunch_seconds=60\nspeedup=2.0\n[[instance]]\nname='g'\nvcpus=4\nmemory_gib=16\nprice_on_demand=1.0\nlaunch_seconds=60\ncapacity_rps={m=1000}\n",
+            "t",
+        )
+        .unwrap();
+        let t = TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4);
+        assert!((t[0].service(1) - 0.005).abs() < 1e-12);
+        assert!(
+            (t[0].service(8) - 0.02).abs() < 1e-12,
+            "linear above the last point"
+        );
+        assert!((t[1].spec.capacity_rps - 1000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn burstable_runs_at_baseline_without_credits() {
+        let cat = Catalog::parse(
+            "[[instance]]\nname='t3'\nvcpus=2\nmemory_gib=4\nprice_on_demand=0.04\nlaunch_seconds=60\nburstable=true\ncpu_credits_per_hour=24\n",
+            "t",
+        )
+        .unwrap();
+        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4)[0];
+        assert!((t.baseline_share() - 0.2).abs() < 1e-12);
+        let mut i = SimInstance {
+            id: 0,
+            ty: 0,
+            market: Market::OnDemand,
+            price_per_hour: 0.04,
+            launched_at: 0.0,
+            ready_at: 0.0,
+            ready: true,
+            ended_at: None,
+            batch: vec![],
+            epoch: 0,
+            draining: false,
+            credits: 0.0,
+            credits_at: 0.0,
+        };
+        assert!(
+            (i.start_service(t, 1, 0.0) - 0.05).abs() < 1e-12,
+            "5x slower"
+        );
+        i.credits = 10.0;
+        assert!((i.start_service(t, 1, 0.0) - 0.01).abs() < 1e-12);
+        assert!((i.cost(30.0) - 0.04 / 60.0).abs() < 1e-12, "60 s minimum");
+    }
+}

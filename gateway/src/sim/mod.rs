@@ -1,0 +1,214 @@
+//! `mark simulate`: trace-driven, discrete-event simulation of serving a workload on a simulated
+//! cloud, with the same controller, policies, catalog and batcher logic as `mark serve`.
+//!
+//! - `workload`: arrival streams (CSV rates, MAP/MMPP, generators);
+//! - `fleet`: instance types and instances (service times, billing, spot, credits);
+//! - `lambda`: the simulated function (warm/cold, concurrency, GB-s billing);
+//! - `baselines`: the strategies compared and their assumptions;
+//! - `engine`: the event loop;
+//! - `stats`, `report`, `plot`: latency histogram, summary and table, SVG figures.
+
+pub mod baselines;
+pub mod engine;
+pub mod fleet;
+pub mod lambda;
+pub mod plot;
+pub mod report;
+pub mod stats;
+pub mod workload;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use baselines::Strategy;
+use engine::{Policies, SimParams};
+use fleet::TypeModel;
+use report::Summary;
+use workload::Workload;
+
+use crate::batching::policy::{BatchPolicy, MarkAdaptive, SloMaxBatch, SlotBatchPolicy};
+use crate::control::catalog::Catalog;
+use crate::policy::caller::PolicyCaller;
+use crate::policy::engine::PolicyEngine;
+use crate::policy::slot::PolicySlots;
+use crate::profile::LatencyProfile;
+
+/// The profile `mark simulate` uses without `--profile` (ResNet-18 on the development VM).
+pub const DEFAULT_PROFILE: &str = include_str!("../../../examples/sim/profile-resnet18.toml");
+
+/// Where mark-rs's policies come from.
+#[derive(Clone)]
+pub enum PolicySource {
+    /// The native defaults of `mark-policies`.
+    Native,
+    /// Policy slots (WASM components, native fallback per call), as `mark serve` runs them.
+    Slots(Arc<PolicyEngine>, Arc<PolicySlots>),
+}
+
+/// Everything one `mark simulate` needs.
+#[derive(Clone)]
+pub struct SimOptions {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Model name (for `capacity_rps.<model>` in the catalog).
+    pub model: String,
+    /// The model's latency profile.
+    pub profile: LatencyProfile,
+    /// The workload.
+    pub workload: Workload,
+    /// How the workload was given (for the report).
+    pub workload_spec: String,
+    /// Strategies to run, each with spot allowed or not.
+    pub runs: Vec<(Strategy, bool)>,
+    /// Knobs.
+    pub params: SimParams,
+    /// mark-rs's policies.
+    pub policies: PolicySource,
+    /// Strategies simulated at once (threads).
+    pub threads: usize,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// The policies one strategy runs with.
+pub fn policies_for(strategy: Strategy, src: &PolicySource) -> Policies {
+    let native_predict = || -> engine::Predict {
+        Box::new(|h: &[f64], iv: f64, n: u32| mark_policies::predictor::predict(h, iv, n))
+    };
+    let native_provision = || -> engine::Provision {
+        Box::new(|f: &[f64], iv: f64, fl: &[_], c: &[_], s| {
+            mark_policies::provisioner::provision(f, iv, fl, c, s)
+        })
+    };
+    match (strategy, src) {
+        (Strategy::MarkRs, PolicySource::Slots(engine, slots)) => {
+            let mut pred = PolicyCaller::new(engine.clone(), slots.predictor.clone());
+            let mut prov = PolicyCaller::new(engine.clone(), slots.provisioner.clone());
+            Policies {
+                batch: Box::new(SlotBatchPolicy(PolicyCaller::new(
+                    engine.clone(),
+                    slots.batcher.clone(),
+                ))),
+                predict: Box::new(move |h: &[f64], iv: f64, n: u32| pred.predict(h, iv, n)),
+                provision: Box::new(move |f: &[f64], iv: f64, fl: &[_], c: &[_], s| {
+                    prov.provision(f, iv, fl, c, s)
+                }),
+            }
+        }
+        (Strategy::MarkReleased, _) => Policies {
+            batch: Box::new(SloMaxBatch) as Box<dyn BatchPolicy>,
+            predict: Box::new(|h: &[f64], _iv: f64, n: u32| {
+                mark_policies::predictor::flat_baseline(h, n)
+            }),
+            provision: native_provision(),
+        },
+        _ => Policies {
+            batch: Box::new(MarkAdaptive),
+            predict: native_predict(),
+            provision: native_provision(),
+        },
+    }
+}
+
+/// Runs every requested strategy (several at once on `threads` threads) and returns the summary,
+/// in the order of `opts.runs`, with cost ratios against sagemaker filled in.
+pub fn simulate(opts: &SimOptions) -> Summary {
+    let types = TypeModel::from_catalog(
+        &opts.catalog,
+        &opts.model,
+        &opts.profile,
+        opts.params.slo_ms,
+        opts.params.max_batch,
+    );
+    let n = opts.runs.len();
+    let progress = Arc::new(Mutex::new(vec![0.0f64; n]));
+    let results: Mutex<Vec<Option<report::PolicyReport>>> = Mutex::new(vec![None; n]);
+    let next = Mutex::new(0usize);
+    std::thread::scope(|scope| {
+        for _ in 0..opts.threads.clamp(1, n.max(1)) {
+            scope.spawn(|| loop {
+                let k = {
+                    let mut g = next.lock().expect("queue lock");
+                    let k = *g;
+                    *g += 1;
+                    k
+                };
+                let Some(&(strategy, spot)) = opts.runs.get(k) else {
+                    return;
+                };
+                let prog = progress.clone();
+                let labels: Vec<String> = opts
+                    .runs
+                    .iter()
+                    .map(|(s, sp)| format!("{}{}", s.name(), if *sp { "+spot" } else { "" }))
+                    .collect();
+                let show = opts.progress;
+                let mut on_progress = move |f: f64| {
+                    if !show {
+                        return;
+                    }
+                    let mut g = prog.lock().expect("progress lock");
+                    g[k] = f;
+                    let mut line = String::from("\r");
+                    for (l, v) in labels.iter().zip(g.iter()) {
+                        let filled = (v * 10.0).round() as usize;
+                        line.push_str(&format!(
+                            "{l} [{}{}] ",
+                            "#".repeat(filled),
+                            ".".repeat(10 - filled.min(10))
+                        ));
+                    }
+                    let mut e = std::io::stderr();
+                    let _ = e.write_all(line.as_bytes());
+                    let _ = e.flush();
+                };
+                let r = engine::run(
+                    &opts.workload,
+                    types.clone(),
+                    opts.catalog.lambda.clone(),
+                    strategy,
+                    spot,
+                    &opts.params,
+                    policies_for(strategy, &opts.policies),
+                    &mut on_progress,
+                );
+                results.lock().expect("results lock")[k] = Some(r);
+            });
+        }
+    });
+    if opts.progress {
+        eprintln!();
+    }
+    let mut s = Summary {
+        workload: opts.workload_spec.clone(),
+        seed: opts.params.seed,
+        duration_s: opts.workload.duration_s(),
+        slo_ms: opts.params.slo_ms,
+        policies: results
+            .into_inner()
+            .expect("results")
+            .into_iter()
+            .flatten()
+            .collect(),
+    };
+    s.fill_ratios();
+    s
+}
+
+/// Writes `summary.json`, `table.txt` and the SVG figures into `dir`.
+pub fn write_report(s: &Summary, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(s).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::write(dir.join("table.txt"), s.table())?;
+    std::fs::write(dir.join("capacity.svg"), plot::capacity(s))?;
+    std::fs::write(dir.join("cost.svg"), plot::cost(s))?;
+    std::fs::write(dir.join("latency_ccdf.svg"), plot::ccdf(s))?;
+    Ok(())
+}

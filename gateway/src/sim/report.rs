@@ -1,0 +1,166 @@
+//! What a simulation reports: per strategy, cost, SLO attainment, latency, instance-hours by type
+//! and market, Lambda use, and a timeline; written as `summary.json` and printed as a table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// One timeline sample.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Sample {
+    /// Virtual time, s.
+    pub t: f64,
+    /// Arrivals per second over the sample.
+    pub load_rps: f64,
+    /// Capacity (req/s at the SLO) of the serving instances.
+    pub capacity_rps: f64,
+    /// Instances alive (serving or launching).
+    pub instances: u32,
+    /// Requests per second sent to Lambda.
+    pub lambda_rps: f64,
+    /// USD so far.
+    pub cost: f64,
+}
+
+/// The result of one strategy.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PolicyReport {
+    /// Strategy name.
+    pub name: String,
+    /// Whether spot instances were allowed.
+    pub spot: bool,
+    /// Requests that arrived.
+    pub requests: u64,
+    /// Requests never served (the run ended with them queued: no capacity at all).
+    pub unserved: u64,
+    /// USD, instances + Lambda.
+    pub total_cost: f64,
+    /// USD on instances.
+    pub instance_cost: f64,
+    /// USD on Lambda.
+    pub lambda_cost: f64,
+    /// USD per million requests.
+    pub dollars_per_million: f64,
+    /// Total cost / sagemaker's total cost (when sagemaker ran).
+    pub cost_ratio_vs_sagemaker: Option<f64>,
+    /// Share of requests answered within the SLO.
+    pub attainment: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th-percentile latency, ms.
+    pub p99_ms: f64,
+    /// Mean latency, ms.
+    pub mean_ms: f64,
+    /// Instance-hours by `type/market`.
+    pub instance_hours: BTreeMap<String, f64>,
+    /// USD by backend: `type/market` and `lambda`.
+    pub cost_by_backend: BTreeMap<String, f64>,
+    /// Instances launched (including the warm start).
+    pub launches: u64,
+    /// Spot interruptions.
+    pub interruptions: u64,
+    /// Requests whose batch an interruption cut off (served again).
+    pub requeued: u64,
+    /// Batches sent against the batcher's wait because a request had waited a whole SLO.
+    pub forced_batches: u64,
+    /// Lambda invocations.
+    pub lambda_invocations: u64,
+    /// Requests served by Lambda.
+    pub lambda_requests: u64,
+    /// Lambda cold starts.
+    pub lambda_cold_starts: u64,
+    /// Share of requests served by Lambda.
+    pub lambda_share: f64,
+    /// Timeline (plots).
+    pub timeline: Vec<Sample>,
+    /// Latency CCDF: (ms, share slower).
+    pub ccdf: Vec<(f64, f64)>,
+}
+
+impl PolicyReport {
+    /// Name with the market variant, e.g. `mark-rs+spot`.
+    pub fn label(&self) -> String {
+        if self.spot {
+            format!("{}+spot", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// The `--workload` spec.
+    pub workload: String,
+    /// Seed.
+    pub seed: u64,
+    /// Virtual seconds.
+    pub duration_s: f64,
+    /// SLO, ms.
+    pub slo_ms: f64,
+    /// Per strategy.
+    pub policies: Vec<PolicyReport>,
+}
+
+impl Summary {
+    /// Fills each report's cost ratio against `sagemaker`.
+    pub fn fill_ratios(&mut self) {
+        let base = self
+            .policies
+            .iter()
+            .find(|p| p.name == "sagemaker")
+            .map(|p| p.total_cost);
+        for p in &mut self.policies {
+            p.cost_ratio_vs_sagemaker = base
+                .filter(|b| *b > 0.0)
+                .map(|b| b / p.total_cost.max(1e-12));
+        }
+    }
+
+    /// The terminal table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<20} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7}  instance-hours",
+            "policy",
+            "total $",
+            "$/1M req",
+            "x cheaper",
+            "SLO att",
+            "p50 ms",
+            "p99 ms",
+            "lambda",
+            "l.share"
+        );
+        for p in &self.policies {
+            let hours: Vec<String> = p
+                .instance_hours
+                .iter()
+                .map(|(k, h)| format!("{k} {h:.1}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "{:<20} {:>10.2} {:>9.3} {:>8} {:>8.4} {:>9.1} {:>9.1} {:>8} {:>7.4}  {}",
+                p.label(),
+                p.total_cost,
+                p.dollars_per_million,
+                p.cost_ratio_vs_sagemaker
+                    .map_or("-".to_string(), |r| format!("{r:.2}x")),
+                p.attainment,
+                p.p50_ms,
+                p.p99_ms,
+                p.lambda_invocations,
+                p.lambda_share,
+                if hours.is_empty() {
+                    "-".to_string()
+                } else {
+                    hours.join(", ")
+                }
+            );
+        }
+        s
+    }
+}

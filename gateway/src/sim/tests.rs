@@ -1,0 +1,265 @@
+//! Simulator tests: determinism, a scenario whose cost and latency are plain arithmetic, each
+//! baseline's documented behaviour on a step, WASM policies equal to their native twins, and a
+//! mass spot interruption that loses nothing.
+
+use super::baselines::Strategy;
+use super::engine::SimParams;
+use super::workload::Workload;
+use super::*;
+use crate::control::catalog::Catalog;
+use crate::profile::{LatencyProfile, ProfilePoint};
+
+fn flat_profile(ms: f64) -> LatencyProfile {
+    LatencyProfile::new(
+        "test",
+        vec![ProfilePoint {
+            batch: 1,
+            p50_us: ms * 1000.0,
+            p99_us: ms * 1000.0,
+        }],
+    )
+}
+
+fn opts(
+    catalog: &str,
+    profile: LatencyProfile,
+    w: Workload,
+    runs: &[(Strategy, bool)],
+) -> SimOptions {
+    SimOptions {
+        catalog: Catalog::parse(catalog, "test").unwrap(),
+        model: "m".into(),
+        profile,
+        workload: w,
+        workload_spec: "test".into(),
+        runs: runs.to_vec(),
+        params: SimParams {
+            slo_ms: 100.0,
+            max_batch: 1,
+            spot_interruptions_per_hour: 0.0,
+            ..SimParams::default()
+        },
+        policies: PolicySource::Native,
+        threads: 2,
+        progress: false,
+    }
+}
+
+const ONE_TYPE: &str = r#"
+[lambda]
+memory_mb = 1024
+price_per_gb_s = 0.00001
+price_per_request = 0.0000002
+cold_start_s = 0.5
+concurrency_limit = 100
+latency_s = 0.05
+
+[[instance]]
+name = "a"
+vcpus = 2
+memory_gib = 4
+price_on_demand = 0.36
+price_spot = 0.12
+launch_seconds = 60
+"#;
+
+fn uniform(rate: f64, secs: f64) -> Workload {
+    Workload::Rates {
+        interval_s: secs,
+        rates: vec![rate],
+        uniform: true,
+    }
+}
+
+#[test]
+fn constant_rate_on_one_type_matches_the_arithmetic() {
+    // 50 req/s evenly spaced for an hour; batch-1 service 10 ms (capacity 100 req/s at a 100 ms
+    // SLO): one instance, every request served in exactly 10 ms, $0.36 for the hour
+    let o = opts(
+        ONE_TYPE,
+        flat_profile(10.0),
+        uniform(50.0, 3600.0),
+        &[(Strategy::StaticPeak, false), (Strategy::LambdaOnly, false)],
+    );
+    let s = simulate(&o);
+    let st = &s.policies[0];
+    assert_eq!(st.requests, 179_999, "k/50 s for k = 1.. below 3600 s");
+    assert_eq!(st.unserved, 0);
+    assert_eq!(st.launches, 1);
+    assert!((st.total_cost - 0.36).abs() < 1e-9, "{}", st.total_cost);
+    assert!((st.dollars_per_million - 0.36 / 179_999.0 * 1e6).abs() < 1e-9);
+    assert_eq!(st.attainment, 1.0);
+    assert!((st.p50_ms / 10.0 - 1.0).abs() <= 0.02, "{}", st.p50_ms);
+    assert!((st.p99_ms / 10.0 - 1.0).abs() <= 0.02, "{}", st.p99_ms);
+    assert!((st.instance_hours["a/on-demand"] - 1.0).abs() < 1e-9);
+
+    // Lambda only: 50 ms warm, 550 ms cold, a request every 20 ms. The first container is
+    // warm again at 0.57 s; the 28 requests of [0.02, 0.57) s each start a cold one; every later
+    // request finds a warm container.
+    let l = &s.policies[1];
+    assert_eq!(l.lambda_invocations, 179_999);
+    assert_eq!(l.lambda_cold_starts, 28);
+    let gb = 1.0; // 1024 MB
+    let expected = 179_999.0 * (0.05 * gb * 0.00001 + 0.0000002) + 28.0 * 0.5 * gb * 0.00001;
+    assert!(
+        (l.total_cost - expected).abs() < 1e-9,
+        "{} vs {expected}",
+        l.total_cost
+    );
+    assert_eq!(l.lambda_share, 1.0);
+    assert!(l.instance_hours.is_empty());
+    assert_eq!(
+        l.attainment,
+        (179_999.0 - 28.0) / 179_999.0,
+        "only the cold starts miss"
+    );
+}
+
+#[test]
+fn same_seed_same_summary_and_another_seed_differs() {
+    let w = super::workload::stress(150.0, 1800.0);
+    let runs = [(Strategy::MarkRs, true), (Strategy::SageMaker, false)];
+    let mut o = opts(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/catalog-us-east-1.toml"
+        ))
+        .unwrap(),
+        toml::from_str(DEFAULT_PROFILE).unwrap(),
+        w,
+        &runs,
+    );
+    o.model = "resnet18".into();
+    o.params.slo_ms = 300.0;
+    o.params.max_batch = 8;
+    o.params.spot_interruptions_per_hour = 0.5;
+    let a = simulate(&o);
+    let b = simulate(&o);
+    assert_eq!(a, b);
+    o.params.seed = 2;
+    let c = simulate(&o);
+    assert_ne!(a.policies[0].requests, c.policies[0].requests);
+}
+
+fn step_catalog() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/catalog-us-east-1.toml"
+    ))
+    .unwrap()
+}
+
+fn step_opts(runs: &[(Strategy, bool)]) -> SimOptions {
+    let mut o = opts(
+        &step_catalog(),
+        toml::from_str(DEFAULT_PROFILE).unwrap(),
+        super::workload::stress(200.0, 3600.0),
+        runs,
+    );
+    o.model = "resnet18".into();
+    o.params.slo_ms = 300.0;
+    o.params.max_batch = 8;
+    o
+}
+
+#[test]
+fn baselines_behave_as_documented_on_a_step() {
+    let s = simulate(&step_opts(&[
+        (Strategy::SageMaker, false),
+        (Strategy::StaticPeak, false),
+        (Strategy::LambdaOnly, false),
+        (Strategy::MarkReleased, false),
+        (Strategy::MarkRs, true),
+    ]));
+    for p in &s.policies {
+        println!(
+            "{:<16} ${:.3} att {:.4} p99 {:.0} ms launches {} lambda {:.4} hours {:?}",
+            p.label(),
+            p.total_cost,
+            p.attainment,
+            p.p99_ms,
+            p.launches,
+            p.lambda_share,
+            p.instance_hours
+        );
+        assert_eq!(p.unserved, 0, "{}", p.name);
+    }
+    let by = |n: &str| s.policies.iter().find(|p| p.name == n).unwrap();
+    let sm = by("sagemaker");
+    // one type, on-demand, marked-up price, scaled out after the step, no Lambda
+    assert_eq!(sm.instance_hours.len(), 1);
+    assert!(sm.instance_hours.keys().all(|k| k.ends_with("/on-demand")));
+    assert!(sm.launches > s.policies[1].launches.min(2), "scaled out");
+    assert_eq!(sm.lambda_invocations, 0);
+    let ty = sm
+        .instance_hours
+        .keys()
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let cat = Catalog::parse(&step_catalog(), "c").unwrap();
+    let price = cat.get(ty).unwrap().price_on_demand * cat.sagemaker_markup;
+    let hours: f64 = sm.instance_hours.values().sum();
+    assert!(
+        sm.total_cost >= price * hours - 1e-9,
+        "billed at the marked-up price"
+    );
+    // static-peak: its warm fleet only, never changed
+    let sp = by("static-peak");
+    assert_eq!(
+        sp.launches as f64,
+        sp.instance_hours.values().sum::<f64>().round()
+    );
+    assert_eq!(sp.lambda_invocations, 0);
+    assert!(sp.attainment >= 0.99);
+    // lambda-only: no instances at all
+    let lo = by("lambda-only");
+    assert!(lo.instance_hours.is_empty());
+    assert_eq!(lo.lambda_share, 1.0);
+    // mark-released: no Lambda, and scales with the step
+    let mr = by("mark-released");
+    assert_eq!(mr.lambda_invocations, 0);
+    assert!(mr.launches > 1);
+    // mark-rs: keeps the SLO and costs less than SageMaker
+    let rs = by("mark-rs");
+    assert!(rs.attainment >= 0.99, "{}", rs.attainment);
+    assert!(rs.total_cost < sm.total_cost);
+    assert!(rs.cost_ratio_vs_sagemaker.unwrap() > 1.0);
+}
+
+#[test]
+fn wasm_policies_equal_their_native_twins() {
+    let mut o = step_opts(&[(Strategy::MarkRs, true)]);
+    let native = simulate(&o);
+    let (engine, slots) = crate::app::policies(&crate::app::PolicyOptions::default()).unwrap();
+    o.policies = PolicySource::Slots(engine, slots.clone());
+    let wasm = simulate(&o);
+    assert_eq!(native, wasm);
+    // and the WASM components did the deciding (no native fallback)
+    for kind in crate::policy::PolicyKind::ALL {
+        let st = slots.get(kind).status();
+        assert_eq!(st.active, "wasm", "{kind} slot holds the component");
+        assert!(st.calls > 0, "{kind} was called");
+        assert_eq!((st.failures, st.fallbacks), (0, 0), "{kind}");
+    }
+}
+
+#[test]
+fn mass_spot_interruption_requeues_and_serves_everything() {
+    let mut o = step_opts(&[(Strategy::MarkRs, true)]);
+    o.catalog.lambda = None;
+    o.params.mass_interruption = Some((1500.0, 0.8));
+    let s = simulate(&o);
+    let p = &s.policies[0];
+    println!(
+        "interruptions {} requeued {} attainment {:.4} p99 {:.0} ms launches {}",
+        p.interruptions, p.requeued, p.attainment, p.p99_ms, p.launches
+    );
+    assert!(p.interruptions >= 1);
+    assert_eq!(
+        p.unserved, 0,
+        "every request served, the cut-off batches included"
+    );
+}

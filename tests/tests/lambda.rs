@@ -1,0 +1,320 @@
+//! The Lambda backend for real: `cargo lambda watch` (from the PyPI `cargo-lambda` wheel, started
+//! here on loopback) serves the Lambda runtime and Invoke APIs, our `mark lambda` binary is the
+//! function behind them, and the gateway's driver calls it through `aws-sdk-lambda` with an
+//! endpoint override. Then a saturated gateway spills batches to that function, and every answer
+//! is still correct.
+
+mod util;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mark_gateway::control::catalog::LambdaSpec;
+use mark_gateway::exec::lambda::{LambdaBackend, LambdaOptions};
+use mark_gateway::tensor::Tensor;
+use util::*;
+
+/// Kills its processes on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The function name `cargo lambda watch --only-lambda-apis` serves.
+const FUNCTION: &str = "_";
+
+/// Starts `cargo lambda watch --only-lambda-apis` and `mark lambda` against it; returns the
+/// processes and the Invoke endpoint.
+fn start_lambda(repo: &std::path::Path) -> (Procs, String) {
+    let port = free_port();
+    let bin = root().join(".mark/venv/bin/cargo-lambda");
+    assert!(bin.is_file(), "cargo-lambda missing: run scripts/setup.sh");
+    // cargo lambda reads a Cargo.toml in its working directory; give it an empty package
+    let dir = temp_dir("cargo-lambda");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"mark-fn\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    let watch_log = dir.join("watch.log");
+    let watch = Command::new(&bin)
+        .current_dir(&dir)
+        .args([
+            "lambda",
+            "watch",
+            "--only-lambda-apis",
+            "-A",
+            "127.0.0.1",
+            "-P",
+        ])
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&watch_log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut procs = Procs(vec![watch]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "cargo lambda watch did not start: {}",
+            std::fs::read_to_string(&watch_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let func = Command::new(mark_bin())
+        .current_dir(root())
+        .args(["lambda", "--model-repo"])
+        .arg(repo)
+        .env(
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("http://127.0.0.1:{port}/.rt"),
+        )
+        .env("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("function.log")).unwrap())
+        .spawn()
+        .unwrap();
+    procs.0.push(func);
+    (procs, format!("http://127.0.0.1:{port}"))
+}
+
+fn spec(concurrency: u32) -> LambdaSpec {
+    LambdaSpec {
+        memory_mb: 2048.0,
+        price_per_gb_s: 0.0000166667,
+        price_per_request: 0.0000002,
+        cold_start_s: 1.0,
+        concurrency_limit: concurrency,
+        latency_s: 0.002,
+    }
+}
+
+fn options(endpoint: &str) -> LambdaOptions {
+    LambdaOptions {
+        function: FUNCTION.into(),
+        region: "us-east-1".into(),
+        endpoint: Some(endpoint.into()),
+        credentials: Some(("testing".into(), "testing".into())),
+        max_attempts: 1,
+    }
+}
+
+fn mlp_tensor(rows: &[Vec<f32>]) -> Tensor {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Tensor::from_f32("input", vec![rows.len() as i64, 784], &flat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_invokes_mark_lambda_under_cargo_lambda_watch() {
+    let repo = repo_with(&[("mlp", "max_batch_size = 32\nslo_ms = 100\n")]);
+    let (_procs, endpoint) = start_lambda(&repo);
+    let g = Gateway::start(&["--model-repo", repo.to_str().unwrap()])
+        .ready()
+        .await;
+    let url = format!("{}/v2/models/mlp/infer", g.base);
+    let rows: Vec<Vec<f32>> = (0..5).map(mlp_row).collect();
+    let reference = output_f32(&post_json(&url, &mlp_request(&rows)).await.json(), "probs");
+
+    let l = LambdaBackend::connect(options(&endpoint), spec(1)).await;
+    // the first invocation cold-starts the function (models load): allow it time
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outs = loop {
+        match l.invoke_tensors("mlp", &[mlp_tensor(&rows)]).await {
+            Ok(o) => break o,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no answer from the function: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let probs = outs.iter().find(|t| t.name == "probs").expect("probs");
+    assert_eq!(probs.shape, vec![5, 10]);
+    assert_eq!(
+        probs.to_f32(),
+        reference,
+        "Lambda equals the gateway bit for bit"
+    );
+
+    // errors come back as function errors with the reason, and the function keeps serving
+    let e = l
+        .invoke_tensors("nope", &[mlp_tensor(&rows)])
+        .await
+        .unwrap_err();
+    assert!(e.contains("404") && e.contains("nope"), "{e}");
+    let bad = Tensor::from_f32("input", vec![1, 3], &[1.0, 2.0, 3.0]);
+    let e = l.invoke_tensors("mlp", &[bad]).await.unwrap_err();
+    assert!(e.contains("400"), "{e}");
+    let again = l
+        .invoke_tensors("mlp", &[mlp_tensor(&rows[..1])])
+        .await
+        .unwrap();
+    let probs = again.iter().find(|t| t.name == "probs").expect("probs");
+    assert_eq!(probs.to_f32(), reference[..10].to_vec());
+
+    let calls = l.invocations.load(std::sync::atomic::Ordering::Relaxed)
+        + l.failures.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(calls >= 4);
+    let cost = l.cost();
+    assert!(
+        cost >= calls as f64 * 0.0000002,
+        "billed per request and GB-s: {cost}"
+    );
+    println!(
+        "Lambda: {calls} invocations, {} billed ms, ${cost:.9}",
+        l.billed_ms.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_gateway_spills_to_lambda_and_answers_everything() {
+    // one executor, batches of 4, a 4 ms SLO: a burst of 128 concurrent clients saturates it
+    let repo = repo_with(&[(
+        "mlp",
+        "max_batch_size = 4\nslo_ms = 4\nexecutors = 1\nintra_threads = 1\nqueue_capacity = 4096\n",
+    )]);
+    let (_procs, endpoint) = start_lambda(&repo);
+    let dir = temp_dir("spill");
+    let catalog: PathBuf = dir.join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        "[lambda]\nmemory_mb = 2048\nprice_per_gb_s = 0.0000166667\nprice_per_request = 0.0000002\ncold_start_s = 1.0\nconcurrency_limit = 1\nlatency_s = 0.003\n\n[[instance]]\nname = \"local.small\"\nvcpus = 2\nmemory_gib = 4\nprice_on_demand = 0.10\nprice_spot = 0.0\nlaunch_seconds = 1.0\ncapacity_rps = { mlp = 150 }\n",
+    )
+    .unwrap();
+    // credentials through the standard AWS chain, as on a real deployment
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let g = Gateway::start_env(
+        &[
+            "--model-repo",
+            repo.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "t",
+            "--cloud",
+            "local",
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--cloud-state",
+            dir.join("cloud").to_str().unwrap(),
+            "--max-instances",
+            "0",
+            "--control-interval",
+            "1",
+            "--control-window",
+            "0.5",
+            "--lambda-function",
+            FUNCTION,
+            "--lambda-endpoint",
+            &endpoint,
+        ],
+        &creds,
+    )
+    .ready()
+    .await;
+    let url = format!("{}/v2/models/mlp/infer", g.base);
+    let reference = Arc::new(output_f32(
+        &post_json(&url, &mlp_request(&[mlp_row(3)])).await.json(),
+        "probs",
+    ));
+    // warm the function up (cold start) so spilled batches do not wait for model loading
+    let l = LambdaBackend::connect(options(&endpoint), spec(1)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while l
+        .invoke_tensors("mlp", &[mlp_tensor(&[mlp_row(3)])])
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "function never answered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let http = client();
+    let body = Arc::new(mlp_request(&[mlp_row(3)]).to_string().into_bytes());
+    let mut tasks = Vec::new();
+    for _ in 0..128 {
+        let (http, url, body, reference) =
+            (http.clone(), url.clone(), body.clone(), reference.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut bad) = (0u32, 0u32);
+            for _ in 0..16 {
+                let r = send_with(
+                    &http,
+                    "POST",
+                    &url,
+                    &[("content-type", "application/json".into())],
+                    body.to_vec(),
+                )
+                .await;
+                match r {
+                    Ok(r) if r.status == 200 && output_f32(&r.json(), "probs") == *reference => {
+                        ok += 1
+                    }
+                    other => {
+                        eprintln!("bad: {other:?}");
+                        bad += 1
+                    }
+                }
+            }
+            (ok, bad)
+        }));
+    }
+    let (mut ok, mut bad) = (0, 0);
+    for t in tasks {
+        let (o, b) = t.await.unwrap();
+        ok += o;
+        bad += b;
+    }
+    let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
+        .to_string();
+    let spilled = metric(&text, "mark_lambda_batches_total{model=\"mlp\"}");
+    let retried = metric(&text, "mark_remote_retries_total{model=\"mlp\"}");
+    // the control loop publishes Lambda's cost every window
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let st = send(
+        "GET",
+        &format!("{}/admin/v1/status", g.admin.clone().unwrap()),
+        &[("authorization", "Bearer t".into())],
+        vec![],
+    )
+    .await
+    .unwrap()
+    .json();
+    let c = &st["control"];
+    println!(
+        "2048 requests from 128 clients: {ok} ok, {bad} bad; {spilled} batches spilled to Lambda, {retried} retried; Lambda share {}, cost by backend {}, $/1M requests {}",
+        c["lambda_share_actual"], c["cost_by_backend"], c["dollars_per_million_requests"]
+    );
+    assert_eq!((ok, bad), (2048, 0), "every request answered correctly");
+    assert!(spilled >= 1.0, "nothing spilled to Lambda");
+    assert!(c["lambda_invocations"].as_u64().unwrap() >= 1);
+    assert!(c["cost_by_backend"]["lambda"].as_f64().unwrap() > 0.0);
+    assert!(c["dollars_per_million_requests"].as_f64().unwrap() > 0.0);
+}
