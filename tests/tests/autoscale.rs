@@ -20,7 +20,7 @@ memory_gib = 4
 price_on_demand = 0.10
 price_spot = 0.0
 launch_seconds = 1.0
-capacity_rps = { mlp = 150 }
+capacity_rps = { mlp = 60 }
 "#;
 
 /// Open-loop load at `rate` req/s for `secs`; returns (ok, wrong or failed).
@@ -98,7 +98,7 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
         "--cloud-state",
         state_dir.to_str().unwrap(),
         "--max-instances",
-        "3",
+        "6",
     ])
     .ready()
     .await;
@@ -109,7 +109,7 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
         "probs",
     ));
 
-    // steady 100 req/s, then a step to 250 req/s (capacity per instance: 150 req/s)
+    // steady 100 req/s, then a step to 250 req/s (capacity per instance: 60 req/s)
     let (ok1, bad1) = open_loop(&url, 100.0, 5.0, &reference).await;
     let (ok2, bad2) = open_loop(&url, 250.0, 8.0, &reference).await;
     let st = send(
@@ -139,6 +139,11 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
     );
     assert!(remote > 0.0, "no batch ran on a worker");
     assert!(metric(&text, "mark_fleet_dollars_per_hour") > 0.0);
+    let attainment = control["attainment"].as_f64().unwrap_or(0.0);
+    assert!(
+        attainment >= 0.99,
+        "SLO attainment {attainment} fell below the 99% target during the step"
+    );
 
     // spot interruption of 80% of the fleet under load: no request lost, replacements launched
     let cloud = LocalCloud::new(
@@ -174,27 +179,51 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
     for id in fleet.iter().take(n_kill) {
         cloud.interrupt(id).unwrap();
     }
-    let mut recovered = None;
+    // recovered = the fleet is back to its size with a replacement launched, and the sliding
+    // SLO attainment is at or above the 99% target
+    let (mut fleet_back, mut attainment_ok, mut lowest) = (None, None, 1.0f64);
     while killed_at.elapsed() < Duration::from_secs(20) {
         let st = status(admin.clone()).await;
-        let running = st["control"]["fleet"]
+        let c = &st["control"];
+        let running = c["fleet"]
             .as_array()
             .map_or(0, |f| f.iter().filter(|i| i["state"] == "running").count());
-        if st["control"]["launches"].as_u64().unwrap() > launches_before && running >= fleet.len() {
-            recovered = Some(killed_at.elapsed());
+        let att = c["attainment"].as_f64().unwrap_or(1.0);
+        lowest = lowest.min(att);
+        if fleet_back.is_none()
+            && c["launches"].as_u64().unwrap() > launches_before
+            && running >= fleet.len()
+        {
+            fleet_back = Some(killed_at.elapsed());
+        }
+        if attainment_ok.is_none() && fleet_back.is_some() && att >= 0.99 {
+            attainment_ok = Some(killed_at.elapsed());
+        }
+        if fleet_back.is_some() && attainment_ok.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let recovered = fleet_back;
     let (ok3, bad3) = load.await.unwrap();
     println!(
-        "killed {n_kill} of {} workers under 200 req/s: {ok3} answered, {bad3} lost or wrong; fleet back to {} running after {:?}",
+        "killed {n_kill} of {} workers under 200 req/s: {ok3} answered, {bad3} lost or wrong; fleet back to {} running after {:?}; lowest sliding attainment {lowest:.4}, at or above 99% with the fleet back after {:?}",
         fleet.len(),
         fleet.len(),
-        recovered
+        recovered,
+        attainment_ok
     );
+    assert!(
+        n_kill * 5 >= fleet.len() * 4,
+        "at least 80% of the fleet killed"
+    );
+    assert!(fleet.len() >= 2, "a fleet to interrupt: {fleet:?}");
     assert_eq!(bad3, 0);
     assert!(recovered.is_some(), "no replacement came up within 20 s");
+    assert!(
+        attainment_ok.is_some(),
+        "attainment not back at the target within 20 s"
+    );
     // clean up the fleet (workers outlive the gateway by design)
     drop(g);
     for i in cloud.list() {

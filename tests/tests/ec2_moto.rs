@@ -105,3 +105,82 @@ async fn ec2_driver_against_moto() {
     );
     println!("moto EC2: launched 3 (on-demand, spot, burstable), adopted by tags, terminated 1");
 }
+
+/// moto in-process with the side endpoint of `tests/moto_spot.py`; returns (process, EC2
+/// endpoint, interrupt endpoint).
+fn start_moto_with_spot_reclaim() -> (Moto, String, String) {
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, side) = (free(), free());
+    let py = root().join(".mark/venv/bin/python");
+    assert!(py.is_file(), "venv missing: run scripts/setup.sh");
+    let child = Command::new(py)
+        .arg(root().join("tests/moto_spot.py"))
+        .args([port.to_string(), side.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in [port, side] {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            assert!(Instant::now() < deadline, "moto_spot.py did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    (
+        moto,
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{side}"),
+    )
+}
+
+#[tokio::test]
+async fn spot_interruption_staged_in_moto_is_noticed() {
+    let (_moto, endpoint, side) = start_moto_with_spot_reclaim();
+    let catalog = Catalog::load(&root().join("examples/catalog-us-east-1.toml")).unwrap();
+    let cloud = Ec2Cloud::connect(opts(&endpoint, "prod"), catalog).await;
+    let spot: Vec<_> = launch_spot(&cloud, 5).await;
+    let od = cloud.launch("c7i.large", Market::OnDemand).await.unwrap();
+    // AWS reclaims 4 of the 5 spot instances (80%)
+    for i in spot.iter().take(4) {
+        let r = send(
+            "POST",
+            &format!("{side}/interrupt/us-east-1/{i}"),
+            &[],
+            vec![],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let mut gone = cloud.interrupted().await.unwrap();
+    gone.sort();
+    let mut want: Vec<String> = spot.iter().take(4).cloned().collect();
+    want.sort();
+    assert_eq!(gone, want, "exactly the reclaimed instances are reported");
+    let left: Vec<String> = cloud
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&od.id) && left.contains(&spot[4]));
+    println!("moto EC2: 4 of 5 spot instances reclaimed (Server.SpotInstanceTermination), all 4 noticed, fleet down to 2");
+}
+
+async fn launch_spot(cloud: &Ec2Cloud, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(cloud.launch("c5.large", Market::Spot).await.unwrap().id);
+    }
+    ids
+}
