@@ -1,0 +1,136 @@
+//! `mark simulate` as a user runs it: the report files, the table, the shipped workloads in every
+//! format, a policy component under evaluation, and precise errors for bad input.
+
+mod util;
+
+use std::process::Command;
+
+use util::*;
+
+fn simulate(args: &[&str]) -> std::process::Output {
+    Command::new(mark_bin())
+        .current_dir(root())
+        .arg("simulate")
+        .arg("--quiet")
+        .args(args)
+        .output()
+        .expect("run mark simulate")
+}
+
+#[test]
+fn writes_summary_table_and_plots() {
+    let out = temp_dir("sim");
+    let o = simulate(&[
+        "--workload",
+        "examples/workloads/stress.csv",
+        "--baseline",
+        "sagemaker",
+        "--baseline",
+        "mark-rs",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    print!("{stdout}");
+    for label in ["sagemaker", "mark-rs", "mark-rs+spot", "x cheaper"] {
+        assert!(stdout.contains(label), "table lacks {label}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let p = s["policies"].as_array().unwrap();
+    assert_eq!(p.len(), 3, "sagemaker once, mark-rs on-demand and spot");
+    assert_eq!(p[0]["cost_ratio_vs_sagemaker"], 1.0);
+    for x in p {
+        assert!(x["requests"].as_u64().unwrap() > 800_000);
+        assert!(x["total_cost"].as_f64().unwrap() > 0.0);
+        assert!(!x["timeline"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("table.txt")).unwrap().lines().count(),
+        4
+    );
+    for f in ["capacity.svg", "cost.svg", "latency_ccdf.svg"] {
+        let svg = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{f}");
+        assert!(svg.contains("mark-rs+spot"), "{f} names the runs");
+    }
+}
+
+#[test]
+fn accepts_every_workload_format_and_a_policy_under_test() {
+    let out = temp_dir("sim-formats");
+    for w in [
+        "map:examples/workloads/mmpp-day:60",
+        "csv:examples/workloads/twitter-like-day.csv:10",
+        "stress:50:600",
+    ] {
+        let o = simulate(&[
+            "--workload",
+            w,
+            "--baseline",
+            "mark-rs",
+            "--spot",
+            "on-demand",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{w}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // an operator prices a batcher before hot-loading it: a component that always sends one
+    let one = concat!(env!("OUT_DIR"), "/fixed-one.wasm");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--workload",
+            "stress:150:600",
+            "--baseline",
+            "mark-rs",
+            "--spot",
+            "on-demand",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = simulate(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        s["policies"][0].clone()
+    };
+    let default = run(&[]);
+    let fixed = run(&["--policy", &format!("batcher={one}")]);
+    assert_eq!(default["requests"], fixed["requests"], "same arrivals");
+    assert_ne!(
+        default["p50_ms"], fixed["p50_ms"],
+        "the component under test decided the batches"
+    );
+}
+
+#[test]
+fn bad_input_exits_64_with_the_reason() {
+    let dir = temp_dir("sim-bad");
+    std::fs::write(dir.join("bad.csv"), "time_s,rate\n0,10\n60,abc\n").unwrap();
+    std::fs::write(dir.join("notmap.map"), "-1 5\n0 -1\n1 0\n0 1\n").unwrap();
+    let bad_csv = format!("csv:{}", dir.join("bad.csv").display());
+    let bad_map = dir.join("notmap.map").display().to_string();
+    for (args, want) in [
+        (vec!["--workload", "nope"], "unknown workload"),
+        (vec!["--workload", bad_csv.as_str()], "not numeric"),
+        (vec!["--workload", bad_map.as_str()], "not a MAP"),
+        (vec!["--baseline", "ec2-magic"], "unknown"),
+        (vec!["--spot", "sometimes"], "on-demand, spot or both"),
+        (vec!["--mass-interruption", "10:2"], "SHARE"),
+        (vec!["--catalog", "Cargo.toml"], "Cargo.toml"),
+        (vec!["--policy", "batcher=/nonexistent.wasm"], "nonexistent"),
+    ] {
+        let o = simulate(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
