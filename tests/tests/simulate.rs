@@ -31,7 +31,11 @@ fn writes_summary_table_and_plots() {
         out.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     print!("{stdout}");
     for label in ["sagemaker", "mark-rs", "mark-rs+spot", "x cheaper"] {
         assert!(stdout.contains(label), "table lacks {label}");
@@ -47,12 +51,18 @@ fn writes_summary_table_and_plots() {
         assert!(!x["timeline"].as_array().unwrap().is_empty());
     }
     assert_eq!(
-        std::fs::read_to_string(out.join("table.txt")).unwrap().lines().count(),
+        std::fs::read_to_string(out.join("table.txt"))
+            .unwrap()
+            .lines()
+            .count(),
         4
     );
     for f in ["capacity.svg", "cost.svg", "latency_ccdf.svg"] {
         let svg = std::fs::read_to_string(out.join(f)).unwrap();
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{f}");
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{f}"
+        );
         assert!(svg.contains("mark-rs+spot"), "{f} names the runs");
     }
 }

@@ -63,11 +63,19 @@ impl Batcher {
                 (l, slot) = spill_ready(&self.queue, lambda, self.slo_us) => Backend::Lambda(l, slot),
             };
             let n = match backend {
-                // spilling: the oldest request is already late for an instance; send what is queued
-                Backend::Lambda(..) => self
-                    .queue
-                    .snapshot(Instant::now())
-                    .map_or(1, |s| s.batchable_items.clamp(1, self.max_batch.max(1))),
+                // spilling: the oldest request is already late for an instance; send what the
+                // function answers within the SLO
+                Backend::Lambda(ref l, _) => {
+                    let most = super::spill::spill_batch(
+                        &self.profile,
+                        self.slo_us,
+                        l.spec.latency_s,
+                        self.max_batch.max(1),
+                    );
+                    self.queue
+                        .snapshot(Instant::now())
+                        .map_or(1, |s| s.batchable_items.clamp(1, most))
+                }
                 _ => self.next_batch_size().await,
             };
             let batch = self.queue.take(n);
@@ -210,7 +218,7 @@ async fn spill_ready(
     let Some(l) = lambda else {
         return std::future::pending().await;
     };
-    let after_us = spill_after_us(slo_us, l.spec.latency_s);
+    let after_us = super::spill::spill_after_us(slo_us, l.spec.latency_s);
     loop {
         let notified = queue.notify.notified();
         tokio::pin!(notified);
@@ -225,13 +233,4 @@ async fn spill_ready(
             }
         }
     }
-}
-
-/// How long a request may wait for an instance before it goes to Lambda: the SLO minus Lambda's
-/// own latency, and at least a quarter of the SLO (so Lambda is for overload, not for every
-/// request when Lambda is slow).
-pub fn spill_after_us(slo_us: u64, lambda_latency_s: f64) -> u64 {
-    slo_us
-        .saturating_sub((lambda_latency_s * 1e6) as u64)
-        .max(slo_us / 4)
 }

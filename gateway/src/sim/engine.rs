@@ -122,6 +122,7 @@ struct Sim<'a> {
     idle: BTreeSet<usize>,
     waiting: Option<(f64, usize)>,
     spill_wake: f64,
+    spill: Option<(f64, usize, Vec<f64>)>,
     lambda: Option<SimLambda>,
     lambda_batches: Vec<Option<Vec<f64>>>,
     lambda_free: Vec<usize>,
@@ -382,21 +383,45 @@ impl<'a> Sim<'a> {
         if self.strategy == Strategy::LambdaOnly {
             0.0
         } else {
-            crate::batching::batcher::spill_after_us((self.p.slo_ms * 1000.0) as u64, l.latency_s)
+            crate::batching::spill::spill_after_us((self.p.slo_ms * 1000.0) as u64, l.latency_s)
                 as f64
                 / 1e6
         }
     }
 
+    /// Spill settings, computed once: (wait before spilling, items per invocation, latency of
+    /// each batch size on the function).
+    fn spill_plan(&mut self) -> Option<(f64, usize)> {
+        let spec = self.lambda.as_ref()?.spec.clone();
+        if self.spill.is_none() {
+            let profile = self
+                .types
+                .first()
+                .map(|t| t.profile.clone())
+                .unwrap_or_default();
+            let per_call = if self.strategy == Strategy::LambdaOnly {
+                1
+            } else {
+                crate::batching::spill::spill_batch(
+                    &profile,
+                    (self.p.slo_ms * 1000.0) as u64,
+                    spec.latency_s,
+                    self.max_batch(),
+                )
+            };
+            let run = (1..=per_call)
+                .map(|b| {
+                    crate::batching::spill::lambda_batch_latency_s(&profile, spec.latency_s, b)
+                })
+                .collect();
+            self.spill = Some((self.spill_after(&spec), per_call as usize, run));
+        }
+        self.spill.as_ref().map(|s| (s.0, s.1))
+    }
+
     fn maybe_spill(&mut self) {
-        let Some(spec) = self.lambda.as_ref().map(|l| l.spec.clone()) else {
+        let Some((after, per_call)) = self.spill_plan() else {
             return;
-        };
-        let after = self.spill_after(&spec);
-        let per_call = if self.strategy == Strategy::LambdaOnly {
-            1
-        } else {
-            self.max_batch() as usize
         };
         while let Some(&oldest) = self.queue.front() {
             if self.now - oldest < after {
@@ -407,17 +432,14 @@ impl<'a> Sim<'a> {
                 }
                 return;
             }
-            let l = self.lambda.as_mut().expect("lambda");
-            if !l.available() {
+            if !self.lambda.as_ref().is_some_and(SimLambda::available) {
                 return;
             }
             let n = self.queue.len().min(per_call);
             // a batch of n takes as long on the function as the profile says, relative to batch 1
-            let rel = self
-                .types
-                .first()
-                .map_or(1.0, |t| t.service(n as u32) / t.service(1));
-            let d = l.start(self.now, n as u32, spec.latency_s * rel);
+            let run = self.spill.as_ref().map_or(0.0, |s| s.2[n - 1]);
+            let l = self.lambda.as_mut().expect("lambda");
+            let d = l.start(self.now, n as u32, run);
             let batch: Vec<f64> = self.queue.drain(..n).collect();
             self.sample_lambda += n as u64;
             let slot = match self.lambda_free.pop() {
@@ -615,6 +637,7 @@ pub fn run(
         idle: BTreeSet::new(),
         waiting: None,
         spill_wake: -1.0,
+        spill: None,
         lambda: if uses_lambda {
             lambda.map(|l| SimLambda::new(l, p.lambda_keepalive_s))
         } else {

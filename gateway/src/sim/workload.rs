@@ -131,13 +131,14 @@ impl Workload {
         }
     }
 
-    /// Highest mean rate of any interval or window.
+    /// Highest rate: of any interval, or of any MAP state in any window (a burst state's rate,
+    /// not the window's mean).
     pub fn peak_rate(&self) -> f64 {
         match self {
             Workload::Rates { rates, .. } => rates.iter().copied().fold(0.0, f64::max),
             Workload::Map { windows, .. } => windows
                 .iter()
-                .map(|(d0, d1)| map_rate(d0, d1))
+                .flat_map(|(_, d1)| [d1[0][0] + d1[0][1], d1[1][0] + d1[1][1]])
                 .fold(0.0, f64::max),
         }
     }
