@@ -340,7 +340,14 @@ impl<'a> Sim<'a> {
             .instances
             .iter()
             .filter(|i| i.ready)
-            .map(|i| self.types[i.ty].spec.capacity_rps)
+            .map(|i| {
+                let t = &self.types[i.ty];
+                if self.strategy == Strategy::SageMaker {
+                    super::baselines::batch1_capacity(t, self.p.slo_ms)
+                } else {
+                    t.spec.capacity_rps
+                }
+            })
             .sum();
         let cost = self.instances.iter().map(|i| i.cost(self.now)).sum::<f64>()
             + self.lambda.as_ref().map_or(0.0, |l| l.cost);

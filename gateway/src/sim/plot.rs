@@ -202,12 +202,14 @@ pub fn ccdf(s: &Summary) -> String {
         y0 - 4.0
     );
     for (k, p) in s.policies.iter().enumerate() {
-        let pts: Vec<(f64, f64)> = p
-            .ccdf
-            .iter()
-            .filter(|(_, f)| *f > 0.0)
-            .map(|(ms, f)| (sx(*ms), sy(*f)))
-            .collect();
+        // a step curve from (fastest, 1) down to the axis floor past the slowest request
+        let mut pts: Vec<(f64, f64)> = Vec::with_capacity(p.ccdf.len() * 2 + 1);
+        let mut prev = 1.0;
+        for (ms, f) in &p.ccdf {
+            pts.push((sx(*ms), sy(prev)));
+            pts.push((sx(*ms), sy(*f)));
+            prev = *f;
+        }
         out.push_str(&polyline(&pts, COLORS[k % COLORS.len()], 1.5, p.spot));
         let _ = writeln!(
             out,
