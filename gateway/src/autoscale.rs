@@ -192,10 +192,19 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
                 continue;
             }
         };
-        let running: Vec<(String, String)> = fleet
+        let running: Vec<(String, String, f64)> = fleet
             .iter()
             .filter(|i| i.state == InstanceState::Running)
-            .map(|i| (i.id.clone(), i.addr.clone()))
+            .map(|i| {
+                let speed = opts.catalog.speed(
+                    &i.instance_type,
+                    &opts.model,
+                    &loaded.profile,
+                    model.cfg.slo_ms,
+                    model.cfg.max_batch_size as u32,
+                );
+                (i.id.clone(), i.addr.clone(), speed)
+            })
             .collect();
         loaded.remotes.sync(&running);
 

@@ -708,7 +708,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         let popts = PolicyOptions {
             load: a.policies.clone(),
             native_only: a.native_policies,
-            ..PolicyOptions::default()
+            limits: sim::policy_limits(),
         };
         match app::policies(&popts) {
             Ok((e, s)) => sim::PolicySource::Slots(e, s),

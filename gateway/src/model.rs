@@ -194,6 +194,7 @@ impl Model {
                     latency_us: p.p99_us,
                 })
                 .collect(),
+            scaled: (1.0, Vec::new()),
             slo_us: slo.as_micros() as u64,
             max_batch,
             metrics: mm.clone(),

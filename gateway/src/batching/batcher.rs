@@ -31,8 +31,10 @@ pub struct Batcher {
     pub executors: u32,
     /// Batch-size policy (owned: a WASM policy keeps its Store here).
     pub policy: Box<dyn BatchPolicy>,
-    /// Profile of the backend: p99 latency per batch size.
+    /// Profile of the gateway's own executors: p99 latency per batch size.
     pub profile: Vec<ProfilePoint>,
+    /// The profile scaled for the last remote speed seen (speed, points).
+    pub scaled: (f64, Vec<ProfilePoint>),
     /// SLO, microseconds.
     pub slo_us: u64,
     /// Largest batch; 0 when the model has no dynamic batch dimension (one request per run).
@@ -76,7 +78,8 @@ impl Batcher {
                         .snapshot(Instant::now())
                         .map_or(1, |s| s.batchable_items.clamp(1, most))
                 }
-                _ => self.next_batch_size().await,
+                Backend::Remote(ref r) => self.next_batch_size(r.speed).await,
+                Backend::Local(_) => self.next_batch_size(1.0).await,
             };
             let batch = self.queue.take(n);
             self.metrics.queue_depth.store(
@@ -130,7 +133,29 @@ impl Batcher {
         }
     }
 
-    async fn next_batch_size(&mut self) -> u32 {
+    /// Prepares the profile of a backend `speed` times as fast as the one profiled; true when
+    /// it differs from the executors' own (then it is in `self.scaled`).
+    fn scale_profile(&mut self, speed: f64) -> bool {
+        if (speed - 1.0).abs() < 1e-9 || speed.is_nan() || speed <= 0.0 {
+            return false;
+        }
+        if self.scaled.0 != speed {
+            self.scaled = (
+                speed,
+                self.profile
+                    .iter()
+                    .map(|p| ProfilePoint {
+                        batch: p.batch,
+                        latency_us: p.latency_us / speed,
+                    })
+                    .collect(),
+            );
+        }
+        true
+    }
+
+    async fn next_batch_size(&mut self, speed: f64) -> u32 {
+        let scaled = self.scale_profile(speed);
         loop {
             let notified = self.queue.notify.notified();
             tokio::pin!(notified);
@@ -150,7 +175,11 @@ impl Batcher {
                 arrival_rate: snap.arrival_rate,
                 max_batch: self.max_batch,
                 executors: self.executors + self.remotes.healthy(),
-                profile: &self.profile,
+                profile: if scaled {
+                    &self.scaled.1
+                } else {
+                    &self.profile
+                },
             };
             let decision = self.policy.decide(&state);
             // Liveness is the host's, not the policy's: once the oldest request has waited a

@@ -187,6 +187,26 @@ impl Catalog {
         self.instances.iter().find(|t| t.name == name)
     }
 
+    /// Speed of type `name` running `model` relative to the machine `profile` was measured on:
+    /// the ratio its explicit `capacity_rps.<model>` implies, else its `speedup` (1 if unknown).
+    pub fn speed(
+        &self,
+        name: &str,
+        model: &str,
+        profile: &LatencyProfile,
+        slo_ms: f64,
+        max_batch: u32,
+    ) -> f64 {
+        let Some(t) = self.get(name) else {
+            return 1.0;
+        };
+        let base = capacity_at_slo(profile, slo_ms, max_batch, 1.0);
+        match t.capacity_rps.get(model) {
+            Some(c) if base > 0.0 => c / base,
+            _ => t.speedup,
+        }
+    }
+
     /// The catalog as the provisioner sees it for one model: capacity from the explicit value, or
     /// derived from `profile` scaled by each type's speedup.
     pub fn for_model(
@@ -297,6 +317,10 @@ cpu_credits_per_hour = 24
             v[0].capacity_rps
         );
         assert_eq!(c.for_model("resnet18", &p, 1.0, 8)[0].capacity_rps, 150.0);
+        // speed per type: from `speedup`, or implied by an explicit capacity
+        assert_eq!(c.speed("c7i.large", "mlp", &p, 1.0, 8), 1.5);
+        assert!((c.speed("c7i.large", "resnet18", &p, 1.0, 8) - 150.0 / 20_000.0).abs() < 1e-12);
+        assert_eq!(c.speed("nope", "mlp", &p, 1.0, 8), 1.0);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Remote {
     pub failures: AtomicU32,
     /// Batches it ran.
     pub batches: AtomicU64,
+    /// Speed of its instance type relative to the profiled machine (its batches are sized from
+    /// the profile scaled by it).
+    pub speed: f64,
 }
 
 /// The workers of one model, replaced as the fleet changes.
@@ -58,12 +61,13 @@ impl Default for RemoteSet {
 }
 
 impl RemoteSet {
-    /// Makes the set match `fleet` (id, addr) of running instances, keeping existing entries.
-    pub fn sync(&self, fleet: &[(String, String)]) {
+    /// Makes the set match `fleet` (id, addr, speed) of running instances, keeping existing
+    /// entries.
+    pub fn sync(&self, fleet: &[(String, String, f64)]) {
         let cur = self.workers.load_full();
         let next: Vec<Arc<Remote>> = fleet
             .iter()
-            .map(|(id, addr)| {
+            .map(|(id, addr, speed)| {
                 cur.iter()
                     .find(|r| &r.id == id)
                     .cloned()
@@ -74,6 +78,7 @@ impl RemoteSet {
                             busy: AtomicBool::new(false),
                             failures: AtomicU32::new(0),
                             batches: AtomicU64::new(0),
+                            speed: *speed,
                         })
                     })
             })

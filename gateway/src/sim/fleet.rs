@@ -34,15 +34,11 @@ impl TypeModel {
         slo_ms: f64,
         max_batch: u32,
     ) -> Vec<TypeModel> {
-        let base = capacity_at_slo(profile, slo_ms, max_batch, 1.0);
         catalog
             .instances
             .iter()
             .map(|t| {
-                let speed = match t.capacity_rps.get(model) {
-                    Some(c) if base > 0.0 => c / base,
-                    _ => t.speedup,
-                };
+                let speed = catalog.speed(&t.name, model, profile, slo_ms, max_batch);
                 let p50 = |b: u32| median_us(profile, b) / speed;
                 TypeModel {
                     spec: InstanceType {

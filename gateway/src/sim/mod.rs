@@ -49,6 +49,20 @@ pub enum PolicySource {
     Slots(Arc<PolicyEngine>, Arc<PolicySlots>),
 }
 
+/// Policy limits for simulation: the same memory limit as `mark serve`, but 1 s deadlines (5 s
+/// for predictor and provisioner). Deadlines are wall-clock; in a simulation they only guard
+/// against a runaway policy, and a preempted call must not turn into a fallback that changes an
+/// otherwise deterministic result.
+pub fn policy_limits() -> crate::policy::engine::PolicyLimits {
+    crate::policy::engine::PolicyLimits {
+        batcher_deadline: std::time::Duration::from_secs(1),
+        predictor_deadline: std::time::Duration::from_secs(5),
+        provisioner_deadline: std::time::Duration::from_secs(5),
+        tick: std::time::Duration::from_millis(10),
+        ..Default::default()
+    }
+}
+
 /// Everything one `mark simulate` needs.
 #[derive(Clone)]
 pub struct SimOptions {
