@@ -298,6 +298,20 @@ fn config_exit(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(64)
 }
 
+/// Scans the model repository and loads ONNX Runtime: exit 64 on a bad repository, 69 without
+/// the library.
+fn load_repo(
+    dir: &std::path::Path,
+    ort_lib: Option<&std::path::Path>,
+) -> Result<Vec<std::sync::Arc<mark_gateway::model::Model>>, ExitCode> {
+    let models = repo::scan(dir).map_err(config_exit)?;
+    if let Err(e) = exec::ort_lib::init(ort_lib) {
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(69));
+    }
+    Ok(models)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Worker {
@@ -446,14 +460,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     })
                 }
             };
-            let models = match repo::scan(&cfg.model_repo) {
+            let models = match load_repo(&cfg.model_repo, ort_lib.as_deref()) {
                 Ok(m) => m,
-                Err(e) => return Ok(config_exit(e)),
+                Err(code) => return Ok(code),
             };
-            if let Err(e) = exec::ort_lib::init(ort_lib.as_deref()) {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(69));
-            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -495,14 +505,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 model_repo,
                 ..ServerConfig::default()
             };
-            let models = match repo::scan(&cfg.model_repo) {
+            let models = match load_repo(&cfg.model_repo, ort_lib.as_deref()) {
                 Ok(m) => m,
-                Err(e) => return Ok(config_exit(e)),
+                Err(code) => return Ok(code),
             };
-            if let Err(e) = exec::ort_lib::init(ort_lib.as_deref()) {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(69));
-            }
             let popts = PolicyOptions {
                 native_only: true,
                 ..PolicyOptions::default()

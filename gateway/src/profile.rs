@@ -43,23 +43,33 @@ impl LatencyProfile {
     /// p99 rather than the median: the batcher plans against the SLO, and a plan made with the
     /// median misses it half the time the batch is the one that decides.
     pub fn latency_us(&self, batch: u32) -> f64 {
+        self.interpolate(batch, |p| p.p99_us)
+    }
+
+    /// Median latency in microseconds of a batch of `batch` items.
+    pub fn median_us(&self, batch: u32) -> f64 {
+        self.interpolate(batch, |p| p.p50_us)
+    }
+
+    /// `pick` of the points, linear between measured batch sizes, proportional to the batch above
+    /// the last one; 0 for an empty profile.
+    fn interpolate(&self, batch: u32, pick: fn(&ProfilePoint) -> f64) -> f64 {
         let pts = &self.points;
-        if pts.is_empty() {
+        let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
             return 0.0;
-        }
+        };
         let batch = batch.max(1);
-        if batch <= pts[0].batch {
-            return pts[0].p99_us;
+        if batch <= first.batch {
+            return pick(first);
         }
         for w in pts.windows(2) {
-            let (a, b) = (w[0], w[1]);
+            let (a, b) = (&w[0], &w[1]);
             if batch <= b.batch {
                 let t = f64::from(batch - a.batch) / f64::from(b.batch - a.batch);
-                return a.p99_us + t * (b.p99_us - a.p99_us);
+                return pick(a) + t * (pick(b) - pick(a));
             }
         }
-        let last = pts[pts.len() - 1];
-        last.p99_us * f64::from(batch) / f64::from(last.batch)
+        pick(last) * f64::from(batch) / f64::from(last.batch)
     }
 
     /// Reads `path`; `Ok(None)` when it does not exist.

@@ -112,15 +112,7 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
     // steady 100 req/s, then a step to 250 req/s (capacity per instance: 60 req/s)
     let (ok1, bad1) = open_loop(&url, 100.0, 5.0, &reference).await;
     let (ok2, bad2) = open_loop(&url, 250.0, 8.0, &reference).await;
-    let st = send(
-        "GET",
-        &format!("{admin}/admin/v1/status"),
-        &[("authorization", "Bearer t".into())],
-        vec![],
-    )
-    .await
-    .unwrap()
-    .json();
+    let st = admin_status(&admin, "t").await;
     let control = &st["control"];
     println!("after the step: fleet {} instances, launches {}, history {}, forecast {}, attainment {}, $/h {}",
         control["fleet"].as_array().map_or(0, |f| f.len()), control["launches"], control["history"], control["forecast"], control["attainment"], control["dollars_per_hour"]);
@@ -154,18 +146,7 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
         &repo,
         Catalog::parse(CATALOG, "c").unwrap(),
     );
-    let status = |admin: String| async move {
-        send(
-            "GET",
-            &format!("{admin}/admin/v1/status"),
-            &[("authorization", "Bearer t".into())],
-            vec![],
-        )
-        .await
-        .unwrap()
-        .json()
-    };
-    let launches_before = status(admin.clone()).await["control"]["launches"]
+    let launches_before = admin_status(&admin, "t").await["control"]["launches"]
         .as_u64()
         .unwrap();
     let load = tokio::spawn({
@@ -183,7 +164,7 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
     // SLO attainment is at or above the 99% target
     let (mut fleet_back, mut attainment_ok, mut lowest) = (None, None, 1.0f64);
     while killed_at.elapsed() < Duration::from_secs(20) {
-        let st = status(admin.clone()).await;
+        let st = admin_status(&admin, "t").await;
         let c = &st["control"];
         let running = c["fleet"]
             .as_array()

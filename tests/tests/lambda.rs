@@ -298,15 +298,7 @@ async fn saturated_gateway_spills_to_lambda_and_answers_everything() {
     let retried = metric(&text, "mark_remote_retries_total{model=\"mlp\"}");
     // the control loop publishes Lambda's cost every window
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let st = send(
-        "GET",
-        &format!("{}/admin/v1/status", g.admin.clone().unwrap()),
-        &[("authorization", "Bearer t".into())],
-        vec![],
-    )
-    .await
-    .unwrap()
-    .json();
+    let st = admin_status(g.admin.as_deref().unwrap(), "t").await;
     let c = &st["control"];
     println!(
         "2048 requests from 128 clients: {ok} ok, {bad} bad; {spilled} batches spilled to Lambda, {retried} retried; Lambda share {}, cost by backend {}, $/1M requests {}",

@@ -4,7 +4,6 @@
 //! TerminateInstances, and spot interruptions noticed from the state reason.
 //! Credentials and endpoint come from the standard AWS chain, overridable for emulators.
 
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::{
     Filter, InstanceMarketOptionsRequest, InstanceStateName, MarketType, ResourceType, Tag,
     TagSpecification,
@@ -81,19 +80,13 @@ fn err(e: impl std::fmt::Display) -> CloudError {
 impl Ec2Cloud {
     /// Connects with `opts`.
     pub async fn connect(opts: Ec2Options, catalog: Catalog) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(opts.region.clone()))
-            .retry_config(
-                aws_sdk_ec2::config::retry::RetryConfig::standard()
-                    .with_max_attempts(opts.max_attempts.max(1)),
-            );
-        if let Some(e) = &opts.endpoint {
-            loader = loader.endpoint_url(e);
-        }
-        if let Some((k, s)) = &opts.credentials {
-            loader = loader.credentials_provider(Credentials::new(k, s, None, None, "mark-static"));
-        }
-        let conf = loader.load().await;
+        let conf = super::aws::sdk_config(
+            &opts.region,
+            opts.endpoint.as_deref(),
+            opts.credentials.as_ref(),
+            opts.max_attempts,
+        )
+        .await;
         Ec2Cloud {
             client: aws_sdk_ec2::Client::new(&conf),
             opts,

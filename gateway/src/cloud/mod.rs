@@ -5,8 +5,10 @@
 //! adopts running workers instead of leaking them.
 //!
 //! - `local`: `mark worker` processes on loopback ports with the catalog's launch delay.
-//! - `ec2`: AWS EC2 through `aws-sdk-ec2` (tested against moto).
+//! - `ec2`: AWS EC2 through `aws-sdk-ec2` (tested against moto); `aws`: the SDK configuration it
+//!   shares with the Lambda backend.
 
+pub mod aws;
 pub mod driver;
 pub mod ec2;
 pub mod local;

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use base64::Engine as _;
@@ -77,19 +76,13 @@ pub struct LambdaBackend {
 impl LambdaBackend {
     /// Connects with `opts`; `spec` (from the catalog) gives prices and the concurrency limit.
     pub async fn connect(opts: LambdaOptions, spec: LambdaSpec) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(opts.region.clone()))
-            .retry_config(
-                aws_sdk_lambda::config::retry::RetryConfig::standard()
-                    .with_max_attempts(opts.max_attempts.max(1)),
-            );
-        if let Some(e) = &opts.endpoint {
-            loader = loader.endpoint_url(e);
-        }
-        if let Some((k, s)) = &opts.credentials {
-            loader = loader.credentials_provider(Credentials::new(k, s, None, None, "mark-static"));
-        }
-        let conf = loader.load().await;
+        let conf = crate::cloud::aws::sdk_config(
+            &opts.region,
+            opts.endpoint.as_deref(),
+            opts.credentials.as_ref(),
+            opts.max_attempts,
+        )
+        .await;
         LambdaBackend {
             client: aws_sdk_lambda::Client::new(&conf),
             slots: Arc::new(Semaphore::new(spec.concurrency_limit as usize)),

@@ -39,7 +39,7 @@ impl TypeModel {
             .iter()
             .map(|t| {
                 let speed = catalog.speed(&t.name, model, profile, slo_ms, max_batch);
-                let p50 = |b: u32| median_us(profile, b) / speed;
+                let p50 = |b: u32| profile.median_us(b) / speed;
                 TypeModel {
                     spec: InstanceType {
                         name: t.name.clone(),
@@ -86,27 +86,6 @@ impl TypeModel {
     pub fn baseline_share(&self) -> f64 {
         self.baseline
     }
-}
-
-/// Median latency of a batch size, interpolated like `LatencyProfile::latency_us` does for p99.
-pub fn median_us(p: &LatencyProfile, batch: u32) -> f64 {
-    let pts = &p.points;
-    if pts.is_empty() {
-        return 0.0;
-    }
-    let batch = batch.max(1);
-    if batch <= pts[0].batch {
-        return pts[0].p50_us;
-    }
-    for w in pts.windows(2) {
-        let (a, b) = (w[0], w[1]);
-        if batch <= b.batch {
-            let t = f64::from(batch - a.batch) / f64::from(b.batch - a.batch);
-            return a.p50_us + t * (b.p50_us - a.p50_us);
-        }
-    }
-    let last = pts[pts.len() - 1];
-    last.p50_us * f64::from(batch) / f64::from(last.batch)
 }
 
 /// One simulated instance.

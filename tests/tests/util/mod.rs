@@ -297,6 +297,19 @@ pub fn output_f32(v: &serde_json::Value, name: &str) -> Vec<f32> {
         .collect()
 }
 
+/// `GET /admin/v1/status` with bearer `token`, as JSON.
+pub async fn admin_status(admin: &str, token: &str) -> serde_json::Value {
+    send(
+        "GET",
+        &format!("{admin}/admin/v1/status"),
+        &[("authorization", format!("Bearer {token}"))],
+        vec![],
+    )
+    .await
+    .expect("admin status")
+    .json()
+}
+
 /// Reads one series value from Prometheus text.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
