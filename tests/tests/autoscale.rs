@@ -109,9 +109,10 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
         "probs",
     ));
 
-    // steady 100 req/s, then a step to 250 req/s (capacity per instance: 60 req/s)
-    let (ok1, bad1) = open_loop(&url, 100.0, 5.0, &reference).await;
-    let (ok2, bad2) = open_loop(&url, 250.0, 8.0, &reference).await;
+    // MArk's stress test compressed: steady 160 req/s, then +50% to 240 req/s (capacity per
+    // instance: 60 req/s)
+    let (ok1, bad1) = open_loop(&url, 160.0, 5.0, &reference).await;
+    let (ok2, bad2) = open_loop(&url, 240.0, 8.0, &reference).await;
     let st = admin_status(&admin, "t").await;
     let control = &st["control"];
     println!("after the step: fleet {} instances, launches {}, history {}, forecast {}, attainment {}, $/h {}",
