@@ -78,6 +78,7 @@ pub fn state(
         policies: slots,
         engine,
         control: std::sync::OnceLock::new(),
+        cloud: std::sync::OnceLock::new(),
     })
 }
 

@@ -124,6 +124,7 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
             opts.catalog.clone(),
         ))),
     };
+    let _ = state.cloud.set(cloud.clone());
     let lambda = match (&opts.lambda, &opts.catalog.lambda) {
         (Some(o), Some(spec)) => {
             let l = Arc::new(

@@ -156,11 +156,28 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
     });
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let fleet: Vec<String> = cloud.list().into_iter().map(|i| i.id).collect();
-    let n_kill = (fleet.len() * 4).div_ceil(5);
-    let killed_at = Instant::now();
-    for id in fleet.iter().take(n_kill) {
-        cloud.interrupt(id).unwrap();
+    // the operator's rehearsal endpoint: bad input first, then 80% of the fleet
+    let interrupt = |body: &'static str| {
+        let admin = admin.clone();
+        async move {
+            send(
+                "POST",
+                &format!("{admin}/admin/v1/fleet/interrupt"),
+                &[("authorization", "Bearer t".into())],
+                body.as_bytes().to_vec(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    for bad in ["{\"share\": 1.5}", "not json"] {
+        let r = interrupt(bad).await;
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     }
+    let killed_at = Instant::now();
+    let r = interrupt("{\"share\": 0.8}").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let n_kill = r.json()["interrupted"].as_array().unwrap().len();
     // recovered = the fleet is back to its size with a replacement launched, and the sliding
     // SLO attainment is at or above the 99% target
     let (mut fleet_back, mut attainment_ok, mut lowest) = (None, None, 1.0f64);

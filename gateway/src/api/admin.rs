@@ -1,4 +1,5 @@
-//! Admin API on its own listener: policy hot-reload, rollback and status. Every call needs
+//! Admin API on its own listener: policy hot-reload, rollback, status, and staged spot
+//! interruptions of the local fleet. Every call needs
 //! `Authorization: Bearer <token>` (compared in constant time); 401 otherwise.
 
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub async fn handle(
             None => Err(unknown_kind(k)),
         },
         (["admin", "v1", "status"], &Method::GET) => Ok(status(&state)),
+        (["admin", "v1", "fleet", "interrupt"], &Method::POST) => interrupt(&state, req).await,
+        (["admin", "v1", "fleet", "interrupt"], _) => Err(not_allowed(&method, "POST")),
         (["admin", "v1", "policies"], _) => Err(not_allowed(&method, "GET")),
         (["admin", "v1", "policies", _], _) => Err(not_allowed(&method, "PUT")),
         (["admin", "v1", "policies", _, "rollback"], _) => Err(not_allowed(&method, "POST")),
@@ -150,6 +153,45 @@ async fn upload(
         "validate_ms": validate_ms,
         "swap_us": swap_us,
     })))
+}
+
+/// `POST /admin/v1/fleet/interrupt` with `{"share": 0.8}`: stages a spot interruption of that
+/// share of the running fleet (local cloud), to rehearse recovery.
+async fn interrupt(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let body = super::v2::read_limited(
+        req.into_body(),
+        4096,
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body over 4096 bytes"),
+        "interrupt request",
+    )
+    .await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let share = v["share"]
+        .as_f64()
+        .filter(|s| (0.0..=1.0).contains(s))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "expected {{\"share\": x}} with x in [0, 1], got {v}"
+            ))
+        })?;
+    let Some(cloud) = state.cloud.get() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no cloud driver: start mark serve with --cloud and --catalog",
+        ));
+    };
+    let ids = cloud.interrupt_share(share).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("interruption not staged: {e}"),
+        )
+    })?;
+    tracing::warn!(?ids, share, "operator staged a spot interruption");
+    Ok(json_ok(&serde_json::json!({ "interrupted": ids })))
 }
 
 fn rollback(state: &AppState, kind: PolicyKind) -> Result<Response<Full<Bytes>>, ApiError> {

@@ -36,4 +36,6 @@ pub struct AppState {
     pub engine: Arc<PolicyEngine>,
     /// The control loop's status, when autoscaling runs.
     pub control: std::sync::OnceLock<Arc<std::sync::Mutex<crate::autoscale::ControlStatus>>>,
+    /// The cloud driver of the control loop, when autoscaling runs (for staged interruptions).
+    pub cloud: std::sync::OnceLock<crate::cloud::driver::Driver>,
 }

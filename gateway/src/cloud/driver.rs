@@ -78,4 +78,29 @@ impl Driver {
             Driver::Ec2(c) => c.terminate(id).await,
         }
     }
+
+    /// Stages a spot interruption of `share` of the running instances (at least one when the
+    /// share is positive), oldest first: the local cloud kills them at once, as AWS reclaims a
+    /// spot instance. EC2 reclaims come from AWS, so the EC2 driver refuses. Returns the ids.
+    pub async fn interrupt_share(&self, share: f64) -> Result<Vec<String>, CloudError> {
+        let Driver::Local(c) = self else {
+            return Err(CloudError::Failed(
+                "spot interruptions on EC2 come from AWS; stage them in an emulator".into(),
+            ));
+        };
+        let running: Vec<String> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .map(|i| i.id)
+            .collect();
+        let n = ((running.len() as f64 * share).ceil() as usize).min(running.len());
+        let ids: Vec<String> = running.into_iter().take(n).collect();
+        let (c, todo) = (c.clone(), ids.clone());
+        tokio::task::spawn_blocking(move || todo.iter().try_for_each(|id| c.interrupt(id)))
+            .await
+            .map_err(|e| CloudError::Failed(e.to_string()))??;
+        Ok(ids)
+    }
 }
