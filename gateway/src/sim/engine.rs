@@ -507,7 +507,10 @@ impl<'a> Sim<'a> {
                         len.min(max_b as usize)
                     }
                     BatchDecision::Wait(us) => {
-                        let until = self.now + (us as f64 / 1e6).min(slo - wait).max(1e-6);
+                        // at least 1 ms, as tokio's timer wheel rounds the live loop's waits: a
+                        // policy answering "wait 0" forever cannot stall the clock
+                        let until =
+                            self.now + (us as f64 / 1e6).max(1e-3).min(slo - wait).max(1e-6);
                         self.waiting = Some((until, len));
                         self.at(until, Ev::Wake);
                         self.maybe_spill();
