@@ -45,12 +45,23 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-fn free_port() -> Result<u16, CloudError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| CloudError::Failed(e.to_string()))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| CloudError::Failed(e.to_string()))
+/// A free loopback port whose `127.0.0.1:port` is not in `taken`. Probes that hit a taken port
+/// stay bound until the end, so the OS cannot hand the same port out twice.
+fn free_port_except(taken: &std::collections::HashSet<String>) -> Result<u16, CloudError> {
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| CloudError::Failed(e.to_string()))?;
+        let port = l
+            .local_addr()
+            .map_err(|e| CloudError::Failed(e.to_string()))?
+            .port();
+        if !taken.contains(&format!("127.0.0.1:{port}")) {
+            return Ok(port);
+        }
+        held.push(l);
+    }
+    Err(CloudError::Failed("no free loopback port".into()))
 }
 
 impl LocalCloud {
@@ -80,7 +91,14 @@ impl LocalCloud {
             .get(instance_type)
             .ok_or_else(|| CloudError::UnknownType(instance_type.into()))?;
         std::fs::create_dir_all(&self.dir).map_err(|e| CloudError::Failed(e.to_string()))?;
-        let port = free_port()?;
+        // A probed port stays free until the worker binds it after its launch delay, so the OS
+        // may hand the same one out again meanwhile: skip ports the fleet's records already hold.
+        let taken: std::collections::HashSet<String> = self
+            .records()
+            .into_iter()
+            .map(|(_, r)| r.instance.addr)
+            .collect();
+        let port = free_port_except(&taken)?;
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(self.dir.join(format!("worker-{port}.log")))
             .map_err(|e| CloudError::Failed(e.to_string()))?;
