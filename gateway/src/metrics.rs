@@ -114,8 +114,10 @@ pub struct ModelMetrics {
     pub remote_batches: AtomicU64,
     /// Batches a worker or Lambda failed and the gateway retried locally.
     pub remote_retries: AtomicU64,
-    /// Batches spilled to Lambda.
+    /// Batches spilled to Lambda (spill-over and retries).
     pub lambda_batches: AtomicU64,
+    /// Batches a worker failed that were retried on Lambda.
+    pub lambda_retries: AtomicU64,
 }
 
 impl Default for ModelMetrics {
@@ -132,6 +134,7 @@ impl Default for ModelMetrics {
             remote_batches: AtomicU64::new(0),
             remote_retries: AtomicU64::new(0),
             lambda_batches: AtomicU64::new(0),
+            lambda_retries: AtomicU64::new(0),
         }
     }
 }
@@ -203,7 +206,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
         }
         let models = self.models.lock().expect("metrics lock").clone();
-        let sections: [(&str, &str, &str); 9] = [
+        let sections: [(&str, &str, &str); 10] = [
             (
                 "mark_request_latency_seconds",
                 "histogram",
@@ -227,7 +230,8 @@ impl Metrics {
             ),
             ("mark_remote_batches_total", "counter", "Batches run on fleet workers."),
             ("mark_remote_retries_total", "counter", "Batches a worker or Lambda failed, retried on the gateway's executors."),
-            ("mark_lambda_batches_total", "counter", "Batches spilled to Lambda."),
+            ("mark_lambda_batches_total", "counter", "Batches run on Lambda (spill-over and retries)."),
+            ("mark_lambda_retries_total", "counter", "Batches a worker failed, retried on Lambda."),
             (
                 "mark_batch_forced_total",
                 "counter",
@@ -257,6 +261,13 @@ impl Metrics {
                             out,
                             "{name}{{{labels}}} {}",
                             mm.remote_batches.load(Relaxed)
+                        );
+                    }
+                    "mark_lambda_retries_total" => {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{{labels}}} {}",
+                            mm.lambda_retries.load(Relaxed)
                         );
                     }
                     "mark_lambda_batches_total" => {

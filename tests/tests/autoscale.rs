@@ -4,7 +4,6 @@
 
 mod util;
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,53 +21,6 @@ price_spot = 0.0
 launch_seconds = 1.0
 capacity_rps = { mlp = 60 }
 "#;
-
-/// Open-loop load at `rate` req/s for `secs`; returns (ok, wrong or failed).
-async fn open_loop(url: &str, rate: f64, secs: f64, reference: &Arc<Vec<f32>>) -> (u64, u64) {
-    let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let http = client();
-    let body = Arc::new(mlp_request(&[mlp_row(9)]));
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    let end = Instant::now() + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    while Instant::now() < end {
-        tick.tick().await;
-        let (http, url, body, ok, bad, reference) = (
-            http.clone(),
-            url.to_string(),
-            body.clone(),
-            ok.clone(),
-            bad.clone(),
-            reference.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let r = send_with(
-                &http,
-                "POST",
-                &url,
-                &[("content-type", "application/json".into())],
-                body.to_string().into_bytes(),
-            )
-            .await;
-            match r {
-                Ok(r) if r.status == 200 && output_f32(&r.json(), "probs") == *reference => {
-                    ok.fetch_add(1, Relaxed)
-                }
-                other => {
-                    eprintln!(
-                        "bad: {:?}",
-                        other.map(|r| (r.status, String::from_utf8_lossy(&r.body).to_string()))
-                    );
-                    bad.fetch_add(1, Relaxed)
-                }
-            };
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    (ok.load(Relaxed), bad.load(Relaxed))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_step_scales_out_and_worker_loss_loses_nothing() {

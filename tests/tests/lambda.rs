@@ -310,3 +310,130 @@ async fn saturated_gateway_spills_to_lambda_and_answers_everything() {
     assert!(c["cost_by_backend"]["lambda"].as_f64().unwrap() > 0.0);
     assert!(c["dollars_per_million_requests"].as_f64().unwrap() > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_killed_workers_are_retried_on_lambda() {
+    let repo = repo_with(&[(
+        "mlp",
+        "max_batch_size = 8\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\n",
+    )]);
+    let (_procs, endpoint) = start_lambda(&repo);
+    let dir = temp_dir("lambda-retry");
+    let catalog: PathBuf = dir.join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        "[lambda]\nmemory_mb = 2048\nprice_per_gb_s = 0.0000166667\nprice_per_request = 0.0000002\ncold_start_s = 1.0\nconcurrency_limit = 4\nlatency_s = 0.003\n\n[[instance]]\nname = \"local.small\"\nvcpus = 2\nmemory_gib = 4\nprice_on_demand = 0.10\nprice_spot = 0.04\nlaunch_seconds = 0.5\ncapacity_rps = { mlp = 60 }\n",
+    )
+    .unwrap();
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let g = Gateway::start_env(
+        &[
+            "--model-repo",
+            repo.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "t",
+            "--cloud",
+            "local",
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--cloud-state",
+            dir.join("cloud").to_str().unwrap(),
+            "--max-instances",
+            "3",
+            "--control-interval",
+            "1",
+            "--control-window",
+            "0.5",
+            "--lambda-function",
+            FUNCTION,
+            "--lambda-endpoint",
+            &endpoint,
+        ],
+        &creds,
+    )
+    .ready()
+    .await;
+    let (url, admin) = (
+        format!("{}/v2/models/mlp/infer", g.base),
+        g.admin.clone().unwrap(),
+    );
+    let reference = Arc::new(output_f32(
+        &post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(),
+        "probs",
+    ));
+    // warm the function so retried batches do not wait for its models to load
+    let l = LambdaBackend::connect(options(&endpoint), spec(1)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while l
+        .invoke_tensors("mlp", &[mlp_tensor(&[mlp_row(9)])])
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "function never answered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let load = tokio::spawn({
+        let (url, reference) = (url.clone(), reference.clone());
+        async move { open_loop(&url, 150.0, 10.0, &reference).await }
+    });
+    // once workers serve batches, reclaim the whole fleet at once
+    let metrics = |base: String| async move {
+        String::from_utf8_lossy(&get(&format!("{base}/metrics")).await.unwrap().body).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while metric(
+        &metrics(g.base.clone()).await,
+        "mark_remote_batches_total{model=\"mlp\"}",
+    ) < 20.0
+    {
+        assert!(Instant::now() < deadline, "no batches ran on workers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = send(
+        "POST",
+        &format!("{admin}/admin/v1/fleet/interrupt"),
+        &[("authorization", "Bearer t".into())],
+        b"{\"share\": 1.0}".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let killed = r.json()["interrupted"].as_array().unwrap().len();
+    let (ok, bad) = load.await.unwrap();
+    let text = metrics(g.base.clone()).await;
+    let (failed, on_lambda) = (
+        metric(&text, "mark_remote_retries_total{model=\"mlp\"}"),
+        metric(&text, "mark_lambda_retries_total{model=\"mlp\"}"),
+    );
+    println!(
+        "{killed} workers reclaimed under 150 req/s: {ok} answered, {bad} lost or wrong; {failed} worker batches failed, {on_lambda} of them retried on Lambda"
+    );
+    assert!(killed >= 1);
+    assert_eq!(bad, 0, "nothing lost");
+    assert!(
+        failed >= 1.0,
+        "no worker batch failed: the kill came between batches"
+    );
+    assert!(
+        on_lambda >= 1.0,
+        "failed batches were not retried on Lambda"
+    );
+    // workers outlive the gateway by design: clean up the replacements
+    drop(g);
+    let cloud = mark_gateway::cloud::local::LocalCloud::new(
+        &dir.join("cloud"),
+        "mark",
+        "mlp",
+        &mark_bin(),
+        &repo,
+        mark_gateway::control::catalog::Catalog::load(&catalog).unwrap(),
+    );
+    for i in cloud.list() {
+        let _ = cloud.interrupt(&i.id);
+    }
+}

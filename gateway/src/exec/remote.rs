@@ -1,7 +1,7 @@
 //! Remote backends: fleet workers (`mark worker`) that run whole batches. A batch goes to a
 //! worker as one v2 request with binary tensors; the answer is split back per request. A batch
-//! whose worker fails is retried once on the gateway's own executors before any client sees an
-//! error.
+//! whose worker fails is retried once elsewhere — on Lambda when it is configured and has a free
+//! slot, else on the gateway's own executors — before any client sees an error.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -143,6 +143,18 @@ impl RemoteSet {
             Err(e) => {
                 remote.failures.fetch_add(1, Relaxed);
                 metrics.remote_retries.fetch_add(1, Relaxed);
+                // elsewhere: on Lambda when a slot is free (the gateway's executors are likely
+                // busy with their own share), else queued on the gateway's executors
+                if let Some((l, slot)) = self
+                    .lambda
+                    .load_full()
+                    .and_then(|l| l.try_slot().map(|s| (l, s)))
+                {
+                    tracing::warn!(worker = %remote.id, cause = %e, batch = sizes.iter().sum::<usize>(), "worker failed a batch; retrying it on Lambda");
+                    metrics.lambda_retries.fetch_add(1, Relaxed);
+                    l.run(slot, model, batch, pool, metrics, slo).await;
+                    return;
+                }
                 tracing::warn!(worker = %remote.id, cause = %e, batch = sizes.iter().sum::<usize>(), "worker failed a batch; retrying it on the gateway's executors");
                 wire::retry_locally(&pool, batch, &model, &metrics, slo);
             }
