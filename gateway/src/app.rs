@@ -33,6 +33,14 @@ pub struct PolicyOptions {
     pub native_only: bool,
 }
 
+/// Parses a `--policy KIND=FILE.wasm` flag.
+pub fn parse_policy(s: &str) -> Result<(PolicyKind, PathBuf), String> {
+    let (k, f) = s.split_once('=').ok_or("expected KIND=FILE.wasm")?;
+    let kind = PolicyKind::parse(k)
+        .ok_or_else(|| format!("unknown policy kind '{k}' (batcher, predictor, provisioner)"))?;
+    Ok((kind, PathBuf::from(f)))
+}
+
 /// Builds the engine and slots and loads the start-up policies. Errors name the file and reason.
 pub fn policies(opts: &PolicyOptions) -> anyhow::Result<(Arc<PolicyEngine>, Arc<PolicySlots>)> {
     let engine = PolicyEngine::new(opts.limits.clone())?;

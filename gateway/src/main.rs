@@ -60,7 +60,7 @@ enum Cmd {
         #[arg(long)]
         admin_insecure: bool,
         /// Load a policy component at start: KIND=FILE.wasm (kind: batcher, predictor, provisioner).
-        #[arg(long = "policy", value_parser = parse_policy)]
+        #[arg(long = "policy", value_parser = app::parse_policy)]
         policies: Vec<(PolicyKind, PathBuf)>,
         /// Use the native default policies instead of the embedded mark-default.wasm.
         #[arg(long)]
@@ -122,76 +122,7 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Replay a workload on a simulated cloud with the serving policies and baselines; writes
     /// summary.json, table.txt and SVG plots to --out.
-    Simulate(SimulateArgs),
-}
-
-/// Flags of `mark simulate`.
-#[derive(clap::Args)]
-struct SimulateArgs {
-    /// Instance catalog (TOML).
-    #[arg(long, default_value = "examples/catalog-us-east-1.toml")]
-    catalog: PathBuf,
-    /// Workload: twitter-like[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S],
-    /// uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], or a path.
-    #[arg(long, default_value = "twitter-like")]
-    workload: String,
-    /// Policy component for mark-rs: KIND=FILE.wasm (batcher, predictor, provisioner).
-    #[arg(long = "policy", value_parser = parse_policy)]
-    policies: Vec<(PolicyKind, PathBuf)>,
-    /// Run mark-rs on the native defaults instead of the embedded mark-default.wasm.
-    #[arg(long)]
-    native_policies: bool,
-    /// Strategies: sagemaker, static-peak, lambda-only, mark-released, mark-rs (default: all).
-    #[arg(long = "baseline")]
-    baselines: Vec<String>,
-    /// Markets: on-demand, spot, or both (each strategy that can use spot runs twice).
-    #[arg(long, default_value = "both")]
-    spot: String,
-    /// Output directory.
-    #[arg(long, default_value = "sim-out")]
-    out: PathBuf,
-    /// Latency profile (profile.toml of `mark profile`); default: ResNet-18 on the dev VM.
-    #[arg(long)]
-    profile: Option<PathBuf>,
-    /// Model name for `capacity_rps.<model>` in the catalog.
-    #[arg(long, default_value = "resnet18")]
-    model: String,
-    /// Latency objective, ms.
-    #[arg(long, default_value_t = 300.0)]
-    slo_ms: f64,
-    /// SLO attainment target.
-    #[arg(long, default_value_t = 0.99)]
-    attainment_target: f64,
-    /// Largest batch.
-    #[arg(long, default_value_t = 8)]
-    max_batch: u32,
-    /// Seed (arrivals, interruptions).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Seconds per control interval.
-    #[arg(long, default_value_t = 60.0)]
-    interval: f64,
-    /// Seconds per rate window.
-    #[arg(long, default_value_t = 5.0)]
-    window: f64,
-    /// Spot interruptions per spot instance-hour.
-    #[arg(long, default_value_t = 0.01)]
-    spot_interruptions_per_hour: f64,
-    /// A scheduled mass spot interruption: SECONDS:SHARE (e.g. 3600:0.8).
-    #[arg(long)]
-    mass_interruption: Option<String>,
-    /// Upper bound on instances.
-    #[arg(long, default_value_t = 1000)]
-    max_instances: u32,
-    /// Strategies simulated at once.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
-    /// Write the workload's rates as CSV to this file and exit.
-    #[arg(long)]
-    export_workload: Option<PathBuf>,
+    Simulate(mark_gateway::sim::cli::SimulateArgs),
 }
 
 /// Autoscaling flags of `mark serve`.
@@ -267,13 +198,6 @@ enum PolicyCmd {
         /// Output path.
         out: PathBuf,
     },
-}
-
-fn parse_policy(s: &str) -> Result<(PolicyKind, PathBuf), String> {
-    let (k, f) = s.split_once('=').ok_or("expected KIND=FILE.wasm")?;
-    let kind = PolicyKind::parse(k)
-        .ok_or_else(|| format!("unknown policy kind '{k}' (batcher, predictor, provisioner)"))?;
-    Ok((kind, PathBuf::from(f)))
 }
 
 fn main() -> ExitCode {
@@ -619,7 +543,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(65)
             })
         }
-        Cmd::Simulate(a) => simulate(a),
+        Cmd::Simulate(a) => Ok(match mark_gateway::sim::cli::run(a)? {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => config_exit(reason),
+        }),
         Cmd::Bench(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -628,136 +555,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
-    use mark_gateway::sim::{self, baselines::Strategy, engine::SimParams, workload::Workload};
-    let workload = match Workload::parse(&a.workload) {
-        Ok(w) => w,
-        Err(e) => return Ok(config_exit(e)),
-    };
-    if let Some(f) = &a.export_workload {
-        sim::workload::write_csv(f, &workload)?;
-        println!("wrote {}", f.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let catalog = match Catalog::load(&a.catalog) {
-        Ok(c) => c,
-        Err(e) => return Ok(config_exit(e)),
-    };
-    let profile = match &a.profile {
-        None => toml::from_str(sim::DEFAULT_PROFILE).context("embedded profile")?,
-        Some(p) => match mark_gateway::profile::LatencyProfile::load(p) {
-            Ok(Some(p)) if !p.points.is_empty() => p,
-            Ok(_) => return Ok(config_exit(format!("{}: no profile points", p.display()))),
-            Err(e) => return Ok(config_exit(e)),
-        },
-    };
-    let mut strategies = Vec::new();
-    for b in &a.baselines {
-        match Strategy::parse(b) {
-            Some(s) => strategies.push(s),
-            None => {
-                return Ok(config_exit(format!(
-                    "--baseline {b}: unknown (sagemaker, static-peak, lambda-only, mark-released, mark-rs)"
-                )))
-            }
-        }
-    }
-    if strategies.is_empty() {
-        strategies = Strategy::ALL.to_vec();
-    }
-    let markets: &[bool] = match a.spot.as_str() {
-        "on-demand" => &[false],
-        "spot" => &[true],
-        "both" => &[false, true],
-        m => return Ok(config_exit(format!("--spot {m}: on-demand, spot or both"))),
-    };
-    let mut runs = Vec::new();
-    for s in strategies {
-        for &spot in markets {
-            // sagemaker never uses spot and lambda-only has no instances: one run each
-            if spot && matches!(s, Strategy::SageMaker | Strategy::LambdaOnly) && markets.len() > 1
-            {
-                continue;
-            }
-            runs.push((s, spot));
-        }
-    }
-    let mass = match &a.mass_interruption {
-        None => None,
-        Some(m) => match m
-            .split_once(':')
-            .and_then(|(t, f)| Some((t.parse::<f64>().ok()?, f.parse::<f64>().ok()?)))
-        {
-            Some((t, f)) if t >= 0.0 && (0.0..=1.0).contains(&f) => Some((t, f)),
-            _ => {
-                return Ok(config_exit(format!(
-                    "--mass-interruption {m}: SECONDS:SHARE with SHARE in [0, 1]"
-                )))
-            }
-        },
-    };
-    if !(a.slo_ms > 0.0
-        && a.interval > 0.0
-        && a.window > 0.0
-        && a.window <= a.interval
-        && a.max_batch >= 1)
-    {
-        return Ok(config_exit(
-            "--slo-ms, --interval, --window must be > 0, --window <= --interval, --max-batch >= 1",
-        ));
-    }
-    let policies = if a.native_policies && a.policies.is_empty() {
-        sim::PolicySource::Native
-    } else {
-        let popts = PolicyOptions {
-            load: a.policies.clone(),
-            native_only: a.native_policies,
-            limits: sim::policy_limits(),
-        };
-        match app::policies(&popts) {
-            Ok((e, s)) => sim::PolicySource::Slots(e, s),
-            Err(e) => return Ok(config_exit(format!("{e:#}"))),
-        }
-    };
-    let opts = sim::SimOptions {
-        params: SimParams {
-            seed: a.seed,
-            slo_ms: a.slo_ms,
-            attainment_target: a.attainment_target,
-            interval_s: a.interval,
-            window_s: a.window,
-            max_batch: a.max_batch,
-            spot_interruptions_per_hour: a.spot_interruptions_per_hour,
-            mass_interruption: mass,
-            max_instances: a.max_instances,
-            sagemaker_markup: catalog.sagemaker_markup,
-            ..SimParams::default()
-        },
-        catalog,
-        model: a.model.clone(),
-        profile,
-        workload_spec: a.workload.clone(),
-        runs,
-        policies,
-        threads: a.threads,
-        progress: !a.quiet,
-        workload,
-    };
-    let started = std::time::Instant::now();
-    let summary = sim::simulate(&opts);
-    let wall = started.elapsed().as_secs_f64();
-    sim::write_report(&summary, &a.out)?;
-    print!("{}", summary.table());
-    let reqs: u64 = summary.policies.iter().map(|p| p.requests).sum();
-    println!(
-        "simulated {} runs, {reqs} requests in {wall:.1} s ({:.1} M requests/s); report in {}",
-        summary.policies.len(),
-        reqs as f64 / wall / 1e6,
-        a.out.display()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {

@@ -22,8 +22,8 @@
 
 use mark_policies::types::{InstanceType, Market};
 
-use super::engine::{Policies, SimParams};
 use super::fleet::TypeModel;
+use super::params::{Policies, SimParams};
 use super::workload::Workload;
 use crate::control::controller::{Action, FleetInstance};
 

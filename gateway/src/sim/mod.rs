@@ -5,13 +5,16 @@
 //! - `fleet`: instance types and instances (service times, billing, spot, credits);
 //! - `lambda`: the simulated function (warm/cold, concurrency, GB-s billing);
 //! - `baselines`: the strategies compared and their assumptions;
-//! - `engine`: the event loop;
-//! - `stats`, `report`, `plot`: latency histogram, summary and table, SVG figures.
+//! - `params`: a run's knobs and policies; `engine`: the event loop;
+//! - `stats`, `report`, `plot`: latency histogram, summary and table, SVG figures;
+//! - `cli`: the command line.
 
 pub mod baselines;
+pub mod cli;
 pub mod engine;
 pub mod fleet;
 pub mod lambda;
+pub mod params;
 pub mod plot;
 pub mod report;
 pub mod stats;
@@ -25,8 +28,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use baselines::Strategy;
-use engine::{Policies, SimParams};
 use fleet::TypeModel;
+use params::{Policies, SimParams};
 use report::Summary;
 use workload::Workload;
 
@@ -90,10 +93,10 @@ pub struct SimOptions {
 
 /// The policies one strategy runs with.
 pub fn policies_for(strategy: Strategy, src: &PolicySource) -> Policies {
-    let native_predict = || -> engine::Predict {
+    let native_predict = || -> params::Predict {
         Box::new(|h: &[f64], iv: f64, n: u32| mark_policies::predictor::predict(h, iv, n))
     };
-    let native_provision = || -> engine::Provision {
+    let native_provision = || -> params::Provision {
         Box::new(|f: &[f64], iv: f64, fl: &[_], c: &[_], s| {
             mark_policies::provisioner::provision(f, iv, fl, c, s)
         })

@@ -3,7 +3,7 @@
 //! mass spot interruption that loses nothing.
 
 use super::baselines::Strategy;
-use super::engine::SimParams;
+use super::params::SimParams;
 use super::workload::Workload;
 use super::*;
 use crate::control::catalog::Catalog;

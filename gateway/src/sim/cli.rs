@@ -1,0 +1,213 @@
+//! The `mark simulate` command line: flags, validation (bad input is reported for exit 64), the
+//! run, and the report.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::baselines::Strategy;
+use super::params::SimParams;
+use super::workload::Workload;
+use crate::app::{self, PolicyOptions};
+use crate::control::catalog::Catalog;
+use crate::policy::PolicyKind;
+
+/// Flags of `mark simulate`.
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// Instance catalog (TOML).
+    #[arg(long, default_value = "examples/catalog-us-east-1.toml")]
+    pub catalog: PathBuf,
+    /// Workload: twitter-like[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S],
+    /// uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], or a path.
+    #[arg(long, default_value = "twitter-like")]
+    pub workload: String,
+    /// Policy component for mark-rs: KIND=FILE.wasm (batcher, predictor, provisioner).
+    #[arg(long = "policy", value_parser = crate::app::parse_policy)]
+    pub policies: Vec<(PolicyKind, PathBuf)>,
+    /// Run mark-rs on the native defaults instead of the embedded mark-default.wasm.
+    #[arg(long)]
+    pub native_policies: bool,
+    /// Strategies: sagemaker, static-peak, lambda-only, mark-released, mark-rs (default: all).
+    #[arg(long = "baseline")]
+    pub baselines: Vec<String>,
+    /// Markets: on-demand, spot, or both (each strategy that can use spot runs twice).
+    #[arg(long, default_value = "both")]
+    pub spot: String,
+    /// Output directory.
+    #[arg(long, default_value = "sim-out")]
+    pub out: PathBuf,
+    /// Latency profile (profile.toml of `mark profile`); default: ResNet-18 on the dev VM.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Model name for `capacity_rps.<model>` in the catalog.
+    #[arg(long, default_value = "resnet18")]
+    pub model: String,
+    /// Latency objective, ms.
+    #[arg(long, default_value_t = 300.0)]
+    pub slo_ms: f64,
+    /// SLO attainment target.
+    #[arg(long, default_value_t = 0.99)]
+    pub attainment_target: f64,
+    /// Largest batch.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: u32,
+    /// Seed (arrivals, interruptions).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Seconds per control interval.
+    #[arg(long, default_value_t = 60.0)]
+    pub interval: f64,
+    /// Seconds per rate window.
+    #[arg(long, default_value_t = 5.0)]
+    pub window: f64,
+    /// Spot interruptions per spot instance-hour.
+    #[arg(long, default_value_t = 0.01)]
+    pub spot_interruptions_per_hour: f64,
+    /// A scheduled mass spot interruption: SECONDS:SHARE (e.g. 3600:0.8).
+    #[arg(long)]
+    pub mass_interruption: Option<String>,
+    /// Upper bound on instances.
+    #[arg(long, default_value_t = 1000)]
+    pub max_instances: u32,
+    /// Strategies simulated at once.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Write the workload's rates as CSV to this file and exit.
+    #[arg(long)]
+    pub export_workload: Option<PathBuf>,
+}
+
+/// Runs `mark simulate`: `Ok(Err(reason))` is bad input (the binary exits 64 with it).
+pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
+    let workload = match Workload::parse(&a.workload) {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if let Some(f) = &a.export_workload {
+        super::workload::write_csv(f, &workload)?;
+        println!("wrote {}", f.display());
+        return Ok(Ok(()));
+    }
+    let catalog = match Catalog::load(&a.catalog) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let profile = match &a.profile {
+        None => toml::from_str(super::DEFAULT_PROFILE).context("embedded profile")?,
+        Some(p) => match crate::profile::LatencyProfile::load(p) {
+            Ok(Some(p)) if !p.points.is_empty() => p,
+            Ok(_) => return Ok(Err(format!("{}: no profile points", p.display()))),
+            Err(e) => return Ok(Err(e.to_string())),
+        },
+    };
+    let mut strategies = Vec::new();
+    for b in &a.baselines {
+        match Strategy::parse(b) {
+            Some(s) => strategies.push(s),
+            None => {
+                return Ok(Err(format!(
+                    "--baseline {b}: unknown (sagemaker, static-peak, lambda-only, mark-released, mark-rs)"
+                )))
+            }
+        }
+    }
+    if strategies.is_empty() {
+        strategies = Strategy::ALL.to_vec();
+    }
+    let markets: &[bool] = match a.spot.as_str() {
+        "on-demand" => &[false],
+        "spot" => &[true],
+        "both" => &[false, true],
+        m => return Ok(Err(format!("--spot {m}: on-demand, spot or both"))),
+    };
+    let mut runs = Vec::new();
+    for s in strategies {
+        for &spot in markets {
+            // sagemaker never uses spot and lambda-only has no instances: one run each
+            if spot && matches!(s, Strategy::SageMaker | Strategy::LambdaOnly) && markets.len() > 1
+            {
+                continue;
+            }
+            runs.push((s, spot));
+        }
+    }
+    let mass = match &a.mass_interruption {
+        None => None,
+        Some(m) => match m
+            .split_once(':')
+            .and_then(|(t, f)| Some((t.parse::<f64>().ok()?, f.parse::<f64>().ok()?)))
+        {
+            Some((t, f)) if t >= 0.0 && (0.0..=1.0).contains(&f) => Some((t, f)),
+            _ => {
+                return Ok(Err(format!(
+                    "--mass-interruption {m}: SECONDS:SHARE with SHARE in [0, 1]"
+                )))
+            }
+        },
+    };
+    if !(a.slo_ms > 0.0
+        && a.interval > 0.0
+        && a.window > 0.0
+        && a.window <= a.interval
+        && a.max_batch >= 1)
+    {
+        return Ok(Err(
+            "--slo-ms, --interval, --window must be > 0, --window <= --interval, --max-batch >= 1"
+                .into(),
+        ));
+    }
+    let policies = if a.native_policies && a.policies.is_empty() {
+        super::PolicySource::Native
+    } else {
+        let popts = PolicyOptions {
+            load: a.policies.clone(),
+            native_only: a.native_policies,
+            limits: super::policy_limits(),
+        };
+        match app::policies(&popts) {
+            Ok((e, s)) => super::PolicySource::Slots(e, s),
+            Err(e) => return Ok(Err(format!("{e:#}"))),
+        }
+    };
+    let opts = super::SimOptions {
+        params: SimParams {
+            seed: a.seed,
+            slo_ms: a.slo_ms,
+            attainment_target: a.attainment_target,
+            interval_s: a.interval,
+            window_s: a.window,
+            max_batch: a.max_batch,
+            spot_interruptions_per_hour: a.spot_interruptions_per_hour,
+            mass_interruption: mass,
+            max_instances: a.max_instances,
+            sagemaker_markup: catalog.sagemaker_markup,
+            ..SimParams::default()
+        },
+        catalog,
+        model: a.model.clone(),
+        profile,
+        workload_spec: a.workload.clone(),
+        runs,
+        policies,
+        threads: a.threads,
+        progress: !a.quiet,
+        workload,
+    };
+    let started = std::time::Instant::now();
+    let summary = super::simulate(&opts);
+    let wall = started.elapsed().as_secs_f64();
+    super::write_report(&summary, &a.out)?;
+    print!("{}", summary.table());
+    let reqs: u64 = summary.policies.iter().map(|p| p.requests).sum();
+    println!(
+        "simulated {} runs, {reqs} requests in {wall:.1} s ({:.1} M requests/s); report in {}",
+        summary.policies.len(),
+        reqs as f64 / wall / 1e6,
+        a.out.display()
+    );
+    Ok(Ok(()))
+}
