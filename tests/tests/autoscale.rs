@@ -112,14 +112,14 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
     let interrupt = |body: &'static str| {
         let admin = admin.clone();
         async move {
-            send(
+            admin_call(
+                &admin,
+                "t",
                 "POST",
-                &format!("{admin}/admin/v1/fleet/interrupt"),
-                &[("authorization", "Bearer t".into())],
+                "fleet/interrupt",
                 body.as_bytes().to_vec(),
             )
             .await
-            .unwrap()
         }
     };
     for bad in ["{\"share\": 1.5}", "not json"] {

@@ -4,9 +4,7 @@
 
 mod util;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use mark_gateway::cloud::ec2::{Ec2Cloud, Ec2Options};
 use mark_gateway::control::catalog::Catalog;
@@ -23,11 +21,7 @@ impl Drop for Moto {
 }
 
 fn start_moto() -> (Moto, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let bin = root().join(".mark/venv/bin/moto_server");
     assert!(bin.is_file(), "moto_server missing: run scripts/setup.sh");
     let child = Command::new(bin)
@@ -36,11 +30,7 @@ fn start_moto() -> (Moto, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_port(port, || "moto did not start".into());
     (Moto(child), format!("http://127.0.0.1:{port}"))
 }
 
@@ -109,14 +99,11 @@ async fn ec2_driver_against_moto() {
 /// moto in-process with the side endpoint of `tests/moto_spot.py`; returns (process, EC2
 /// endpoint, interrupt endpoint).
 fn start_moto_with_spot_reclaim() -> (Moto, String, String) {
-    let free = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, side) = (free(), free());
+    // two probes in a row can return the same port: draw until they differ
+    let port = free_port();
+    let side = std::iter::repeat_with(free_port)
+        .find(|p| *p != port)
+        .expect("a second port");
     let py = root().join(".mark/venv/bin/python");
     assert!(py.is_file(), "venv missing: run scripts/setup.sh");
     let child = Command::new(py)
@@ -127,12 +114,8 @@ fn start_moto_with_spot_reclaim() -> (Moto, String, String) {
         .spawn()
         .unwrap();
     let moto = Moto(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
     for p in [port, side] {
-        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-            assert!(Instant::now() < deadline, "moto_spot.py did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_port(p, || "moto_spot.py did not start".into());
     }
     (
         moto,

@@ -122,14 +122,7 @@ async fn batch_hist(base: &str) -> (f64, f64, f64) {
 }
 
 async fn active_sha(admin: &str) -> String {
-    let r = send(
-        "GET",
-        &format!("{admin}/admin/v1/policies"),
-        &auth(),
-        vec![],
-    )
-    .await
-    .unwrap();
+    let r = admin_call(admin, TOKEN, "GET", "policies", vec![]).await;
     r.json()[0]["sha256"]
         .as_str()
         .unwrap_or("native")
@@ -149,14 +142,7 @@ async fn hot_swap_batcher_24_times_under_load() {
     let mut validate_ms = Vec::new();
     for i in 0..24 {
         let (name, bytes) = &modules[i % 2];
-        let r = send(
-            "PUT",
-            &format!("{admin}/admin/v1/policies/batcher"),
-            &auth(),
-            bytes.clone(),
-        )
-        .await
-        .unwrap();
+        let r = admin_call(&admin, TOKEN, "PUT", "policies/batcher", bytes.clone()).await;
         assert_eq!(
             r.status,
             200,
@@ -173,15 +159,9 @@ async fn hot_swap_batcher_24_times_under_load() {
         let (batches, singles) = (c1 - c0, ones1 - ones0);
         assert!(batches > 5.0, "swap {i}: only {batches} batches in 300 ms");
         if *name == "fixed-one" {
-            let st = send(
-                "GET",
-                &format!("{admin}/admin/v1/policies"),
-                &auth(),
-                vec![],
-            )
-            .await
-            .unwrap()
-            .json();
+            let st = admin_call(&admin, TOKEN, "GET", "policies", vec![])
+                .await
+                .json();
             assert_eq!(
                 singles, batches,
                 "swap {i}: fixed-one must send batches of exactly 1; slot: {}",
@@ -213,16 +193,7 @@ async fn hostile_modules_are_refused_while_serving_continues() {
     let load = steady_load(&g.base, 4).await;
     let put = |bytes: Vec<u8>| {
         let admin = admin.clone();
-        async move {
-            send(
-                "PUT",
-                &format!("{admin}/admin/v1/policies/batcher"),
-                &auth(),
-                bytes,
-            )
-            .await
-            .unwrap()
-        }
+        async move { admin_call(&admin, TOKEN, "PUT", "policies/batcher", bytes).await }
     };
     let before = active_sha(&admin).await;
     let mut garbage = vec![0u8; 4096];
@@ -330,14 +301,7 @@ async fn hostile_modules_are_refused_while_serving_continues() {
     let r = put(fixture("aimd-batcher")).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_ne!(active_sha(&admin).await, before);
-    let r = send(
-        "POST",
-        &format!("{admin}/admin/v1/policies/batcher/rollback"),
-        &auth(),
-        vec![],
-    )
-    .await
-    .unwrap();
+    let r = admin_call(&admin, TOKEN, "POST", "policies/batcher/rollback", vec![]).await;
     assert_eq!(r.status, 200);
     assert_eq!(active_sha(&admin).await, before);
 
@@ -372,15 +336,9 @@ async fn aimd_example_loaded_at_start_batches() {
     let (ok, bad) = load.finish().await;
     assert_eq!(bad, 0);
     let (count, _, sum) = batch_hist(&g.base).await;
-    let st = send(
-        "GET",
-        &format!("{admin}/admin/v1/policies"),
-        &auth(),
-        vec![],
-    )
-    .await
-    .unwrap()
-    .json();
+    let st = admin_call(&admin, TOKEN, "GET", "policies", vec![])
+        .await
+        .json();
     assert!(
         st[0]["source"].as_str().unwrap().ends_with("aimd.wasm"),
         "{st}"
@@ -400,14 +358,14 @@ async fn c_policy_hot_loads_and_takes_effect() {
     let _turn = SERIAL.lock().await;
     let (g, admin) = start().await;
     let load = steady_load(&g.base, 16).await;
-    let r = send(
+    let r = admin_call(
+        &admin,
+        TOKEN,
         "PUT",
-        &format!("{admin}/admin/v1/policies/batcher"),
-        &auth(),
+        "policies/batcher",
         fixture("c-batcher"),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     tokio::time::sleep(Duration::from_millis(150)).await;
     let (c0, _, s0) = batch_hist(&g.base).await;
@@ -415,15 +373,9 @@ async fn c_policy_hot_loads_and_takes_effect() {
     let (c1, _, s1) = batch_hist(&g.base).await;
     let (ok, bad) = load.finish().await;
     assert_eq!(bad, 0);
-    let st = send(
-        "GET",
-        &format!("{admin}/admin/v1/policies"),
-        &auth(),
-        vec![],
-    )
-    .await
-    .unwrap()
-    .json();
+    let st = admin_call(&admin, TOKEN, "GET", "policies", vec![])
+        .await
+        .json();
     assert_eq!(st[0]["failures"], 0, "{}", st[0]);
     assert!(st[0]["calls"].as_u64().unwrap() > 10);
     let mean = (s1 - s0) / (c1 - c0);
@@ -443,14 +395,14 @@ async fn a_policy_that_always_waits_cannot_starve_a_request() {
     let _turn = SERIAL.lock().await;
     let (g, admin) = start().await;
     // fill-four waits until 4 items are queued: a lone request would wait forever
-    let r = send(
+    let r = admin_call(
+        &admin,
+        TOKEN,
         "PUT",
-        &format!("{admin}/admin/v1/policies/batcher"),
-        &auth(),
+        "policies/batcher",
         fixture("fill-four"),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status, 200);
     let t = std::time::Instant::now();
     let r = post_json(

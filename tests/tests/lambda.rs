@@ -6,8 +6,6 @@
 
 mod util;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,14 +25,6 @@ impl Drop for Procs {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The function name `cargo lambda watch --only-lambda-apis` serves.
@@ -72,15 +62,12 @@ fn start_lambda(repo: &std::path::Path) -> (Procs, String) {
         .spawn()
         .unwrap();
     let mut procs = Procs(vec![watch]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
+    wait_for_port(port, || {
+        format!(
             "cargo lambda watch did not start: {}",
             std::fs::read_to_string(&watch_log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        )
+    });
     let func = Command::new(mark_bin())
         .current_dir(root())
         .args(["lambda", "--model-repo"])
@@ -126,6 +113,76 @@ fn mlp_tensor(rows: &[Vec<f32>]) -> Tensor {
     Tensor::from_f32("input", vec![rows.len() as i64, 784], &flat)
 }
 
+/// Invokes `rows` until the function answers (its first invocation cold-starts it: models load).
+async fn invoke_until_up(l: &LambdaBackend, rows: &[Vec<f32>]) -> Vec<Tensor> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match l.invoke_tensors("mlp", &[mlp_tensor(rows)]).await {
+            Ok(o) => return o,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no answer from the function: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// `mark serve` on the local cloud (state in `dir`) with the Lambda driver pointed at
+/// `endpoint`: one local type serving `capacity` req/s of mlp, at most `max_instances`, a
+/// `[lambda]` section with `concurrency` slots and 3 ms warm latency, 1 s control intervals, AWS
+/// credentials through the standard chain as on a real deployment. Admin token `t`.
+async fn gateway_with_lambda(
+    repo: &std::path::Path,
+    endpoint: &str,
+    dir: &std::path::Path,
+    concurrency: u32,
+    capacity: f64,
+    max_instances: u32,
+) -> Gateway {
+    let catalog = dir.join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        format!("[lambda]\nmemory_mb = 2048\nprice_per_gb_s = 0.0000166667\nprice_per_request = 0.0000002\ncold_start_s = 1.0\nconcurrency_limit = {concurrency}\nlatency_s = 0.003\n\n[[instance]]\nname = \"local.small\"\nvcpus = 2\nmemory_gib = 4\nprice_on_demand = 0.10\nprice_spot = 0.04\nlaunch_seconds = 0.5\ncapacity_rps = {{ mlp = {capacity} }}\n"),
+    )
+    .unwrap();
+    let max = max_instances.to_string();
+    Gateway::start_env(
+        &[
+            "--model-repo",
+            repo.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "t",
+            "--cloud",
+            "local",
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--cloud-state",
+            dir.join("cloud").to_str().unwrap(),
+            "--max-instances",
+            &max,
+            "--control-interval",
+            "1",
+            "--control-window",
+            "0.5",
+            "--lambda-function",
+            FUNCTION,
+            "--lambda-endpoint",
+            endpoint,
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    )
+    .ready()
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_invokes_mark_lambda_under_cargo_lambda_watch() {
     let repo = repo_with(&[("mlp", "max_batch_size = 32\nslo_ms = 100\n")]);
@@ -138,20 +195,7 @@ async fn driver_invokes_mark_lambda_under_cargo_lambda_watch() {
     let reference = output_f32(&post_json(&url, &mlp_request(&rows)).await.json(), "probs");
 
     let l = LambdaBackend::connect(options(&endpoint), spec(1)).await;
-    // the first invocation cold-starts the function (models load): allow it time
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let outs = loop {
-        match l.invoke_tensors("mlp", &[mlp_tensor(&rows)]).await {
-            Ok(o) => break o,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no answer from the function: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    };
+    let outs = invoke_until_up(&l, &rows).await;
     let probs = outs.iter().find(|t| t.name == "probs").expect("probs");
     assert_eq!(probs.shape, vec![5, 10]);
     assert_eq!(
@@ -199,46 +243,7 @@ async fn saturated_gateway_spills_to_lambda_and_answers_everything() {
     )]);
     let (_procs, endpoint) = start_lambda(&repo);
     let dir = temp_dir("spill");
-    let catalog: PathBuf = dir.join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        "[lambda]\nmemory_mb = 2048\nprice_per_gb_s = 0.0000166667\nprice_per_request = 0.0000002\ncold_start_s = 1.0\nconcurrency_limit = 1\nlatency_s = 0.003\n\n[[instance]]\nname = \"local.small\"\nvcpus = 2\nmemory_gib = 4\nprice_on_demand = 0.10\nprice_spot = 0.0\nlaunch_seconds = 1.0\ncapacity_rps = { mlp = 150 }\n",
-    )
-    .unwrap();
-    // credentials through the standard AWS chain, as on a real deployment
-    let creds = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ];
-    let g = Gateway::start_env(
-        &[
-            "--model-repo",
-            repo.to_str().unwrap(),
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            "t",
-            "--cloud",
-            "local",
-            "--catalog",
-            catalog.to_str().unwrap(),
-            "--cloud-state",
-            dir.join("cloud").to_str().unwrap(),
-            "--max-instances",
-            "0",
-            "--control-interval",
-            "1",
-            "--control-window",
-            "0.5",
-            "--lambda-function",
-            FUNCTION,
-            "--lambda-endpoint",
-            &endpoint,
-        ],
-        &creds,
-    )
-    .ready()
-    .await;
+    let g = gateway_with_lambda(&repo, &endpoint, &dir, 1, 150.0, 0).await;
     let url = format!("{}/v2/models/mlp/infer", g.base);
     let reference = Arc::new(output_f32(
         &post_json(&url, &mlp_request(&[mlp_row(3)])).await.json(),
@@ -246,15 +251,7 @@ async fn saturated_gateway_spills_to_lambda_and_answers_everything() {
     ));
     // warm the function up (cold start) so spilled batches do not wait for model loading
     let l = LambdaBackend::connect(options(&endpoint), spec(1)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while l
-        .invoke_tensors("mlp", &[mlp_tensor(&[mlp_row(3)])])
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "function never answered");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    invoke_until_up(&l, &[mlp_row(3)]).await;
 
     let http = client();
     let body = Arc::new(mlp_request(&[mlp_row(3)]).to_string().into_bytes());
@@ -319,45 +316,7 @@ async fn batches_of_killed_workers_are_retried_on_lambda() {
     )]);
     let (_procs, endpoint) = start_lambda(&repo);
     let dir = temp_dir("lambda-retry");
-    let catalog: PathBuf = dir.join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        "[lambda]\nmemory_mb = 2048\nprice_per_gb_s = 0.0000166667\nprice_per_request = 0.0000002\ncold_start_s = 1.0\nconcurrency_limit = 4\nlatency_s = 0.003\n\n[[instance]]\nname = \"local.small\"\nvcpus = 2\nmemory_gib = 4\nprice_on_demand = 0.10\nprice_spot = 0.04\nlaunch_seconds = 0.5\ncapacity_rps = { mlp = 60 }\n",
-    )
-    .unwrap();
-    let creds = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ];
-    let g = Gateway::start_env(
-        &[
-            "--model-repo",
-            repo.to_str().unwrap(),
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            "t",
-            "--cloud",
-            "local",
-            "--catalog",
-            catalog.to_str().unwrap(),
-            "--cloud-state",
-            dir.join("cloud").to_str().unwrap(),
-            "--max-instances",
-            "3",
-            "--control-interval",
-            "1",
-            "--control-window",
-            "0.5",
-            "--lambda-function",
-            FUNCTION,
-            "--lambda-endpoint",
-            &endpoint,
-        ],
-        &creds,
-    )
-    .ready()
-    .await;
+    let g = gateway_with_lambda(&repo, &endpoint, &dir, 4, 60.0, 3).await;
     let (url, admin) = (
         format!("{}/v2/models/mlp/infer", g.base),
         g.admin.clone().unwrap(),
@@ -368,15 +327,7 @@ async fn batches_of_killed_workers_are_retried_on_lambda() {
     ));
     // warm the function so retried batches do not wait for its models to load
     let l = LambdaBackend::connect(options(&endpoint), spec(1)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while l
-        .invoke_tensors("mlp", &[mlp_tensor(&[mlp_row(9)])])
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "function never answered");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    invoke_until_up(&l, &[mlp_row(9)]).await;
     let load = tokio::spawn({
         let (url, reference) = (url.clone(), reference.clone());
         async move { open_loop(&url, 150.0, 10.0, &reference).await }
@@ -394,14 +345,14 @@ async fn batches_of_killed_workers_are_retried_on_lambda() {
         assert!(Instant::now() < deadline, "no batches ran on workers");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = send(
+    let r = admin_call(
+        &admin,
+        "t",
         "POST",
-        &format!("{admin}/admin/v1/fleet/interrupt"),
-        &[("authorization", "Bearer t".into())],
+        "fleet/interrupt",
         b"{\"share\": 1.0}".to_vec(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status, 200);
     let killed = r.json()["interrupted"].as_array().unwrap().len();
     let (ok, bad) = load.await.unwrap();
@@ -431,7 +382,7 @@ async fn batches_of_killed_workers_are_retried_on_lambda() {
         "mlp",
         &mark_bin(),
         &repo,
-        mark_gateway::control::catalog::Catalog::load(&catalog).unwrap(),
+        mark_gateway::control::catalog::Catalog::load(&dir.join("catalog.toml")).unwrap(),
     );
     for i in cloud.list() {
         let _ = cloud.interrupt(&i.id);

@@ -326,8 +326,8 @@ impl<'a> Sim<'a> {
     /// Spill settings, computed once: (wait before spilling, items per invocation, latency of
     /// each batch size on the function).
     fn spill_plan(&mut self) -> Option<(f64, usize)> {
-        let spec = self.lambda.as_ref()?.spec.clone();
         if self.spill.is_none() {
+            let spec = self.lambda.as_ref()?.spec.clone();
             let profile = self
                 .types
                 .first()

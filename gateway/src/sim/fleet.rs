@@ -3,7 +3,7 @@
 
 use mark_policies::types::{InstanceType, Market, ProfilePoint};
 
-use crate::control::catalog::{capacity_at_slo, Catalog};
+use crate::control::catalog::Catalog;
 use crate::profile::LatencyProfile;
 
 /// One instance type as the simulator runs it.
@@ -34,26 +34,18 @@ impl TypeModel {
         slo_ms: f64,
         max_batch: u32,
     ) -> Vec<TypeModel> {
+        // what the provisioner sees is exactly what `mark serve` gives it (sustained capacity
+        // of burstable types included); the service times come from the type's speed
+        let specs = catalog.for_model(model, profile, slo_ms, max_batch);
         catalog
             .instances
             .iter()
-            .map(|t| {
+            .zip(specs)
+            .map(|(t, spec)| {
                 let speed = catalog.speed(&t.name, model, profile, slo_ms, max_batch);
                 let p50 = |b: u32| profile.median_us(b) / speed;
                 TypeModel {
-                    spec: InstanceType {
-                        name: t.name.clone(),
-                        vcpus: t.vcpus,
-                        gpus: t.gpus,
-                        memory_gib: t.memory_gib,
-                        price_on_demand: t.price_on_demand,
-                        price_spot: t.price_spot,
-                        launch_seconds: t.launch_seconds,
-                        // sustained capacity: a burstable type without credits runs at its baseline
-                        capacity_rps: capacity_at_slo(profile, slo_ms, max_batch, speed)
-                            * t.baseline_share(),
-                        burstable: t.burstable,
-                    },
+                    spec,
                     credits_per_hour: t.cpu_credits_per_hour,
                     baseline: t.baseline_share(),
                     service_s: (1..=max_batch.max(1)).map(|b| p50(b) / 1e6).collect(),

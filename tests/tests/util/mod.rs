@@ -38,6 +38,23 @@ pub fn mark_bin() -> PathBuf {
     bin
 }
 
+/// A free loopback port (for an emulator the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits up to 30 s until something listens on loopback `port`; `why` explains a timeout.
+pub fn wait_for_port(port: u16, why: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A fresh directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -299,17 +316,23 @@ pub fn output_f32(v: &serde_json::Value, name: &str) -> Vec<f32> {
         .collect()
 }
 
-/// `GET /admin/v1/status` with bearer `token`, as JSON.
-pub async fn admin_status(admin: &str, token: &str) -> serde_json::Value {
+/// `METHOD {admin}/admin/v1/{path}` with bearer `token`.
+pub async fn admin_call(admin: &str, token: &str, method: &str, path: &str, body: Vec<u8>) -> Resp {
     send(
-        "GET",
-        &format!("{admin}/admin/v1/status"),
+        method,
+        &format!("{admin}/admin/v1/{path}"),
         &[("authorization", format!("Bearer {token}"))],
-        vec![],
+        body,
     )
     .await
-    .expect("admin status")
-    .json()
+    .expect("admin call")
+}
+
+/// `GET /admin/v1/status` with bearer `token`, as JSON.
+pub async fn admin_status(admin: &str, token: &str) -> serde_json::Value {
+    admin_call(admin, token, "GET", "status", vec![])
+        .await
+        .json()
 }
 
 /// Reads one series value from Prometheus text.
