@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: setup, build (release: the end-to-end tests start the real binary),
-# unit + end-to-end tests.
+# unit + end-to-end tests. With cargo-nextest (on the dev and CI machines) every test runs in its
+# own process under the deadline in .config/nextest.toml; without it, `cargo test` runs under an
+# overall deadline. Extra arguments go to the test runner (a filter, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --workspace --bins
-cargo test --release --workspace "$@"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --release --workspace "$@"
+  cargo test --release --workspace --doc
+else
+  timeout --signal=KILL 3600 cargo test --release --workspace "$@"
+fi

@@ -129,7 +129,7 @@ pub async fn serve(
         let mut rx = stop_rx.clone();
         tokio::spawn(crate::server::run(
             admin_listener,
-            64,
+            crate::server::ConnLimits::admin(),
             handler,
             async move {
                 let _ = rx.wait_for(|s| *s).await;
@@ -138,6 +138,8 @@ pub async fn serve(
     }
     let st = state.clone();
     let handler = move |req| router::handle(st.clone(), req);
-    crate::server::run(listener, state.cfg.max_connections, handler, shutdown).await;
+    let limits =
+        crate::server::ConnLimits::data_plane(state.cfg.max_connections, state.cfg.idle_timeout);
+    crate::server::run(listener, limits, handler, shutdown).await;
     let _ = stop_tx.send(true);
 }

@@ -208,6 +208,15 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
             })
             .collect();
         loaded.remotes.sync(&running);
+        // workers out of rotation: probed; replaced once they stay so for two intervals
+        let grace = Duration::from_secs_f64((2.0 * opts.interval_s).max(10.0));
+        for id in loaded.remotes.check_health(grace).await {
+            tracing::warn!(instance = %id, "worker stayed unhealthy: terminating it for a replacement");
+            if cloud.terminate(&id).await.is_ok() {
+                status.lock().expect("status lock").terminations += 1;
+            }
+        }
+        let unhealthy = loaded.remotes.unhealthy_ids();
 
         let mut actions = Vec::new();
         let attainment = slo.attainment(now);
@@ -234,8 +243,10 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
                 rates.history.clone()
             };
             let in_flight = loaded.remotes.in_flight();
+            // only healthy capacity counts: a worker out of rotation serves nothing
             let fi: Vec<FleetInstance> = fleet
                 .iter()
+                .filter(|i| !unhealthy.contains(&i.id))
                 .map(|i| FleetInstance {
                     id: i.id.clone(),
                     instance_type: i.instance_type.clone(),

@@ -38,6 +38,17 @@ pub enum ExecutionProvider {
     Cuda,
 }
 
+/// What happens to a request still queued when its deadline (the SLO) has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeadline {
+    /// Answer 504 without running it: its compute goes to requests that can still make it.
+    #[default]
+    Reject,
+    /// Run it anyway and answer late.
+    Serve,
+}
+
 /// Per-model settings from `DIR/<name>/config.toml`. Every field is optional.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -59,6 +70,10 @@ pub struct ModelConfig {
     pub queue_capacity: usize,
     /// Version string reported by the metadata endpoint.
     pub version: String,
+    /// A request still queued after `slo_ms`: `reject` (504, not run) or `serve` (run late).
+    /// `reject` also enables SLO-aware admission: a request whose expected wait already misses
+    /// the SLO is refused at once with 503 and `Retry-After`.
+    pub on_deadline: OnDeadline,
 }
 
 impl Default for ModelConfig {
@@ -72,6 +87,7 @@ impl Default for ModelConfig {
             warmup_runs: 2,
             queue_capacity: 1024,
             version: "1".into(),
+            on_deadline: OnDeadline::Reject,
         }
     }
 }
@@ -116,6 +132,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most concurrent connections; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// A connection with no request in flight this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Longest time a request body may take to arrive (408 after).
+    pub body_timeout: std::time::Duration,
     /// Profile models that have no `profile.toml` at start.
     pub profile_missing: bool,
 }
@@ -126,6 +146,8 @@ impl Default for ServerConfig {
             model_repo: PathBuf::from("models"),
             max_body_bytes: 64 << 20,
             max_connections: 4096,
+            idle_timeout: std::time::Duration::from_secs(60),
+            body_timeout: std::time::Duration::from_secs(30),
             profile_missing: true,
         }
     }
@@ -138,6 +160,24 @@ impl ServerConfig {
             return Err(ConfigError::new(
                 "--max-body-bytes",
                 "must be at least 1024",
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > 1 << 20 {
+            return Err(ConfigError::new(
+                "--max-connections",
+                "must be in 1..=1048576",
+            ));
+        }
+        if self.idle_timeout < std::time::Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "--idle-timeout-secs",
+                "must be at least 0.1 seconds",
+            ));
+        }
+        if self.body_timeout < std::time::Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "--body-timeout-secs",
+                "must be at least 0.1 seconds",
             ));
         }
         if !self.model_repo.is_dir() {
@@ -171,6 +211,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_batch_size, 8);
         assert_eq!(c.execution_provider, ExecutionProvider::Cuda);
+        assert_eq!(c.on_deadline, OnDeadline::Reject);
+        let c = ModelConfig::parse("on_deadline = \"serve\"", "m").unwrap();
+        assert_eq!(c.on_deadline, OnDeadline::Serve);
+        assert!(ModelConfig::parse("on_deadline = \"later\"", "m").is_err());
         assert!(ModelConfig::parse("max_batch_size = 0", "m").is_err());
         assert!(ModelConfig::parse("slo_ms = -1", "m").is_err());
         let e = ModelConfig::parse("bogus = 1", "m/config.toml").unwrap_err();

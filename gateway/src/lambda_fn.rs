@@ -15,15 +15,37 @@ use crate::api::{v2, AppState};
 use crate::exec::lambda::{LambdaRequest, LambdaResponse};
 use crate::model::ModelState;
 
+/// Attempts to reach the runtime API before `mark lambda` gives up.
+pub const RUNTIME_ATTEMPTS: u32 = 8;
+
 /// Runs the Lambda runtime loop until the runtime API goes away. Needs the standard Lambda
-/// environment (`AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`, ...).
+/// environment (`AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`, ...). A runtime API that
+/// is not up yet (an emulator still starting) or drops a connection is retried with exponential
+/// backoff (0.1 s doubling to 3.2 s, `RUNTIME_ATTEMPTS` in a row) before the process exits.
 pub async fn run(state: Arc<AppState>) -> Result<(), lambda_runtime::Error> {
     crate::app::spawn_loading(&state);
-    lambda_runtime::run(service_fn(move |ev: LambdaEvent<LambdaRequest>| {
+    let mut failures = 0u32;
+    loop {
         let st = state.clone();
-        async move { handle(&st, ev.payload).await }
-    }))
-    .await
+        let started = std::time::Instant::now();
+        let r = lambda_runtime::run(service_fn(move |ev: LambdaEvent<LambdaRequest>| {
+            let st = st.clone();
+            async move { handle(&st, ev.payload).await }
+        }))
+        .await;
+        let Err(e) = r else { return Ok(()) };
+        // a runtime that served for a while before failing starts a fresh series of attempts
+        if started.elapsed() > Duration::from_secs(10) {
+            failures = 0;
+        }
+        failures += 1;
+        if failures >= RUNTIME_ATTEMPTS {
+            return Err(e);
+        }
+        let wait = Duration::from_millis(100 << (failures - 1).min(5));
+        tracing::warn!(cause = %e, attempt = failures, retry_in_ms = wait.as_millis() as u64, "Lambda runtime API unreachable; retrying");
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// One invocation: decode, run, encode. Errors become Lambda function errors with the reason

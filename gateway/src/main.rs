@@ -44,6 +44,16 @@ enum Cmd {
         /// Largest request body in bytes (413 above).
         #[arg(long, default_value_t = 64 << 20)]
         max_body_bytes: usize,
+        /// Connections serving requests at once (more wait in the kernel's accept queue). The
+        /// open-file limit is raised to its hard limit at start; keep this below it.
+        #[arg(long, default_value_t = 4096)]
+        max_connections: usize,
+        /// Seconds a connection may stay open with no request in flight before it is closed.
+        #[arg(long, default_value_t = 60.0)]
+        idle_timeout_secs: f64,
+        /// Seconds a request body may take to arrive in full (408 after).
+        #[arg(long, default_value_t = 30.0)]
+        body_timeout_secs: f64,
         /// Path to libonnxruntime.so (else ORT_DYLIB_PATH, else .mark/venv).
         #[arg(long)]
         ort_lib: Option<PathBuf>,
@@ -217,6 +227,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// A duration from a seconds flag; a negative or non-finite value becomes zero (refused by
+/// `ServerConfig::validate`).
+fn secs(s: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
 fn config_exit(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("configuration error: {e}");
     ExitCode::from(64)
@@ -252,6 +268,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     model_repo,
                     listen,
                     max_body_bytes: 64 << 20,
+                    max_connections: 4096,
+                    idle_timeout_secs: 60.0,
+                    body_timeout_secs: 30.0,
                     ort_lib,
                     no_profile: false,
                     admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -268,6 +287,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model_repo,
             listen,
             max_body_bytes,
+            max_connections,
+            idle_timeout_secs,
+            body_timeout_secs,
             ort_lib,
             no_profile,
             admin_listen,
@@ -279,13 +301,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             control,
         } => {
             let cfg = ServerConfig {
-                model_repo,
                 max_body_bytes,
+                max_connections,
+                idle_timeout: secs(idle_timeout_secs),
+                body_timeout: secs(body_timeout_secs),
                 profile_missing: !no_profile,
-                ..ServerConfig::default()
+                model_repo,
             };
             if let Err(e) = cfg.validate() {
                 return Ok(config_exit(e));
+            }
+            match mark_gateway::server::raise_fd_limit() {
+                // connections, sockets still to send a first request, and room for models,
+                // workers and logs
+                Some(n) if (max_connections as u64).saturating_mul(2) + 256 > n => tracing::warn!(
+                    fd_limit = n,
+                    max_connections,
+                    "the open-file limit is below 2 x --max-connections + 256: accept will fail (and back off) before the connection limit is reached; raise `ulimit -n`"
+                ),
+                _ => {}
             }
             let admin_token = match (admin_token.filter(|t| !t.is_empty()), admin_insecure) {
                 (Some(t), _) => Some(t),

@@ -91,6 +91,14 @@ const LATENCY_BOUNDS: &[f64] = &[
 ];
 const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
+/// A per-model series: name, Prometheus type, help, and how to read it.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ModelMetrics) -> f64,
+);
+
 /// Metrics of one model.
 #[derive(Debug)]
 pub struct ModelMetrics {
@@ -118,6 +126,12 @@ pub struct ModelMetrics {
     pub lambda_batches: AtomicU64,
     /// Batches a worker failed that were retried on Lambda.
     pub lambda_retries: AtomicU64,
+    /// Queued requests whose client went away: taken out of the queue, never run.
+    pub cancelled: AtomicU64,
+    /// Queued requests answered 504 without running: their deadline passed in the queue.
+    pub expired: AtomicU64,
+    /// Requests refused at admission (503) because the expected wait would miss their deadline.
+    pub shed: AtomicU64,
 }
 
 impl Default for ModelMetrics {
@@ -135,6 +149,9 @@ impl Default for ModelMetrics {
             remote_retries: AtomicU64::new(0),
             lambda_batches: AtomicU64::new(0),
             lambda_retries: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
         }
     }
 }
@@ -206,92 +223,93 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
         }
         let models = self.models.lock().expect("metrics lock").clone();
-        let sections: [(&str, &str, &str); 10] = [
+        for (name, help, hist) in [
             (
                 "mark_request_latency_seconds",
-                "histogram",
                 "Admission-to-reply latency of inference requests.",
+                (|m: &ModelMetrics| &m.latency) as fn(&ModelMetrics) -> &Histogram,
             ),
-            ("mark_batch_size", "histogram", "Items per executed batch."),
-            (
-                "mark_queue_depth",
-                "gauge",
-                "Requests waiting in the model queue.",
-            ),
+            ("mark_batch_size", "Items per executed batch.", |m| {
+                &m.batch_size
+            }),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (m, mm) in &models {
+                hist(mm).render(&mut out, name, &format!("model=\"{m}\""));
+            }
+        }
+        let values: [Series; 12] = [
+            ("mark_queue_depth", "gauge", "Requests waiting in the model queue.", |m| {
+                m.queue_depth.load(Relaxed) as f64
+            }),
             (
                 "mark_executor_busy_seconds_total",
                 "counter",
                 "Time executors spent running batches.",
+                |m| m.busy_us.load(Relaxed) as f64 / 1e6,
             ),
             (
                 "mark_slo_missed_total",
                 "counter",
                 "Requests answered after their latency objective.",
+                |m| m.slo_missed.load(Relaxed) as f64,
             ),
-            ("mark_remote_batches_total", "counter", "Batches run on fleet workers."),
-            ("mark_remote_retries_total", "counter", "Batches a worker or Lambda failed, retried on the gateway's executors."),
-            ("mark_lambda_batches_total", "counter", "Batches run on Lambda (spill-over and retries)."),
-            ("mark_lambda_retries_total", "counter", "Batches a worker failed, retried on Lambda."),
+            ("mark_remote_batches_total", "counter", "Batches run on fleet workers.", |m| {
+                m.remote_batches.load(Relaxed) as f64
+            }),
+            (
+                "mark_remote_retries_total",
+                "counter",
+                "Batches a worker or Lambda failed, retried on the gateway's executors.",
+                |m| m.remote_retries.load(Relaxed) as f64,
+            ),
+            (
+                "mark_lambda_batches_total",
+                "counter",
+                "Batches run on Lambda (spill-over and retries).",
+                |m| m.lambda_batches.load(Relaxed) as f64,
+            ),
+            (
+                "mark_lambda_retries_total",
+                "counter",
+                "Batches a worker failed, retried on Lambda.",
+                |m| m.lambda_retries.load(Relaxed) as f64,
+            ),
             (
                 "mark_batch_forced_total",
                 "counter",
                 "Batches sent against the policy's wait: the oldest request had waited a whole SLO.",
+                |m| m.forced_sends.load(Relaxed) as f64,
+            ),
+            (
+                "mark_requests_cancelled_total",
+                "counter",
+                "Queued requests whose client went away, removed without running.",
+                |m| m.cancelled.load(Relaxed) as f64,
+            ),
+            (
+                "mark_requests_expired_total",
+                "counter",
+                "Queued requests answered 504 without running: their deadline passed while queued.",
+                |m| m.expired.load(Relaxed) as f64,
+            ),
+            (
+                "mark_requests_shed_total",
+                "counter",
+                "Requests refused with 503 at admission: the expected wait would miss the deadline.",
+                |m| m.shed.load(Relaxed) as f64,
+            ),
+            (
+                "mark_requests_answered_total",
+                "counter",
+                "Requests answered by executors, workers or Lambda (any outcome).",
+                |m| m.answered.load(Relaxed) as f64,
             ),
         ];
-        for (name, kind, help) in sections {
+        for (name, kind, help, value) in values {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (m, mm) in &models {
-                let labels = format!("model=\"{m}\"");
-                match name {
-                    "mark_request_latency_seconds" => mm.latency.render(&mut out, name, &labels),
-                    "mark_batch_size" => mm.batch_size.render(&mut out, name, &labels),
-                    "mark_queue_depth" => {
-                        let _ =
-                            writeln!(out, "{name}{{{labels}}} {}", mm.queue_depth.load(Relaxed));
-                    }
-                    "mark_executor_busy_seconds_total" => {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{{labels}}} {}",
-                            mm.busy_us.load(Relaxed) as f64 / 1e6
-                        );
-                    }
-                    "mark_remote_batches_total" => {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{{labels}}} {}",
-                            mm.remote_batches.load(Relaxed)
-                        );
-                    }
-                    "mark_lambda_retries_total" => {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{{labels}}} {}",
-                            mm.lambda_retries.load(Relaxed)
-                        );
-                    }
-                    "mark_lambda_batches_total" => {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{{labels}}} {}",
-                            mm.lambda_batches.load(Relaxed)
-                        );
-                    }
-                    "mark_remote_retries_total" => {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{{labels}}} {}",
-                            mm.remote_retries.load(Relaxed)
-                        );
-                    }
-                    "mark_slo_missed_total" => {
-                        let _ = writeln!(out, "{name}{{{labels}}} {}", mm.slo_missed.load(Relaxed));
-                    }
-                    _ => {
-                        let _ =
-                            writeln!(out, "{name}{{{labels}}} {}", mm.forced_sends.load(Relaxed));
-                    }
-                }
+                let _ = writeln!(out, "{name}{{model=\"{m}\"}} {}", value(mm));
             }
         }
         out

@@ -12,7 +12,8 @@ use tokio::sync::Semaphore;
 use crate::batching::batcher::Batcher;
 use crate::batching::policy::{PolicyFactory, ProfilePoint};
 use crate::batching::queue::ModelQueue;
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, OnDeadline};
+use crate::exec::batch_ctx::BatchCtx;
 use crate::exec::executor::{run_tensors, ExecutorPool};
 use crate::exec::session::{self, ActiveProvider, IoMeta};
 use crate::exec::ExecError;
@@ -177,11 +178,28 @@ impl Model {
             slo,
         ));
         let remotes = Arc::new(crate::exec::remote::RemoteSet::default());
-        let queue = Arc::new(ModelQueue::new(self.cfg.queue_capacity));
+        let expire_after = match self.cfg.on_deadline {
+            OnDeadline::Reject => Some(slo),
+            OnDeadline::Serve => None,
+        };
+        let queue = Arc::new(ModelQueue::with_deadline(
+            self.cfg.queue_capacity,
+            expire_after,
+            self.name.clone(),
+            mm.clone(),
+        ));
+        let ctx = Arc::new(BatchCtx {
+            model: self.name.clone(),
+            pool,
+            metrics: mm.clone(),
+            slo,
+            outputs: outputs.clone(),
+            profile: profile.clone(),
+        });
         let batcher = Batcher {
             model: self.name.clone(),
             queue: queue.clone(),
-            pool,
+            ctx,
             remotes: remotes.clone(),
             free_executors: Arc::new(Semaphore::new(executors as usize)),
             executors,
@@ -197,7 +215,6 @@ impl Model {
             scaled: (1.0, Vec::new()),
             slo_us: slo.as_micros() as u64,
             max_batch,
-            metrics: mm.clone(),
         };
         rt.spawn(batcher.run());
         let _ = self.loaded.set(Arc::new(Loaded {

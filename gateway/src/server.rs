@@ -1,8 +1,16 @@
 //! Server lifecycle: accept connections within a bound, serve HTTP/1.1 and HTTP/2, and on shutdown
 //! stop accepting and wait for in-flight requests to be answered.
+//!
+//! No connection holds a slot for nothing: a socket must start a request within
+//! `first_request` (it does not count against `max_connections` until it does), HTTP/1 headers
+//! must arrive within `header_read`, a connection with no request in flight for `idle` is closed
+//! gracefully (HTTP/1 keep-alive and HTTP/2 alike), and HTTP/2 peers that stop answering pings
+//! are dropped. A failing `accept` (out of file descriptors) backs off instead of spinning.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -11,65 +19,243 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+/// Connection limits and timeouts of one listener.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Connections serving requests at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Accepted sockets that have not started a request yet, at once.
+    pub max_pending: usize,
+    /// Time a new socket has to send the start of its first request.
+    pub first_request: Duration,
+    /// Time an HTTP/1 request's headers have to arrive.
+    pub header_read: Duration,
+    /// A connection with nothing in flight this long is closed.
+    pub idle: Duration,
+    /// Streams per HTTP/2 connection.
+    pub max_streams: u32,
+}
+
+impl ConnLimits {
+    /// The data plane's defaults with `max_connections` and `idle`.
+    pub fn data_plane(max_connections: usize, idle: Duration) -> Self {
+        ConnLimits {
+            max_connections,
+            max_pending: max_connections.max(256),
+            first_request: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            idle,
+            max_streams: 256,
+        }
+    }
+
+    /// The admin listener's: few connections, short patience, so silent sockets cannot lock
+    /// operators out.
+    pub fn admin() -> Self {
+        ConnLimits {
+            max_connections: 64,
+            max_pending: 1024,
+            first_request: Duration::from_secs(2),
+            header_read: Duration::from_secs(5),
+            idle: Duration::from_secs(30),
+            max_streams: 16,
+        }
+    }
+}
+
+/// Requests in flight on one connection and the time of its last activity.
+struct Activity {
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+    born: Instant,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.born.elapsed().as_millis() as u64, Relaxed);
+    }
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        let now = self.born.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(
+            now.saturating_sub(self.last_ms.load(Relaxed)),
+        ))
+    }
+}
+
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Waits until the socket has sent enough to tell HTTP/1 from the HTTP/2 preface (or hung up).
+/// False when nothing useful came within `within`.
+async fn first_bytes(stream: &TcpStream, within: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // a prefix of the HTTP/2 preface: wait for the rest
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then drains open connections.
 pub async fn run<H, F>(
     listener: TcpListener,
-    max_connections: usize,
+    limits: ConnLimits,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(max_connections));
-    let graceful = GracefulShutdown::new();
+    let active = Arc::new(Semaphore::new(limits.max_connections));
+    let pending = Arc::new(Semaphore::new(limits.max_pending));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Idle keep-alive connections are closed after a while, so that clients that pool
-    // connections and go away cannot pin the connection limit.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30));
+        .header_read_timeout(limits.header_read);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
+    let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.expect("semaphore open"),
+        let wait = tokio::select! {
+            p = pending.clone().acquire_owned() => p.expect("semaphore open"),
             _ = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff = Duration::ZERO;
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!(cause = %e, "accept failed");
-                    continue;
+                    // EMFILE/ENFILE/ENOBUFS: retrying at once would spin a core; wait for
+                    // connections to close, doubling up to a second
+                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    tracing::warn!(cause = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => continue,
+                        _ = &mut shutdown => break,
+                    }
                 }
             },
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let h = handler.clone();
-        let svc = service_fn(move |req| {
-            let h = h.clone();
-            async move { Ok::<_, std::convert::Infallible>(h(req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (h, builder, active, limits) = (
+            handler.clone(),
+            builder.clone(),
+            active.clone(),
+            limits.clone(),
+        );
+        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, cause = %e, "connection ended with an error");
+            if !first_bytes(&stream, limits.first_request).await {
+                tracing::debug!(%peer, "closed a socket that sent no request");
+                return;
             }
-            drop(permit);
+            drop(wait);
+            let Ok(_slot) = active.acquire_owned().await else {
+                return;
+            };
+            let activity = Arc::new(Activity {
+                in_flight: AtomicUsize::new(0),
+                last_ms: AtomicU64::new(0),
+                born: Instant::now(),
+            });
+            let act = activity.clone();
+            let svc = service_fn(move |req| {
+                let h = h.clone();
+                act.in_flight.fetch_add(1, Relaxed);
+                let guard = InFlight(act.clone());
+                async move {
+                    let r = h(req).await;
+                    drop(guard);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let mut closing = false;
+            let mut tick = tokio::time::interval(limits.idle / 4 + Duration::from_millis(1));
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, cause = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.wait_for(|s| *s), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = tick.tick(), if !closing => {
+                        if activity.idle_for().is_some_and(|d| d >= limits.idle) {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
         });
     }
-    tracing::info!(
-        open = graceful.count(),
-        "shutting down: draining connections"
-    );
-    graceful.shutdown().await;
+    let open = limits.max_connections - active.available_permits();
+    tracing::info!(open, "shutting down: draining connections");
+    let _ = stop_tx.send(true);
+    // every serving connection holds a permit: all of them back means all are closed
+    let _ = active.acquire_many(limits.max_connections as u32).await;
+}
+
+/// Raises this process's soft open-file limit to its hard limit (each connection is a file
+/// descriptor; the default soft limit is often 1024). Returns the limit now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
 }

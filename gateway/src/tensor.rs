@@ -92,9 +92,19 @@ pub struct Tensor {
     pub data: TensorData,
 }
 
-/// Number of elements of a shape (1 for a scalar).
+/// Number of elements of a shape (1 for a scalar). Only for shapes already checked (see
+/// `checked_numel`): it saturates instead of overflowing.
 pub fn numel(shape: &[i64]) -> usize {
-    shape.iter().map(|&d| d.max(0) as usize).product()
+    checked_numel(shape).unwrap_or(usize::MAX)
+}
+
+/// Number of elements of a shape from outside: `None` when a dimension is negative or the
+/// product overflows `usize`.
+pub fn checked_numel(shape: &[i64]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        let d = usize::try_from(d).ok()?;
+        acc.checked_mul(d)
+    })
 }
 
 impl Tensor {

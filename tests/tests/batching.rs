@@ -81,7 +81,7 @@ async fn full_queue_answers_503_and_loses_nothing() {
     // resnet18 takes ~25 ms per image here: 40 concurrent requests overrun a queue of 3.
     let repo = repo_with(&[(
         "resnet18",
-        "max_batch_size = 4\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\nqueue_capacity = 3\n",
+        "max_batch_size = 4\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\nqueue_capacity = 3\non_deadline = \"serve\"\n",
     )]);
     let g = Gateway::start(&["--model-repo", repo.to_str().unwrap()])
         .ready()

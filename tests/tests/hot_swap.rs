@@ -29,7 +29,7 @@ fn auth() -> Vec<(&'static str, String)> {
 async fn start() -> (Gateway, String) {
     let repo = repo_with(&[(
         "mlp",
-        "max_batch_size = 32\nslo_ms = 50\nexecutors = 1\nintra_threads = 1\n",
+        "max_batch_size = 32\nslo_ms = 50\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
     )]);
     let g = Gateway::start(&[
         "--model-repo",
@@ -316,7 +316,10 @@ async fn aimd_example_loaded_at_start_batches() {
     let dir = temp_dir("aimd");
     let path = dir.join("aimd.wasm");
     std::fs::write(&path, fixture("aimd-batcher")).unwrap();
-    let repo = repo_with(&[("mlp", "max_batch_size = 32\nslo_ms = 50\n")]);
+    let repo = repo_with(&[(
+        "mlp",
+        "max_batch_size = 32\nslo_ms = 50\non_deadline = \"serve\"\n",
+    )]);
     let policy = format!("batcher={}", path.display());
     let g = Gateway::start(&[
         "--model-repo",

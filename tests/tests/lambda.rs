@@ -95,8 +95,12 @@ fn spec(concurrency: u32) -> LambdaSpec {
         cold_start_s: 1.0,
         concurrency_limit: concurrency,
         latency_s: 0.002,
+        payload_limit_bytes: 6 << 20,
     }
 }
+
+/// Deadline of one invocation in these tests.
+const CALL: Duration = Duration::from_secs(20);
 
 fn options(endpoint: &str) -> LambdaOptions {
     LambdaOptions {
@@ -117,7 +121,7 @@ fn mlp_tensor(rows: &[Vec<f32>]) -> Tensor {
 async fn invoke_until_up(l: &LambdaBackend, rows: &[Vec<f32>]) -> Vec<Tensor> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match l.invoke_tensors("mlp", &[mlp_tensor(rows)]).await {
+        match l.invoke_tensors("mlp", &[mlp_tensor(rows)], CALL).await {
             Ok(o) => return o,
             Err(e) => {
                 assert!(
@@ -206,15 +210,15 @@ async fn driver_invokes_mark_lambda_under_cargo_lambda_watch() {
 
     // errors come back as function errors with the reason, and the function keeps serving
     let e = l
-        .invoke_tensors("nope", &[mlp_tensor(&rows)])
+        .invoke_tensors("nope", &[mlp_tensor(&rows)], CALL)
         .await
         .unwrap_err();
     assert!(e.contains("404") && e.contains("nope"), "{e}");
     let bad = Tensor::from_f32("input", vec![1, 3], &[1.0, 2.0, 3.0]);
-    let e = l.invoke_tensors("mlp", &[bad]).await.unwrap_err();
+    let e = l.invoke_tensors("mlp", &[bad], CALL).await.unwrap_err();
     assert!(e.contains("400"), "{e}");
     let again = l
-        .invoke_tensors("mlp", &[mlp_tensor(&rows[..1])])
+        .invoke_tensors("mlp", &[mlp_tensor(&rows[..1])], CALL)
         .await
         .unwrap();
     let probs = again.iter().find(|t| t.name == "probs").expect("probs");
@@ -239,7 +243,7 @@ async fn saturated_gateway_spills_to_lambda_and_answers_everything() {
     // one executor, batches of 4, a 4 ms SLO: a burst of 128 concurrent clients saturates it
     let repo = repo_with(&[(
         "mlp",
-        "max_batch_size = 4\nslo_ms = 4\nexecutors = 1\nintra_threads = 1\nqueue_capacity = 4096\n",
+        "max_batch_size = 4\nslo_ms = 4\nexecutors = 1\nintra_threads = 1\nqueue_capacity = 4096\non_deadline = \"serve\"\n",
     )]);
     let (_procs, endpoint) = start_lambda(&repo);
     let dir = temp_dir("spill");

@@ -10,7 +10,11 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::body::{drain, read_limited};
 use super::error::{json_ok, ApiError};
+
+/// Longest time an admin request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 use super::AppState;
 use crate::policy::validate::validate;
 use crate::policy::PolicyKind;
@@ -40,6 +44,64 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
     constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
+fn is_loopback_host(host: &str) -> bool {
+    // strip a port; keep IPv6 brackets' content
+    let h = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Cross-site protection. Any request a browser sends from another origin carries `Origin`: one
+/// that is not a loopback origin is refused. Without a token (`--admin-insecure`) the `Host` must
+/// be a loopback name or address too (DNS rebinding), and every mutating call must carry a
+/// content type a page cannot send without a CORS preflight (JSON, wasm, octet-stream).
+fn cross_site(req: &Request<Incoming>, insecure: bool) -> Option<ApiError> {
+    let h = req.headers();
+    let text = |name: header::HeaderName| h.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if let Some(origin) = text(header::ORIGIN) {
+        let host = origin.split("://").nth(1).unwrap_or("");
+        if !is_loopback_host(host) {
+            return Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("admin API: cross-origin request from '{origin}' refused"),
+            ));
+        }
+    }
+    if !insecure {
+        return None;
+    }
+    if !text(header::HOST).is_some_and(is_loopback_host) {
+        return Some(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin API without a token answers only requests whose Host is a loopback address",
+        ));
+    }
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let ct = text(header::CONTENT_TYPE)
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let allowed = [
+        "application/json",
+        "application/wasm",
+        "application/octet-stream",
+    ];
+    if mutating && !allowed.contains(&ct.as_str()) {
+        return Some(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("admin API: a {} needs Content-Type application/json (or application/wasm for a component upload)", req.method()),
+        ));
+    }
+    None
+}
+
 /// Entry point of the admin listener.
 pub async fn handle(
     state: Arc<AppState>,
@@ -47,6 +109,10 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     // An empty token means the operator chose --admin-insecure on loopback.
+    if let Some(e) = cross_site(&req, token.is_empty()) {
+        tracing::warn!(reason = %e.message, "admin API refused a cross-site request");
+        return e.into_response();
+    }
     if !token.is_empty() && !authorized(&req, &token) {
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -118,10 +184,10 @@ async fn upload(
         .is_some_and(|n| n > limit)
     {
         // Read and discard (bounded) so the client gets the answer instead of a reset.
-        super::v2::drain(req.into_body(), 4 * limit).await;
+        drain(req.into_body(), 4 * limit, BODY_TIMEOUT).await;
         return Err(too_big());
     }
-    let bytes = super::v2::read_limited(req.into_body(), limit, too_big, "upload").await?;
+    let bytes = read_limited(req.into_body(), limit, BODY_TIMEOUT, too_big, "upload").await?;
     let engine = state.engine.clone();
     let started = Instant::now();
     let validated =
@@ -161,9 +227,10 @@ async fn interrupt(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let body = super::v2::read_limited(
+    let body = read_limited(
         req.into_body(),
         4096,
+        BODY_TIMEOUT,
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body over 4096 bytes"),
         "interrupt request",
     )
@@ -223,7 +290,30 @@ fn status(state: &AppState) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, is_loopback_host};
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8001",
+            "127.0.0.1:8001",
+            "127.0.0.2",
+            "[::1]:8001",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:8001",
+            "10.0.0.1:8001",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
 
     #[test]
     fn token_compare() {

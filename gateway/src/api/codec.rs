@@ -7,7 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::tensor::{numel, DType, Tensor, TensorData};
+use crate::tensor::{checked_numel, DType, Tensor, TensorData};
+
+/// Most inputs, or outputs asked for, in one request (models have a handful; the cap bounds the
+/// work of the name checks).
+pub const MAX_TENSORS: usize = 256;
+/// Most dimensions of one tensor.
+pub const MAX_RANK: usize = 16;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +84,8 @@ fn parse_json_data(
     data: &Value,
     expected: usize,
 ) -> Result<TensorData, ApiError> {
-    let mut flat = Vec::with_capacity(expected);
+    // never sized from the client's shape alone: at most one slot per element actually sent
+    let mut flat = Vec::new();
     flatten(data, &mut flat);
     if flat.len() != expected {
         return Err(ApiError::bad_request(format!(
@@ -102,7 +109,13 @@ fn parse_json_data(
     for (i, v) in flat.iter().enumerate() {
         match dtype {
             DType::Fp32 => {
-                raw.extend_from_slice(&(v.as_f64().ok_or_else(|| bad(i, v))? as f32).to_le_bytes())
+                // a JSON number beyond f32's range would silently become infinity
+                let x = v
+                    .as_f64()
+                    .map(|x| x as f32)
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| bad(i, v))?;
+                raw.extend_from_slice(&x.to_le_bytes())
             }
             DType::Fp64 => {
                 raw.extend_from_slice(&v.as_f64().ok_or_else(|| bad(i, v))?.to_le_bytes())
@@ -137,17 +150,18 @@ fn parse_binary_data(
 ) -> Result<TensorData, ApiError> {
     match dtype.size() {
         Some(es) => {
-            if bytes.len() != expected * es {
+            if expected.checked_mul(es) != Some(bytes.len()) {
                 return Err(ApiError::bad_request(format!(
-                    "input '{name}' has {} bytes of binary data; shape and datatype {dtype} need {}",
+                    "input '{name}' has {} bytes of binary data; {expected} {dtype} elements need {}",
                     bytes.len(),
-                    expected * es
+                    expected as u128 * es as u128
                 )));
             }
             Ok(TensorData::Raw(bytes.to_vec()))
         }
         None => {
-            let mut out = Vec::with_capacity(expected);
+            // each element has a 4-byte length prefix: never reserve more than the data can hold
+            let mut out = Vec::with_capacity(expected.min(bytes.len() / 4));
             let mut rest = bytes;
             while !rest.is_empty() {
                 if rest.len() < 4 {
@@ -159,6 +173,11 @@ fn parse_binary_data(
                 if rest.len() < 4 + n {
                     return Err(ApiError::bad_request(format!(
                         "input '{name}': BYTES element longer than the data"
+                    )));
+                }
+                if out.len() == expected {
+                    return Err(ApiError::bad_request(format!(
+                        "input '{name}' has more BYTES elements than its shape holds ({expected})"
                     )));
                 }
                 out.push(rest[4..4 + n].to_vec());
@@ -193,6 +212,21 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
     if req.inputs.is_empty() {
         return Err(ApiError::bad_request("request has no inputs"));
     }
+    if req.inputs.len() > MAX_TENSORS || req.outputs.len() > MAX_TENSORS {
+        return Err(ApiError::bad_request(format!(
+            "request has {} inputs and {} outputs; at most {MAX_TENSORS} of each are accepted",
+            req.inputs.len(),
+            req.outputs.len()
+        )));
+    }
+    for (i, o) in req.outputs.iter().enumerate() {
+        if req.outputs[..i].iter().any(|p| p.name == o.name) {
+            return Err(ApiError::bad_request(format!(
+                "output '{}' is requested more than once",
+                o.name
+            )));
+        }
+    }
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for i in req.inputs {
         let dtype = DType::from_v2(&i.datatype).ok_or_else(|| {
@@ -207,15 +241,32 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
                 i.name, i.shape
             )));
         }
-        let expected = numel(&i.shape);
+        if i.shape.len() > MAX_RANK {
+            return Err(ApiError::bad_request(format!(
+                "input '{}' has {} dimensions; at most {MAX_RANK} are accepted",
+                i.name,
+                i.shape.len()
+            )));
+        }
+        // Nothing is sized from the shape beyond what the body holds (see the parsers): a shape
+        // that promises more elements than were sent is refused by the count check that follows.
+        let expected = checked_numel(&i.shape).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "input '{}' has shape {:?}, whose element count overflows",
+                i.name, i.shape
+            ))
+        })?;
         let data = match (i.parameters.get("binary_data_size"), &i.data) {
             (Some(size), _) => {
-                let size = size.as_u64().ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "input '{}': binary_data_size must be an integer",
-                        i.name
-                    ))
-                })? as usize;
+                let size = size
+                    .as_u64()
+                    .and_then(|s| usize::try_from(s).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "input '{}': binary_data_size must be a non-negative integer",
+                            i.name
+                        ))
+                    })?;
                 if size > binary.len() {
                     return Err(ApiError::bad_request(format!(
                         "input '{}' declares binary_data_size {size} but only {} binary bytes remain",
@@ -461,6 +512,72 @@ mod tests {
         for (body, want) in cases {
             let e = decode(&Bytes::from(body), None).unwrap_err();
             assert!(e.message.contains(want), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn hostile_sizes_are_refused_before_allocation() {
+        let cases = [
+            // would reserve 4 PiB of pointers (issue 9: aborted the process)
+            (
+                r#"{"inputs":[{"name":"input","shape":[1125899906842624],"datatype":"FP32","data":[0]}]}"#,
+                "input 'input' has 1 elements in 'data' but its shape holds 1125899906842624",
+            ),
+            // product overflows usize (panicked the handler)
+            (
+                r#"{"inputs":[{"name":"x","shape":[4294967296,4294967296,16],"datatype":"FP32","data":[0]}]}"#,
+                "element count overflows",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],"datatype":"FP32","data":[0]}]}"#,
+                "at most 16 are accepted",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1e39]}]}"#,
+                "data[0] = 1e+39 is not a valid FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}],"outputs":[{"name":"y"},{"name":"y"}]}"#,
+                "output 'y' is requested more than once",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":-1}}]}"#,
+                "binary_data_size must be a non-negative integer",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = decode(&Bytes::from(body), None).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message.contains(want), "{body}: {}", e.message);
+        }
+        let many: Vec<String> = (0..=MAX_TENSORS)
+            .map(|i| format!(r#"{{"name":"o{i}"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":[1]}}],"outputs":[{}]}}"#,
+            many.join(",")
+        );
+        let e = decode(&Bytes::from(body), None).unwrap_err();
+        assert!(e.message.contains("at most 256"), "{}", e.message);
+    }
+
+    #[test]
+    fn hostile_binary_sizes_are_refused() {
+        // element count times size overflows; BYTES claims more elements than its bytes hold
+        for (shape, dtype, data) in [
+            ("[2305843009213693952]", "FP64", vec![0u8; 8]),
+            ("[3]", "BYTES", vec![0u8; 8]),
+            ("[1]", "BYTES", vec![0u8; 8]),
+        ] {
+            let header = format!(
+                r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"{dtype}","parameters":{{"binary_data_size":{}}}}}]}}"#,
+                data.len()
+            );
+            let mut body = header.as_bytes().to_vec();
+            body.extend_from_slice(&data);
+            let e = decode(&Bytes::from(body), Some(header.len())).unwrap_err();
+            assert_eq!(e.status, 400, "{shape} {dtype}: {}", e.message);
+            assert!(e.message.contains("input 'x'"), "{}", e.message);
         }
     }
 

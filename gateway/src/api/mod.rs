@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod admit;
+pub mod body;
 pub mod codec;
 pub mod error;
 pub mod router;

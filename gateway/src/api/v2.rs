@@ -5,15 +5,19 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::admit::admit;
+use super::body::{drain, read_limited};
 use super::codec::{decode, encode, Encoded};
 use super::error::{json_ok, ApiError};
 use super::AppState;
+use crate::batching::admission;
 use crate::batching::queue::Pending;
+use crate::config::OnDeadline;
+use crate::exec::ExecError;
 use crate::model::{Loaded, Model, ModelState};
 
 /// Header of the binary tensor extension.
@@ -111,8 +115,15 @@ pub fn model_ready(
     ))
 }
 
-fn check_content_type(req: &Request<Incoming>) -> Result<(), ApiError> {
-    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+fn too_big(n: String, limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body of {n} bytes exceeds the limit of {limit} bytes (--max-body-bytes)"),
+    )
+}
+
+fn check_content_type(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
     let ct = ct
@@ -132,82 +143,19 @@ fn check_content_type(req: &Request<Incoming>) -> Result<(), ApiError> {
     }
 }
 
-/// Reads and discards up to `cap` bytes of a body we refuse, so that the client, still sending,
-/// reads our error instead of a connection reset. Beyond `cap` the connection is dropped.
-pub async fn drain(mut body: Incoming, cap: usize) {
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map_or(0, |d| d.len());
-        if seen > cap {
-            break;
-        }
+/// The `Inference-Header-Content-Length` of a request, if any.
+fn header_len(headers: &http::HeaderMap) -> Result<Option<usize>, ApiError> {
+    match headers.get(HEADER_LEN) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request("Inference-Header-Content-Length must be a byte count")
+            }),
+        None => Ok(None),
     }
-}
-
-/// Reads a body of at most `limit` bytes: `too_big()` above it, 400 when the read fails.
-pub async fn read_limited(
-    body: Incoming,
-    limit: usize,
-    too_big: impl Fn() -> ApiError,
-    what: &str,
-) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_big())
-        }
-        Err(e) => Err(ApiError::bad_request(format!(
-            "reading the {what} failed: {e}"
-        ))),
-    }
-}
-
-async fn read_body(
-    state: &AppState,
-    req: Request<Incoming>,
-) -> Result<(Bytes, Option<usize>), ApiError> {
-    let limit = state.cfg.max_body_bytes;
-    let too_big = |n: String| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body of {n} bytes exceeds the limit of {limit} bytes (--max-body-bytes)"
-            ),
-        )
-    };
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            drain(req.into_body(), 2 * limit).await;
-            return Err(too_big(len.to_string()));
-        }
-    }
-    let header_len = match req.headers().get(HEADER_LEN) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("Inference-Header-Content-Length must be a byte count")
-                })?,
-        ),
-        None => None,
-    };
-    let body = read_limited(
-        req.into_body(),
-        limit,
-        || too_big("more than that".into()),
-        "request body",
-    )
-    .await?;
-    Ok((body, header_len))
 }
 
 /// `POST /v2/models/{m}[/versions/{v}]/infer`.
@@ -237,11 +185,40 @@ async fn infer_inner(
     version: Option<&str>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let model = find(state, name, version)?;
-    ready(model)?;
-    check_content_type(&req)?;
-    let (body, header_len) = read_body(state, req).await?;
-    let enc = infer_body(model, body, header_len).await?;
+    let limit = state.cfg.max_body_bytes;
+    let within = state.cfg.body_timeout;
+    let (parts, body) = req.into_parts();
+    let early = || -> Result<(&Arc<Model>, Option<usize>), ApiError> {
+        let model = find(state, name, version)?;
+        ready(model)?;
+        check_content_type(&parts.headers)?;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = declared.filter(|&n| n > limit as u64) {
+            return Err(too_big(len.to_string(), limit));
+        }
+        Ok((model, header_len(&parts.headers)?))
+    };
+    let (model, hlen) = match early() {
+        Ok(x) => x,
+        Err(e) => {
+            // answered before the body was read: read it (bounded) so the client sees the answer
+            drain(body, limit, within).await;
+            return Err(e);
+        }
+    };
+    let body = read_limited(
+        body,
+        limit,
+        within,
+        || too_big("more than that".into(), limit),
+        "request body",
+    )
+    .await?;
+    let enc = infer_body(model, body, hlen).await?;
     let mut b = Response::builder().status(StatusCode::OK);
     b = match enc.header_len {
         Some(n) => b
@@ -279,6 +256,9 @@ pub async fn infer_body(
         .metrics
         .arrived_items
         .fetch_add(u64::from(adm.items), std::sync::atomic::Ordering::Relaxed);
+    if model.cfg.on_deadline == OnDeadline::Reject {
+        shed_if_late(model, loaded, adm.items)?;
+    }
     if let Err((full, _)) = loaded.queue.push(pending) {
         return Err(ApiError::unavailable(
             format!(
@@ -290,6 +270,9 @@ pub async fn infer_body(
     }
     let outs = match rx.await {
         Ok(Ok(outs)) => outs,
+        Ok(Err(e @ ExecError::Expired { .. })) => {
+            return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()))
+        }
         Ok(Err(e)) => {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -314,4 +297,47 @@ pub async fn infer_body(
         .collect();
     let enc = encode(&model.name, &model.cfg.version, id.as_ref(), &chosen);
     Ok(enc)
+}
+
+/// SLO-aware admission: 503 with `Retry-After` when a request of `items` rows, joining the queue
+/// now, is expected to be answered after its SLO on the backends there are (the gateway's
+/// executors and healthy fleet workers), and Lambda has no free slot to take it.
+fn shed_if_late(model: &Model, loaded: &Loaded, items: u32) -> Result<(), ApiError> {
+    let max_batch = if loaded.batchable {
+        model.cfg.max_batch_size as u32
+    } else {
+        1
+    };
+    let backends = model.cfg.executors as f64 + loaded.remotes.capacity_units();
+    let capacity = admission::capacity_items_per_s(&loaded.profile, max_batch, backends);
+    let queued = loaded.queue.queued_items();
+    let expected_us =
+        admission::expected_latency_us(&loaded.profile, queued, items, capacity, max_batch);
+    let slo_us = model.cfg.slo_ms * 1000.0;
+    if expected_us <= slo_us {
+        return Ok(());
+    }
+    if loaded
+        .remotes
+        .lambda
+        .load()
+        .as_ref()
+        .is_some_and(|l| l.has_free_slot())
+    {
+        return Ok(());
+    }
+    loaded
+        .metrics
+        .shed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let retry_s = ((expected_us - slo_us) / 1e6).ceil().clamp(1.0, 60.0) as u32;
+    Err(ApiError::unavailable(
+        format!(
+            "model '{}' is overloaded: {queued} items are queued ahead, an answer is expected in {:.0} ms, past its {} ms SLO",
+            model.name,
+            expected_us / 1000.0,
+            model.cfg.slo_ms
+        ),
+        retry_s,
+    ))
 }

@@ -10,10 +10,10 @@ use tokio::sync::Semaphore;
 
 use super::policy::{BatchDecision, BatchPolicy, ProfilePoint, QueueState};
 use super::queue::ModelQueue;
-use crate::exec::executor::{ExecutorPool, Job};
+use crate::exec::batch_ctx::BatchCtx;
+use crate::exec::executor::Job;
 use crate::exec::lambda::LambdaBackend;
 use crate::exec::remote::{Remote, RemoteSet};
-use crate::metrics::ModelMetrics;
 
 /// Everything the loop needs.
 pub struct Batcher {
@@ -21,8 +21,8 @@ pub struct Batcher {
     pub model: String,
     /// The model queue.
     pub queue: Arc<ModelQueue>,
-    /// Executor threads.
-    pub pool: Arc<ExecutorPool>,
+    /// The model's batch context (executors, metrics, outputs, SLO) that every backend uses.
+    pub ctx: Arc<BatchCtx>,
     /// Fleet workers (empty unless a cloud driver runs).
     pub remotes: Arc<RemoteSet>,
     /// One permit per executor.
@@ -39,8 +39,6 @@ pub struct Batcher {
     pub slo_us: u64,
     /// Largest batch; 0 when the model has no dynamic batch dimension (one request per run).
     pub max_batch: u32,
-    /// Metrics of the model.
-    pub metrics: Arc<ModelMetrics>,
 }
 
 impl Batcher {
@@ -51,7 +49,6 @@ impl Batcher {
             Remote(Arc<Remote>),
             Lambda(Arc<LambdaBackend>, tokio::sync::OwnedSemaphorePermit),
         }
-        let slo = Duration::from_micros(self.slo_us);
         loop {
             let remotes = self.remotes.clone();
             let lambda = remotes.lambda.load_full();
@@ -68,12 +65,18 @@ impl Batcher {
                 // spilling: the oldest request is already late for an instance; send what the
                 // function answers within the SLO
                 Backend::Lambda(ref l, _) => {
-                    let most = super::spill::spill_batch(
+                    let by_time = super::spill::spill_batch(
                         &self.profile,
                         self.slo_us,
                         l.spec.latency_s,
                         self.max_batch.max(1),
                     );
+                    let by_payload = super::spill::payload_items(
+                        self.queue.oldest_bytes_per_item().unwrap_or(0),
+                        self.ctx.out_bytes_per_item(),
+                        l.spec.payload_limit_bytes,
+                    );
+                    let most = by_time.min(by_payload);
                     self.queue
                         .snapshot(Instant::now())
                         .map_or(1, |s| s.batchable_items.clamp(1, most))
@@ -82,7 +85,7 @@ impl Batcher {
                 Backend::Local(_) => self.next_batch_size(1.0).await,
             };
             let batch = self.queue.take(n);
-            self.metrics.queue_depth.store(
+            self.ctx.metrics.queue_depth.store(
                 self.queue.len() as i64,
                 std::sync::atomic::Ordering::Relaxed,
             );
@@ -96,6 +99,7 @@ impl Batcher {
             match backend {
                 Backend::Local(permit) => {
                     if self
+                        .ctx
                         .pool
                         .submit(Job {
                             batch,
@@ -108,26 +112,10 @@ impl Batcher {
                     }
                 }
                 Backend::Remote(r) => {
-                    let run = self.remotes.clone().run(
-                        r,
-                        self.model.clone(),
-                        batch,
-                        self.pool.clone(),
-                        self.metrics.clone(),
-                        slo,
-                    );
-                    tokio::spawn(run);
+                    tokio::spawn(self.remotes.clone().run(r, batch, self.ctx.clone()));
                 }
                 Backend::Lambda(l, slot) => {
-                    let run = l.run(
-                        slot,
-                        self.model.clone(),
-                        batch,
-                        self.pool.clone(),
-                        self.metrics.clone(),
-                        slo,
-                    );
-                    tokio::spawn(run);
+                    tokio::spawn(l.run(slot, batch, self.ctx.clone()));
                 }
             }
         }
@@ -185,7 +173,8 @@ impl Batcher {
             // Liveness is the host's, not the policy's: once the oldest request has waited a
             // whole SLO, it goes now, whatever a (possibly custom) policy says.
             if matches!(decision, BatchDecision::Wait(_)) && snap.oldest_wait_us >= self.slo_us {
-                self.metrics
+                self.ctx
+                    .metrics
                     .forced_sends
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return snap.batchable_items.clamp(1, self.max_batch);

@@ -1,6 +1,7 @@
 //! Dynamic batching: the bounded model queue, the batch-size policy, and the loop that forms
-//! batches whenever an executor is free, and the rule for spilling to Lambda.
+//! batches whenever an executor is free, the rule for spilling to Lambda, and SLO-aware admission.
 
+pub mod admission;
 pub mod batcher;
 pub mod policy;
 pub mod queue;

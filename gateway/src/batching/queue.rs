@@ -1,12 +1,18 @@
 //! The bounded per-model queue: admission, arrival-rate tracking and batch formation.
+//!
+//! Nothing in the queue runs for nobody: a request whose client went away (connection closed,
+//! HTTP/2 stream reset) is removed without running, and, unless the model serves late answers, a
+//! request whose deadline passed while it waited is answered 504 without running.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify};
 
 use crate::exec::ExecError;
+use crate::metrics::ModelMetrics;
 use crate::tensor::Tensor;
 
 /// Result of one request: all model outputs for its rows.
@@ -47,6 +53,10 @@ pub struct ModelQueue {
     /// Woken on every arrival.
     pub notify: Notify,
     capacity: usize,
+    /// A request still queued this long after admission is answered 504 (`None`: served late).
+    expire_after: Option<Duration>,
+    metrics: Arc<ModelMetrics>,
+    model: String,
 }
 
 /// A snapshot for the batch policy.
@@ -66,8 +76,19 @@ pub struct Snapshot {
 const RATE_TAU_S: f64 = 1.0;
 
 impl ModelQueue {
-    /// An empty queue holding at most `capacity` requests.
+    /// An empty queue holding at most `capacity` requests that never expire.
     pub fn new(capacity: usize) -> Self {
+        Self::with_deadline(capacity, None, String::new(), Arc::default())
+    }
+
+    /// An empty queue of `model` holding at most `capacity` requests; a request still queued
+    /// `expire_after` after admission is answered 504 without running.
+    pub fn with_deadline(
+        capacity: usize,
+        expire_after: Option<Duration>,
+        model: String,
+        metrics: Arc<ModelMetrics>,
+    ) -> Self {
         ModelQueue {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
@@ -77,7 +98,55 @@ impl ModelQueue {
             }),
             notify: Notify::new(),
             capacity,
+            expire_after,
+            metrics,
+            model,
         }
+    }
+
+    /// Input bytes per item of the oldest request (what one more item adds to a batch's payload).
+    pub fn oldest_bytes_per_item(&self) -> Option<usize> {
+        let g = self.inner.lock().expect("queue lock");
+        let p = g.items.front()?;
+        let bytes: usize = p.inputs.iter().map(Tensor::byte_len).sum();
+        Some(bytes / p.items.max(1) as usize)
+    }
+
+    /// Items (rows) waiting.
+    pub fn queued_items(&self) -> u64 {
+        self.inner.lock().expect("queue lock").queued_items
+    }
+
+    /// Removes requests nobody waits for (counted as cancelled) and, with a deadline, requests
+    /// past it (answered 504, counted as expired).
+    fn purge(&self, g: &mut Inner, now: Instant) {
+        let expire = self.expire_after;
+        let stale = |p: &Pending| {
+            p.reply.is_closed()
+                || expire.is_some_and(|d| now.saturating_duration_since(p.enqueued) >= d)
+        };
+        if !g.items.iter().any(stale) {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(g.items.len());
+        for p in g.items.drain(..) {
+            if !stale(&p) {
+                kept.push_back(p);
+                continue;
+            }
+            g.queued_items -= u64::from(p.items);
+            if p.reply.is_closed() {
+                self.metrics.cancelled.fetch_add(1, Relaxed);
+            } else {
+                self.metrics.expired.fetch_add(1, Relaxed);
+                let waited = now.saturating_duration_since(p.enqueued);
+                let _ = p.reply.send(Err(ExecError::Expired {
+                    model: self.model.clone(),
+                    waited_ms: waited.as_millis() as u64,
+                }));
+            }
+        }
+        g.items = kept;
     }
 
     /// Admits a request, or refuses it when the queue is full (nothing is queued then).
@@ -118,7 +187,8 @@ impl ModelQueue {
 
     /// State for the policy at `now`; `None` when empty.
     pub fn snapshot(&self, now: Instant) -> Option<Snapshot> {
-        let g = self.inner.lock().expect("queue lock");
+        let mut g = self.inner.lock().expect("queue lock");
+        self.purge(&mut g, now);
         let first = g.items.front()?;
         let batchable: u64 = g
             .items
@@ -143,6 +213,7 @@ impl ModelQueue {
     /// stays within `max_items`. The oldest is always taken, even when it alone exceeds the bound.
     pub fn take(&self, max_items: u32) -> Vec<Pending> {
         let mut g = self.inner.lock().expect("queue lock");
+        self.purge(&mut g, Instant::now());
         let Some(first) = g.items.pop_front() else {
             return Vec::new();
         };
@@ -185,8 +256,10 @@ mod tests {
     #[test]
     fn full_queue_refuses_and_keeps_order() {
         let q = ModelQueue::new(2);
-        q.push(pending(1, 0).0).unwrap();
-        q.push(pending(2, 0).0).unwrap();
+        let (a, _ra) = pending(1, 0);
+        let (b, _rb) = pending(2, 0);
+        q.push(a).unwrap();
+        q.push(b).unwrap();
         let (err, back) = q.push(pending(3, 0).0).unwrap_err();
         assert_eq!(err.capacity, 2);
         assert_eq!(back.items, 3);
@@ -195,10 +268,55 @@ mod tests {
     }
 
     #[test]
+    fn abandoned_requests_leave_without_running() {
+        let metrics = Arc::new(ModelMetrics::default());
+        let q = ModelQueue::with_deadline(10, None, "m".into(), metrics.clone());
+        let (a, rx_a) = pending(1, 0);
+        let (b, rx_b) = pending(2, 0);
+        q.push(a).unwrap();
+        q.push(b).unwrap();
+        drop(rx_a); // the client hung up
+        let snap = q.snapshot(Instant::now()).unwrap();
+        assert_eq!((snap.requests, snap.batchable_items), (1, 2));
+        let batch = q.take(10);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].items, 2);
+        assert_eq!(metrics.cancelled.load(Relaxed), 1);
+        drop(rx_b);
+    }
+
+    #[test]
+    fn requests_past_their_deadline_are_answered_504_without_running() {
+        let metrics = Arc::new(ModelMetrics::default());
+        let q = ModelQueue::with_deadline(
+            10,
+            Some(Duration::from_millis(20)),
+            "m".into(),
+            metrics.clone(),
+        );
+        let (a, mut rx_a) = pending(1, 0);
+        q.push(a).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let (b, _rx_b) = pending(1, 0);
+        q.push(b).unwrap();
+        let batch = q.take(10);
+        assert_eq!(batch.len(), 1, "only the fresh request runs");
+        assert!(matches!(
+            rx_a.try_recv(),
+            Ok(Err(ExecError::Expired { .. }))
+        ));
+        assert_eq!(metrics.expired.load(Relaxed), 1);
+        assert_eq!(q.queued_items(), 0);
+    }
+
+    #[test]
     fn take_groups_by_signature_and_bound() {
         let q = ModelQueue::new(10);
+        let mut clients = Vec::new();
         for (n, s) in [(2, 0), (1, 1), (2, 0), (3, 0)] {
-            q.push(pending(n, s).0).unwrap();
+            let (p, rx) = pending(n, s);
+            clients.push(rx);
+            q.push(p).unwrap();
         }
         let snap = q.snapshot(Instant::now()).unwrap();
         assert_eq!(snap.batchable_items, 7);

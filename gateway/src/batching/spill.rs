@@ -41,8 +41,31 @@ pub fn spill_batch(
         .unwrap_or(1)
 }
 
+/// Bytes of JSON around a batch in a Lambda payload (model name, header, field names).
+const PAYLOAD_OVERHEAD_BYTES: usize = 64 << 10;
+
+/// Items per invocation that fit Lambda's synchronous payload limit, request and answer alike:
+/// both carry the v2 body base64 in JSON (4 bytes per 3). `in_per_item` and `out_per_item` are the
+/// request and answer bytes of one item; at least 1 (a single item over the limit fails on
+/// Lambda and is retried on the gateway).
+pub fn payload_items(in_per_item: usize, out_per_item: usize, limit_bytes: usize) -> u32 {
+    let usable = limit_bytes.saturating_sub(PAYLOAD_OVERHEAD_BYTES) / 4 * 3;
+    let per = in_per_item.max(out_per_item).max(1);
+    u32::try_from(usable / per).unwrap_or(u32::MAX).max(1)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resnet_spill_batches_fit_the_6_mb_payload() {
+        // resnet18: 3x224x224 FP32 in, 1000 FP32 out; a batch of 8 is ~6.4 MB base64
+        let n = super::payload_items(3 * 224 * 224 * 4, 4000, 6 * 1024 * 1024);
+        assert_eq!(n, 7);
+        assert!((n as usize * 3 * 224 * 224 * 4).div_ceil(3) * 4 + (64 << 10) <= 6 * 1024 * 1024);
+        assert_eq!(super::payload_items(10 << 20, 4, 6 << 20), 1);
+        assert_eq!(super::payload_items(784 * 4, 40, 6 << 20), 1488);
+    }
+
     use super::*;
 
     fn p(b: u32, us: f64) -> ProfilePoint {

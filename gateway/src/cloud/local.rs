@@ -34,6 +34,48 @@ struct Record {
     #[serde(flatten)]
     instance: Instance,
     pid: u32,
+    /// The process's start time (clock ticks after boot, `/proc/PID/stat` field 22): a PID
+    /// reused by another process after the worker died (or after a reboot) has another.
+    #[serde(default)]
+    proc_start: Option<u64>,
+    /// The kernel's boot id at launch: start times count from boot, so a record from before a
+    /// reboot never matches a process after it.
+    #[serde(default)]
+    boot_id: Option<String>,
+}
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Start time of `pid` in clock ticks after boot.
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the command name (which may hold spaces and parentheses)
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when `rec` still describes a live worker process of ours: the same boot, the same PID
+/// and the same start time (which identify one process), or for a record without them, a process
+/// running `mark worker` on the recorded address. Anything else must never be signalled.
+fn is_our_worker(rec: &Record) -> bool {
+    if !alive(rec.pid) {
+        return false;
+    }
+    if let Some(start) = rec.proc_start {
+        return proc_start(rec.pid) == Some(start)
+            && rec
+                .boot_id
+                .as_ref()
+                .is_none_or(|b| boot_id().as_ref() == Some(b));
+    }
+    std::fs::read(format!("/proc/{}/cmdline", rec.pid)).is_ok_and(|c| {
+        let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+        args.contains(&b"worker".as_slice()) && args.contains(&rec.instance.addr.as_bytes())
+    })
 }
 
 fn alive(pid: u32) -> bool {
@@ -132,6 +174,8 @@ impl LocalCloud {
         let rec = Record {
             instance: instance.clone(),
             pid: child.id(),
+            proc_start: proc_start(child.id()),
+            boot_id: boot_id(),
         };
         let body =
             serde_json::to_vec_pretty(&rec).map_err(|e| CloudError::Failed(e.to_string()))?;
@@ -150,10 +194,21 @@ impl LocalCloud {
             .flatten()
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .filter_map(|e| {
-                Some((
-                    e.path(),
-                    serde_json::from_slice::<Record>(&std::fs::read(e.path()).ok()?).ok()?,
-                ))
+                let path = e.path();
+                let bytes = std::fs::read(&path).ok()?;
+                match serde_json::from_slice::<Record>(&bytes) {
+                    Ok(r) if r.instance.addr.parse::<std::net::SocketAddr>().is_ok() => {
+                        Some((path, r))
+                    }
+                    Ok(_) => {
+                        tracing::warn!(record = %path.display(), "skipping a fleet record with a bad address");
+                        None
+                    }
+                    Err(err) => {
+                        tracing::warn!(record = %path.display(), cause = %err, "skipping a corrupt fleet record");
+                        None
+                    }
+                }
             })
             .collect()
     }
@@ -162,16 +217,14 @@ impl LocalCloud {
     pub fn list(&self) -> Vec<Instance> {
         let mut out = Vec::new();
         for (path, rec) in self.records() {
-            if !alive(rec.pid) {
+            if !is_our_worker(&rec) {
                 let _ = std::fs::remove_file(path);
                 continue;
             }
             let mut i = rec.instance;
-            let listening = std::net::TcpStream::connect_timeout(
-                &i.addr.parse().expect("stored address"),
-                Duration::from_millis(200),
-            )
-            .is_ok();
+            let listening = i.addr.parse().is_ok_and(|a| {
+                std::net::TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok()
+            });
             i.state = if listening {
                 InstanceState::Running
             } else {
@@ -200,6 +253,12 @@ impl LocalCloud {
             .into_iter()
             .find(|(_, r)| r.instance.id == id)
             .ok_or_else(|| CloudError::Failed(format!("no instance '{id}'")))?;
+        if !is_our_worker(&rec) {
+            // gone already, or its PID now belongs to another process: never signal that
+            tracing::warn!(instance = %id, pid = rec.pid, "instance's process is gone; dropping its record");
+            let _ = std::fs::remove_file(path);
+            return Ok(());
+        }
         let status = Command::new("kill")
             .args([format!("-{sig}"), rec.pid.to_string()])
             .status()
@@ -209,6 +268,12 @@ impl LocalCloud {
                 "kill -{sig} {} failed",
                 rec.pid
             )));
+        }
+        if sig == "TERM" {
+            // a stopped (frozen) worker handles SIGTERM only once it runs again
+            let _ = Command::new("kill")
+                .args(["-CONT", &rec.pid.to_string()])
+                .status();
         }
         let _ = std::fs::remove_file(path);
         Ok(())
@@ -225,5 +290,75 @@ impl LocalCloud {
     /// USD per hour of the live fleet.
     pub fn dollars_per_hour(&self) -> f64 {
         self.list().iter().map(|i| i.price_per_hour).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloud(tag: &str) -> (LocalCloud, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("mark-local-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let catalog = Catalog::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog-local.toml"),
+        )
+        .expect("example catalog");
+        let c = LocalCloud::new(&dir, "f", "mlp", Path::new("/bin/false"), &dir, catalog);
+        std::fs::create_dir_all(dir.join("f")).unwrap();
+        (c, dir)
+    }
+
+    fn record(pid: u32, proc_start: Option<u64>, addr: &str) -> Vec<u8> {
+        serde_json::to_vec(&Record {
+            instance: Instance {
+                id: format!("local-{pid}-1"),
+                fleet: "f".into(),
+                model: "mlp".into(),
+                instance_type: "local.small".into(),
+                market: Market::OnDemand,
+                launched_at: 0.0,
+                addr: addr.into(),
+                state: InstanceState::Running,
+                price_per_hour: 0.1,
+            },
+            pid,
+            proc_start,
+            boot_id: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_reused_pid_is_never_signalled_and_corrupt_records_are_skipped() {
+        let (c, dir) = cloud("pid");
+        // an unrelated live process (a sleeping child) under a record of ours
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = other.id();
+        std::fs::write(dir.join("f/a.json"), record(pid, None, "127.0.0.1:9")).unwrap();
+        // same PID, wrong start time (a PID reused after a reboot)
+        std::fs::write(dir.join("f/b.json"), record(pid, Some(1), "127.0.0.1:9")).unwrap();
+        // same PID and start time, another boot
+        let mut other_boot: Record =
+            serde_json::from_slice(&record(pid, proc_start(pid), "127.0.0.1:9")).unwrap();
+        other_boot.boot_id = Some("another-boot".into());
+        std::fs::write(
+            dir.join("f/c.json"),
+            serde_json::to_vec(&other_boot).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("f/corrupt.json"), b"{\"pid\": 12, \"addr\": ").unwrap();
+        std::fs::write(
+            dir.join("f/badaddr.json"),
+            record(pid, None, "not an address"),
+        )
+        .unwrap();
+        assert!(c.list().is_empty(), "no worker of ours is running");
+        c.terminate(&format!("local-{pid}-1")).ok();
+        assert!(alive(pid), "the unrelated process was not signalled");
+        assert!(proc_start(pid).is_some());
+        let _ = other.kill();
+        let _ = other.wait();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -27,10 +27,18 @@ pub struct LambdaSpec {
     /// Seconds one batch-1 request takes on the function (warm).
     #[serde(default = "default_lambda_latency")]
     pub latency_s: f64,
+    /// Largest synchronous invocation payload, request or answer, in bytes (AWS: 6 MB). Spill
+    /// batches are sized to fit it.
+    #[serde(default = "default_payload_limit")]
+    pub payload_limit_bytes: usize,
 }
 
 fn default_lambda_latency() -> f64 {
     0.05
+}
+
+fn default_payload_limit() -> usize {
+    6 * 1024 * 1024
 }
 
 /// One instance type.

@@ -15,11 +15,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::executor::ExecutorPool;
+use super::batch_ctx::BatchCtx;
 use super::wire;
 use crate::batching::queue::Pending;
 use crate::control::catalog::LambdaSpec;
-use crate::metrics::ModelMetrics;
 
 /// How to reach Lambda.
 #[derive(Debug, Clone)]
@@ -100,6 +99,11 @@ impl LambdaBackend {
         self.slots.clone().try_acquire_owned().ok()
     }
 
+    /// True when a concurrency slot is free now.
+    pub fn has_free_slot(&self) -> bool {
+        self.slots.available_permits() > 0
+    }
+
     /// Waits for a concurrency slot.
     pub async fn slot(&self) -> OwnedSemaphorePermit {
         self.slots
@@ -116,30 +120,46 @@ impl LambdaBackend {
         gb_s * self.spec.price_per_gb_s + calls * self.spec.price_per_request
     }
 
-    /// Runs `batch` on the function (holding `slot`); on failure, retries it on `pool`.
-    #[allow(clippy::too_many_arguments)]
+    /// Deadline of one invocation: twice the SLO plus four times the function's batch latency
+    /// and one cold start. Past it the invocation counts as failed and the batch is retried.
+    pub fn deadline(&self, slo: Duration) -> Duration {
+        let s = &self.spec;
+        let extra = (4.0 * s.latency_s + s.cold_start_s).clamp(0.0, 900.0);
+        slo * 2 + Duration::from_secs_f64(extra)
+    }
+
+    /// Runs `batch` on the function (holding `slot`); on failure, retries it on the gateway's
+    /// executors.
     pub async fn run(
         self: Arc<Self>,
         slot: OwnedSemaphorePermit,
-        model: String,
         batch: Vec<Pending>,
-        pool: Arc<ExecutorPool>,
-        metrics: Arc<ModelMetrics>,
-        slo: Duration,
+        ctx: Arc<BatchCtx>,
     ) {
         let (merged, sizes) = wire::merge(&batch);
-        let r = self.invoke_tensors(&model, &merged).await;
+        let total: usize = sizes.iter().sum();
+        let r = self
+            .invoke_tensors(&ctx.model, &merged, self.deadline(ctx.slo))
+            .await
+            .and_then(|outs| {
+                wire::check_outputs(outs, &ctx.outputs, total).map_err(|e| {
+                    format!(
+                        "function {} answered a wrong batch: {e}",
+                        self.opts.function
+                    )
+                })
+            });
         drop((slot, merged));
         match r {
             Ok(outs) => {
                 self.requests.fetch_add(batch.len() as u64, Relaxed);
-                metrics.lambda_batches.fetch_add(1, Relaxed);
-                wire::finish_batch(batch, &sizes, &outs, &metrics, slo);
+                ctx.metrics.lambda_batches.fetch_add(1, Relaxed);
+                wire::finish_batch(batch, &sizes, &outs, &ctx);
             }
             Err(e) => {
-                metrics.remote_retries.fetch_add(1, Relaxed);
+                ctx.metrics.remote_retries.fetch_add(1, Relaxed);
                 tracing::warn!(function = %self.opts.function, cause = %e, "Lambda failed a batch; retrying it on the gateway's executors");
-                wire::retry_locally(&pool, batch, &model, &metrics, slo);
+                wire::retry_locally(batch, &ctx);
             }
         }
     }
@@ -150,10 +170,18 @@ impl LambdaBackend {
         &self,
         model: &str,
         inputs: &[crate::tensor::Tensor],
+        deadline: Duration,
     ) -> Result<Vec<crate::tensor::Tensor>, String> {
         let (body, n) = wire::encode_batch(inputs);
         let started = Instant::now();
-        let r = self.invoke(model, &body, n).await;
+        let r = match tokio::time::timeout(deadline, self.invoke(model, &body, n)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "function {} did not answer within {} ms",
+                self.opts.function,
+                deadline.as_millis()
+            )),
+        };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         self.billed_ms.fetch_add(ms.ceil().max(1.0) as u64, Relaxed);
         match &r {

@@ -4,8 +4,10 @@
 //! - `session`: building a session (execution provider, threads) and reading model metadata.
 //! - `values`: converting gateway tensors to ort values and back.
 //! - `executor`: the per-model pool of executor threads that run batches.
+//! - `batch_ctx`: what a backend needs to finish, check and retry a model's batch.
 //! - `remote`: fleet workers; `lambda`: AWS Lambda invocations; `wire`: the batch format both use.
 
+pub mod batch_ctx;
 pub mod executor;
 pub mod lambda;
 pub mod ort_lib;
@@ -37,6 +39,14 @@ pub enum ExecError {
         model: String,
         /// ONNX Runtime's message.
         message: String,
+    },
+    /// The request's deadline passed while it was queued; it was not run (HTTP 504).
+    #[error("model '{model}': request waited {waited_ms} ms in the queue, past its deadline; it was not run")]
+    Expired {
+        /// Model name.
+        model: String,
+        /// Time spent queued.
+        waited_ms: u64,
     },
     /// The executor went away before answering (thread panicked or shut down).
     #[error("executor for model '{0}' stopped before answering")]

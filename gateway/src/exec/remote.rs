@@ -13,10 +13,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
-use super::executor::ExecutorPool;
+use super::batch_ctx::BatchCtx;
 use super::wire;
 use crate::batching::queue::Pending;
-use crate::metrics::ModelMetrics;
 use crate::tensor::Tensor;
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
@@ -36,6 +35,27 @@ pub struct Remote {
     /// Speed of its instance type relative to the profiled machine (its batches are sized from
     /// the profile scaled by it).
     pub speed: f64,
+    /// When it failed its third batch in a row (it gets no batches until a health probe passes).
+    pub unhealthy_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// Consecutive failed batches after which a worker gets no more until its health probe passes.
+pub const FAILURES_TO_UNHEALTHY: u32 = 3;
+/// Deadline of one health probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Remote {
+    /// True while it gets no batches (failed `FAILURES_TO_UNHEALTHY` in a row, probe not passed).
+    pub fn unhealthy(&self) -> bool {
+        self.failures.load(Relaxed) >= FAILURES_TO_UNHEALTHY
+    }
+
+    fn failed(&self) {
+        if self.failures.fetch_add(1, Relaxed) + 1 == FAILURES_TO_UNHEALTHY {
+            *self.unhealthy_since.lock().expect("remote lock") = Some(std::time::Instant::now());
+            tracing::warn!(worker = %self.id, "worker failed {FAILURES_TO_UNHEALTHY} batches in a row: out of rotation until its health probe passes");
+        }
+    }
 }
 
 /// The workers of one model, replaced as the fleet changes.
@@ -79,6 +99,7 @@ impl RemoteSet {
                             failures: AtomicU32::new(0),
                             batches: AtomicU64::new(0),
                             speed: *speed,
+                            unhealthy_since: std::sync::Mutex::new(None),
                         })
                     })
             })
@@ -93,7 +114,7 @@ impl RemoteSet {
             .load()
             .iter()
             .find(|r| {
-                r.failures.load(Relaxed) < 3
+                !r.unhealthy()
                     && r.busy
                         .compare_exchange(false, true, Relaxed, Relaxed)
                         .is_ok()
@@ -110,38 +131,94 @@ impl RemoteSet {
             .collect()
     }
 
+    /// Summed speed of the usable workers (a worker as fast as the profiled machine counts 1).
+    pub fn capacity_units(&self) -> f64 {
+        self.workers
+            .load()
+            .iter()
+            .filter(|r| !r.unhealthy() && r.speed.is_finite() && r.speed > 0.0)
+            .map(|r| r.speed)
+            .sum()
+    }
+
     /// Number of usable workers.
     pub fn healthy(&self) -> u32 {
         self.workers
             .load()
             .iter()
-            .filter(|r| r.failures.load(Relaxed) < 3)
+            .filter(|r| !r.unhealthy())
             .count() as u32
     }
 
-    /// Runs `batch` on `remote`; on failure, retries it once on the local executors.
+    /// Ids of the workers out of rotation.
+    pub fn unhealthy_ids(&self) -> Vec<String> {
+        self.workers
+            .load()
+            .iter()
+            .filter(|r| r.unhealthy())
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// Probes every worker out of rotation (`GET /v2/health/ready`, 1 s deadline): one that
+    /// answers 200 is back in rotation. Returns the ids of those out of rotation for longer than
+    /// `grace`: they are to be terminated and replaced.
+    pub async fn check_health(&self, grace: std::time::Duration) -> Vec<String> {
+        let mut dead = Vec::new();
+        for r in self.workers.load().iter().filter(|r| r.unhealthy()) {
+            let uri = format!("http://{}/v2/health/ready", r.addr);
+            let ok = match hyper::Request::get(uri).body(Full::new(Bytes::new())) {
+                Ok(req) => tokio::time::timeout(PROBE_TIMEOUT, self.client.request(req))
+                    .await
+                    .is_ok_and(|resp| resp.is_ok_and(|resp| resp.status().is_success())),
+                Err(_) => false,
+            };
+            let mut since = r.unhealthy_since.lock().expect("remote lock");
+            if ok {
+                tracing::info!(worker = %r.id, "health probe passed: worker back in rotation");
+                *since = None;
+                r.failures.store(0, Relaxed);
+                self.freed.notify_one();
+            } else if since.is_some_and(|t| t.elapsed() >= grace) {
+                dead.push(r.id.clone());
+            }
+        }
+        dead
+    }
+
+    /// Runs `batch` on `remote`; on failure (an error, no answer within the deadline, an answer
+    /// too large or that does not fit the model's outputs), retries it once elsewhere.
     pub async fn run(
         self: Arc<Self>,
         remote: Arc<Remote>,
-        model: String,
         batch: Vec<Pending>,
-        pool: Arc<ExecutorPool>,
-        metrics: Arc<ModelMetrics>,
-        slo: std::time::Duration,
+        ctx: Arc<BatchCtx>,
     ) {
         let (merged, sizes) = wire::merge(&batch);
-        let r = self.call(&remote, &model, &merged).await;
+        let total: usize = sizes.iter().sum();
+        let deadline = ctx.remote_deadline(total, remote.speed);
+        let r = match tokio::time::timeout(deadline, self.call(&remote, &ctx, &merged, total)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "worker {} did not answer within {} ms",
+                remote.addr,
+                deadline.as_millis()
+            )),
+        };
+        drop(merged);
         remote.busy.store(false, Relaxed);
         self.freed.notify_one();
+        let metrics = &ctx.metrics;
         match r {
             Ok(outs) => {
                 remote.failures.store(0, Relaxed);
                 remote.batches.fetch_add(1, Relaxed);
                 metrics.remote_batches.fetch_add(1, Relaxed);
-                wire::finish_batch(batch, &sizes, &outs, &metrics, slo);
+                wire::finish_batch(batch, &sizes, &outs, &ctx);
             }
             Err(e) => {
-                remote.failures.fetch_add(1, Relaxed);
+                remote.failed();
                 metrics.remote_retries.fetch_add(1, Relaxed);
                 // elsewhere: on Lambda when a slot is free (the gateway's executors are likely
                 // busy with their own share), else queued on the gateway's executors
@@ -150,13 +227,13 @@ impl RemoteSet {
                     .load_full()
                     .and_then(|l| l.try_slot().map(|s| (l, s)))
                 {
-                    tracing::warn!(worker = %remote.id, cause = %e, batch = sizes.iter().sum::<usize>(), "worker failed a batch; retrying it on Lambda");
+                    tracing::warn!(worker = %remote.id, cause = %e, batch = total, "worker failed a batch; retrying it on Lambda");
                     metrics.lambda_retries.fetch_add(1, Relaxed);
-                    l.run(slot, model, batch, pool, metrics, slo).await;
+                    l.run(slot, batch, ctx).await;
                     return;
                 }
-                tracing::warn!(worker = %remote.id, cause = %e, batch = sizes.iter().sum::<usize>(), "worker failed a batch; retrying it on the gateway's executors");
-                wire::retry_locally(&pool, batch, &model, &metrics, slo);
+                tracing::warn!(worker = %remote.id, cause = %e, batch = total, "worker failed a batch; retrying it on the gateway's executors");
+                wire::retry_locally(batch, &ctx);
             }
         }
     }
@@ -164,15 +241,19 @@ impl RemoteSet {
     async fn call(
         &self,
         remote: &Remote,
-        model: &str,
+        ctx: &BatchCtx,
         inputs: &[Tensor],
+        total: usize,
     ) -> Result<Vec<Tensor>, String> {
         let (body, n) = wire::encode_batch(inputs);
-        let req = hyper::Request::post(format!("http://{}/v2/models/{model}/infer", remote.addr))
-            .header("content-type", "application/octet-stream")
-            .header("inference-header-content-length", n.to_string())
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+        let req = hyper::Request::post(format!(
+            "http://{}/v2/models/{}/infer",
+            remote.addr, ctx.model
+        ))
+        .header("content-type", "application/octet-stream")
+        .header("inference-header-content-length", n.to_string())
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
         let resp = self
             .client
             .request(req)
@@ -184,19 +265,27 @@ impl RemoteSet {
             .get("inference-header-content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let body = resp
-            .into_body()
+        let limit = ctx.max_response_bytes(total);
+        let body = http_body_util::Limited::new(resp.into_body(), limit)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| {
+                format!(
+                    "worker {}: answer over {limit} bytes or cut: {e}",
+                    remote.addr
+                )
+            })?
             .to_bytes();
         if !status.is_success() {
             return Err(format!(
                 "worker {} answered {status}: {}",
                 remote.addr,
-                String::from_utf8_lossy(&body)
+                String::from_utf8_lossy(&body[..body.len().min(512)])
             ));
         }
-        wire::decode_outputs(&body, hlen)
+        let outs = wire::decode_outputs(&body, hlen)
+            .map_err(|e| format!("worker {} answered garbage: {e}", remote.addr))?;
+        wire::check_outputs(outs, &ctx.outputs, total)
+            .map_err(|e| format!("worker {} answered a wrong batch: {e}", remote.addr))
     }
 }

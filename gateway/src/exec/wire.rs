@@ -1,13 +1,12 @@
 //! The batch wire format between the gateway and its remote backends (fleet workers and Lambda):
 //! one KServe v2 request with binary tensors per batch, answered with binary outputs.
 
-use std::time::Duration;
-
-use super::executor::{finish_pending, ExecutorPool, Job};
+use super::batch_ctx::BatchCtx;
+use super::executor::{finish_pending, Job};
+use super::session::IoMeta;
 use super::ExecError;
 use crate::batching::queue::Pending;
-use crate::metrics::ModelMetrics;
-use crate::tensor::{DType, Tensor, TensorData};
+use crate::tensor::{checked_numel, DType, Tensor, TensorData};
 
 /// Concatenates the batch's inputs along dim 0; returns them and each request's item count.
 pub fn merge(batch: &[Pending]) -> (Vec<Tensor>, Vec<usize>) {
@@ -46,22 +45,15 @@ pub fn encode_batch(inputs: &[Tensor]) -> (Vec<u8>, usize) {
     (body, n)
 }
 
-/// Answers every request of `batch` with its slice of the batch outputs `outs`.
-pub fn finish_batch(
-    batch: Vec<Pending>,
-    sizes: &[usize],
-    outs: &[Tensor],
-    metrics: &ModelMetrics,
-    slo: Duration,
-) {
-    metrics
-        .batch_size
-        .observe(sizes.iter().sum::<usize>() as f64);
+/// Answers every request of `batch` with its slice of the batch outputs `outs` (already checked
+/// by `check_outputs`).
+pub fn finish_batch(batch: Vec<Pending>, sizes: &[usize], outs: &[Tensor], ctx: &BatchCtx) {
     let total: usize = sizes.iter().sum();
+    ctx.metrics.batch_size.observe(total as f64);
     let split: Vec<Vec<Tensor>> = outs
         .iter()
         .map(|t| {
-            if t.batch() == total {
+            if t.batch() == total && !t.shape.is_empty() {
                 t.split(sizes)
             } else {
                 vec![t.clone(); sizes.len()]
@@ -72,49 +64,125 @@ pub fn finish_batch(
         finish_pending(
             p,
             Ok(split.iter().map(|s| s[i].clone()).collect()),
-            metrics,
-            slo,
+            &ctx.metrics,
+            ctx.slo,
         );
     }
 }
 
 /// Runs a batch a remote backend failed on the gateway's own executors (queued behind what they
 /// run); if the pool is gone, answers every request with the error.
-pub fn retry_locally(
-    pool: &ExecutorPool,
-    batch: Vec<Pending>,
-    model: &str,
-    metrics: &ModelMetrics,
-    slo: Duration,
-) {
-    if let Err((_, job)) = pool.submit_or_return(Job {
+pub fn retry_locally(batch: Vec<Pending>, ctx: &BatchCtx) {
+    if let Err((_, job)) = ctx.pool.submit_or_return(Job {
         batch,
         permit: None,
     }) {
         for p in job.batch {
-            finish_pending(p, Err(ExecError::Gone(model.to_string())), metrics, slo);
+            finish_pending(
+                p,
+                Err(ExecError::Gone(ctx.model.clone())),
+                &ctx.metrics,
+                ctx.slo,
+            );
         }
     }
 }
 
-/// Decodes a binary v2 response into its output tensors.
+/// Checks a backend's answer for a batch of `total` rows against the model's declared outputs
+/// before anything is split: every declared output exactly once, its datatype, its rank and fixed
+/// dimensions, `total` rows on a dynamic dim 0, and data that matches the shape. Returns the
+/// outputs in the declared order. A backend that fails this has failed the batch.
+pub fn check_outputs(
+    outs: Vec<Tensor>,
+    expected: &[IoMeta],
+    total: usize,
+) -> Result<Vec<Tensor>, String> {
+    if outs.len() != expected.len() {
+        let names: Vec<&str> = outs.iter().map(|t| t.name.as_str()).collect();
+        return Err(format!(
+            "answered {} outputs {names:?}; the model declares {}",
+            outs.len(),
+            expected.len()
+        ));
+    }
+    let mut outs: Vec<Option<Tensor>> = outs.into_iter().map(Some).collect();
+    let mut ordered = Vec::with_capacity(expected.len());
+    for m in expected {
+        let t = outs
+            .iter_mut()
+            .find(|t| t.as_ref().is_some_and(|t| t.name == m.name))
+            .and_then(Option::take)
+            .ok_or_else(|| format!("output '{}' is missing from the answer", m.name))?;
+        if t.dtype != m.dtype {
+            return Err(format!(
+                "output '{}' is {}; the model declares {}",
+                m.name, t.dtype, m.dtype
+            ));
+        }
+        let dims_fit = t.shape.len() == m.shape.len()
+            && t.shape
+                .iter()
+                .zip(&m.shape)
+                .enumerate()
+                .all(|(i, (&a, &b))| {
+                    a >= 0
+                        && (if i == 0 && b < 0 {
+                            a as u64 == total as u64
+                        } else {
+                            b < 0 || a == b
+                        })
+                });
+        if !dims_fit {
+            return Err(format!(
+                "output '{}' has shape {:?}; a batch of {total} needs {:?}",
+                m.name, t.shape, m.shape
+            ));
+        }
+        let n = checked_numel(&t.shape)
+            .ok_or_else(|| format!("output '{}' has shape {:?}", m.name, t.shape))?;
+        let fits = match (&t.data, t.dtype.size()) {
+            (TensorData::Raw(r), Some(es)) => n.checked_mul(es) == Some(r.len()),
+            (TensorData::Strings(s), None) => s.len() == n,
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "output '{}' carries {} bytes, which does not match its shape {:?}",
+                m.name,
+                t.byte_len(),
+                t.shape
+            ));
+        }
+        ordered.push(t);
+    }
+    Ok(ordered)
+}
+
+/// Decodes a binary v2 response into its output tensors; any malformed part is an error.
 pub fn decode_outputs(body: &[u8], header_len: Option<usize>) -> Result<Vec<Tensor>, String> {
-    let n = header_len.unwrap_or(body.len()).min(body.len());
+    let n = header_len.unwrap_or(body.len());
+    if n > body.len() {
+        return Err(format!(
+            "header length {n} exceeds the {}-byte answer",
+            body.len()
+        ));
+    }
     let head: serde_json::Value = serde_json::from_slice(&body[..n]).map_err(|e| e.to_string())?;
     let mut rest = &body[n..];
     let mut out = Vec::new();
     for o in head["outputs"].as_array().ok_or("no outputs")? {
         let name = o["name"].as_str().ok_or("output without name")?.to_string();
         let dtype = DType::from_v2(o["datatype"].as_str().unwrap_or("")).ok_or("bad datatype")?;
-        let shape: Vec<i64> = o["shape"]
+        let shape = o["shape"]
             .as_array()
             .ok_or("no shape")?
             .iter()
-            .filter_map(|d| d.as_i64())
-            .collect();
+            .map(|d| d.as_i64().ok_or("shape holds a non-integer"))
+            .collect::<Result<Vec<i64>, _>>()?;
         let size = o["parameters"]["binary_data_size"]
             .as_u64()
-            .ok_or("output not binary")? as usize;
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or("output not binary")?;
         if size > rest.len() {
             return Err("truncated binary output".into());
         }
@@ -123,10 +191,18 @@ pub fn decode_outputs(body: &[u8], header_len: Option<usize>) -> Result<Vec<Tens
         let data = if dtype == DType::Bytes {
             let mut v = Vec::new();
             let mut r = mine;
-            while r.len() >= 4 {
+            while !r.is_empty() {
+                if r.len() < 4 {
+                    return Err(format!("output '{name}': truncated BYTES length prefix"));
+                }
                 let l = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
-                v.push(r[4..4 + l.min(r.len() - 4)].to_vec());
-                r = &r[(4 + l).min(r.len())..];
+                if r.len() - 4 < l {
+                    return Err(format!(
+                        "output '{name}': BYTES element longer than the data"
+                    ));
+                }
+                v.push(r[4..4 + l].to_vec());
+                r = &r[4 + l..];
             }
             TensorData::Strings(v)
         } else {
@@ -139,5 +215,85 @@ pub fn decode_outputs(body: &[u8], header_len: Option<usize>) -> Result<Vec<Tens
             data,
         });
     }
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} binary bytes not claimed by any output",
+            rest.len()
+        ));
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> Vec<IoMeta> {
+        vec![
+            IoMeta {
+                name: "logits".into(),
+                dtype: DType::Fp32,
+                shape: vec![-1, 2],
+            },
+            IoMeta {
+                name: "probs".into(),
+                dtype: DType::Fp32,
+                shape: vec![-1, 2],
+            },
+        ]
+    }
+
+    fn answer(rows: i64) -> Vec<Tensor> {
+        let vals: Vec<f32> = (0..rows * 2).map(|v| v as f32).collect();
+        vec![
+            Tensor::from_f32("probs", vec![rows, 2], &vals),
+            Tensor::from_f32("logits", vec![rows, 2], &vals),
+        ]
+    }
+
+    #[test]
+    fn a_good_answer_is_put_in_declared_order() {
+        let outs = check_outputs(answer(3), &meta(), 3).unwrap();
+        assert_eq!(outs[0].name, "logits");
+        assert_eq!(outs[1].name, "probs");
+    }
+
+    #[test]
+    fn lying_answers_are_refused() {
+        // the whole batch's rows for a batch of 2 (would send every client others' results)
+        let e = check_outputs(answer(3), &meta(), 2).unwrap_err();
+        assert!(e.contains("a batch of 2"), "{e}");
+        // short data
+        let mut short = answer(2);
+        if let TensorData::Raw(r) = &mut short[0].data {
+            r.truncate(5);
+        }
+        let e = check_outputs(short, &meta(), 2).unwrap_err();
+        assert!(e.contains("does not match its shape"), "{e}");
+        // a missing output
+        let mut missing = answer(2);
+        missing.pop();
+        assert!(check_outputs(missing, &meta(), 2).is_err());
+        // a duplicated output instead of the other
+        let mut dup = answer(2);
+        dup[1].name = "probs".into();
+        let e = check_outputs(dup, &meta(), 2).unwrap_err();
+        assert!(e.contains("'logits' is missing"), "{e}");
+        // wrong dtype
+        let mut ty = answer(2);
+        ty[0].dtype = DType::Int32;
+        assert!(check_outputs(ty, &meta(), 2).unwrap_err().contains("INT32"));
+    }
+
+    #[test]
+    fn malformed_wire_answers_are_errors() {
+        let header = r#"{"outputs":[{"name":"s","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":6}}]}"#;
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(&[9, 0, 0, 0, b'a', b'b']);
+        let e = decode_outputs(&body, Some(header.len())).unwrap_err();
+        assert!(e.contains("longer than the data"), "{e}");
+        assert!(decode_outputs(&body, Some(body.len() + 1)).is_err());
+        let header = r#"{"outputs":[{"name":"y","datatype":"FP32","shape":[1,"x"],"parameters":{"binary_data_size":0}}]}"#;
+        assert!(decode_outputs(header.as_bytes(), None).is_err());
+    }
 }

@@ -112,6 +112,7 @@ pub struct PolicyEngine {
     pub linker: Linker<HostState>,
     /// Limits and deadlines.
     pub limits: PolicyLimits,
+    cache: Option<super::code_cache::CodeCache>,
 }
 
 impl PolicyEngine {
@@ -144,10 +145,16 @@ impl PolicyEngine {
                     std::thread::sleep(tick);
                 }
             })?;
+        let cache = limits.cache_dir.as_deref().and_then(|d| {
+            super::code_cache::CodeCache::open(d)
+                .map_err(|e| tracing::warn!(cause = %e, "policy code cache off"))
+                .ok()
+        });
         Ok(Arc::new(PolicyEngine {
             engine,
             linker,
             limits,
+            cache,
         }))
     }
 
@@ -165,9 +172,10 @@ impl PolicyEngine {
         store
     }
 
-    /// Compiles `bytes`, through the code cache when one is configured.
+    /// Compiles `bytes`, through the code cache when one is configured (see `code_cache`: only
+    /// files this gateway wrote and authenticated are loaded as native code).
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let Some(dir) = &self.limits.cache_dir else {
+        let Some(cache) = self.cache.as_ref() else {
             return Component::new(&self.engine, bytes);
         };
         let mut h = Sha256::new();
@@ -175,10 +183,10 @@ impl PolicyEngine {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
         h.update(std::hash::Hasher::finish(&compat).to_le_bytes());
-        let path = dir.join(format!("{:x}.cwasm", h.finalize()));
-        if let Ok(ser) = std::fs::read(&path) {
-            // SAFETY: the file is named by the hash of the source bytes and of this engine's
-            // compatibility, and only this process writes into the cache directory.
+        let id = format!("{:x}", h.finalize());
+        if let Some(ser) = cache.get(&id) {
+            // SAFETY: `get` returns only bytes this gateway serialized itself for exactly these
+            // source bytes and engine: their HMAC under the cache's private key is checked.
             #[allow(unsafe_code)]
             let c = unsafe { Component::deserialize(&self.engine, &ser) };
             if let Ok(c) = c {
@@ -187,11 +195,7 @@ impl PolicyEngine {
         }
         let c = Component::new(&self.engine, bytes)?;
         if let Ok(ser) = c.serialize() {
-            let _ = std::fs::create_dir_all(dir);
-            let tmp = path.with_extension("tmp");
-            if std::fs::write(&tmp, ser).is_ok() {
-                let _ = std::fs::rename(tmp, &path);
-            }
+            cache.put(&id, &ser);
         }
         Ok(c)
     }

@@ -2,6 +2,7 @@
 //!
 //! - `bindings`: host bindings generated from `wit/` (world `all-policies`).
 //! - `engine`: the wasmtime engine (pooling allocator, epoch ticker, memory limits, code cache).
+//! - `code_cache`: the authenticated `.cwasm` cache of compiled components.
 //! - `validate`: turning uploaded bytes into a checked, smoke-tested policy.
 //! - `slot`: one swappable slot per policy kind, with history, stats and rollback.
 //! - `caller`: per-thread callers that keep one Store per policy generation and fall back to the
@@ -11,6 +12,7 @@
 pub mod bench;
 pub mod bindings;
 pub mod caller;
+pub mod code_cache;
 pub mod convert;
 pub mod engine;
 pub mod slot;

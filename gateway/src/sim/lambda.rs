@@ -82,6 +82,7 @@ mod tests {
             cold_start_s: 1.0,
             concurrency_limit: 1,
             latency_s: 0.05,
+            payload_limit_bytes: 6 << 20,
         };
         let mut l = SimLambda::new(spec, 600.0);
         assert_eq!(l.start(0.0, 1, 0.05), 1.05);

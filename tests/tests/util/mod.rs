@@ -115,8 +115,19 @@ impl Gateway {
 
     /// Like `start`, with extra environment variables.
     pub fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Gateway {
+        Self::start_command(Command::new(mark_bin()), args, envs)
+    }
+
+    /// Like `start`, with the open-file limit (soft and hard) set to `n`.
+    pub fn start_with_fd_limit(n: u32, args: &[&str]) -> Gateway {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={n}:{n}")).arg(mark_bin());
+        Self::start_command(cmd, args, &[])
+    }
+
+    fn start_command(mut cmd: Command, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
         let log = temp_dir("log").join("stderr.log");
-        let mut child = Command::new(mark_bin())
+        let mut child = cmd
             .current_dir(root())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -178,6 +189,13 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+impl Gateway {
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -389,4 +407,15 @@ pub async fn open_loop(url: &str, rate: f64, secs: f64, reference: &Arc<Vec<f32>
         t.await.unwrap();
     }
     (ok.load(Relaxed), bad.load(Relaxed))
+}
+
+/// Runs an end-to-end test body under an overall deadline: a hang fails in `secs` seconds with
+/// a message instead of at CI's limit.
+pub async fn within<F: std::future::Future<Output = ()>>(secs: u64, body: F) {
+    if tokio::time::timeout(Duration::from_secs(secs), body)
+        .await
+        .is_err()
+    {
+        panic!("test did not finish within {secs} s");
+    }
 }
