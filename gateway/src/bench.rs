@@ -67,6 +67,9 @@ pub struct BenchArgs {
     /// Print one JSON line per result instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Latency objective in ms: also report goodput, the answers within it per second.
+    #[arg(long)]
+    pub slo_ms: Option<f64>,
 }
 
 /// Summary of one run.
@@ -90,6 +93,8 @@ pub struct Report {
     pub p99_ms: f64,
     /// Mean executed batch size seen by the gateway during the run (from /metrics).
     pub mean_batch: f64,
+    /// Successful answers within `--slo-ms` per second (when given).
+    pub goodput_per_s: Option<f64>,
 }
 
 impl Report {
@@ -98,7 +103,7 @@ impl Report {
             println!("{}", serde_json::to_string(self).expect("serializable"));
         } else {
             println!(
-                "{:<40} ok={:<7} err={:<4} shed={:<5} {:>9.1} items/s  p50={:>7.3}ms p90={:>7.3}ms p99={:>7.3}ms  batch={:.2}",
+                "{:<40} ok={:<7} err={:<4} shed={:<5} {:>9.1} items/s  p50={:>7.3}ms p90={:>7.3}ms p99={:>7.3}ms  batch={:.2}{}{}",
                 self.label,
                 self.ok,
                 self.errors.values().sum::<u64>(),
@@ -107,7 +112,14 @@ impl Report {
                 self.p50_ms,
                 self.p90_ms,
                 self.p99_ms,
-                self.mean_batch
+                self.mean_batch,
+                self.goodput_per_s
+                    .map_or(String::new(), |g| format!("  goodput={g:.1}/s")),
+                if self.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("  errors={:?}", self.errors)
+                }
             );
         }
     }
@@ -336,6 +348,9 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
     let (s1, c1) = batch_stats(&client, &a.url, &a.model).await;
     let mut g = tally.lock().expect("tally");
     let ok = g.lat_ms.len() as u64;
+    let goodput_per_s = a
+        .slo_ms
+        .map(|slo| g.lat_ms.iter().filter(|&&l| l <= slo).count() as f64 / elapsed.max(1e-9));
     let (p50, p90, p99) = pct(&mut g.lat_ms);
     let label = if a.mode == "closed" {
         format!(
@@ -364,6 +379,7 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
         p90_ms: p90,
         p99_ms: p99,
         mean_batch: if c1 > c0 { (s1 - s0) / (c1 - c0) } else { 0.0 },
+        goodput_per_s,
     })
 }
 
@@ -422,6 +438,7 @@ fn raw(a: &BenchArgs) -> anyhow::Result<Vec<Report>> {
             p90_ms: p90,
             p99_ms: p99,
             mean_batch: f64::from(b),
+            goodput_per_s: None,
         });
     }
     Ok(reports)

@@ -300,7 +300,7 @@ pub async fn infer_body(
 }
 
 /// SLO-aware admission: 503 with `Retry-After` when a request of `items` rows, joining the queue
-/// now, is expected to be answered after its SLO on the backends there are (the gateway's
+/// now, is expected to be answered after `ADMIT_SHARE_OF_SLO` of its SLO on the backends there are (the gateway's
 /// executors and healthy fleet workers), and Lambda has no free slot to take it.
 fn shed_if_late(model: &Model, loaded: &Loaded, items: u32) -> Result<(), ApiError> {
     let max_batch = if loaded.batchable {
@@ -314,7 +314,7 @@ fn shed_if_late(model: &Model, loaded: &Loaded, items: u32) -> Result<(), ApiErr
     let expected_us =
         admission::expected_latency_us(&loaded.profile, queued, items, capacity, max_batch);
     let slo_us = model.cfg.slo_ms * 1000.0;
-    if expected_us <= slo_us {
+    if expected_us <= admission::ADMIT_SHARE_OF_SLO * slo_us {
         return Ok(());
     }
     if loaded

@@ -5,6 +5,12 @@
 
 use crate::profile::LatencyProfile;
 
+/// A request is admitted when its expected answer time is within this share of its SLO: the rest
+/// is headroom for what the profile does not see (reading the body, decoding, encoding, the
+/// answer's transfer, other work on the cores). Without it, under overload the queue fills until
+/// answers land right at the SLO, and half of them just miss it.
+pub const ADMIT_SHARE_OF_SLO: f64 = 0.8;
+
 /// Items per second `backends` executors (each `1.0` for the profiled machine; a faster worker
 /// counts for its speed) serve at best: the batch size up to `max_batch` with the highest
 /// throughput on the profile's median latencies. Infinite for an empty profile (nothing known:
@@ -20,7 +26,8 @@ pub fn capacity_items_per_s(profile: &LatencyProfile, max_batch: u32, backends: 
 }
 
 /// Expected microseconds from admission to answer for a request of `items` rows that joins
-/// `queued` items: the queue ahead drains at `capacity` items/s, then its own batch runs.
+/// `queued` items: the queue ahead drains at `capacity` items/s, then its own batch runs (median
+/// latencies: measured on resnet18 at 5x overload, p99 here sheds more without raising goodput).
 pub fn expected_latency_us(
     profile: &LatencyProfile,
     queued: u64,
@@ -42,6 +49,7 @@ mod tests {
     use crate::profile::ProfilePoint;
 
     fn flat(us: f64) -> LatencyProfile {
+        // p99 = p50 here, so the figures below read simply
         LatencyProfile {
             measured_on: String::new(),
             points: [1, 8]
@@ -49,7 +57,7 @@ mod tests {
                 .map(|&b| ProfilePoint {
                     batch: b,
                     p50_us: us * f64::from(b),
-                    p99_us: us * f64::from(b) * 1.2,
+                    p99_us: us * f64::from(b),
                 })
                 .collect(),
         }

@@ -41,7 +41,9 @@ pub enum ExecError {
         message: String,
     },
     /// The request's deadline passed while it was queued; it was not run (HTTP 504).
-    #[error("model '{model}': request waited {waited_ms} ms in the queue, past its deadline; it was not run")]
+    #[error(
+        "model '{model}': request waited {waited_ms} ms in the queue, past its SLO; it was not run"
+    )]
     Expired {
         /// Model name.
         model: String,
