@@ -161,11 +161,18 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
     let mut provisioner =
         PolicyCaller::new(state.engine.clone(), state.policies.provisioner.clone());
     let mm = loaded.metrics.clone();
-    let (mut last_arrived, mut last_answered, mut last_missed) = (
-        mm.arrived_items.load(Relaxed),
-        mm.answered.load(Relaxed),
-        mm.slo_missed.load(Relaxed),
-    );
+    // requests refused or dropped for their SLO (on_deadline = "reject") are misses too: the SLO
+    // monitor must see an overload that admission hides from the latency figures
+    let outcomes = |mm: &crate::metrics::ModelMetrics| {
+        let refused = mm.shed.load(Relaxed) + mm.expired.load(Relaxed);
+        (
+            mm.answered.load(Relaxed) + refused,
+            mm.slo_missed.load(Relaxed) + refused,
+        )
+    };
+    let (answered0, missed0) = outcomes(&mm);
+    let (mut last_arrived, mut last_answered, mut last_missed) =
+        (mm.arrived_items.load(Relaxed), answered0, missed0);
     let mut next_control = opts.interval_s;
     let mut last_emergency = f64::NEG_INFINITY;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(opts.window_s));
@@ -177,7 +184,7 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex
         rates.arrive((now - 1e-6).max(0.0), arrived - last_arrived);
         rates.advance(now);
         last_arrived = arrived;
-        let (answered, missed) = (mm.answered.load(Relaxed), mm.slo_missed.load(Relaxed));
+        let (answered, missed) = outcomes(&mm);
         slo.record(
             now,
             (answered - last_answered).saturating_sub(missed - last_missed),

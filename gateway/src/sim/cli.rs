@@ -49,6 +49,11 @@ pub struct SimulateArgs {
     /// SLO attainment target.
     #[arg(long, default_value_t = 0.99)]
     pub attainment_target: f64,
+    /// What the mark-rs gateway does with a request that would miss its SLO: `reject` (refuse it
+    /// at arrival or drop it before running; a miss either way) or `serve` (run it late), as
+    /// the model's `on_deadline`.
+    #[arg(long, default_value = "reject")]
+    pub on_deadline: String,
     /// Largest batch.
     #[arg(long, default_value_t = 8)]
     pub max_batch: u32,
@@ -160,6 +165,12 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
                 .into(),
         ));
     }
+    if a.on_deadline != "reject" && a.on_deadline != "serve" {
+        return Ok(Err(format!(
+            "--on-deadline {}: expected reject or serve",
+            a.on_deadline
+        )));
+    }
     let policies = if a.native_policies && a.policies.is_empty() {
         super::PolicySource::Native
     } else {
@@ -185,6 +196,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
             mass_interruption: mass,
             max_instances: a.max_instances,
             sagemaker_markup: catalog.sagemaker_markup,
+            reject_late: a.on_deadline == "reject",
             ..SimParams::default()
         },
         catalog,

@@ -71,6 +71,12 @@ struct Sim<'a> {
     requeued: u64,
     duration: f64,
     next_id: u64,
+    /// Requests refused at arrival or dropped at batch formation (`reject_late`).
+    rejected: u64,
+    /// Best items/s of each type (from its profile), for admission.
+    best_rate: Vec<f64>,
+    /// Ready capacity (items/s) and when it was computed.
+    capacity_at: (f64, f64),
 }
 
 fn key(t: f64) -> u64 {
@@ -301,7 +307,70 @@ impl<'a> Sim<'a> {
         self.slo.record(self.now, met, batch.len() as u64);
     }
 
+    fn reject_late(&self) -> bool {
+        self.p.reject_late && self.strategy == Strategy::MarkRs
+    }
+
+    /// A refused or dropped request: an SLO miss.
+    fn reject(&mut self, k: u64) {
+        self.rejected += k;
+        self.slo.record(self.now, 0, k);
+    }
+
+    /// The live gateway's admission rule (`batching::admission`) on the simulated fleet: true
+    /// when a request arriving now is expected to be answered past its share of the SLO, no
+    /// Lambda slot can take it, and some instance is ready (while none is, it waits for one).
+    fn late_at_arrival(&mut self) -> bool {
+        let len = self.queue.len();
+        if !self.reject_late() || len < self.max_batch() as usize {
+            return false;
+        }
+        if self.lambda.as_ref().is_some_and(SimLambda::available) {
+            return false;
+        }
+        if self.now - self.capacity_at.0 >= 1.0 || self.capacity_at.0 < 0.0 {
+            let cap = self
+                .instances
+                .iter()
+                .filter(|i| i.ready && i.alive())
+                .map(|i| self.best_rate[i.ty])
+                .sum();
+            self.capacity_at = (self.now, cap);
+        }
+        let cap = self.capacity_at.1;
+        if cap <= 0.0 {
+            return false;
+        }
+        let own = self
+            .types
+            .iter()
+            .map(|t| t.service(self.max_batch()))
+            .fold(f64::INFINITY, f64::min);
+        len as f64 / cap + own > crate::batching::admission::ADMIT_SHARE_OF_SLO * self.slo_s()
+    }
+
     fn start_batch(&mut self, idx: usize, n: usize) {
+        if self.reject_late() {
+            // requests that would end past their SLO even if run now are not run
+            let run = self.types[self.instances[idx].ty].service(n as u32);
+            let slo = self.slo_s();
+            let mut late = 0;
+            while self
+                .queue
+                .front()
+                .is_some_and(|&a| self.now - a + run >= slo)
+            {
+                self.queue.pop_front();
+                late += 1;
+            }
+            if late > 0 {
+                self.reject(late);
+            }
+        }
+        let n = n.min(self.queue.len());
+        if n == 0 {
+            return;
+        }
         let mut batch = std::mem::take(&mut self.instances[idx].batch);
         batch.clear();
         batch.extend(self.queue.drain(..n));
@@ -600,7 +669,20 @@ pub fn run(
         requeued: 0,
         duration,
         next_id: 0,
+        rejected: 0,
+        best_rate: Vec::new(),
+        capacity_at: (-1.0, 0.0),
     };
+    let max_b = sim.max_batch();
+    sim.best_rate = sim
+        .types
+        .iter()
+        .map(|t| {
+            (1..=max_b)
+                .map(|b| f64::from(b) / t.service(b).max(1e-9))
+                .fold(0.0, f64::max)
+        })
+        .collect();
     // the starting fleet, warm at t = 0: sized for the first interval's rate (the whole trace's
     // peak for static-peak); the same for every strategy so none starts cold
     let initial = super::baselines::initial_fleet(
@@ -637,8 +719,13 @@ pub fn run(
             (Some(a), ev) if ev.is_none_or(|e| a < e) => {
                 arrivals.next();
                 sim.now = a;
-                sim.queue.push_back(a);
+                // demand, refused or not, is what the controller forecasts
                 sim.rates.arrive(a, 1);
+                if sim.late_at_arrival() {
+                    sim.reject(1);
+                } else {
+                    sim.queue.push_back(a);
+                }
                 sim.window_arrivals += 1;
                 if let Some(sg) = sim.sagemaker.as_mut() {
                     sg.arrivals += 1;
@@ -697,12 +784,13 @@ pub fn run(
     if lambda_invocations > 0 {
         by_backend.insert("lambda".into(), lambda_cost);
     }
-    let requests = sim.hist.count + unserved;
+    let requests = sim.hist.count + unserved + sim.rejected;
     PolicyReport {
         name: strategy.name().to_string(),
         spot: spot && strategy != Strategy::SageMaker,
         requests,
         unserved,
+        rejected: sim.rejected,
         total_cost: instance_cost + lambda_cost,
         instance_cost,
         lambda_cost,

@@ -33,6 +33,10 @@ pub struct SimParams {
     pub max_instances: u32,
     /// Price multiplier of SageMaker instances.
     pub sagemaker_markup: f64,
+    /// The gateway's `on_deadline = "reject"` (mark-rs strategy only): a request expected to be
+    /// answered past its SLO is refused at arrival, and one that would end past it even if run
+    /// now is dropped at batch formation. Both count as SLO misses.
+    pub reject_late: bool,
 }
 
 impl Default for SimParams {
@@ -51,6 +55,7 @@ impl Default for SimParams {
             sample_s: 60.0,
             max_instances: 1000,
             sagemaker_markup: 1.4,
+            reject_late: true,
         }
     }
 }

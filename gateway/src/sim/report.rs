@@ -34,6 +34,9 @@ pub struct PolicyReport {
     pub requests: u64,
     /// Requests never served (the run ended with them queued: no capacity at all).
     pub unserved: u64,
+    /// Requests refused at arrival or dropped before running because they would miss their SLO
+    /// (`on_deadline = "reject"`); counted as misses.
+    pub rejected: u64,
     /// USD, instances + Lambda.
     pub total_cost: f64,
     /// USD on instances.

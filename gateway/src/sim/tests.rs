@@ -267,3 +267,39 @@ fn mass_spot_interruption_requeues_and_serves_everything() {
         "every request served, the cut-off batches included"
     );
 }
+
+#[test]
+fn overload_is_refused_not_served_late_as_the_gateway_does() {
+    // 3x the capacity of the one instance allowed (10 ms per request, 100 req/s), no Lambda:
+    // with on_deadline = reject, what is served is served within the SLO and the rest is refused
+    // (counted as misses); served late instead, everything misses by minutes
+    let catalog = ONE_TYPE.split("[[instance]]").nth(1).unwrap();
+    let catalog = format!("[[instance]]{catalog}");
+    let run = |reject_late: bool| {
+        let mut o = opts(
+            &catalog,
+            flat_profile(10.0),
+            uniform(300.0, 300.0),
+            &[(Strategy::MarkRs, false)],
+        );
+        o.params.max_instances = 1;
+        o.params.reject_late = reject_late;
+        simulate(&o).policies.remove(0)
+    };
+    let reject = run(true);
+    let serve = run(false);
+    println!(
+        "reject: attainment {:.3}, p99 {:.1} ms, rejected {}; serve: attainment {:.3}, p99 {:.0} ms",
+        reject.attainment, reject.p99_ms, reject.rejected, serve.attainment, serve.p99_ms
+    );
+    assert!(reject.p99_ms <= 100.0, "{}", reject.p99_ms);
+    assert!(reject.rejected > reject.requests / 2, "{}", reject.rejected);
+    assert!(
+        reject.attainment > 0.3,
+        "goodput near capacity: {}",
+        reject.attainment
+    );
+    assert_eq!(serve.rejected, 0);
+    assert!(serve.p99_ms > 10_000.0, "{}", serve.p99_ms);
+    assert!(serve.attainment < reject.attainment);
+}
