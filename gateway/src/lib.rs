@@ -14,6 +14,9 @@
 //! - `cloud`: cloud drivers (`local`: `mark worker` processes), fleet rebuilt from tags.
 //! - `control`: control-plane logic (catalog, peak rates, SLO monitor, controller step), no I/O.
 //! - `config` / `tensor`: typed settings; tensors as dtype, shape and bytes.
+//! - `sim`: `mark simulate`, the discrete-event simulator on the shared controller and policies.
+//! - `lambda_fn`: `mark lambda`, the function body of the Lambda backend.
+//! - `fuzzing`: entry points of the fuzz targets (also replayed as tests).
 
 pub mod api;
 pub mod app;
@@ -24,6 +27,7 @@ pub mod cloud;
 pub mod config;
 pub mod control;
 pub mod exec;
+pub mod fuzzing;
 pub mod lambda_fn;
 pub mod metrics;
 pub mod model;

@@ -38,6 +38,9 @@ fn bad(m: impl Into<String>) -> String {
     m.into()
 }
 
+/// Longest generated workload (a year): `stress:200:1e300` must not size a vector from it.
+pub const MAX_SECONDS: f64 = 366.0 * 86400.0;
+
 impl Workload {
     /// Parses a `--workload` spec: `twitter-like[:SEED]`, `stress[:RATE[:SECONDS]]`,
     /// `csv:FILE[:INTERVAL_S]`, `uniform:FILE[:INTERVAL_S]` (evenly spaced arrivals),
@@ -80,6 +83,11 @@ impl Workload {
                     }
                     None => (200.0, 3600.0),
                 };
+                if secs > MAX_SECONDS {
+                    return Err(bad(format!(
+                        "stress: {secs} seconds is more than a year ({MAX_SECONDS} s)"
+                    )));
+                }
                 Ok(stress(rate, secs))
             }
             "csv" | "uniform" => {
@@ -257,6 +265,18 @@ impl Iterator for Arrivals<'_> {
 pub fn read_csv(path: &Path, interval_s: f64) -> Result<Workload, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("workload {}: {e}", path.display()))?;
+    parse_csv(&text, &path.display().to_string(), interval_s)
+}
+
+/// Parses the text of a rates CSV (see `read_csv`); `origin` names it in errors.
+pub fn parse_csv(text: &str, origin: &str, interval_s: f64) -> Result<Workload, String> {
+    struct Origin<'a>(&'a str);
+    impl Origin<'_> {
+        fn display(&self) -> &str {
+            self.0
+        }
+    }
+    let path = Origin(origin);
     let (mut times, mut rates) = (Vec::new(), Vec::new());
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -433,7 +453,7 @@ pub fn twitter_like(seed: u64) -> Workload {
 /// MArk's stress test: `rate` req/s for the first half, `1.5 × rate` for the second, in 10 s
 /// intervals.
 pub fn stress(rate: f64, seconds: f64) -> Workload {
-    let n = (seconds / 10.0).ceil().max(2.0) as usize;
+    let n = (seconds.min(MAX_SECONDS) / 10.0).ceil().max(2.0) as usize;
     Workload::Rates {
         interval_s: 10.0,
         rates: (0..n)
