@@ -86,8 +86,11 @@ pub fn catalog(data: &[u8]) {
     }
 }
 
+/// A fuzz target: its name and entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name, for the corpus replay test.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [Target; 5] = [
     ("v2_json", v2_json),
     ("v2_binary", v2_binary),
     ("batch_wire", batch_wire),
