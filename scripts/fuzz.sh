@@ -10,6 +10,9 @@ SECS=${1:-60}
 PAR=${FUZZ_PARALLEL:-2}
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz --locked
+# the gateway's build script builds the default policies for wasm with the same toolchain
+rustup target list --toolchain nightly --installed | grep -q wasm32-unknown-unknown \
+  || rustup target add wasm32-unknown-unknown --toolchain nightly
 # its own target dir: sanitizer builds never mix with the stable ones
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/mark-rs/fuzz-target}"
 TARGETS=${FUZZ_TARGETS:-"v2_json v2_binary batch_wire workload catalog"}
