@@ -17,7 +17,7 @@ rustup target list --toolchain nightly --installed | grep -q wasm32-unknown-unkn
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/mark-rs/fuzz-target}"
 TARGETS=${FUZZ_TARGETS:-"v2_json v2_binary batch_wire workload catalog"}
 cd fuzz
-cargo +nightly fuzz build -O $TARGETS 2>&1 | tail -2
+cargo +nightly fuzz build -O 2>&1 | tail -2
 LOGS=$(mktemp -d)
 run() {
   local t=$1

@@ -84,18 +84,7 @@ impl Batcher {
                 Backend::Remote(ref r) => self.next_batch_size(r.speed).await,
                 Backend::Local(_) => self.next_batch_size(1.0).await,
             };
-            // how long this batch should run on its backend: a request that would end past its
-            // deadline even so is not run (queue deadline, `on_deadline = "reject"`)
-            let run_us = match &backend {
-                Backend::Local(_) => self.ctx.profile.median_us(n),
-                Backend::Remote(r) if r.speed > 0.0 => self.ctx.profile.median_us(n) / r.speed,
-                Backend::Remote(_) => self.ctx.profile.median_us(n),
-                Backend::Lambda(l, _) => {
-                    super::spill::lambda_batch_latency_s(&self.profile, l.spec.latency_s, n) * 1e6
-                }
-            };
-            let run_time = Duration::from_secs_f64((run_us / 1e6).clamp(0.0, 3600.0));
-            let batch = self.queue.take(n, run_time);
+            let batch = self.queue.take(n);
             self.ctx.metrics.queue_depth.store(
                 self.queue.len() as i64,
                 std::sync::atomic::Ordering::Relaxed,

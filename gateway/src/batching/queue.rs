@@ -119,11 +119,11 @@ impl ModelQueue {
 
     /// Removes requests nobody waits for (counted as cancelled) and, with a deadline, requests
     /// past it (answered 504, counted as expired).
-    fn purge(&self, g: &mut Inner, now: Instant, run_time: Duration) {
+    fn purge(&self, g: &mut Inner, now: Instant) {
         let expire = self.expire_after;
         let stale = |p: &Pending| {
             p.reply.is_closed()
-                || expire.is_some_and(|d| now.saturating_duration_since(p.enqueued) + run_time >= d)
+                || expire.is_some_and(|d| now.saturating_duration_since(p.enqueued) >= d)
         };
         if !g.items.iter().any(stale) {
             return;
@@ -188,7 +188,7 @@ impl ModelQueue {
     /// State for the policy at `now`; `None` when empty.
     pub fn snapshot(&self, now: Instant) -> Option<Snapshot> {
         let mut g = self.inner.lock().expect("queue lock");
-        self.purge(&mut g, now, Duration::ZERO);
+        self.purge(&mut g, now);
         let first = g.items.front()?;
         let batchable: u64 = g
             .items
@@ -212,12 +212,12 @@ impl ModelQueue {
     /// Removes the oldest request and, in order, later ones with the same signature while the total
     /// stays within `max_items`. The oldest is always taken, even when it alone exceeds the bound.
     ///
-    /// `run_time` is how long the batch is expected to run: with a deadline, a request that would
-    /// be answered past it even if it ran now is answered 504 instead of running.
-    pub fn take(&self, max_items: u32, run_time: Duration) -> Vec<Pending> {
+    /// With a deadline, requests queued past it are answered 504 first (never run). Whether a
+    /// request would end late once run is not guessed here: a profile that underrates a backend
+    /// (a catalog speed, a busy core) would drop requests that make it.
+    pub fn take(&self, max_items: u32) -> Vec<Pending> {
         let mut g = self.inner.lock().expect("queue lock");
-        let now = Instant::now();
-        self.purge(&mut g, now, run_time);
+        self.purge(&mut g, Instant::now());
         let Some(first) = g.items.pop_front() else {
             return Vec::new();
         };
@@ -267,7 +267,7 @@ mod tests {
         let (err, back) = q.push(pending(3, 0).0).unwrap_err();
         assert_eq!(err.capacity, 2);
         assert_eq!(back.items, 3);
-        let b = q.take(10, Duration::ZERO);
+        let b = q.take(10);
         assert_eq!(b.iter().map(|p| p.items).collect::<Vec<_>>(), vec![1, 2]);
     }
 
@@ -282,7 +282,7 @@ mod tests {
         drop(rx_a); // the client hung up
         let snap = q.snapshot(Instant::now()).unwrap();
         assert_eq!((snap.requests, snap.batchable_items), (1, 2));
-        let batch = q.take(10, Duration::ZERO);
+        let batch = q.take(10);
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].items, 2);
         assert_eq!(metrics.cancelled.load(Relaxed), 1);
@@ -303,7 +303,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let (b, _rx_b) = pending(1, 0);
         q.push(b).unwrap();
-        let batch = q.take(10, Duration::ZERO);
+        let batch = q.take(10);
         assert_eq!(batch.len(), 1, "only the fresh request runs");
         assert!(matches!(
             rx_a.try_recv(),
@@ -325,10 +325,10 @@ mod tests {
         let snap = q.snapshot(Instant::now()).unwrap();
         assert_eq!(snap.batchable_items, 7);
         assert_eq!(snap.requests, 4);
-        let b = q.take(4, Duration::ZERO);
+        let b = q.take(4);
         assert_eq!(b.iter().map(|p| p.items).collect::<Vec<_>>(), vec![2, 2]);
         // the other-signature request is now the oldest
-        let b = q.take(4, Duration::ZERO);
+        let b = q.take(4);
         assert_eq!(b[0].signature, vec![vec![1]]);
         assert_eq!(q.len(), 1);
     }

@@ -351,15 +351,10 @@ impl<'a> Sim<'a> {
 
     fn start_batch(&mut self, idx: usize, n: usize) {
         if self.reject_late() {
-            // requests that would end past their SLO even if run now are not run
-            let run = self.types[self.instances[idx].ty].service(n as u32);
+            // requests queued past their SLO are not run (the live queue's deadline)
             let slo = self.slo_s();
             let mut late = 0;
-            while self
-                .queue
-                .front()
-                .is_some_and(|&a| self.now - a + run >= slo)
-            {
+            while self.queue.front().is_some_and(|&a| self.now - a >= slo) {
                 self.queue.pop_front();
                 late += 1;
             }

@@ -34,8 +34,8 @@ pub struct SimParams {
     /// Price multiplier of SageMaker instances.
     pub sagemaker_markup: f64,
     /// The gateway's `on_deadline = "reject"` (mark-rs strategy only): a request expected to be
-    /// answered past its SLO is refused at arrival, and one that would end past it even if run
-    /// now is dropped at batch formation. Both count as SLO misses.
+    /// answered past its SLO is refused at arrival, and one still queued at its SLO is dropped
+    /// at batch formation. Both count as SLO misses.
     pub reject_late: bool,
 }
 
