@@ -200,7 +200,19 @@ async fn infer_inner(
         if let Some(len) = declared.filter(|&n| n > limit as u64) {
             return Err(too_big(len.to_string(), limit));
         }
-        Ok((model, header_len(&parts.headers)?))
+        let hlen = header_len(&parts.headers)?;
+        // overloaded: refuse before reading and decoding the body (its rows are not known yet:
+        // one is assumed; the exact check runs again after decoding)
+        if let (OnDeadline::Reject, Some(l)) = (model.cfg.on_deadline, model.loaded()) {
+            if let Err(e) = shed_if_late(model, l, 1) {
+                // demand, refused or not, is what the controller forecasts
+                l.metrics
+                    .arrived_items
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok((model, hlen))
     };
     let (model, hlen) = match early() {
         Ok(x) => x,

@@ -9,7 +9,7 @@ use crate::profile::LatencyProfile;
 /// is headroom for what the profile does not see (reading the body, decoding, encoding, the
 /// answer's transfer, other work on the cores). Without it, under overload the queue fills until
 /// answers land right at the SLO, and half of them just miss it.
-pub const ADMIT_SHARE_OF_SLO: f64 = 0.8;
+pub const ADMIT_SHARE_OF_SLO: f64 = 0.6;
 
 /// Items per second `backends` executors (each `1.0` for the profiled machine; a faster worker
 /// counts for its speed) serve at best: the batch size up to `max_batch` with the highest
