@@ -311,16 +311,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Err(e) = cfg.validate() {
                 return Ok(config_exit(e));
             }
-            match mark_gateway::server::raise_fd_limit() {
-                // connections, sockets still to send a first request, and room for models,
-                // workers and logs
-                Some(n) if (max_connections as u64).saturating_mul(2) + 256 > n => tracing::warn!(
-                    fd_limit = n,
-                    max_connections,
-                    "the open-file limit is below 2 x --max-connections + 256: accept will fail (and back off) before the connection limit is reached; raise `ulimit -n`"
-                ),
-                _ => {}
-            }
+            mark_gateway::server::check_fd_limit(max_connections);
             let admin_token = match (admin_token.filter(|t| !t.is_empty()), admin_insecure) {
                 (Some(t), _) => Some(t),
                 (None, true) if admin_listen.ip().is_loopback() => Some(String::new()),

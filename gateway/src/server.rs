@@ -259,3 +259,16 @@ pub fn raise_fd_limit() -> Option<u64> {
     }
     Some(lim.rlim_cur)
 }
+
+/// Raises the open-file limit and warns when it is below what `max_connections` needs (the
+/// connections, sockets still to send a first request, and room for models, workers and logs).
+pub fn check_fd_limit(max_connections: usize) {
+    match raise_fd_limit() {
+        Some(n) if (max_connections as u64).saturating_mul(2) + 256 > n => tracing::warn!(
+            fd_limit = n,
+            max_connections,
+            "the open-file limit is below 2 x --max-connections + 256: accept will fail (and back off) before the connection limit is reached; raise `ulimit -n`"
+        ),
+        _ => {}
+    }
+}

@@ -1,0 +1,48 @@
+//! The gateway's `on_deadline = "reject"` rule on the simulated fleet: refuse at arrival what is
+//! expected to miss the SLO, and count every refusal as a miss.
+
+use super::*;
+
+impl Sim<'_> {
+    pub(super) fn reject_late(&self) -> bool {
+        self.p.reject_late && self.strategy == Strategy::MarkRs
+    }
+
+    /// A refused or dropped request: an SLO miss.
+    pub(super) fn reject(&mut self, k: u64) {
+        self.rejected += k;
+        self.slo.record(self.now, 0, k);
+    }
+
+    /// The live gateway's admission rule (`batching::admission`) on the simulated fleet: true
+    /// when a request arriving now is expected to be answered past its share of the SLO, no
+    /// Lambda slot can take it, and some instance is ready (while none is, it waits for one).
+    pub(super) fn late_at_arrival(&mut self) -> bool {
+        let len = self.queue.len();
+        if !self.reject_late() || len < self.max_batch() as usize {
+            return false;
+        }
+        if self.lambda.as_ref().is_some_and(SimLambda::available) {
+            return false;
+        }
+        if self.now - self.capacity_at.0 >= 1.0 || self.capacity_at.0 < 0.0 {
+            let cap = self
+                .instances
+                .iter()
+                .filter(|i| i.ready && i.alive())
+                .map(|i| self.best_rate[i.ty])
+                .sum();
+            self.capacity_at = (self.now, cap);
+        }
+        let cap = self.capacity_at.1;
+        if cap <= 0.0 {
+            return false;
+        }
+        let own = self
+            .types
+            .iter()
+            .map(|t| t.service(self.max_batch()))
+            .fold(f64::INFINITY, f64::min);
+        len as f64 / cap + own > crate::batching::admission::ADMIT_SHARE_OF_SLO * self.slo_s()
+    }
+}
