@@ -81,13 +81,7 @@ fn cross_site(req: &Request<Incoming>, insecure: bool) -> Option<ApiError> {
         ));
     }
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let ct = text(header::CONTENT_TYPE)
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = super::body::media_type(h);
     let allowed = [
         "application/json",
         "application/wasm",

@@ -56,3 +56,16 @@ pub async fn read_limited(
         ))),
     }
 }
+
+/// The media type of a request (`Content-Type` without parameters, lower case; empty if none).
+pub fn media_type(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}

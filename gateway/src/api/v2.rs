@@ -123,18 +123,7 @@ fn too_big(n: String, limit: usize) -> ApiError {
 }
 
 fn check_content_type(headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let ct = ct
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match ct.as_str() {
+    match super::body::media_type(headers).as_str() {
         "" | "application/json" | "application/octet-stream" | "application/vnd.sagemaker-triton.binary+json" => Ok(()),
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
