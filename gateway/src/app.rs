@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{admin, router, AppState};
-use crate::batching::policy::{BatchPolicy, PolicyFactory, SlotBatchPolicy};
+use crate::batching::size_policy::{BatchPolicy, PolicyFactory, SlotBatchPolicy};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::model::Model;
@@ -106,7 +106,7 @@ pub fn spawn_loading(state: &Arc<AppState>) {
 /// Starts the control loop (autoscaling through a cloud driver) for `state`.
 pub fn spawn_autoscaling(state: &Arc<AppState>, opts: crate::autoscale::AutoscaleOptions) {
     let status = Arc::new(std::sync::Mutex::new(
-        crate::autoscale::ControlStatus::default(),
+        crate::control::status::ControlStatus::default(),
     ));
     let _ = state.control.set(status.clone());
     tokio::spawn(crate::autoscale::run(state.clone(), opts, status));

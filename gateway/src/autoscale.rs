@@ -1,25 +1,34 @@
-//! The live control loop of `mark serve --cloud local`: every window it samples demand and SLO
-//! attainment, every interval it runs the controller step (the same pure code the simulator
-//! uses) through the predictor and provisioner slots, and applies the actions through the cloud
-//! driver. The fleet comes from the driver's `list` each time (the cloud is the source of truth),
-//! and the running workers become the model's remote backends.
+//! The live control loop of `mark serve --cloud local|ec2`. Every rate window it runs four
+//! phases, each a method of [`ControlLoop`]:
+//!
+//! 1. **sample**: demand and SLO outcomes since the last window into the monitors;
+//! 2. **observe**: the fleet from the driver's `list` (the cloud is the source of truth), the
+//!    running workers become the model's remote backends, workers that stayed unhealthy go;
+//! 3. **plan**: the emergency guard and, every interval, the controller step (the same pure code
+//!    the simulator runs) through the predictor and provisioner slots;
+//! 4. **act** and **publish**: the actions through `control::fleet::apply`, then the status page,
+//!    the cost ledger and the gauges.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use mark_policies::types::{Plan, Slo};
-use serde::Serialize;
+use mark_policies::types::{InstanceType, Market, Plan, Slo};
 
 use crate::api::AppState;
+use crate::clock::{wall_s, LoopClock};
 use crate::cloud::driver::Driver;
 use crate::cloud::local::LocalCloud;
-use crate::cloud::{Instance, InstanceState};
 use crate::control::catalog::Catalog;
-use crate::control::controller::{emergency_launch, step, Action, ControlConfig, FleetInstance};
-use crate::control::rates::PeakRates;
-use crate::control::slo::SloMonitor;
+use crate::control::controller::{step, Action, ControlConfig};
+use crate::control::fleet::{self, Fleet, Instance, InstanceState};
+use crate::control::ledger::{backend_key, Billed, CostLedger};
+use crate::control::monitors::{EmergencyGuard, Monitors};
+use crate::control::status::SharedStatus;
+use crate::exec::lambda_client::LambdaBackend;
+use crate::metrics::ModelMetrics;
+use crate::model::{Loaded, Model};
 use crate::policy::caller::PolicyCaller;
 
 /// Settings of the control loop.
@@ -52,330 +61,358 @@ pub struct AutoscaleOptions {
     /// The EC2 driver's settings when the fleet runs on EC2 (else the local cloud).
     pub ec2: Option<crate::cloud::ec2::Ec2Options>,
     /// The Lambda function for spill-over (needs the catalog's `[lambda]`).
-    pub lambda: Option<crate::exec::lambda::LambdaOptions>,
+    pub lambda: Option<crate::exec::lambda_client::LambdaOptions>,
 }
 
-/// What `GET /admin/v1/status` shows of the control loop.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct ControlStatus {
-    /// Peak rate per closed interval, oldest first (last 20).
-    pub history: Vec<f64>,
-    /// Latest forecast.
-    pub forecast: Vec<f64>,
-    /// Latest plan: (type, market, count).
-    pub plan: Vec<(String, String, u32)>,
-    /// Share of load the latest plan leaves to Lambda.
-    pub lambda_share: f64,
-    /// Share of answered requests that Lambda served so far.
-    pub lambda_share_actual: f64,
-    /// Lambda invocations (batches) so far.
-    pub lambda_invocations: u64,
-    /// Requests answered so far (all backends).
-    pub requests: u64,
-    /// USD per million answered requests so far (instances and Lambda).
-    pub dollars_per_million_requests: f64,
-    /// USD so far per backend: `type/market` of instances (live and terminated), and `lambda`.
-    pub cost_by_backend: std::collections::BTreeMap<String, f64>,
-    /// Sliding-window SLO attainment.
-    pub attainment: Option<f64>,
-    /// The fleet now.
-    pub fleet: Vec<Instance>,
-    /// Instances launched so far.
-    pub launches: u64,
-    /// Instances terminated so far.
-    pub terminations: u64,
-    /// Out-of-cycle launches for SLO breaches.
-    pub emergencies: u64,
-    /// USD billed so far: instances (live and terminated) and Lambda.
-    pub cost_so_far: f64,
-    /// USD per hour of the live fleet.
-    pub dollars_per_hour: f64,
-}
-
-fn market_name(m: mark_policies::types::Market) -> String {
-    match m {
-        mark_policies::types::Market::OnDemand => "on-demand".into(),
-        mark_policies::types::Market::Spot => "spot".into(),
-    }
-}
-
-/// Runs the loop forever.
-pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: Arc<Mutex<ControlStatus>>) {
-    let Some(model) = state.models.get(&opts.model).cloned() else {
-        tracing::error!(model = %opts.model, "autoscaling: unknown model");
+/// Runs the loop forever (returns at once for an unknown model).
+pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: SharedStatus) {
+    let Some(mut cl) = ControlLoop::start(state, opts, status).await else {
         return;
     };
-    let loaded = loop {
-        if let Some(l) = model.loaded() {
-            break l.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let cloud = match &opts.ec2 {
-        Some(e) => Driver::Ec2(Arc::new(
-            crate::cloud::ec2::Ec2Cloud::connect(e.clone(), opts.catalog.clone()).await,
-        )),
-        None => Driver::Local(Arc::new(LocalCloud::new(
-            &opts.state_dir,
-            &opts.fleet,
-            &opts.model,
-            &opts.mark_bin,
-            &opts.worker_repo,
-            opts.catalog.clone(),
-        ))),
-    };
-    let _ = state.cloud.set(cloud.clone());
-    let lambda = match (&opts.lambda, &opts.catalog.lambda) {
-        (Some(o), Some(spec)) => {
-            let l = Arc::new(
-                crate::exec::lambda::LambdaBackend::connect(o.clone(), spec.clone()).await,
-            );
-            loaded.remotes.lambda.store(Some(l.clone()));
-            tracing::info!(function = %o.function, "Lambda spill-over on");
-            Some(l)
-        }
-        _ => None,
-    };
-    // billed cost of instances that left the fleet, by backend; and what each live one was
-    let mut retired: std::collections::BTreeMap<String, f64> = Default::default();
-    let mut seen: std::collections::HashMap<String, (String, f64)> = Default::default();
-    let catalog = opts.catalog.for_model(
-        &opts.model,
-        &loaded.profile,
-        model.cfg.slo_ms,
-        model.cfg.max_batch_size as u32,
-    );
-    let cfg = ControlConfig {
-        interval_s: opts.interval_s,
-        horizon: opts.horizon,
-        min_age_s: opts.min_age_s,
-        slo: Slo {
-            latency_ms: model.cfg.slo_ms,
-            attainment_target: opts.attainment_target,
-        },
-    };
-    let t0 = Instant::now();
-    let mut rates = PeakRates::new(0.0, opts.window_s, opts.interval_s, 1440);
-    let mut slo = SloMonitor::new((opts.interval_s * 2.0).max(10.0) as u64);
-    let mut predictor = PolicyCaller::new(state.engine.clone(), state.policies.predictor.clone());
-    let mut provisioner =
-        PolicyCaller::new(state.engine.clone(), state.policies.provisioner.clone());
-    let mm = loaded.metrics.clone();
-    // requests refused or dropped for their SLO (on_deadline = "reject") are misses too: the SLO
-    // monitor must see an overload that admission hides from the latency figures
-    let outcomes = |mm: &crate::metrics::ModelMetrics| {
-        let refused = mm.shed.load(Relaxed) + mm.expired.load(Relaxed);
-        (
-            mm.answered.load(Relaxed) + refused,
-            mm.slo_missed.load(Relaxed) + refused,
-        )
-    };
-    let (answered0, missed0) = outcomes(&mm);
-    let (mut last_arrived, mut last_answered, mut last_missed) =
-        (mm.arrived_items.load(Relaxed), answered0, missed0);
-    let mut next_control = opts.interval_s;
-    let mut last_emergency = f64::NEG_INFINITY;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(opts.window_s));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(cl.opts.window_s));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = t0.elapsed().as_secs_f64();
-        let arrived = mm.arrived_items.load(Relaxed);
-        rates.arrive((now - 1e-6).max(0.0), arrived - last_arrived);
-        rates.advance(now);
-        last_arrived = arrived;
-        let (answered, missed) = outcomes(&mm);
-        slo.record(
-            now,
-            (answered - last_answered).saturating_sub(missed - last_missed),
-            answered - last_answered,
-        );
-        (last_answered, last_missed) = (answered, missed);
+        let now = cl.clock.now();
+        cl.sample(now);
+        let Some(fleet) = cl.observe().await else {
+            continue;
+        };
+        let actions = cl.plan(now, &fleet);
+        cl.act(actions, fleet.len() as u32).await;
+        cl.publish(&fleet);
+    }
+}
 
-        let fleet = match cloud.list().await {
+/// Counters of a model's outcomes at the last sample, to turn totals into per-window counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Items that arrived (refused or not: demand is what the predictor forecasts).
+    pub arrived: u64,
+    /// Requests with an outcome: answered, refused at admission or expired in the queue.
+    pub done: u64,
+    /// Of those, misses: answered late, refused or expired.
+    pub missed: u64,
+}
+
+impl Outcomes {
+    /// The model's totals now. Requests refused or dropped for their SLO (`on_deadline =
+    /// "reject"`) are misses too: the SLO monitor must see an overload that admission hides from
+    /// the latency figures.
+    pub fn read(mm: &ModelMetrics) -> Self {
+        let refused = mm.shed.load(Relaxed) + mm.expired.load(Relaxed);
+        Outcomes {
+            arrived: mm.arrived_items.load(Relaxed),
+            done: mm.answered.load(Relaxed) + refused,
+            missed: mm.slo_missed.load(Relaxed) + refused,
+        }
+    }
+
+    /// Sample phase: what happened since `self` (totals `now_totals`) goes into the monitors at
+    /// loop time `now`.
+    pub fn sample_into(&self, now_totals: Outcomes, now: f64, m: &mut Monitors) {
+        m.rates
+            .arrive((now - 1e-6).max(0.0), now_totals.arrived - self.arrived);
+        m.rates.advance(now);
+        let done = now_totals.done - self.done;
+        let missed = now_totals.missed - self.missed;
+        m.slo.record(now, done.saturating_sub(missed), done);
+    }
+}
+
+/// The live loop's state between phases.
+pub struct ControlLoop {
+    state: Arc<AppState>,
+    opts: AutoscaleOptions,
+    status: SharedStatus,
+    cloud: Driver,
+    lambda: Option<Arc<LambdaBackend>>,
+    model: Arc<Model>,
+    loaded: Arc<Loaded>,
+    catalog: Vec<InstanceType>,
+    cfg: ControlConfig,
+    clock: LoopClock,
+    monitors: Monitors,
+    emergency: EmergencyGuard,
+    predictor: PolicyCaller,
+    provisioner: PolicyCaller,
+    ledger: CostLedger,
+    last: Outcomes,
+    next_control: f64,
+}
+
+impl ControlLoop {
+    /// Waits for the model to load, connects the cloud driver (and Lambda), builds the monitors.
+    async fn start(
+        state: Arc<AppState>,
+        opts: AutoscaleOptions,
+        status: SharedStatus,
+    ) -> Option<Self> {
+        let Some(model) = state.models.get(&opts.model).cloned() else {
+            tracing::error!(model = %opts.model, "autoscaling: unknown model");
+            return None;
+        };
+        let loaded = loop {
+            if let Some(l) = model.loaded() {
+                break l.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let cloud = match &opts.ec2 {
+            Some(e) => Driver::Ec2(Arc::new(
+                crate::cloud::ec2::Ec2Cloud::connect(e.clone(), opts.catalog.clone()).await,
+            )),
+            None => Driver::Local(Arc::new(LocalCloud::new(
+                &opts.state_dir,
+                &opts.fleet,
+                &opts.model,
+                &opts.mark_bin,
+                &opts.worker_repo,
+                opts.catalog.clone(),
+            ))),
+        };
+        let _ = state.cloud.set(cloud.clone());
+        let lambda = match (&opts.lambda, &opts.catalog.lambda) {
+            (Some(o), Some(spec)) => {
+                let l = Arc::new(LambdaBackend::connect(o.clone(), spec.clone()).await);
+                loaded.remotes.lambda.store(Some(l.clone()));
+                tracing::info!(function = %o.function, "Lambda spill-over on");
+                Some(l)
+            }
+            _ => None,
+        };
+        let catalog = opts.catalog.for_model(
+            &opts.model,
+            &loaded.profile,
+            model.cfg.slo_ms,
+            model.cfg.max_batch_size as u32,
+        );
+        let cfg = ControlConfig {
+            interval_s: opts.interval_s,
+            horizon: opts.horizon,
+            min_age_s: opts.min_age_s,
+            slo: Slo {
+                latency_ms: model.cfg.slo_ms,
+                attainment_target: opts.attainment_target,
+            },
+        };
+        let engine = state.engine.clone();
+        Some(ControlLoop {
+            predictor: PolicyCaller::new(engine.clone(), state.policies.predictor.clone()),
+            provisioner: PolicyCaller::new(engine, state.policies.provisioner.clone()),
+            monitors: Monitors::new(opts.window_s, opts.interval_s),
+            emergency: EmergencyGuard::new(opts.interval_s, opts.attainment_target),
+            last: Outcomes::read(&loaded.metrics),
+            next_control: opts.interval_s,
+            clock: LoopClock::start(),
+            ledger: CostLedger::default(),
+            state,
+            status,
+            cloud,
+            lambda,
+            model,
+            loaded,
+            catalog,
+            cfg,
+            opts,
+        })
+    }
+
+    /// Sample phase.
+    fn sample(&mut self, now: f64) {
+        let totals = Outcomes::read(&self.loaded.metrics);
+        self.last.sample_into(totals, now, &mut self.monitors);
+        self.last = totals;
+    }
+
+    /// Observe phase: the fleet, or `None` when the cloud could not say (an unknown fleet is not
+    /// an empty one: the tick is skipped rather than over-launch).
+    async fn observe(&mut self) -> Option<Vec<Instance>> {
+        let fleet = match self.cloud.list().await {
             Ok(f) => f,
             Err(e) => {
-                // an unknown fleet is not an empty one: skip this tick rather than over-launch
                 tracing::warn!(cause = %e, "listing the fleet failed; skipping this tick");
-                continue;
+                return None;
             }
         };
+        let (model, cfg) = (&self.opts.model, &self.model.cfg);
         let running: Vec<(String, String, f64)> = fleet
             .iter()
             .filter(|i| i.state == InstanceState::Running)
             .map(|i| {
-                let speed = opts.catalog.speed(
+                let speed = self.opts.catalog.speed(
                     &i.instance_type,
-                    &opts.model,
-                    &loaded.profile,
-                    model.cfg.slo_ms,
-                    model.cfg.max_batch_size as u32,
+                    model,
+                    &self.loaded.profile,
+                    cfg.slo_ms,
+                    cfg.max_batch_size as u32,
                 );
                 (i.id.clone(), i.addr.clone(), speed)
             })
             .collect();
-        loaded.remotes.sync(&running);
+        self.loaded.remotes.sync(&running);
         // workers out of rotation: probed; replaced once they stay so for two intervals
-        let grace = Duration::from_secs_f64((2.0 * opts.interval_s).max(10.0));
-        for id in loaded.remotes.check_health(grace).await {
+        let grace = Duration::from_secs_f64((2.0 * self.opts.interval_s).max(10.0));
+        for id in self.loaded.remotes.check_health(grace).await {
             tracing::warn!(instance = %id, "worker stayed unhealthy: terminating it for a replacement");
-            if cloud.terminate(&id).await.is_ok() {
-                status.lock().expect("status lock").terminations += 1;
+            if self.cloud.terminate(&id).await.is_ok() {
+                self.status.lock().expect("status lock").terminations += 1;
             }
         }
-        let unhealthy = loaded.remotes.unhealthy_ids();
+        Some(fleet)
+    }
 
+    /// Plan phase: an emergency launch when the SLO is breached (and an out-of-cycle plan), and
+    /// the controller step every interval.
+    fn plan(&mut self, now: f64, fleet: &[Instance]) -> Vec<Action> {
         let mut actions = Vec::new();
-        let attainment = slo.attainment(now);
-        if slo.below(now, opts.attainment_target)
-            && now - last_emergency >= opts.interval_s
-            && (fleet.len() as u32) < opts.max_instances
+        let size = fleet.len() as u32;
+        let slo = &mut self.monitors.slo;
+        if let Some(a) =
+            self.emergency
+                .check(now, slo, size, self.opts.max_instances, &self.catalog)
         {
-            if let Some(a) = emergency_launch(&catalog) {
-                tracing::warn!(
-                    attainment = attainment.unwrap_or(0.0),
-                    "SLO attainment below target: out-of-cycle launch"
-                );
-                last_emergency = now;
-                status.lock().expect("status lock").emergencies += 1;
-                actions.push(a);
-                next_control = now; // and an out-of-cycle plan
-            }
-        }
-        if now >= next_control {
-            next_control = now + opts.interval_s;
-            let history = if rates.history.is_empty() {
-                vec![rates.current_peak()]
-            } else {
-                rates.history.clone()
-            };
-            let in_flight = loaded.remotes.in_flight();
-            // only healthy capacity counts: a worker out of rotation serves nothing
-            let fi: Vec<FleetInstance> = fleet
-                .iter()
-                .filter(|i| !unhealthy.contains(&i.id))
-                .map(|i| FleetInstance {
-                    id: i.id.clone(),
-                    instance_type: i.instance_type.clone(),
-                    market: i.market,
-                    launched_at: i.launched_at - (crate::policy::slot::now_s() as f64 - now),
-                    ready: i.state == InstanceState::Running,
-                    in_flight: in_flight
-                        .iter()
-                        .find(|(id, _)| *id == i.id)
-                        .map_or(0, |x| x.1),
-                })
-                .collect();
-            let r = step(
-                now,
-                &history,
-                &cfg,
-                &fi,
-                &catalog,
-                &mut |h, iv, n| predictor.predict(h, iv, n),
-                &mut |f, iv, fl, c, s| provisioner.provision(f, iv, fl, c, s),
+            tracing::warn!(
+                attainment = slo.attainment(now).unwrap_or(0.0),
+                "SLO attainment below target: out-of-cycle launch"
             );
-            match r {
-                Ok(s) => {
-                    let mut st = status.lock().expect("status lock");
-                    st.forecast = s.forecast.clone();
-                    st.plan = s
-                        .plan
-                        .targets
-                        .iter()
-                        .map(|t| (t.instance_type.clone(), market_name(t.market), t.count))
-                        .collect();
-                    st.lambda_share = s.plan.lambda_share;
-                    drop(st);
-                    log_plan(&s.plan, &s.forecast, &history);
-                    actions.extend(s.actions);
-                }
-                Err(e) => tracing::error!(cause = ?e, "control step failed"),
-            }
+            self.status.lock().expect("status lock").emergencies = self.emergency.fired;
+            actions.push(a);
+            self.next_control = now;
         }
-        let mut total = fleet.len() as u32;
-        for a in actions {
-            match a {
-                Action::Launch {
-                    instance_type,
-                    market,
-                    count,
-                } => {
-                    for _ in 0..count {
-                        if total >= opts.max_instances {
-                            tracing::warn!(
-                                max = opts.max_instances,
-                                "fleet at --max-instances; launch skipped"
-                            );
-                            break;
-                        }
-                        match cloud.launch(&instance_type, market).await {
-                            Ok(i) => {
-                                tracing::info!(id = %i.id, r#type = %i.instance_type, "launched");
-                                total += 1;
-                                status.lock().expect("status lock").launches += 1;
-                            }
-                            Err(e) => tracing::error!(cause = %e, "launch failed"),
-                        }
-                    }
-                }
-                Action::Terminate { id } => {
-                    if cloud.terminate(&id).await.is_ok() {
-                        status.lock().expect("status lock").terminations += 1;
-                    }
-                }
-            }
+        if now < self.next_control {
+            return actions;
         }
-        let mut st = status.lock().expect("status lock");
-        st.history = rates.history.iter().rev().take(20).rev().copied().collect();
+        self.next_control = now + self.opts.interval_s;
+        let history = self.monitors.history();
+        let unhealthy = self.loaded.remotes.unhealthy_ids();
+        let in_flight = self.loaded.remotes.in_flight();
+        // only healthy capacity counts: a worker out of rotation serves nothing
+        let view = fleet::view(
+            fleet,
+            |id| !unhealthy.iter().any(|u| u == id),
+            |t| self.clock.of_wall(t),
+            |id| in_flight.iter().find(|(i, _)| i == id).map_or(0, |x| x.1),
+        );
+        let (predictor, provisioner) = (&mut self.predictor, &mut self.provisioner);
+        let r = step(
+            now,
+            &history,
+            &self.cfg,
+            &view,
+            &self.catalog,
+            &mut |h, iv, n| predictor.predict(h, iv, n),
+            &mut |f, iv, fl, c, s| provisioner.provision(f, iv, fl, c, s),
+        );
+        match r {
+            Ok(s) => {
+                let mut st = self.status.lock().expect("status lock");
+                st.forecast = s.forecast.clone();
+                st.plan = s
+                    .plan
+                    .targets
+                    .iter()
+                    .map(|t| (t.instance_type.clone(), t.market.to_string(), t.count))
+                    .collect();
+                st.lambda_share = s.plan.lambda_share;
+                drop(st);
+                log_plan(&s.plan, &s.forecast, &history);
+                actions.extend(s.actions);
+            }
+            Err(e) => tracing::error!(cause = ?e, "control step failed"),
+        }
+        actions
+    }
+
+    /// Act phase.
+    async fn act(&mut self, actions: Vec<Action>, size: u32) {
+        if actions.is_empty() {
+            return;
+        }
+        let done = fleet::apply(&mut self.cloud, actions, size, self.opts.max_instances).await;
+        if done.skipped_at_max > 0 {
+            tracing::warn!(
+                max = self.opts.max_instances,
+                skipped = done.skipped_at_max,
+                "fleet at --max-instances; launches skipped"
+            );
+        }
+        for f in &done.failures {
+            tracing::error!(cause = %f, "fleet action failed");
+        }
+        let mut st = self.status.lock().expect("status lock");
+        st.launches += u64::from(done.launched);
+        st.terminations += u64::from(done.terminated);
+    }
+
+    /// Publish phase: the status page, the ledger and the gauges.
+    fn publish(&mut self, fleet: &[Instance]) {
+        let now = self.clock.now();
+        let wall = wall_s();
+        self.ledger.observe(wall, fleet.iter().map(billed));
+        let attainment = self.monitors.slo.attainment(now);
+        let mut st = self.status.lock().expect("status lock");
+        st.history = self
+            .monitors
+            .rates
+            .history
+            .iter()
+            .rev()
+            .take(20)
+            .rev()
+            .copied()
+            .collect();
         st.attainment = attainment;
-        st.fleet = fleet.clone();
-        let wall = crate::policy::slot::now_s() as f64;
-        let mut by_backend = retired.clone();
-        let mut live = std::collections::HashMap::new();
-        for i in &fleet {
-            let key = format!("{}/{}", i.instance_type, market_name(i.market));
-            let c = i.price_per_hour * crate::cloud::billed_seconds(wall - i.launched_at) / 3600.0;
-            *by_backend.entry(key.clone()).or_default() += c;
-            live.insert(i.id.clone(), (key, c));
-        }
-        for (id, (key, c)) in seen.drain() {
-            if !live.contains_key(&id) {
-                *retired.entry(key.clone()).or_default() += c;
-                *by_backend.entry(key).or_default() += c;
-            }
-        }
-        seen = live;
-        if let Some(l) = &lambda {
+        st.fleet = fleet.to_vec();
+        let mut by_backend = self.ledger.cost_by_backend();
+        if let Some(l) = &self.lambda {
             by_backend.insert("lambda".into(), l.cost());
             st.lambda_invocations = l.invocations.load(Relaxed);
         }
-        st.requests = mm.answered.load(Relaxed);
-        let lambda_requests = lambda.as_ref().map_or(0, |l| l.requests.load(Relaxed));
+        st.requests = self.loaded.metrics.answered.load(Relaxed);
+        let lambda_requests = self.lambda.as_ref().map_or(0, |l| l.requests.load(Relaxed));
         st.lambda_share_actual = lambda_requests as f64 / st.requests.max(1) as f64;
         st.cost_so_far = by_backend.values().sum();
         st.dollars_per_million_requests = st.cost_so_far / st.requests.max(1) as f64 * 1e6;
         st.cost_by_backend = by_backend;
         st.dollars_per_hour = fleet.iter().map(|i| i.price_per_hour).sum();
-        state
-            .metrics
-            .set_gauge("mark_fleet_instances", fleet.len() as f64);
-        state
-            .metrics
-            .set_gauge("mark_fleet_dollars_per_hour", st.dollars_per_hour);
-        state
-            .metrics
-            .set_gauge("mark_fleet_cost_dollars", st.cost_so_far);
-        state
-            .metrics
-            .set_gauge("mark_slo_attainment", attainment.unwrap_or(1.0));
-        state.metrics.set_gauge(
+        let m = &self.state.metrics;
+        m.set_gauge("mark_fleet_instances", fleet.len() as f64);
+        m.set_gauge("mark_fleet_dollars_per_hour", st.dollars_per_hour);
+        m.set_gauge("mark_fleet_cost_dollars", st.cost_so_far);
+        m.set_gauge("mark_slo_attainment", attainment.unwrap_or(1.0));
+        m.set_gauge(
             "mark_dollars_per_million_requests",
             st.dollars_per_million_requests,
         );
-        state
-            .metrics
-            .set_gauge("mark_lambda_share", st.lambda_share_actual);
+        m.set_gauge("mark_lambda_share", st.lambda_share_actual);
+    }
+}
+
+/// An instance's billing facts for the ledger.
+fn billed(i: &Instance) -> Billed<'_> {
+    Billed {
+        id: &i.id,
+        backend: backend_key(&i.instance_type, i.market),
+        price_per_hour: i.price_per_hour,
+        launched_at: i.launched_at,
+        ended_at: None,
+    }
+}
+
+impl Fleet for Driver {
+    async fn list(&mut self) -> Result<Vec<Instance>, String> {
+        Driver::list(self).await.map_err(|e| e.to_string())
+    }
+    async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), String> {
+        let i = Driver::launch(self, instance_type, market)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(id = %i.id, r#type = %i.instance_type, "launched");
+        Ok(())
+    }
+    async fn terminate(&mut self, id: &str) -> Result<(), String> {
+        Driver::terminate(self, id).await.map_err(|e| e.to_string())
     }
 }
 
@@ -387,4 +424,53 @@ fn log_plan(plan: &Plan, forecast: &[f64], history: &[f64]) {
         lambda_share = plan.lambda_share,
         "control step"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_phase_counts_refusals_as_misses_and_demand_as_arrivals() {
+        let mm = ModelMetrics::default();
+        let before = Outcomes::read(&mm);
+        mm.arrived_items.fetch_add(120, Relaxed);
+        mm.answered.fetch_add(100, Relaxed);
+        mm.slo_missed.fetch_add(5, Relaxed);
+        mm.shed.fetch_add(15, Relaxed);
+        mm.expired.fetch_add(5, Relaxed);
+        let now = Outcomes::read(&mm);
+        assert_eq!(
+            now,
+            Outcomes {
+                arrived: 120,
+                done: 120,
+                missed: 25
+            }
+        );
+        let mut m = Monitors::new(5.0, 60.0);
+        before.sample_into(now, 5.0, &mut m);
+        let a = m.slo.attainment(5.0).unwrap();
+        assert!((a - 95.0 / 120.0).abs() < 1e-9, "{a}");
+        // 120 arrivals in the first 5 s window: a peak of 24/s
+        assert!((m.history()[0] - 24.0).abs() < 1e-9, "{:?}", m.history());
+    }
+
+    #[test]
+    fn instances_are_billed_under_their_type_and_market() {
+        let i = Instance {
+            id: "i-1".into(),
+            fleet: "f".into(),
+            model: "m".into(),
+            instance_type: "c5.large".into(),
+            market: Market::Spot,
+            launched_at: 10.0,
+            addr: String::new(),
+            state: InstanceState::Running,
+            price_per_hour: 0.05,
+        };
+        let b = billed(&i);
+        assert_eq!(b.backend, "c5.large/spot");
+        assert_eq!((b.id, b.launched_at, b.ended_at), ("i-1", 10.0, None));
+    }
 }

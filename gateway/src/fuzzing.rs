@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 
-use crate::api::codec;
+use crate::codec::client::decode_response;
+use crate::codec::request as codec;
 use crate::control::catalog::Catalog;
 use crate::exec::session::IoMeta;
 use crate::exec::wire;
@@ -37,7 +38,7 @@ pub fn batch_wire(data: &[u8]) {
         return;
     };
     let total = usize::from(data[0] % 9);
-    let Ok(outs) = wire::decode_outputs(body, Some(n)) else {
+    let Ok(outs) = decode_response(body, Some(n)) else {
         return;
     };
     let expected = [

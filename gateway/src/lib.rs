@@ -1,40 +1,60 @@
-//! MArk-rs gateway: serves ONNX models over the KServe v2 protocol with SLO-aware dynamic batching.
+//! MArk-rs gateway: serves ONNX models over the KServe v2 protocol with SLO-aware dynamic batching,
+//! and scales a fleet of instances (and Lambda) to the forecast load at the lowest cost.
 //!
-//! # Layout
-//! - `api`: v2 REST endpoints, `/metrics`, and the admin API (route → decode → admit → … → encode).
-//! - `batching`: bounded model queue, batch-size policy, the batch loop.
-//! - `exec`: ONNX Runtime through `ort`: library loading, sessions, executor threads.
-//! - `policy`: WASM policy host: engine, validation, slots, callers with native fallback.
-//! - `model` / `repo`: a served model and the model repository scan.
-//! - `profile` / `profiler`: latency per batch size, stored and measured.
-//! - `metrics`: Prometheus counters and histograms.
-//! - `bench`: load generator (open and closed loop) and raw-ort baseline.
-//! - `server` / `app`: listener lifecycle and wiring of `mark serve`.
-//! - `autoscale`: the live control loop (`--cloud local`): demand, SLO, controller step, driver.
-//! - `cloud`: cloud drivers (`local`: `mark worker` processes), fleet rebuilt from tags.
-//! - `control`: control-plane logic (catalog, peak rates, SLO monitor, controller step), no I/O.
-//! - `config` / `tensor`: typed settings; tensors as dtype, shape and bytes.
+//! # Layout, in layers (a module imports only from its own layer or the ones below)
+//!
+//! **Front doors** (what `mark`'s subcommands run):
+//! - `cli`: every subcommand and flag of `mark`, and the checks on flags that go together.
+//! - `app` / `server`: wiring of `mark serve` and `mark worker`; listeners and connection limits.
+//! - `autoscale`: the live control loop, in phases: sample, observe, plan, act, publish.
+//! - `lambda_function`: `mark lambda`, the function body of the Lambda backend.
+//! - `loadgen`: `mark bench`, the load generator (open and closed loop) and raw-ort baseline.
 //! - `sim`: `mark simulate`, the discrete-event simulator on the shared controller and policies.
-//! - `lambda_fn`: `mark lambda`, the function body of the Lambda backend.
 //! - `fuzzing`: entry points of the fuzz targets (also replayed as tests).
+//!
+//! **Request path** (a request: `api` → `batching` → `exec`):
+//! - `api`: v2 REST endpoints, `/metrics`, the admin API (route → decode → admit → … → encode).
+//! - `model` / `repo`: a served model and the model repository scan.
+//! - `batching`: bounded model queue, batch-size policy, the batch loop, spill and admission rules.
+//! - `exec`: ONNX Runtime through `ort` (sessions, executor threads), fleet workers and the Lambda
+//!   client as remote backends, the batch wire format.
+//! - `cloud`: cloud drivers (`local`: `mark worker` processes; `ec2`), fleet rebuilt from tags.
+//! - `policy`: WASM policy host: engine, validation, slots, callers with native fallback.
+//!
+//! **Core** (no I/O: the server and the simulator share it):
+//! - `control`: catalog, peak rates, SLO monitor, controller step, the `Fleet` trait and `apply`,
+//!   cost ledger, monitors and emergency guard, the published status.
+//! - `codec`: the v2 wire format, once: request decode, response encode, and the client side.
+//! - `work`: the unit of work (a pending request and its reply channel) and its failures.
+//! - `profile`: latency per batch size, as stored (`exec::measure` measures one).
+//! - `clock`: the wall clock, and loop time vs the cloud's wall-clock stamps.
+//! - `config` / `tensor` / `metrics` / `secret` / `aws_sdk`: typed settings; tensors as dtype,
+//!   shape and bytes; Prometheus counters; constant-time compare; the AWS SDK configuration.
+//!
+//! `docs/architecture.md` draws both paths through these modules.
 
 pub mod api;
 pub mod app;
 pub mod autoscale;
+pub mod aws_sdk;
 pub mod batching;
-pub mod bench;
+pub mod cli;
+pub mod clock;
 pub mod cloud;
+pub mod codec;
 pub mod config;
 pub mod control;
 pub mod exec;
 pub mod fuzzing;
-pub mod lambda_fn;
+pub mod lambda_function;
+pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod profile;
-pub mod profiler;
 pub mod repo;
+pub mod secret;
 pub mod server;
 pub mod sim;
 pub mod tensor;
+pub mod work;

@@ -10,16 +10,16 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::batching::batcher::Batcher;
-use crate::batching::policy::{PolicyFactory, ProfilePoint};
 use crate::batching::queue::ModelQueue;
+use crate::batching::size_policy::PolicyFactory;
 use crate::config::{ModelConfig, OnDeadline};
 use crate::exec::batch_ctx::BatchCtx;
 use crate::exec::executor::{run_tensors, ExecutorPool};
+use crate::exec::measure;
 use crate::exec::session::{self, ActiveProvider, IoMeta};
-use crate::exec::ExecError;
 use crate::metrics::Metrics;
 use crate::profile::LatencyProfile;
-use crate::profiler;
+use crate::work::ExecError;
 
 /// A model of the repository.
 pub struct Model {
@@ -131,7 +131,7 @@ impl Model {
         let (inputs, outputs) = session::metadata(&self.name, &sessions[0])?;
         let batchable = inputs.iter().all(|i| i.shape.first() == Some(&-1));
         let out_names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
-        let warm = profiler::synthetic_inputs(&inputs, 1);
+        let warm = measure::synthetic_inputs(&inputs, 1);
         for s in sessions.iter_mut() {
             for _ in 0..self.cfg.warmup_runs {
                 run_tensors(s, &warm, &out_names).map_err(|m| ExecError::Run {
@@ -152,8 +152,8 @@ impl Model {
             })? {
                 Some(p) => p,
                 None if profile_missing => {
-                    let sizes = profiler::default_batch_sizes(max_batch.max(1));
-                    let p = profiler::measure(&mut sessions[0], &inputs, &out_names, &sizes, 2, 10)
+                    let sizes = measure::default_batch_sizes(max_batch.max(1));
+                    let p = measure::measure(&mut sessions[0], &inputs, &out_names, &sizes, 2, 10)
                         .map_err(|m| ExecError::Run {
                             model: self.name.clone(),
                             message: m,
@@ -204,14 +204,7 @@ impl Model {
             free_executors: Arc::new(Semaphore::new(executors as usize)),
             executors,
             policy: policy(),
-            profile: profile
-                .points
-                .iter()
-                .map(|p| ProfilePoint {
-                    batch: p.batch,
-                    latency_us: p.p99_us,
-                })
-                .collect(),
+            profile: profile.policy_points(1.0),
             scaled: (1.0, Vec::new()),
             slo_us: slo.as_micros() as u64,
             max_batch,

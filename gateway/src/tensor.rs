@@ -143,14 +143,6 @@ impl Tensor {
         }
     }
 
-    /// Raw little-endian bytes (empty for `Bytes` tensors).
-    pub fn data_bytes(&self) -> Vec<u8> {
-        match &self.data {
-            TensorData::Raw(r) => r.clone(),
-            TensorData::Strings(_) => Vec::new(),
-        }
-    }
-
     /// Size of the data as carried (raw bytes, or the v2 length-prefixed form for strings).
     pub fn byte_len(&self) -> usize {
         match &self.data {

@@ -40,13 +40,62 @@ pub enum BatchDecision {
     Wait(u64),
 }
 
-/// Pricing market.
+/// Pricing market. Written `on-demand` / `spot` everywhere text meets it (catalog, tags, CLI,
+/// status JSON): through `Display`/`FromStr`, and serde with the `serde` feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Market {
     /// On-demand.
     OnDemand,
     /// Spot (interruptible, cheaper).
     Spot,
+}
+
+impl Market {
+    /// Both markets, on-demand first.
+    pub const ALL: [Market; 2] = [Market::OnDemand, Market::Spot];
+
+    /// The name used in text: `on-demand` or `spot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Market::OnDemand => "on-demand",
+            Market::Spot => "spot",
+        }
+    }
+}
+
+impl core::fmt::Display for Market {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A market name that is neither `on-demand` nor `spot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownMarket(pub String);
+
+impl core::fmt::Display for UnknownMarket {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "unknown market '{}' (on-demand or spot)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownMarket {}
+
+impl core::str::FromStr for Market {
+    type Err = UnknownMarket;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "on-demand" => Ok(Market::OnDemand),
+            "spot" => Ok(Market::Spot),
+            other => Err(UnknownMarket(other.into())),
+        }
+    }
 }
 
 /// One instance type of the catalog.
@@ -70,6 +119,16 @@ pub struct InstanceType {
     pub capacity_rps: f64,
     /// Burstable (CPU credits).
     pub burstable: bool,
+}
+
+impl InstanceType {
+    /// USD per hour in `market`.
+    pub fn price(&self, market: Market) -> f64 {
+        match market {
+            Market::OnDemand => self.price_on_demand,
+            Market::Spot => self.price_spot,
+        }
+    }
 }
 
 /// Instances of one type and market in the fleet.
@@ -123,4 +182,22 @@ pub enum PolicyError {
     InvalidInput(String),
     /// The policy does not handle this case.
     Unsupported(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Market;
+
+    #[test]
+    fn market_names_round_trip() {
+        for m in Market::ALL {
+            assert_eq!(m.to_string().parse::<Market>(), Ok(m));
+        }
+        assert_eq!("on-demand".parse(), Ok(Market::OnDemand));
+        let e = "ondemand".parse::<Market>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown market 'ondemand' (on-demand or spot)"
+        );
+    }
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mark_gateway::cloud::local::LocalCloud;
-use mark_gateway::cloud::InstanceState;
 use mark_gateway::control::catalog::Catalog;
+use mark_gateway::control::fleet::InstanceState;
 use util::*;
 
 const CATALOG: &str = r#"

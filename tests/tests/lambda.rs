@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mark_gateway::control::catalog::LambdaSpec;
-use mark_gateway::exec::lambda::{LambdaBackend, LambdaOptions};
+use mark_gateway::exec::lambda_client::{LambdaBackend, LambdaOptions};
 use mark_gateway::tensor::Tensor;
 use util::*;
 

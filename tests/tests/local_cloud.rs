@@ -7,8 +7,8 @@ mod util;
 use std::time::{Duration, Instant};
 
 use mark_gateway::cloud::local::LocalCloud;
-use mark_gateway::cloud::InstanceState;
 use mark_gateway::control::catalog::Catalog;
+use mark_gateway::control::fleet::InstanceState;
 use mark_policies::types::Market;
 use util::*;
 

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mark_gateway::cloud::local::LocalCloud;
-use mark_gateway::cloud::InstanceState;
 use mark_gateway::control::catalog::Catalog;
+use mark_gateway::control::fleet::InstanceState;
 use serde_json::json;
 use util::*;
 

@@ -8,9 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
-use super::body::{drain, read_limited};
+use super::body::{drain, read_limited, ReqBody};
 use super::error::{json_ok, ApiError};
 
 /// Longest time an admin request body may take to arrive.
@@ -18,16 +17,9 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 use super::AppState;
 use crate::policy::validate::validate;
 use crate::policy::PolicyKind;
+use crate::secret::constant_time_eq;
 
-/// Byte-wise comparison whose time does not depend on where the inputs differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+fn authorized<B>(req: &Request<B>, token: &str) -> bool {
     let Some(v) = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -59,7 +51,7 @@ fn is_loopback_host(host: &str) -> bool {
 /// that is not a loopback origin is refused. Without a token (`--admin-insecure`) the `Host` must
 /// be a loopback name or address too (DNS rebinding), and every mutating call must carry a
 /// content type a page cannot send without a CORS preflight (JSON, wasm, octet-stream).
-fn cross_site(req: &Request<Incoming>, insecure: bool) -> Option<ApiError> {
+fn cross_site<B>(req: &Request<B>, insecure: bool) -> Option<ApiError> {
     let h = req.headers();
     let text = |name: header::HeaderName| h.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
     if let Some(origin) = text(header::ORIGIN) {
@@ -100,7 +92,7 @@ fn cross_site(req: &Request<Incoming>, insecure: bool) -> Option<ApiError> {
 pub async fn handle(
     state: Arc<AppState>,
     token: Arc<str>,
-    req: Request<Incoming>,
+    req: Request<impl ReqBody>,
 ) -> Response<Full<Bytes>> {
     // An empty token means the operator chose --admin-insecure on loopback.
     if let Some(e) = cross_site(&req, token.is_empty()) {
@@ -161,7 +153,7 @@ fn not_allowed(m: &Method, allowed: &str) -> ApiError {
 async fn upload(
     state: &Arc<AppState>,
     kind: PolicyKind,
-    req: Request<Incoming>,
+    req: Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let limit = state.engine.limits.max_component_bytes;
     let too_big = || {
@@ -219,7 +211,7 @@ async fn upload(
 /// share of the running fleet (local cloud), to rehearse recovery.
 async fn interrupt(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let body = read_limited(
         req.into_body(),
@@ -284,7 +276,7 @@ fn status(state: &AppState) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{constant_time_eq, is_loopback_host};
+    use super::is_loopback_host;
 
     #[test]
     fn loopback_hosts() {
@@ -307,12 +299,5 @@ mod tests {
         ] {
             assert!(!is_loopback_host(h), "{h}");
         }
-    }
-
-    #[test]
-    fn token_compare() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }

@@ -1,8 +1,8 @@
 //! Admit stage: check a decoded request against the model's declared inputs and outputs, and
 //! order its inputs as the model declares them.
 
-use super::codec::{InferRequest, RequestedOutput};
 use super::error::ApiError;
+use crate::codec::request::{InferRequest, RequestedOutput};
 use crate::model::{Loaded, Model};
 use crate::tensor::Tensor;
 

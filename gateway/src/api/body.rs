@@ -6,15 +6,32 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::error::ApiError;
+
+/// A request body the API reads: hyper's `Incoming` on a socket, any in-memory body in tests
+/// (the handlers run without a socket there, as axum's `oneshot` tests do).
+pub trait ReqBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<B> ReqBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
 
 /// Reads and discards up to `cap` bytes of a body we refuse, for at most `within`, so that the
 /// client, still sending, reads our error instead of a connection reset (Python's `urllib`,
 /// `requests` and `tritonclient` raise `BrokenPipeError` otherwise). Beyond either bound the
 /// connection is dropped.
-pub async fn drain(mut body: Incoming, cap: usize, within: Duration) {
+pub async fn drain(mut body: impl ReqBody, cap: usize, within: Duration) {
     let _ = tokio::time::timeout(within, async {
         let mut seen = 0usize;
         while let Some(Ok(frame)) = body.frame().await {
@@ -30,7 +47,7 @@ pub async fn drain(mut body: Incoming, cap: usize, within: Duration) {
 /// Reads a body of at most `limit` bytes within `within`: `too_big()` above the limit, 408 when
 /// it takes longer, 400 when the read fails.
 pub async fn read_limited(
-    body: Incoming,
+    body: impl ReqBody,
     limit: usize,
     within: Duration,
     too_big: impl Fn() -> ApiError,

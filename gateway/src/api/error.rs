@@ -56,6 +56,13 @@ impl ApiError {
     }
 }
 
+impl From<crate::codec::DecodeError> for ApiError {
+    /// A request that cannot be decoded is the client's to fix: 400.
+    fn from(e: crate::codec::DecodeError) -> Self {
+        ApiError::bad_request(e.0)
+    }
+}
+
 /// A JSON response with status 200.
 pub fn json_ok(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).expect("serializable");

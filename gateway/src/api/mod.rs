@@ -1,12 +1,12 @@
 //! HTTP API: the KServe Open Inference Protocol v2 and `/metrics`.
 //!
 //! Stages of an infer request, in order: route (`router`) → read the body within its limit →
-//! decode (`codec`) → admit (`admit`) → queue (`batching`) → … → encode (`codec`).
+//! decode (`crate::codec::request`) → admit (`admit`) → queue (`batching`) → … → encode
+//! (`crate::codec::response`).
 
 pub mod admin;
 pub mod admit;
 pub mod body;
-pub mod codec;
 pub mod error;
 pub mod router;
 pub mod v2;
@@ -14,7 +14,7 @@ pub mod v2;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::batching::policy::PolicyFactory;
+use crate::batching::size_policy::PolicyFactory;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::model::Model;
@@ -36,7 +36,7 @@ pub struct AppState {
     /// The wasmtime engine of the policies.
     pub engine: Arc<PolicyEngine>,
     /// The control loop's status, when autoscaling runs.
-    pub control: std::sync::OnceLock<Arc<std::sync::Mutex<crate::autoscale::ControlStatus>>>,
+    pub control: std::sync::OnceLock<crate::control::status::SharedStatus>,
     /// The cloud driver of the control loop, when autoscaling runs (for staged interruptions).
     pub cloud: std::sync::OnceLock<crate::cloud::driver::Driver>,
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
+use super::body::ReqBody;
 use super::error::{json_ok, ApiError};
 use super::{v2, AppState};
 
 /// The one entry point of the data-plane listener.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();

@@ -1,24 +1,23 @@
 //! Handlers of the v2 endpoints.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::admit::admit;
-use super::body::{drain, read_limited};
-use super::codec::{decode, encode, Encoded};
+use super::body::{drain, read_limited, ReqBody};
 use super::error::{json_ok, ApiError};
 use super::AppState;
 use crate::batching::admission;
-use crate::batching::queue::Pending;
+use crate::codec::request::decode;
+use crate::codec::response::{encode, Encoded};
 use crate::config::OnDeadline;
-use crate::exec::ExecError;
 use crate::model::{Loaded, Model, ModelState};
+use crate::work::ExecError;
+use crate::work::Pending;
 
 /// Header of the binary tensor extension.
 pub const HEADER_LEN: &str = "inference-header-content-length";
@@ -152,7 +151,7 @@ pub async fn infer(
     state: &AppState,
     name: &str,
     version: Option<&str>,
-    req: Request<Incoming>,
+    req: Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let label = if state.models.contains_key(name) {
         name
@@ -172,7 +171,7 @@ async fn infer_inner(
     state: &AppState,
     name: &str,
     version: Option<&str>,
-    req: Request<Incoming>,
+    req: Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let limit = state.cfg.max_body_bytes;
     let within = state.cfg.body_timeout;
@@ -249,7 +248,7 @@ pub async fn infer_body(
         inputs: adm.inputs,
         items: adm.items,
         signature: adm.signature,
-        enqueued: Instant::now(),
+        enqueued: tokio::time::Instant::now(),
         reply: tx,
     };
     // demand, refused or not, is what the controller forecasts
@@ -315,7 +314,7 @@ fn shed_if_late(model: &Model, loaded: &Loaded, items: u32) -> Result<(), ApiErr
     let expected_us =
         admission::expected_latency_us(&loaded.profile, queued, items, capacity, max_batch);
     let slo_us = model.cfg.slo_ms * 1000.0;
-    if expected_us <= admission::ADMIT_SHARE_OF_SLO * slo_us {
+    if admission::admits(expected_us, queued, slo_us) {
         return Ok(());
     }
     if loaded

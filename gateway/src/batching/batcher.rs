@@ -4,15 +4,16 @@
 //! requests accumulate, and the next decision sees them all.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
-use super::policy::{BatchDecision, BatchPolicy, ProfilePoint, QueueState};
 use super::queue::ModelQueue;
+use super::size_policy::{BatchDecision, BatchPolicy, ProfilePoint, QueueState};
 use crate::exec::batch_ctx::BatchCtx;
 use crate::exec::executor::Job;
-use crate::exec::lambda::LambdaBackend;
+use crate::exec::lambda_client::LambdaBackend;
 use crate::exec::remote::{Remote, RemoteSet};
 
 /// Everything the loop needs.
@@ -188,7 +189,7 @@ impl Batcher {
                     // policy cost per request instead of per batch decision.
                     // never past the oldest request's SLO (then the check above sends it)
                     let left = self.slo_us.saturating_sub(snap.oldest_wait_us).max(1);
-                    let until = tokio::time::Instant::now() + Duration::from_micros(us.min(left));
+                    let until = Instant::now() + Duration::from_micros(us.min(left));
                     let step = (self.max_batch / 8).max(1);
                     let seen = snap.batchable_items;
                     loop {
@@ -250,5 +251,179 @@ async fn spill_ready(
                 tokio::time::sleep(Duration::from_micros(after_us - s.oldest_wait_us)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batch loop's timing, in paused time: the clock only moves when every task waits, so
+    //! deadlines of tens of milliseconds are exact and the tests take no wall time.
+
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Mutex;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::exec::executor::ExecutorPool;
+    use crate::metrics::ModelMetrics;
+    use crate::work::{Pending, Reply};
+
+    /// Answers from a script, recording every queue state it was shown.
+    struct Scripted {
+        answers: Vec<BatchDecision>,
+        seen: Seen,
+    }
+
+    impl BatchPolicy for Scripted {
+        fn decide(&mut self, s: &QueueState<'_>) -> BatchDecision {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((s.queued_items, s.oldest_wait_us));
+            if self.answers.len() > 1 {
+                self.answers.remove(0)
+            } else {
+                self.answers[0]
+            }
+        }
+    }
+
+    /// (queued items, oldest wait in µs) of every decision the policy was asked for.
+    type Seen = Arc<Mutex<Vec<(u32, u64)>>>;
+
+    fn batcher(answers: Vec<BatchDecision>, max_batch: u32) -> (Batcher, Seen) {
+        let metrics = Arc::new(ModelMetrics::default());
+        let slo = Duration::from_millis(50);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let ctx = Arc::new(BatchCtx {
+            model: "m".into(),
+            pool: Arc::new(ExecutorPool::spawn(
+                "m",
+                Vec::new(),
+                Vec::new(),
+                metrics.clone(),
+                slo,
+            )),
+            metrics,
+            slo,
+            outputs: Vec::new(),
+            profile: Arc::default(),
+        });
+        let b = Batcher {
+            model: "m".into(),
+            queue: Arc::new(ModelQueue::new(64)),
+            ctx,
+            remotes: Arc::default(),
+            free_executors: Arc::new(Semaphore::new(1)),
+            executors: 1,
+            policy: Box::new(Scripted {
+                answers,
+                seen: seen.clone(),
+            }),
+            profile: Vec::new(),
+            scaled: (1.0, Vec::new()),
+            slo_us: 50_000,
+            max_batch,
+        };
+        (b, seen)
+    }
+
+    fn push(q: &ModelQueue, items: u32) -> oneshot::Receiver<Reply> {
+        let (tx, rx) = oneshot::channel();
+        q.push(Pending {
+            inputs: Vec::new(),
+            items,
+            signature: Vec::new(),
+            enqueued: Instant::now(),
+            reply: tx,
+        })
+        .map_err(|_| "full")
+        .unwrap();
+        rx
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_policy_that_always_waits_is_overruled_at_the_slo() {
+        let (mut b, seen) = batcher(vec![BatchDecision::Wait(10_000_000)], 16);
+        let _rx = push(&b.queue, 3);
+        let t = Instant::now();
+        let n = b.next_batch_size(1.0).await;
+        assert_eq!(n, 3, "everything batchable goes");
+        assert_eq!(t.elapsed(), Duration::from_millis(50), "exactly at the SLO");
+        assert_eq!(b.ctx.metrics.forced_sends.load(Relaxed), 1);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.first(), Some(&(3, 0)));
+        assert_eq!(seen.last().map(|s| s.1), Some(50_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_lasts_what_the_policy_asked_then_it_is_asked_again() {
+        let (mut b, seen) = batcher(vec![BatchDecision::Wait(5_000), BatchDecision::Send(2)], 16);
+        let _rx = push(&b.queue, 4);
+        let t = Instant::now();
+        assert_eq!(b.next_batch_size(1.0).await, 2);
+        assert_eq!(t.elapsed(), Duration::from_millis(5));
+        assert_eq!(*seen.lock().unwrap(), vec![(4, 0), (4, 5_000)]);
+        assert_eq!(b.ctx.metrics.forced_sends.load(Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn arrivals_of_a_step_end_a_wait_early() {
+        let (mut b, seen) = batcher(
+            vec![BatchDecision::Wait(40_000), BatchDecision::Send(16)],
+            16,
+        );
+        let q = b.queue.clone();
+        let _rx = push(&q, 1);
+        let arrivals = tokio::spawn(async move {
+            // one item: below the step (16 / 8 = 2), the policy is not asked again
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let a = push(&q, 1);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let b = push(&q, 1);
+            (a, b)
+        });
+        let t = Instant::now();
+        assert_eq!(b.next_batch_size(1.0).await, 16);
+        assert_eq!(
+            t.elapsed(),
+            Duration::from_millis(6),
+            "woken by the second arrival"
+        );
+        assert_eq!(*seen.lock().unwrap(), vec![(1, 0), (3, 6_000)]);
+        drop(arrivals.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_queue_waits_for_an_arrival_without_asking() {
+        let (mut b, seen) = batcher(vec![BatchDecision::Send(1)], 16);
+        let q = b.queue.clone();
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            vec![push(&q, 2)]
+        });
+        let t = Instant::now();
+        assert_eq!(b.next_batch_size(1.0).await, 1);
+        assert_eq!(t.elapsed(), Duration::from_secs(3));
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "asked once, when the request came"
+        );
+        drop(later.await.unwrap());
+    }
+
+    #[test]
+    fn a_faster_backend_sees_a_scaled_profile() {
+        let (mut b, _) = batcher(vec![BatchDecision::Send(1)], 16);
+        b.profile = vec![ProfilePoint {
+            batch: 1,
+            latency_us: 1000.0,
+        }];
+        assert!(!b.scale_profile(1.0), "the executors' own speed");
+        assert!(!b.scale_profile(f64::NAN) && !b.scale_profile(0.0));
+        assert!(b.scale_profile(2.0));
+        assert_eq!(b.scaled.1[0].latency_us, 500.0);
     }
 }

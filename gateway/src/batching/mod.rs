@@ -3,6 +3,6 @@
 
 pub mod admission;
 pub mod batcher;
-pub mod policy;
 pub mod queue;
+pub mod size_policy;
 pub mod spill;

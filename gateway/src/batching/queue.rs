@@ -7,31 +7,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use crate::exec::ExecError;
 use crate::metrics::ModelMetrics;
 use crate::tensor::Tensor;
-
-/// Result of one request: all model outputs for its rows.
-pub type Reply = Result<Vec<Tensor>, ExecError>;
-
-/// A request admitted to a model queue.
-#[derive(Debug)]
-pub struct Pending {
-    /// Inputs in the model's declared order.
-    pub inputs: Vec<Tensor>,
-    /// Rows along dim 0.
-    pub items: u32,
-    /// Non-batch dimensions of every input: only requests with equal signatures share a batch.
-    pub signature: Vec<Vec<i64>>,
-    /// When it was admitted.
-    pub enqueued: Instant,
-    /// Where the answer goes; the request is answered exactly once through it.
-    pub reply: oneshot::Sender<Reply>,
-}
+use crate::work::{ExecError, Pending};
 
 /// Refusal at admission.
 #[derive(Debug, PartialEq, Eq)]
@@ -242,6 +225,8 @@ impl ModelQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::work::Reply;
+    use tokio::sync::oneshot;
 
     fn pending(items: u32, sig: i64) -> (Pending, oneshot::Receiver<Reply>) {
         let (tx, rx) = oneshot::channel();

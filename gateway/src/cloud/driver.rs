@@ -7,7 +7,8 @@ use mark_policies::types::Market;
 
 use super::ec2::Ec2Cloud;
 use super::local::LocalCloud;
-use super::{CloudError, Instance, InstanceState};
+use super::CloudError;
+use crate::control::fleet::{Instance, InstanceState};
 
 /// A cloud driver.
 #[derive(Clone)]

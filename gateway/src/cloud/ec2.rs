@@ -10,8 +10,9 @@ use aws_sdk_ec2::types::{
 };
 use mark_policies::types::Market;
 
-use super::{CloudError, Instance, InstanceState};
+use super::CloudError;
 use crate::control::catalog::Catalog;
+use crate::control::fleet::{Instance, InstanceState};
 
 /// How to reach EC2 and what to launch.
 #[derive(Debug, Clone)]
@@ -80,7 +81,7 @@ fn err(e: impl std::fmt::Display) -> CloudError {
 impl Ec2Cloud {
     /// Connects with `opts`.
     pub async fn connect(opts: Ec2Options, catalog: Catalog) -> Self {
-        let conf = super::aws::sdk_config(
+        let conf = crate::aws_sdk::sdk_config(
             &opts.region,
             opts.endpoint.as_deref(),
             opts.credentials.as_ref(),
@@ -105,16 +106,12 @@ impl Ec2Cloud {
             .catalog
             .get(instance_type)
             .ok_or_else(|| CloudError::UnknownType(instance_type.into()))?;
-        let now = crate::policy::slot::now_s() as f64;
-        let market_tag = match market {
-            Market::OnDemand => "on-demand",
-            Market::Spot => "spot",
-        };
+        let now = crate::clock::wall_s();
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::Instance)
             .tags(tag("mark:fleet", &self.opts.fleet))
             .tags(tag("mark:model", &self.opts.model))
-            .tags(tag("mark:market", market_tag))
+            .tags(tag("mark:market", market.as_str()))
             .tags(tag("mark:launched-at", &format!("{now:.3}")))
             .build();
         let mut req = self
@@ -141,10 +138,7 @@ impl Ec2Cloud {
             .instances()
             .first()
             .ok_or_else(|| err("RunInstances returned no instance"))?;
-        let price = match market {
-            Market::OnDemand => spec.price_on_demand,
-            Market::Spot => spec.price_spot,
-        };
+        let price = spec.price(market);
         Ok(Instance {
             id: i.instance_id().unwrap_or_default().to_string(),
             fleet: self.opts.fleet.clone(),
@@ -211,13 +205,7 @@ impl Ec2Cloud {
                 (Some("spot"), _) | (_, Some("spot")) => Market::Spot,
                 _ => Market::OnDemand,
             };
-            let price = self.catalog.get(&ty).map_or(0.0, |s| {
-                if market == Market::Spot {
-                    s.price_spot
-                } else {
-                    s.price_on_demand
-                }
-            });
+            let price = self.catalog.get(&ty).map_or(0.0, |s| s.price(market));
             out.push(Instance {
                 id: i.instance_id().unwrap_or_default().to_string(),
                 fleet: self.opts.fleet.clone(),

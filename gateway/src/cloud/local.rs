@@ -5,12 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use mark_policies::types::Market;
 
-use super::{billed_seconds, CloudError, Instance, InstanceState};
+use super::CloudError;
 use crate::control::catalog::Catalog;
+use crate::control::fleet::{Instance, InstanceState};
+use crate::control::ledger::instance_cost;
 
 /// The local driver.
 pub struct LocalCloud {
@@ -20,13 +22,6 @@ pub struct LocalCloud {
     mark_bin: PathBuf,
     model_repo: PathBuf,
     catalog: Catalog,
-}
-
-fn now_s() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -156,17 +151,14 @@ impl LocalCloud {
             .map_err(|e| {
                 CloudError::Failed(format!("spawning {}: {e}", self.mark_bin.display()))
             })?;
-        let price = match market {
-            Market::OnDemand => spec.price_on_demand,
-            Market::Spot => spec.price_spot,
-        };
+        let price = spec.price(market);
         let instance = Instance {
             id: format!("local-{}-{port}", child.id()),
             fleet: self.fleet.clone(),
             model: self.model.clone(),
             instance_type: instance_type.into(),
             market,
-            launched_at: now_s(),
+            launched_at: crate::clock::wall_s(),
             addr,
             state: InstanceState::Pending,
             price_per_hour: price,
@@ -283,7 +275,7 @@ impl LocalCloud {
     pub fn cost_so_far(&self, now: f64) -> f64 {
         self.list()
             .iter()
-            .map(|i| i.price_per_hour * billed_seconds(now - i.launched_at) / 3600.0)
+            .map(|i| instance_cost(i.price_per_hour, i.launched_at, now))
             .sum()
     }
 

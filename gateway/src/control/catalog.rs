@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mark_policies::types::InstanceType;
+use mark_policies::types::{InstanceType, Market};
 use serde::Deserialize;
 
 use crate::config::ConfigError;
@@ -81,6 +81,14 @@ fn one() -> f64 {
 }
 
 impl InstanceSpec {
+    /// USD per hour in `market`.
+    pub fn price(&self, market: Market) -> f64 {
+        match market {
+            Market::OnDemand => self.price_on_demand,
+            Market::Spot => self.price_spot,
+        }
+    }
+
     /// Share of full speed a burstable type sustains without CPU credits (a credit is one
     /// vCPU-minute at 100%): `credits per hour / 60 / vCPUs`; 1 for other types. The provisioner
     /// plans with sustained capacity, so burstable types are bought for bursts, not for base load.
@@ -261,7 +269,7 @@ pub fn capacity_at_slo(profile: &LatencyProfile, slo_ms: f64, max_batch: u32, sp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::ProfilePoint;
+    use crate::profile::MeasuredPoint as ProfilePoint;
 
     const OK: &str = r#"
 region = "us-east-1"

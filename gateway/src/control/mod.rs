@@ -4,8 +4,17 @@
 //! - `rates`: per-interval peak arrival rate (MArk's input to the predictor).
 //! - `slo`: sliding-window SLO attainment.
 //! - `controller`: one control step (predict → provision → fleet actions) and the SLO emergency.
+//! - `fleet`: instances as a cloud reports them, the `Fleet` trait (cloud drivers and the
+//!   simulated cloud) and `apply`, the one way actions reach a fleet.
+//! - `ledger`: cost and instance-hours per backend.
+//! - `monitors`: the demand and SLO monitors and the emergency-launch guard.
+//! - `status`: what the live loop publishes for `GET /admin/v1/status`.
 
 pub mod catalog;
 pub mod controller;
+pub mod fleet;
+pub mod ledger;
+pub mod monitors;
 pub mod rates;
 pub mod slo;
+pub mod status;

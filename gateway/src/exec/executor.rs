@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use ort::session::Session;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{values, ExecError};
-use crate::batching::queue::Pending;
+use super::values;
 use crate::metrics::ModelMetrics;
 use crate::tensor::Tensor;
+use crate::work::ExecError;
+use crate::work::Pending;
 
 /// A batch on its way to an executor, holding the permit that reserved the executor.
 pub struct Job {

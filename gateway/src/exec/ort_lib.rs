@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::ExecError;
+use crate::work::ExecError;
 
 static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
 

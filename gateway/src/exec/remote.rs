@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 
 use super::batch_ctx::BatchCtx;
 use super::wire;
-use crate::batching::queue::Pending;
+use crate::codec::client::{decode_response, encode_binary_request};
 use crate::tensor::Tensor;
+use crate::work::Pending;
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -65,7 +66,7 @@ pub struct RemoteSet {
     /// Signalled when a worker frees up or joins.
     pub freed: Notify,
     /// Lambda spill-over backend, when configured.
-    pub lambda: arc_swap::ArcSwapOption<super::lambda::LambdaBackend>,
+    pub lambda: arc_swap::ArcSwapOption<super::lambda_client::LambdaBackend>,
     client: HttpClient,
 }
 
@@ -245,7 +246,7 @@ impl RemoteSet {
         inputs: &[Tensor],
         total: usize,
     ) -> Result<Vec<Tensor>, String> {
-        let (body, n) = wire::encode_batch(inputs);
+        let (body, n) = encode_binary_request(inputs);
         let req = hyper::Request::post(format!(
             "http://{}/v2/models/{}/infer",
             remote.addr, ctx.model
@@ -283,9 +284,8 @@ impl RemoteSet {
                 String::from_utf8_lossy(&body[..body.len().min(512)])
             ));
         }
-        let outs = wire::decode_outputs(&body, hlen)
-            .map_err(|e| format!("worker {} answered garbage: {e}", remote.addr))?;
-        wire::check_outputs(outs, &ctx.outputs, total)
-            .map_err(|e| format!("worker {} answered a wrong batch: {e}", remote.addr))
+        decode_response(&body, hlen)
+            .and_then(|outs| wire::check_outputs(outs, &ctx.outputs, total))
+            .map_err(|e| format!("worker {} {e}", remote.addr))
     }
 }

@@ -6,9 +6,10 @@ use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::{TensorElementType, ValueType};
 use serde::Serialize;
 
-use super::{ort_lib, ExecError};
+use super::ort_lib;
 use crate::config::{ExecutionProvider, ModelConfig};
 use crate::tensor::DType;
+use crate::work::ExecError;
 
 /// An input or output as the model declares it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,12 +1,13 @@
-//! The batch wire format between the gateway and its remote backends (fleet workers and Lambda):
-//! one KServe v2 request with binary tensors per batch, answered with binary outputs.
+//! Batches on the wire between the gateway and its remote backends (fleet workers and Lambda):
+//! one KServe v2 request with binary tensors per batch (`codec::client`), answered with binary
+//! outputs that are checked against the model before they are split among the requests.
 
 use super::batch_ctx::BatchCtx;
 use super::executor::{finish_pending, Job};
 use super::session::IoMeta;
-use super::ExecError;
-use crate::batching::queue::Pending;
-use crate::tensor::{checked_numel, DType, Tensor, TensorData};
+use crate::codec::client::WireError;
+use crate::tensor::{checked_numel, Tensor, TensorData};
+use crate::work::{ExecError, Pending};
 
 /// Concatenates the batch's inputs along dim 0; returns them and each request's item count.
 pub fn merge(batch: &[Pending]) -> (Vec<Tensor>, Vec<usize>) {
@@ -16,33 +17,6 @@ pub fn merge(batch: &[Pending]) -> (Vec<Tensor>, Vec<usize>) {
         .map(|i| Tensor::concat(&batch.iter().map(|p| &p.inputs[i]).collect::<Vec<_>>()))
         .collect();
     (merged, sizes)
-}
-
-/// A v2 request body with every input binary and binary outputs asked for; returns the body and
-/// the length of its JSON header (the `Inference-Header-Content-Length`).
-pub fn encode_batch(inputs: &[Tensor]) -> (Vec<u8>, usize) {
-    let mut bin = Vec::new();
-    let ins: Vec<serde_json::Value> = inputs
-        .iter()
-        .map(|t| {
-            let b = match &t.data {
-                TensorData::Raw(r) => r.clone(),
-                TensorData::Strings(s) => s
-                    .iter()
-                    .flat_map(|x| (x.len() as u32).to_le_bytes().into_iter().chain(x.iter().copied()))
-                    .collect(),
-            };
-            let v = serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.as_v2(), "parameters": {"binary_data_size": b.len()}});
-            bin.extend_from_slice(&b);
-            v
-        })
-        .collect();
-    let header =
-        serde_json::json!({"inputs": ins, "parameters": {"binary_data_output": true}}).to_string();
-    let n = header.len();
-    let mut body = header.into_bytes();
-    body.extend_from_slice(&bin);
-    (body, n)
 }
 
 /// Answers every request of `batch` with its slice of the batch outputs `outs` (already checked
@@ -96,7 +70,11 @@ pub fn check_outputs(
     outs: Vec<Tensor>,
     expected: &[IoMeta],
     total: usize,
-) -> Result<Vec<Tensor>, String> {
+) -> Result<Vec<Tensor>, WireError> {
+    check(outs, expected, total).map_err(WireError::WrongBatch)
+}
+
+fn check(outs: Vec<Tensor>, expected: &[IoMeta], total: usize) -> Result<Vec<Tensor>, String> {
     if outs.len() != expected.len() {
         let names: Vec<&str> = outs.iter().map(|t| t.name.as_str()).collect();
         return Err(format!(
@@ -158,75 +136,10 @@ pub fn check_outputs(
     Ok(ordered)
 }
 
-/// Decodes a binary v2 response into its output tensors; any malformed part is an error.
-pub fn decode_outputs(body: &[u8], header_len: Option<usize>) -> Result<Vec<Tensor>, String> {
-    let n = header_len.unwrap_or(body.len());
-    if n > body.len() {
-        return Err(format!(
-            "header length {n} exceeds the {}-byte answer",
-            body.len()
-        ));
-    }
-    let head: serde_json::Value = serde_json::from_slice(&body[..n]).map_err(|e| e.to_string())?;
-    let mut rest = &body[n..];
-    let mut out = Vec::new();
-    for o in head["outputs"].as_array().ok_or("no outputs")? {
-        let name = o["name"].as_str().ok_or("output without name")?.to_string();
-        let dtype = DType::from_v2(o["datatype"].as_str().unwrap_or("")).ok_or("bad datatype")?;
-        let shape = o["shape"]
-            .as_array()
-            .ok_or("no shape")?
-            .iter()
-            .map(|d| d.as_i64().ok_or("shape holds a non-integer"))
-            .collect::<Result<Vec<i64>, _>>()?;
-        let size = o["parameters"]["binary_data_size"]
-            .as_u64()
-            .and_then(|s| usize::try_from(s).ok())
-            .ok_or("output not binary")?;
-        if size > rest.len() {
-            return Err("truncated binary output".into());
-        }
-        let (mine, tail) = rest.split_at(size);
-        rest = tail;
-        let data = if dtype == DType::Bytes {
-            let mut v = Vec::new();
-            let mut r = mine;
-            while !r.is_empty() {
-                if r.len() < 4 {
-                    return Err(format!("output '{name}': truncated BYTES length prefix"));
-                }
-                let l = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
-                if r.len() - 4 < l {
-                    return Err(format!(
-                        "output '{name}': BYTES element longer than the data"
-                    ));
-                }
-                v.push(r[4..4 + l].to_vec());
-                r = &r[4 + l..];
-            }
-            TensorData::Strings(v)
-        } else {
-            TensorData::Raw(mine.to_vec())
-        };
-        out.push(Tensor {
-            name,
-            dtype,
-            shape,
-            data,
-        });
-    }
-    if !rest.is_empty() {
-        return Err(format!(
-            "{} binary bytes not claimed by any output",
-            rest.len()
-        ));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::DType;
 
     fn meta() -> Vec<IoMeta> {
         vec![
@@ -260,6 +173,8 @@ mod tests {
 
     #[test]
     fn lying_answers_are_refused() {
+        let check_outputs =
+            |o, m: &[IoMeta], t| super::check_outputs(o, m, t).map_err(|e| e.to_string());
         // the whole batch's rows for a batch of 2 (would send every client others' results)
         let e = check_outputs(answer(3), &meta(), 2).unwrap_err();
         assert!(e.contains("a batch of 2"), "{e}");
@@ -283,17 +198,5 @@ mod tests {
         let mut ty = answer(2);
         ty[0].dtype = DType::Int32;
         assert!(check_outputs(ty, &meta(), 2).unwrap_err().contains("INT32"));
-    }
-
-    #[test]
-    fn malformed_wire_answers_are_errors() {
-        let header = r#"{"outputs":[{"name":"s","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":6}}]}"#;
-        let mut body = header.as_bytes().to_vec();
-        body.extend_from_slice(&[9, 0, 0, 0, b'a', b'b']);
-        let e = decode_outputs(&body, Some(header.len())).unwrap_err();
-        assert!(e.contains("longer than the data"), "{e}");
-        assert!(decode_outputs(&body, Some(body.len() + 1)).is_err());
-        let header = r#"{"outputs":[{"name":"y","datatype":"FP32","shape":[1,"x"],"parameters":{"binary_data_size":0}}]}"#;
-        assert!(decode_outputs(header.as_bytes(), None).is_err());
     }
 }

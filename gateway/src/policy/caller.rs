@@ -47,24 +47,63 @@ pub struct PolicyCaller {
     pub last: Outcome,
 }
 
+/// Why a call to a component fell back to the native default. Every kind but `Malformed`
+/// leaves the instance suspect: the next call starts a fresh one, and the failure counts toward
+/// the slot's rollback.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyCallError {
+    /// The instance could not be created.
+    #[error("instantiation failed: {0}")]
+    Instantiation(String),
+    /// It ran past its deadline and was interrupted.
+    #[error("exceeded its deadline of {ms:.0} ms and was interrupted")]
+    Deadline {
+        /// The deadline.
+        ms: f64,
+    },
+    /// It trapped after growing its memory past the limit was refused.
+    #[error("trapped after being refused memory (asked for {asked_mib} MiB; the limit is {limit_mib} MiB): {trap}")]
+    Memory {
+        /// What it asked for.
+        asked_mib: usize,
+        /// The limit.
+        limit_mib: usize,
+        /// The trap.
+        trap: String,
+    },
+    /// Any other trap.
+    #[error("trapped: {0}")]
+    Trapped(String),
+    /// It answered, but the answer cannot be used (the instance itself is fine).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl PolicyCallError {
+    /// The instance may be broken: drop it and count a failure.
+    pub fn is_trap(&self) -> bool {
+        !matches!(self, PolicyCallError::Malformed(_))
+    }
+}
+
 fn describe(
     e: &wasmtime::Error,
     store: &Store<HostState>,
     engine: &PolicyEngine,
     kind: PolicyKind,
-) -> String {
+) -> PolicyCallError {
     if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
         let ms = engine.limits.ticks(kind) as f64 * engine.limits.tick.as_secs_f64() * 1e3;
-        return format!("exceeded its deadline of {ms:.0} ms and was interrupted");
+        return PolicyCallError::Deadline { ms };
     }
     if let Some(bytes) = store.data().refused_memory {
-        return format!(
-            "trapped after being refused memory (asked for {} MiB; the limit is {} MiB): {e:#}",
-            bytes >> 20,
-            engine.limits.memory_bytes >> 20
-        );
+        return PolicyCallError::Memory {
+            asked_mib: bytes >> 20,
+            limit_mib: engine.limits.memory_bytes >> 20,
+            trap: format!("{e:#}"),
+        };
     }
-    format!("trapped: {e:#}")
+    PolicyCallError::Trapped(format!("{e:#}"))
 }
 
 impl PolicyCaller {
@@ -84,7 +123,7 @@ impl PolicyCaller {
         let instance: Instance = policy
             .pre
             .instantiate(&mut store)
-            .map_err(|e| describe(&e, &store, &self.engine, policy.kind))?;
+            .map_err(|e| describe(&e, &store, &self.engine, policy.kind).to_string())?;
         let mut c = Cached {
             policy: policy.clone(),
             store,
@@ -138,9 +177,10 @@ impl PolicyCaller {
         Ok(true)
     }
 
-    fn fail(&mut self, policy: &Arc<LoadedPolicy>, reason: String, trap: bool) {
+    fn fail(&mut self, policy: &Arc<LoadedPolicy>, err: PolicyCallError) {
         policy.stats.fallbacks.fetch_add(1, Relaxed);
-        if trap {
+        let reason = err.to_string();
+        if err.is_trap() {
             policy.stats.failures.fetch_add(1, Relaxed);
             // the instance may be in a broken state after a trap: start fresh next time
             self.cache = None;
@@ -166,16 +206,16 @@ impl PolicyCaller {
             }
             Err((p, e)) => {
                 p.stats.calls.fetch_add(1, Relaxed);
-                self.fail(&p, format!("instantiation failed: {e}"), true);
+                self.fail(&p, PolicyCallError::Instantiation(e));
                 None
             }
         }
     }
 
-    /// The component trapped, timed out or answered badly (`trap` = the instance is suspect).
-    fn failed(&mut self, policy: &Arc<LoadedPolicy>, t: Instant, reason: String, trap: bool) {
+    /// The component trapped, timed out or answered badly.
+    fn failed(&mut self, policy: &Arc<LoadedPolicy>, t: Instant, err: PolicyCallError) {
         policy.stats.record(t.elapsed());
-        self.fail(policy, reason, trap);
+        self.fail(policy, err);
     }
 
     /// The component declined with a policy error: the native default answers, nothing is wrong.
@@ -223,15 +263,17 @@ impl PolicyCaller {
                     self.failed(
                         &policy,
                         t,
-                        format!("malformed answer {d:?} (max batch {})", s.max_batch),
-                        false,
+                        PolicyCallError::Malformed(format!(
+                            "malformed answer {d:?} (max batch {})",
+                            s.max_batch
+                        )),
                     );
                     native()
                 }
             }
             Err(e) => {
                 let why = describe(&e, &c.store, &self.engine, PolicyKind::Batcher);
-                self.failed(&policy, t, why, true);
+                self.failed(&policy, t, why);
                 native()
             }
         }
@@ -270,11 +312,10 @@ impl PolicyCaller {
                 self.failed(
                     &policy,
                     t,
-                    format!(
+                    PolicyCallError::Malformed(format!(
                         "malformed forecast: {} values for horizon {horizon}{bad}",
                         f.len()
-                    ),
-                    false,
+                    )),
                 );
                 native()
             }
@@ -284,7 +325,7 @@ impl PolicyCaller {
             }
             Err(e) => {
                 let why = describe(&e, &c.store, &self.engine, PolicyKind::Predictor);
-                self.failed(&policy, t, why, true);
+                self.failed(&policy, t, why);
                 native()
             }
         }
@@ -341,7 +382,7 @@ impl PolicyCaller {
                             p.lambda_share
                         ),
                     };
-                    self.failed(&policy, t, why, false);
+                    self.failed(&policy, t, PolicyCallError::Malformed(why));
                     native()
                 }
             }
@@ -351,7 +392,7 @@ impl PolicyCaller {
             }
             Err(e) => {
                 let why = describe(&e, &c.store, &self.engine, PolicyKind::Provisioner);
-                self.failed(&policy, t, why, true);
+                self.failed(&policy, t, why);
                 native()
             }
         }

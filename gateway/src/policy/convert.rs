@@ -33,10 +33,21 @@ pub fn decision(d: w::BatchDecision) -> n::BatchDecision {
     }
 }
 
-fn market(m: n::Market) -> w::Market {
-    match m {
-        n::Market::OnDemand => w::Market::OnDemand,
-        n::Market::Spot => w::Market::Spot,
+impl From<n::Market> for w::Market {
+    fn from(m: n::Market) -> Self {
+        match m {
+            n::Market::OnDemand => w::Market::OnDemand,
+            n::Market::Spot => w::Market::Spot,
+        }
+    }
+}
+
+impl From<w::Market> for n::Market {
+    fn from(m: w::Market) -> Self {
+        match m {
+            w::Market::OnDemand => n::Market::OnDemand,
+            w::Market::Spot => n::Market::Spot,
+        }
     }
 }
 
@@ -45,7 +56,7 @@ pub fn fleet(f: &[n::FleetEntry]) -> Vec<w::FleetEntry> {
     f.iter()
         .map(|e| w::FleetEntry {
             instance_type: e.instance_type.clone(),
-            market: market(e.market),
+            market: e.market.into(),
             running: e.running,
             pending: e.pending,
             ages_seconds: e.ages_seconds.clone(),
@@ -86,10 +97,7 @@ pub fn plan(p: w::Plan) -> n::Plan {
             .into_iter()
             .map(|t| n::FleetTarget {
                 instance_type: t.instance_type,
-                market: match t.market {
-                    w::Market::OnDemand => n::Market::OnDemand,
-                    w::Market::Spot => n::Market::Spot,
-                },
+                market: t.market.into(),
                 count: t.count,
             })
             .collect(),

@@ -7,16 +7,20 @@
 //! - `slot`: one swappable slot per policy kind, with history, stats and rollback.
 //! - `caller`: per-thread callers that keep one Store per policy generation and fall back to the
 //!   native default on any trap, timeout or malformed answer.
-//! - `convert`: between native (`mark-policies`) and WIT types.
+//! - `convert`: between native (`mark-policies`) and WIT types (`From` impls).
+//! - `call_cost`: `mark policy bench`, the cost of policy calls native vs WASM.
 
-pub mod bench;
 pub mod bindings;
+pub mod call_cost;
 pub mod caller;
 pub mod code_cache;
 pub mod convert;
 pub mod engine;
 pub mod slot;
 pub mod validate;
+
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
@@ -136,14 +136,6 @@ pub fn next_generation() -> u64 {
     GENERATION.fetch_add(1, Relaxed)
 }
 
-/// Seconds since the epoch.
-pub fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Slot {
     /// An empty slot (native default).
     pub fn new(kind: PolicyKind, rollback_after: u32) -> Self {
@@ -202,8 +194,6 @@ impl Slot {
             );
             tracing::error!(kind = %self.kind, reason = %why, "rolling the policy slot back");
             // only roll back if nobody swapped meanwhile
-            let h = self.history.lock().expect("slot lock");
-            drop(h);
             if self.current().map(|c| c.generation) == Some(generation) {
                 self.rollback();
                 self.auto_rollbacks.fetch_add(1, Relaxed);

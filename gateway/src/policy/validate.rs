@@ -11,16 +11,30 @@ use wasmtime::component::types::ComponentItem;
 
 use super::caller::{Outcome, PolicyCaller};
 use super::engine::PolicyEngine;
-use super::slot::{next_generation, now_s, CallStats, LoadedPolicy, Slot};
+use super::slot::{next_generation, CallStats, LoadedPolicy, Slot};
 use super::{PolicyKind, WIT_VERSION};
+use crate::clock::wall_secs;
 
-/// Why a component was refused.
+/// Why a component was refused. `NotExported` is the one a caller branches on: `mark policy
+/// check` reports a kind the component does not offer as absent, not as a failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Rejected(pub String);
+pub enum Rejected {
+    /// It does not export the kind's interface.
+    #[error("does not export {interface} (it exports {exports:?})")]
+    NotExported {
+        /// The interface asked for.
+        interface: String,
+        /// What it exports.
+        exports: Vec<String>,
+    },
+    /// Anything else: too large, not a component, does not compile or link, wrong WIT version,
+    /// forbidden imports, a failed smoke call.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 fn reject<T>(m: impl Into<String>) -> Result<T, Rejected> {
-    Err(Rejected(m.into()))
+    Err(Rejected::Invalid(m.into()))
 }
 
 /// Versions compatible with this host: same major, and for 0.x the same minor.
@@ -54,7 +68,7 @@ pub fn validate(
     }
     let component = engine
         .compile(bytes)
-        .map_err(|e| Rejected(format!("does not compile as a component: {e:#}")))?;
+        .map_err(|e| Rejected::Invalid(format!("does not compile as a component: {e:#}")))?;
     let ty = component.component_type();
     for (name, item) in ty.imports(&engine.engine) {
         let types_only = match &item.ty {
@@ -82,10 +96,10 @@ pub fn validate(
         .map(|(n, _)| n.to_string())
         .collect();
     let Some(export) = exports.iter().find(|e| e.starts_with(&prefix)) else {
-        return reject(format!(
-            "does not export {} (it exports {exports:?})",
-            kind.interface()
-        ));
+        return Err(Rejected::NotExported {
+            interface: kind.interface(),
+            exports,
+        });
     };
     let version = export[prefix.len()..].to_string();
     if !compatible(&version) {
@@ -94,14 +108,14 @@ pub fn validate(
     let pre = engine
         .linker
         .instantiate_pre(&component)
-        .map_err(|e| Rejected(format!("cannot be linked: {e:#}")))?;
+        .map_err(|e| Rejected::Invalid(format!("cannot be linked: {e:#}")))?;
     let policy = Arc::new(LoadedPolicy {
         kind,
         generation: next_generation(),
         sha256: format!("{:x}", Sha256::digest(bytes)),
         wit_version: version,
         source: source.to_string(),
-        loaded_at: now_s(),
+        loaded_at: wall_secs(),
         bytes: bytes.len(),
         component,
         pre,

@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 use super::baselines::Strategy;
 use super::params::SimParams;
 use super::workload::Workload;
@@ -86,27 +84,40 @@ pub struct SimulateArgs {
     pub export_workload: Option<PathBuf>,
 }
 
-/// Runs `mark simulate`: `Ok(Err(reason))` is bad input (the binary exits 64 with it).
-pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
+/// Why `mark simulate` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    /// Bad input: a flag, the workload, the catalog, the profile or a policy (exit 64).
+    #[error("{0}")]
+    Input(String),
+    /// Writing the report or the exported workload failed (exit 1).
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs `mark simulate`.
+pub fn run(a: SimulateArgs) -> Result<(), SimulateError> {
+    use SimulateError::Input;
     let workload = match Workload::parse(&a.workload) {
         Ok(w) => w,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Err(Input(e.to_string())),
     };
     if let Some(f) = &a.export_workload {
         super::workload::write_csv(f, &workload)?;
         println!("wrote {}", f.display());
-        return Ok(Ok(()));
+        return Ok(());
     }
     let catalog = match Catalog::load(&a.catalog) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Err(Input(e.to_string())),
     };
     let profile = match &a.profile {
-        None => toml::from_str(super::DEFAULT_PROFILE).context("embedded profile")?,
+        None => toml::from_str(super::DEFAULT_PROFILE)
+            .map_err(|e| Input(format!("embedded profile: {e}")))?,
         Some(p) => match crate::profile::LatencyProfile::load(p) {
             Ok(Some(p)) if !p.points.is_empty() => p,
-            Ok(_) => return Ok(Err(format!("{}: no profile points", p.display()))),
-            Err(e) => return Ok(Err(e.to_string())),
+            Ok(_) => return Err(Input(format!("{}: no profile points", p.display()))),
+            Err(e) => return Err(Input(e.to_string())),
         },
     };
     let mut strategies = Vec::new();
@@ -114,7 +125,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
         match Strategy::parse(b) {
             Some(s) => strategies.push(s),
             None => {
-                return Ok(Err(format!(
+                return Err(Input(format!(
                     "--baseline {b}: unknown (sagemaker, static-peak, lambda-only, mark-released, mark-rs)"
                 )))
             }
@@ -127,7 +138,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
         "on-demand" => &[false],
         "spot" => &[true],
         "both" => &[false, true],
-        m => return Ok(Err(format!("--spot {m}: on-demand, spot or both"))),
+        m => return Err(Input(format!("--spot {m}: on-demand, spot or both"))),
     };
     let mut runs = Vec::new();
     for s in strategies {
@@ -148,7 +159,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
         {
             Some((t, f)) if t >= 0.0 && (0.0..=1.0).contains(&f) => Some((t, f)),
             _ => {
-                return Ok(Err(format!(
+                return Err(Input(format!(
                     "--mass-interruption {m}: SECONDS:SHARE with SHARE in [0, 1]"
                 )))
             }
@@ -160,13 +171,13 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
         && a.window <= a.interval
         && a.max_batch >= 1)
     {
-        return Ok(Err(
+        return Err(Input(
             "--slo-ms, --interval, --window must be > 0, --window <= --interval, --max-batch >= 1"
                 .into(),
         ));
     }
     if a.on_deadline != "reject" && a.on_deadline != "serve" {
-        return Ok(Err(format!(
+        return Err(Input(format!(
             "--on-deadline {}: expected reject or serve",
             a.on_deadline
         )));
@@ -181,7 +192,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
         };
         match app::policies(&popts) {
             Ok((e, s)) => super::PolicySource::Slots(e, s),
-            Err(e) => return Ok(Err(format!("{e:#}"))),
+            Err(e) => return Err(Input(format!("{e:#}"))),
         }
     };
     let opts = super::SimOptions {
@@ -221,5 +232,5 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<Result<(), String>> {
         reqs as f64 / wall / 1e6,
         a.out.display()
     );
-    Ok(Ok(()))
+    Ok(())
 }

@@ -49,14 +49,7 @@ impl TypeModel {
                     credits_per_hour: t.cpu_credits_per_hour,
                     baseline: t.baseline_share(),
                     service_s: (1..=max_batch.max(1)).map(|b| p50(b) / 1e6).collect(),
-                    profile: profile
-                        .points
-                        .iter()
-                        .map(|p| ProfilePoint {
-                            batch: p.batch,
-                            latency_us: p.p99_us / speed,
-                        })
-                        .collect(),
+                    profile: profile.policy_points(speed),
                     speed,
                 }
             })
@@ -125,12 +118,7 @@ impl SimInstance {
     /// USD billed up to `now` (or its end): per second, 60 s minimum.
     pub fn cost(&self, now: f64) -> f64 {
         let end = self.ended_at.unwrap_or(now);
-        self.price_per_hour * crate::cloud::billed_seconds((end - self.launched_at).ceil()) / 3600.0
-    }
-
-    /// Hours alive up to `now` (or its end).
-    pub fn hours(&self, now: f64) -> f64 {
-        (self.ended_at.unwrap_or(now) - self.launched_at).max(0.0) / 3600.0
+        crate::control::ledger::instance_cost(self.price_per_hour, self.launched_at, end)
     }
 
     /// Service time of `b` items starting `now`, updating the credit balance of a burstable type:
@@ -158,7 +146,7 @@ impl SimInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::ProfilePoint as P;
+    use crate::profile::MeasuredPoint as P;
 
     fn profile() -> LatencyProfile {
         LatencyProfile::new(

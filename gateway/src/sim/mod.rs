@@ -13,7 +13,7 @@ pub mod baselines;
 pub mod cli;
 pub mod engine;
 pub mod fleet;
-pub mod lambda;
+pub mod lambda_model;
 pub mod params;
 pub mod plot;
 pub mod report;
@@ -33,7 +33,7 @@ use params::{Policies, SimParams};
 use report::Summary;
 use workload::Workload;
 
-use crate::batching::policy::{BatchPolicy, MarkAdaptive, SloMaxBatch, SlotBatchPolicy};
+use crate::batching::size_policy::{BatchPolicy, MarkAdaptive, SloMaxBatch, SlotBatchPolicy};
 use crate::control::catalog::Catalog;
 use crate::policy::caller::PolicyCaller;
 use crate::policy::engine::PolicyEngine;

@@ -2,7 +2,7 @@
 
 use mark_policies::types::{InstanceType, PolicyError, Slo};
 
-use crate::batching::policy::BatchPolicy;
+use crate::batching::size_policy::BatchPolicy;
 
 /// Knobs of one simulation run.
 #[derive(Debug, Clone)]

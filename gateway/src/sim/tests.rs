@@ -7,12 +7,12 @@ use super::params::SimParams;
 use super::workload::Workload;
 use super::*;
 use crate::control::catalog::Catalog;
-use crate::profile::{LatencyProfile, ProfilePoint};
+use crate::profile::{LatencyProfile, MeasuredPoint};
 
 fn flat_profile(ms: f64) -> LatencyProfile {
     LatencyProfile::new(
         "test",
-        vec![ProfilePoint {
+        vec![MeasuredPoint {
             batch: 1,
             p50_us: ms * 1000.0,
             p99_us: ms * 1000.0,

@@ -11,7 +11,7 @@ impl Sim<'_> {
     /// A refused or dropped request: an SLO miss.
     pub(super) fn reject(&mut self, k: u64) {
         self.rejected += k;
-        self.slo.record(self.now, 0, k);
+        self.monitors.slo.record(self.now, 0, k);
     }
 
     /// The live gateway's admission rule (`batching::admission`) on the simulated fleet: true

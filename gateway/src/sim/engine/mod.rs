@@ -12,14 +12,14 @@ use mark_policies::types::{BatchDecision, InstanceType, Market, QueueState, Slo}
 
 use super::baselines::{SageMakerScaler, Strategy};
 use super::fleet::{SimInstance, TypeModel};
-use super::lambda::SimLambda;
+use super::lambda_model::SimLambda;
 use super::report::{PolicyReport, Sample};
 use super::stats::LatencyHist;
 use super::workload::Workload;
 use crate::control::catalog::LambdaSpec;
-use crate::control::controller::{emergency_launch, step, Action, ControlConfig, FleetInstance};
-use crate::control::rates::PeakRates;
-use crate::control::slo::SloMonitor;
+use crate::control::controller::{step, Action, ControlConfig, FleetInstance};
+use crate::control::fleet::{self as fleet_ops, Fleet, Instance, InstanceState};
+use crate::control::monitors::{EmergencyGuard, Monitors};
 
 use super::params::{Policies, SimParams};
 
@@ -54,13 +54,12 @@ struct Sim<'a> {
     lambda_batches: Vec<Option<Vec<f64>>>,
     lambda_free: Vec<usize>,
     hist: LatencyHist,
-    rates: PeakRates,
-    slo: SloMonitor,
+    monitors: Monitors,
+    emergency: EmergencyGuard,
     window_arrivals: u64,
     arrival_rate: f64,
     sample_arrivals: u64,
     sample_lambda: u64,
-    last_emergency: f64,
     rng: mark_policies::traces::Rng,
     policies: Policies,
     sagemaker: Option<SageMakerScaler>,
@@ -105,8 +104,7 @@ impl<'a> Sim<'a> {
         let t = &self.types[ty].spec;
         match (self.strategy, market) {
             (Strategy::SageMaker, _) => t.price_on_demand * self.p.sagemaker_markup,
-            (_, Market::OnDemand) => t.price_on_demand,
-            (_, Market::Spot) => t.price_spot,
+            (_, m) => t.price(m),
         }
     }
 
@@ -167,66 +165,12 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn terminate(&mut self, id: u64) {
-        if let Some(idx) = self.instances.iter().position(|i| i.id == id) {
-            if self.instances[idx].busy() {
-                self.instances[idx].draining = true;
-            } else {
-                self.end(idx);
-            }
-        }
-    }
-
-    fn fleet(&self) -> Vec<FleetInstance> {
-        self.instances
-            .iter()
-            .filter(|i| i.alive() && !i.draining)
-            .map(|i| FleetInstance {
-                id: i.id.to_string(),
-                instance_type: self.types[i.ty].spec.name.clone(),
-                market: i.market,
-                launched_at: i.launched_at,
-                ready: i.ready,
-                in_flight: u32::from(i.busy()),
-            })
-            .collect()
-    }
-
     fn type_index(&self, name: &str) -> Option<usize> {
         self.types.iter().position(|t| t.spec.name == name)
     }
 
-    fn apply(&mut self, actions: Vec<Action>) {
-        for a in actions {
-            match a {
-                Action::Launch {
-                    instance_type,
-                    market,
-                    count,
-                } => {
-                    if let Some(ty) = self.type_index(&instance_type) {
-                        let delay = self.types[ty].spec.launch_seconds
-                            + if self.strategy == Strategy::SageMaker {
-                                super::baselines::SAGEMAKER_EXTRA_LAUNCH_S
-                            } else {
-                                0.0
-                            };
-                        for _ in 0..count {
-                            self.launch(ty, market, delay, false);
-                        }
-                    }
-                }
-                Action::Terminate { id } => {
-                    if let Ok(id) = id.parse() {
-                        self.terminate(id);
-                    }
-                }
-            }
-        }
-    }
-
     fn control(&mut self) {
-        self.rates.advance(self.now);
+        self.monitors.rates.advance(self.now);
         let cfg = ControlConfig {
             interval_s: self.p.interval_s,
             horizon: self.p.horizon,
@@ -237,7 +181,7 @@ impl<'a> Sim<'a> {
             },
         };
         let fleet = self.fleet();
-        let history = self.rates.history.clone();
+        let history = self.monitors.rates.history.clone();
         let pol = &mut self.policies;
         let r = step(
             self.now,
@@ -254,15 +198,19 @@ impl<'a> Sim<'a> {
     }
 
     fn window(&mut self) {
-        self.rates.advance(self.now);
+        self.monitors.rates.advance(self.now);
         self.arrival_rate = self.window_arrivals as f64 / self.p.window_s;
         self.window_arrivals = 0;
-        if self.strategy == Strategy::MarkRs
-            && self.now - self.last_emergency >= self.p.interval_s
-            && self.slo.below(self.now, self.p.attainment_target)
-        {
-            if let Some(a) = emergency_launch(&self.catalog) {
-                self.last_emergency = self.now;
+        if self.strategy == Strategy::MarkRs {
+            let size = self.alive();
+            let emergency = self.emergency.check(
+                self.now,
+                &mut self.monitors.slo,
+                size,
+                self.p.max_instances,
+                &self.catalog,
+            );
+            if let Some(a) = emergency {
                 self.apply(vec![a]);
             }
         }
@@ -304,7 +252,7 @@ impl<'a> Sim<'a> {
             self.hist.record(l, slo);
             met += u64::from(l <= slo);
         }
-        self.slo.record(self.now, met, batch.len() as u64);
+        self.monitors.slo.record(self.now, met, batch.len() as u64);
     }
 
     fn start_batch(&mut self, idx: usize, n: usize) {
@@ -563,5 +511,7 @@ impl<'a> Sim<'a> {
 }
 
 mod admission;
+mod cloud;
+mod finish;
 mod run;
 pub use run::run;

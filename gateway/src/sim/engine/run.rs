@@ -1,4 +1,4 @@
-//! One simulation run: the event loop over arrivals and events, and the report it ends with.
+//! One simulation run: the event loop over arrivals and events (the report is `finish.rs`).
 
 use super::*;
 
@@ -45,13 +45,12 @@ pub fn run(
         lambda_batches: Vec::new(),
         lambda_free: Vec::new(),
         hist: LatencyHist::default(),
-        rates: PeakRates::new(0.0, p.window_s, p.interval_s, 1440),
-        slo: SloMonitor::new((p.interval_s * 2.0).max(10.0) as u64),
+        monitors: Monitors::new(p.window_s, p.interval_s),
+        emergency: EmergencyGuard::new(p.interval_s, p.attainment_target),
         window_arrivals: 0,
         arrival_rate: workload.mean_rate_at(0.0),
         sample_arrivals: 0,
         sample_lambda: 0,
-        last_emergency: f64::NEG_INFINITY,
         rng: mark_policies::traces::Rng::new(p.seed ^ 0x5907),
         policies,
         sagemaker: None,
@@ -113,7 +112,7 @@ pub fn run(
                 arrivals.next();
                 sim.now = a;
                 // demand, refused or not, is what the controller forecasts
-                sim.rates.arrive(a, 1);
+                sim.monitors.rates.arrive(a, 1);
                 if sim.late_at_arrival() {
                     sim.reject(1);
                 } else {
@@ -150,69 +149,5 @@ pub fn run(
         }
     }
     progress(1.0);
-    // what is still queued when nothing else can happen was never served
-    let unserved = sim.queue.len() as u64;
-    let end = sim.now.max(duration);
-    sim.now = end;
-    for i in 0..sim.instances.len() {
-        sim.end(i);
-    }
-    let mut hours: BTreeMap<String, f64> = BTreeMap::new();
-    let mut by_backend: BTreeMap<String, f64> = BTreeMap::new();
-    let mut instance_cost = 0.0;
-    for i in &sim.instances {
-        let m = match i.market {
-            Market::OnDemand => "on-demand",
-            Market::Spot => "spot",
-        };
-        let k = format!("{}/{m}", sim.types[i.ty].spec.name);
-        *hours.entry(k.clone()).or_default() += i.hours(end);
-        *by_backend.entry(k).or_default() += i.cost(end);
-        instance_cost += i.cost(end);
-    }
-    let (lambda_cost, lambda_invocations, lambda_requests, cold) =
-        sim.lambda.as_ref().map_or((0.0, 0, 0, 0), |l| {
-            (l.cost, l.invocations, l.requests, l.cold_starts)
-        });
-    if lambda_invocations > 0 {
-        by_backend.insert("lambda".into(), lambda_cost);
-    }
-    let requests = sim.hist.count + unserved + sim.rejected;
-    PolicyReport {
-        name: strategy.name().to_string(),
-        spot: spot && strategy != Strategy::SageMaker,
-        requests,
-        unserved,
-        rejected: sim.rejected,
-        total_cost: instance_cost + lambda_cost,
-        instance_cost,
-        lambda_cost,
-        dollars_per_million: (instance_cost + lambda_cost) / requests.max(1) as f64 * 1e6,
-        cost_ratio_vs_sagemaker: None,
-        attainment: if requests == 0 {
-            1.0
-        } else {
-            sim.hist.met as f64 / requests as f64
-        },
-        p50_ms: sim.hist.quantile(0.5) * 1000.0,
-        p99_ms: sim.hist.quantile(0.99) * 1000.0,
-        mean_ms: sim.hist.mean() * 1000.0,
-        instance_hours: hours,
-        cost_by_backend: by_backend,
-        launches: sim.launches,
-        interruptions: sim.interruptions,
-        requeued: sim.requeued,
-        forced_batches: sim.forced,
-        lambda_invocations,
-        lambda_requests,
-        lambda_cold_starts: cold,
-        lambda_share: lambda_requests as f64 / requests.max(1) as f64,
-        timeline: sim.samples,
-        ccdf: sim
-            .hist
-            .ccdf()
-            .into_iter()
-            .map(|(s, f)| (s * 1000.0, f))
-            .collect(),
-    }
+    sim.finish(spot)
 }

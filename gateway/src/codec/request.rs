@@ -1,19 +1,13 @@
-//! Decode and encode stages of the v2 infer API: JSON tensors (flat or nested `data`) and the
-//! binary tensor extension (`Inference-Header-Content-Length`, `binary_data_size`, `binary_data`).
+//! Decoding a v2 infer request, as the gateway, `mark worker` and `mark lambda` receive it: JSON
+//! tensors (flat or nested `data`) and the binary tensor extension. Every size that comes from the
+//! client is checked before anything is allocated for it.
 
 use bytes::Bytes;
-use serde::ser::{SerializeSeq, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use super::{split_strings, DecodeError, MAX_RANK, MAX_TENSORS};
 use crate::tensor::{checked_numel, DType, Tensor, TensorData};
-
-/// Most inputs, or outputs asked for, in one request (models have a handful; the cap bounds the
-/// work of the name checks).
-pub const MAX_TENSORS: usize = 256;
-/// Most dimensions of one tensor.
-pub const MAX_RANK: usize = 16;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,18 +77,18 @@ fn parse_json_data(
     dtype: DType,
     data: &Value,
     expected: usize,
-) -> Result<TensorData, ApiError> {
+) -> Result<TensorData, DecodeError> {
     // never sized from the client's shape alone: at most one slot per element actually sent
     let mut flat = Vec::new();
     flatten(data, &mut flat);
     if flat.len() != expected {
-        return Err(ApiError::bad_request(format!(
+        return Err(DecodeError::new(format!(
             "input '{name}' has {} elements in 'data' but its shape holds {expected}",
             flat.len()
         )));
     }
     let bad = |i: usize, v: &Value| {
-        ApiError::bad_request(format!(
+        DecodeError::new(format!(
             "input '{name}': data[{i}] = {v} is not a valid {dtype} value"
         ))
     };
@@ -147,11 +141,11 @@ fn parse_binary_data(
     dtype: DType,
     bytes: &[u8],
     expected: usize,
-) -> Result<TensorData, ApiError> {
+) -> Result<TensorData, DecodeError> {
     match dtype.size() {
         Some(es) => {
             if expected.checked_mul(es) != Some(bytes.len()) {
-                return Err(ApiError::bad_request(format!(
+                return Err(DecodeError::new(format!(
                     "input '{name}' has {} bytes of binary data; {expected} {dtype} elements need {}",
                     bytes.len(),
                     expected as u128 * es as u128
@@ -160,31 +154,10 @@ fn parse_binary_data(
             Ok(TensorData::Raw(bytes.to_vec()))
         }
         None => {
-            // each element has a 4-byte length prefix: never reserve more than the data can hold
-            let mut out = Vec::with_capacity(expected.min(bytes.len() / 4));
-            let mut rest = bytes;
-            while !rest.is_empty() {
-                if rest.len() < 4 {
-                    return Err(ApiError::bad_request(format!(
-                        "input '{name}': truncated BYTES length prefix"
-                    )));
-                }
-                let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                if rest.len() < 4 + n {
-                    return Err(ApiError::bad_request(format!(
-                        "input '{name}': BYTES element longer than the data"
-                    )));
-                }
-                if out.len() == expected {
-                    return Err(ApiError::bad_request(format!(
-                        "input '{name}' has more BYTES elements than its shape holds ({expected})"
-                    )));
-                }
-                out.push(rest[4..4 + n].to_vec());
-                rest = &rest[4 + n..];
-            }
+            let out = split_strings(bytes, expected)
+                .map_err(|e| DecodeError::new(format!("input '{name}'{e}")))?;
             if out.len() != expected {
-                return Err(ApiError::bad_request(format!(
+                return Err(DecodeError::new(format!(
                     "input '{name}' has {} BYTES elements; its shape holds {expected}",
                     out.len()
                 )));
@@ -196,10 +169,10 @@ fn parse_binary_data(
 
 /// Decodes a request body. `header_len` is `Inference-Header-Content-Length` when present: the JSON
 /// header is that many bytes, the binary tensor data follows.
-pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, ApiError> {
+pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, DecodeError> {
     let (json, mut binary) = match header_len {
         Some(n) if n > body.len() => {
-            return Err(ApiError::bad_request(format!(
+            return Err(DecodeError::new(format!(
                 "Inference-Header-Content-Length is {n} but the body has only {} bytes",
                 body.len()
             )))
@@ -208,12 +181,12 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
         None => (&body[..], &body[..0]),
     };
     let req: RequestJson = serde_json::from_slice(json)
-        .map_err(|e| ApiError::bad_request(format!("request is not valid v2 JSON: {e}")))?;
+        .map_err(|e| DecodeError::new(format!("request is not valid v2 JSON: {e}")))?;
     if req.inputs.is_empty() {
-        return Err(ApiError::bad_request("request has no inputs"));
+        return Err(DecodeError::new("request has no inputs"));
     }
     if req.inputs.len() > MAX_TENSORS || req.outputs.len() > MAX_TENSORS {
-        return Err(ApiError::bad_request(format!(
+        return Err(DecodeError::new(format!(
             "request has {} inputs and {} outputs; at most {MAX_TENSORS} of each are accepted",
             req.inputs.len(),
             req.outputs.len()
@@ -221,7 +194,7 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
     }
     for (i, o) in req.outputs.iter().enumerate() {
         if req.outputs[..i].iter().any(|p| p.name == o.name) {
-            return Err(ApiError::bad_request(format!(
+            return Err(DecodeError::new(format!(
                 "output '{}' is requested more than once",
                 o.name
             )));
@@ -230,19 +203,19 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for i in req.inputs {
         let dtype = DType::from_v2(&i.datatype).ok_or_else(|| {
-            ApiError::bad_request(format!(
+            DecodeError::new(format!(
                 "input '{}' has datatype '{}'; supported: FP32, FP64, INT64, INT32, UINT8, BOOL, BYTES",
                 i.name, i.datatype
             ))
         })?;
         if let Some(d) = i.shape.iter().find(|&&d| d < 0) {
-            return Err(ApiError::bad_request(format!(
+            return Err(DecodeError::new(format!(
                 "input '{}' has negative dimension {d} in shape {:?}",
                 i.name, i.shape
             )));
         }
         if i.shape.len() > MAX_RANK {
-            return Err(ApiError::bad_request(format!(
+            return Err(DecodeError::new(format!(
                 "input '{}' has {} dimensions; at most {MAX_RANK} are accepted",
                 i.name,
                 i.shape.len()
@@ -251,7 +224,7 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
         // Nothing is sized from the shape beyond what the body holds (see the parsers): a shape
         // that promises more elements than were sent is refused by the count check that follows.
         let expected = checked_numel(&i.shape).ok_or_else(|| {
-            ApiError::bad_request(format!(
+            DecodeError::new(format!(
                 "input '{}' has shape {:?}, whose element count overflows",
                 i.name, i.shape
             ))
@@ -262,13 +235,13 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
                     .as_u64()
                     .and_then(|s| usize::try_from(s).ok())
                     .ok_or_else(|| {
-                        ApiError::bad_request(format!(
+                        DecodeError::new(format!(
                             "input '{}': binary_data_size must be a non-negative integer",
                             i.name
                         ))
                     })?;
                 if size > binary.len() {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(DecodeError::new(format!(
                         "input '{}' declares binary_data_size {size} but only {} binary bytes remain",
                         i.name,
                         binary.len()
@@ -280,7 +253,7 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
             }
             (None, Some(data)) => parse_json_data(&i.name, dtype, data, expected)?,
             (None, None) => {
-                return Err(ApiError::bad_request(format!(
+                return Err(DecodeError::new(format!(
                     "input '{}' has neither 'data' nor binary_data_size",
                     i.name
                 )))
@@ -294,7 +267,7 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
         });
     }
     if !binary.is_empty() {
-        return Err(ApiError::bad_request(format!(
+        return Err(DecodeError::new(format!(
             "{} bytes of binary data are not claimed by any input",
             binary.len()
         )));
@@ -318,138 +291,6 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, A
         outputs,
         binary_default,
     })
-}
-
-struct Data<'a>(&'a Tensor);
-
-impl Serialize for Data<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.0;
-        let mut seq = s.serialize_seq(Some(t.numel()))?;
-        match &t.data {
-            TensorData::Strings(v) => {
-                for b in v {
-                    seq.serialize_element(&String::from_utf8_lossy(b))?;
-                }
-            }
-            TensorData::Raw(r) => match t.dtype {
-                DType::Fp32 => r.chunks_exact(4).try_for_each(|c| {
-                    seq.serialize_element(&f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                })?,
-                DType::Fp64 => r.chunks_exact(8).try_for_each(|c| {
-                    seq.serialize_element(&f64::from_le_bytes(c.try_into().expect("8")))
-                })?,
-                DType::Int64 => r.chunks_exact(8).try_for_each(|c| {
-                    seq.serialize_element(&i64::from_le_bytes(c.try_into().expect("8")))
-                })?,
-                DType::Int32 => r.chunks_exact(4).try_for_each(|c| {
-                    seq.serialize_element(&i32::from_le_bytes(c.try_into().expect("4")))
-                })?,
-                DType::Uint8 => r.iter().try_for_each(|b| seq.serialize_element(b))?,
-                DType::Bool => r
-                    .iter()
-                    .try_for_each(|b| seq.serialize_element(&(*b != 0)))?,
-                DType::Bytes => {}
-            },
-        }
-        seq.end()
-    }
-}
-
-#[derive(Serialize)]
-struct OutputOut<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [i64],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Data<'a>>,
-}
-
-#[derive(Serialize)]
-struct ResponseOut<'a> {
-    model_name: &'a str,
-    model_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a Value>,
-    outputs: Vec<OutputOut<'a>>,
-}
-
-/// An encoded response: body, and the JSON header length when a binary section follows.
-pub struct Encoded {
-    /// Whole body.
-    pub body: Vec<u8>,
-    /// `Inference-Header-Content-Length` value when binary outputs are present.
-    pub header_len: Option<usize>,
-}
-
-fn binary_bytes(t: &Tensor) -> Vec<u8> {
-    match &t.data {
-        TensorData::Raw(r) => r.clone(),
-        TensorData::Strings(s) => {
-            let mut out = Vec::with_capacity(t.byte_len());
-            for b in s {
-                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                out.extend_from_slice(b);
-            }
-            out
-        }
-    }
-}
-
-/// Encodes the chosen outputs (each with its binary flag).
-pub fn encode(
-    model: &str,
-    version: &str,
-    id: Option<&Value>,
-    outputs: &[(&Tensor, bool)],
-) -> Encoded {
-    let mut binary = Vec::new();
-    let outs = outputs
-        .iter()
-        .map(|(t, bin)| {
-            if *bin {
-                let b = binary_bytes(t);
-                let size = b.len();
-                binary.extend_from_slice(&b);
-                OutputOut {
-                    name: &t.name,
-                    datatype: t.dtype.as_v2(),
-                    shape: &t.shape,
-                    parameters: Some(serde_json::json!({ "binary_data_size": size })),
-                    data: None,
-                }
-            } else {
-                OutputOut {
-                    name: &t.name,
-                    datatype: t.dtype.as_v2(),
-                    shape: &t.shape,
-                    parameters: None,
-                    data: Some(Data(t)),
-                }
-            }
-        })
-        .collect();
-    let mut body = serde_json::to_vec(&ResponseOut {
-        model_name: model,
-        model_version: version,
-        id,
-        outputs: outs,
-    })
-    .expect("serializable");
-    if binary.is_empty() && !outputs.iter().any(|(_, b)| *b) {
-        return Encoded {
-            body,
-            header_len: None,
-        };
-    }
-    let header_len = body.len();
-    body.extend_from_slice(&binary);
-    Encoded {
-        body,
-        header_len: Some(header_len),
-    }
 }
 
 #[cfg(test)]
@@ -485,7 +326,7 @@ mod tests {
             Some(header.len()),
         )
         .unwrap_err();
-        assert!(e.message.contains("binary_data_size 8"), "{}", e.message);
+        assert!(e.0.contains("binary_data_size 8"), "{}", e.0);
     }
 
     #[test]
@@ -511,7 +352,7 @@ mod tests {
         ];
         for (body, want) in cases {
             let e = decode(&Bytes::from(body), None).unwrap_err();
-            assert!(e.message.contains(want), "{body}: {}", e.message);
+            assert!(e.0.contains(want), "{body}: {}", e.0);
         }
     }
 
@@ -547,8 +388,7 @@ mod tests {
         ];
         for (body, want) in cases {
             let e = decode(&Bytes::from(body), None).unwrap_err();
-            assert_eq!(e.status, 400);
-            assert!(e.message.contains(want), "{body}: {}", e.message);
+            assert!(e.0.contains(want), "{body}: {}", e.0);
         }
         let many: Vec<String> = (0..=MAX_TENSORS)
             .map(|i| format!(r#"{{"name":"o{i}"}}"#))
@@ -558,7 +398,7 @@ mod tests {
             many.join(",")
         );
         let e = decode(&Bytes::from(body), None).unwrap_err();
-        assert!(e.message.contains("at most 256"), "{}", e.message);
+        assert!(e.0.contains("at most 256"), "{}", e.0);
     }
 
     #[test]
@@ -576,20 +416,7 @@ mod tests {
             let mut body = header.as_bytes().to_vec();
             body.extend_from_slice(&data);
             let e = decode(&Bytes::from(body), Some(header.len())).unwrap_err();
-            assert_eq!(e.status, 400, "{shape} {dtype}: {}", e.message);
-            assert!(e.message.contains("input 'x'"), "{}", e.message);
+            assert!(e.0.contains("input 'x'"), "{}", e.0);
         }
-    }
-
-    #[test]
-    fn encode_json_and_binary() {
-        let t = Tensor::from_f32("y", vec![2], &[0.5, 1.0]);
-        let e = encode("m", "1", None, &[(&t, false)]);
-        assert!(e.header_len.is_none());
-        let v: Value = serde_json::from_slice(&e.body).unwrap();
-        assert_eq!(v["outputs"][0]["data"], serde_json::json!([0.5, 1.0]));
-        let e = encode("m", "1", None, &[(&t, true)]);
-        let n = e.header_len.unwrap();
-        assert_eq!(&e.body[n..], &t.split(&[2])[0].data_bytes());
     }
 }

@@ -7,9 +7,10 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// One measured point.
+/// One measured point of a profile (a batch size with its p50 and p99); what policies see of
+/// it is `mark_policies::types::MeasuredPoint` (the p99), made by [`LatencyProfile::policy_points`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ProfilePoint {
+pub struct MeasuredPoint {
     /// Items along dim 0.
     pub batch: u32,
     /// Median latency of one run, microseconds.
@@ -25,12 +26,24 @@ pub struct LatencyProfile {
     #[serde(default)]
     pub measured_on: String,
     /// Points sorted by batch size.
-    pub points: Vec<ProfilePoint>,
+    pub points: Vec<MeasuredPoint>,
 }
 
 impl LatencyProfile {
+    /// What a batch policy sees of this profile on a machine `speed` times as fast: each batch
+    /// size with its p99 latency.
+    pub fn policy_points(&self, speed: f64) -> Vec<mark_policies::types::ProfilePoint> {
+        self.points
+            .iter()
+            .map(|p| mark_policies::types::ProfilePoint {
+                batch: p.batch,
+                latency_us: p.p99_us / speed,
+            })
+            .collect()
+    }
+
     /// Builds a profile, sorting the points.
-    pub fn new(measured_on: impl Into<String>, mut points: Vec<ProfilePoint>) -> Self {
+    pub fn new(measured_on: impl Into<String>, mut points: Vec<MeasuredPoint>) -> Self {
         points.sort_by_key(|p| p.batch);
         LatencyProfile {
             measured_on: measured_on.into(),
@@ -53,7 +66,7 @@ impl LatencyProfile {
 
     /// `pick` of the points, linear between measured batch sizes, proportional to the batch above
     /// the last one; 0 for an empty profile.
-    fn interpolate(&self, batch: u32, pick: fn(&ProfilePoint) -> f64) -> f64 {
+    fn interpolate(&self, batch: u32, pick: fn(&MeasuredPoint) -> f64) -> f64 {
         let pts = &self.points;
         let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
             return 0.0;
@@ -115,12 +128,12 @@ mod tests {
         LatencyProfile::new(
             "t",
             vec![
-                ProfilePoint {
+                MeasuredPoint {
                     batch: 4,
                     p50_us: 300.0,
                     p99_us: 400.0,
                 },
-                ProfilePoint {
+                MeasuredPoint {
                     batch: 1,
                     p50_us: 100.0,
                     p99_us: 100.0,

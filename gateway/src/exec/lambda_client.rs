@@ -17,8 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::batch_ctx::BatchCtx;
 use super::wire;
-use crate::batching::queue::Pending;
+use crate::codec::client::{decode_response, encode_binary_request};
 use crate::control::catalog::LambdaSpec;
+use crate::work::Pending;
 
 /// How to reach Lambda.
 #[derive(Debug, Clone)]
@@ -75,7 +76,7 @@ pub struct LambdaBackend {
 impl LambdaBackend {
     /// Connects with `opts`; `spec` (from the catalog) gives prices and the concurrency limit.
     pub async fn connect(opts: LambdaOptions, spec: LambdaSpec) -> Self {
-        let conf = crate::cloud::aws::sdk_config(
+        let conf = crate::aws_sdk::sdk_config(
             &opts.region,
             opts.endpoint.as_deref(),
             opts.credentials.as_ref(),
@@ -142,12 +143,8 @@ impl LambdaBackend {
             .invoke_tensors(&ctx.model, &merged, self.deadline(ctx.slo))
             .await
             .and_then(|outs| {
-                wire::check_outputs(outs, &ctx.outputs, total).map_err(|e| {
-                    format!(
-                        "function {} answered a wrong batch: {e}",
-                        self.opts.function
-                    )
-                })
+                wire::check_outputs(outs, &ctx.outputs, total)
+                    .map_err(|e| format!("function {} {e}", self.opts.function))
             });
         drop((slot, merged));
         match r {
@@ -172,7 +169,7 @@ impl LambdaBackend {
         inputs: &[crate::tensor::Tensor],
         deadline: Duration,
     ) -> Result<Vec<crate::tensor::Tensor>, String> {
-        let (body, n) = wire::encode_batch(inputs);
+        let (body, n) = encode_binary_request(inputs);
         let started = Instant::now();
         let r = match tokio::time::timeout(deadline, self.invoke(model, &body, n)).await {
             Ok(r) => r,
@@ -226,7 +223,8 @@ impl LambdaBackend {
         let body = b64
             .decode(resp.body)
             .map_err(|e| format!("function {} answered bad base64: {e}", self.opts.function))?;
-        wire::decode_outputs(&body, resp.header_length)
+        decode_response(&body, resp.header_length)
+            .map_err(|e| format!("function {} {e}", self.opts.function))
     }
 }
 

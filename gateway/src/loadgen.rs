@@ -19,11 +19,12 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use tokio::sync::Semaphore;
 
+use crate::codec::client::{encode_binary_request, encode_json_request};
 use crate::exec::executor::run_tensors;
+use crate::exec::measure::synthetic_inputs;
 use crate::exec::session::IoMeta;
 use crate::profile::percentiles;
-use crate::profiler::synthetic_inputs;
-use crate::tensor::{DType, TensorData};
+use crate::tensor::DType;
 
 /// Arguments of `mark bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -186,44 +187,12 @@ async fn batch_stats(client: &HttpClient, url: &str, model: &str) -> (f64, f64) 
 /// Builds a request body (JSON or binary) with synthetic inputs of `rows` rows.
 pub fn request_body(inputs: &[IoMeta], rows: u32, binary: bool) -> (Bytes, Option<usize>) {
     let tensors = synthetic_inputs(inputs, rows);
-    if !binary {
-        let ins: Vec<serde_json::Value> = tensors
-            .iter()
-            .map(|t| {
-                let data: serde_json::Value = match (&t.data, t.dtype) {
-                    (TensorData::Raw(_), DType::Fp32) => t.to_f32().into(),
-                    (TensorData::Raw(r), DType::Int32) => {
-                        r.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>().into()
-                    }
-                    (TensorData::Raw(r), DType::Int64) => {
-                        r.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect::<Vec<_>>().into()
-                    }
-                    (TensorData::Raw(r), _) => r.iter().map(|&b| u64::from(b)).collect::<Vec<_>>().into(),
-                    (TensorData::Strings(s), _) => s.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>().into(),
-                };
-                serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.as_v2(), "data": data})
-            })
-            .collect();
-        return (
-            Bytes::from(serde_json::json!({ "inputs": ins }).to_string()),
-            None,
-        );
+    if binary {
+        let (body, n) = encode_binary_request(&tensors);
+        (Bytes::from(body), Some(n))
+    } else {
+        (Bytes::from(encode_json_request(&tensors)), None)
     }
-    let mut bin = Vec::new();
-    let ins: Vec<serde_json::Value> = tensors
-        .iter()
-        .map(|t| {
-            let b = t.data_bytes();
-            bin.extend_from_slice(&b);
-            serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.as_v2(), "parameters": {"binary_data_size": b.len()}})
-        })
-        .collect();
-    let header = serde_json::json!({ "inputs": ins, "parameters": {"binary_data_output": true} })
-        .to_string();
-    let n = header.len();
-    let mut body = header.into_bytes();
-    body.extend_from_slice(&bin);
-    (Bytes::from(body), Some(n))
 }
 
 struct Tally {

@@ -1,5 +1,5 @@
 //! `mark lambda`: the function body of the Lambda backend, on the `lambda_runtime` crate. Each
-//! invocation carries one batch as a binary v2 request (see `exec::lambda`); it runs through the
+//! invocation carries one batch as a binary v2 request (see `exec::lambda_client`); it runs through the
 //! same admission, batching and execution core as `mark serve`, and the v2 response goes back
 //! base64 in JSON. Models load once per (cold-started) instance; invocations that arrive while
 //! they load wait for them.
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use lambda_runtime::{service_fn, LambdaEvent};
 
 use crate::api::{v2, AppState};
-use crate::exec::lambda::{LambdaRequest, LambdaResponse};
+use crate::exec::lambda_client::{LambdaRequest, LambdaResponse};
 use crate::model::ModelState;
 
 /// Attempts to reach the runtime API before `mark lambda` gives up.

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use ort::session::Session;
 
-use crate::exec::executor::run_tensors;
-use crate::exec::session::IoMeta;
-use crate::profile::{percentiles, LatencyProfile, ProfilePoint};
+use super::executor::run_tensors;
+use super::session::IoMeta;
+use crate::profile::{percentiles, LatencyProfile, MeasuredPoint};
 use crate::tensor::{numel, DType, Tensor, TensorData};
 
 /// Powers of two up to `max`, plus `max` itself.
@@ -82,7 +82,7 @@ pub fn measure(
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
         let (p50, p99) = percentiles(&mut samples);
-        points.push(ProfilePoint {
+        points.push(MeasuredPoint {
             batch: b,
             p50_us: p50,
             p99_us: p99,

@@ -1,0 +1,443 @@
+//! The `mark` command line: every subcommand and flag (clap), and the checks on flags that need
+//! more than one of them. The binary (`main.rs`) parses with these and runs the subcommand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::autoscale::AutoscaleOptions;
+use crate::cloud::ec2::Ec2Options;
+use crate::control::catalog::Catalog;
+use crate::exec::lambda_client::LambdaOptions;
+use crate::policy::PolicyKind;
+
+/// Flags of `mark serve` (and of `mark worker`, which serves with native policies, no admin
+/// API and no control loop).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Model repository: DIR/<name>/model.onnx [+ config.toml].
+    #[arg(long, default_value = "models")]
+    pub model_repo: PathBuf,
+    /// Address of the inference listener.
+    #[arg(long, default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+    /// Connections serving requests at once (more wait in the kernel's accept queue). The
+    /// open-file limit is raised to its hard limit at start; keep this below it.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds a connection may stay open with no request in flight before it is closed.
+    #[arg(long, default_value_t = 60.0)]
+    pub idle_timeout_secs: f64,
+    /// Seconds a request body may take to arrive in full (408 after).
+    #[arg(long, default_value_t = 30.0)]
+    pub body_timeout_secs: f64,
+    /// Path to libonnxruntime.so (else ORT_DYLIB_PATH, else .mark/venv).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Do not profile models that have no profile.toml (batch by max size only).
+    #[arg(long)]
+    pub no_profile: bool,
+    /// Address of the admin listener (policy hot-reload, status).
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub admin_listen: SocketAddr,
+    /// Admin bearer token (else env MARK_ADMIN_TOKEN). Without one there is no admin listener.
+    #[arg(long, env = "MARK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Serve the admin API without a token (only allowed on a loopback address).
+    #[arg(long)]
+    pub admin_insecure: bool,
+    /// Load a policy component at start: KIND=FILE.wasm (kind: batcher, predictor, provisioner).
+    #[arg(long = "policy", value_parser = crate::app::parse_policy)]
+    pub policies: Vec<(PolicyKind, PathBuf)>,
+    /// Use the native default policies instead of the embedded mark-default.wasm.
+    #[arg(long)]
+    pub native_policies: bool,
+    /// Directory for compiled policy code (.cwasm cache), to speed up restarts.
+    #[arg(long)]
+    pub policy_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "mark",
+    version,
+    about = "MArk-rs: cost-aware ML inference gateway"
+)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+// `Serve` carries every flag of the server; the enum is built once per process.
+#[allow(clippy::large_enum_variant)]
+pub enum Cmd {
+    /// Serve the models of a repository over KServe v2.
+    Serve(ServeArgs),
+    /// Run as a fleet worker: a v2 server for the batches a gateway routes to this instance
+    /// (native policies, no admin API).
+    Worker {
+        /// Model repository.
+        #[arg(long, default_value = "models")]
+        model_repo: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8000")]
+        listen: SocketAddr,
+        /// Seconds to wait before listening (the local cloud's launch delay).
+        #[arg(long, default_value_t = 0.0)]
+        start_delay: f64,
+        /// Path to libonnxruntime.so.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Run as the Lambda function body of the spill-over backend (`lambda_runtime`; needs the
+    /// Lambda environment: AWS_LAMBDA_RUNTIME_API and friends, as on AWS or `cargo lambda watch`).
+    Lambda {
+        /// Model repository.
+        #[arg(long, default_value = "models")]
+        model_repo: PathBuf,
+        /// Path to libonnxruntime.so.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Measure latency per batch size and write DIR/<model>/profile.toml.
+    Profile {
+        /// Model repository.
+        #[arg(long, default_value = "models")]
+        model_repo: PathBuf,
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Batch sizes (default: powers of two up to max_batch_size).
+        #[arg(long, value_delimiter = ',')]
+        batch_sizes: Vec<u32>,
+        /// Timed runs per batch size.
+        #[arg(long, default_value_t = 30)]
+        reps: usize,
+        /// Path to libonnxruntime.so.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Load generator against a running gateway, or the raw-ort baseline in process.
+    Bench(crate::loadgen::BenchArgs),
+    /// Replay a workload on a simulated cloud with the serving policies and baselines; writes
+    /// summary.json, table.txt and SVG plots to --out.
+    Simulate(crate::sim::cli::SimulateArgs),
+}
+
+/// Autoscaling flags of `mark serve`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ControlArgs {
+    /// Cloud driver that runs the fleet: `local` (mark worker processes). Off when absent.
+    #[arg(long)]
+    pub cloud: Option<String>,
+    /// Instance catalog (TOML); see examples/catalog-us-east-1.toml.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Model whose demand drives the fleet (default: the first model).
+    #[arg(long)]
+    pub control_model: Option<String>,
+    /// Seconds per control interval.
+    #[arg(long, default_value_t = 60.0)]
+    pub control_interval: f64,
+    /// Seconds per rate window inside an interval.
+    #[arg(long, default_value_t = 5.0)]
+    pub control_window: f64,
+    /// SLO attainment target.
+    #[arg(long, default_value_t = 0.99)]
+    pub attainment_target: f64,
+    /// Where the local cloud keeps its tag files.
+    #[arg(long, default_value = ".mark/cloud")]
+    pub cloud_state: PathBuf,
+    /// Fleet name (instances are tagged with it).
+    #[arg(long, default_value = "mark")]
+    pub fleet: String,
+    /// Upper bound on instances.
+    #[arg(long, default_value_t = 8)]
+    pub max_instances: u32,
+    /// EC2: AMI of the workers (required with --cloud ec2).
+    #[arg(long)]
+    pub ec2_image_id: Option<String>,
+    /// EC2: region.
+    #[arg(long, default_value = "us-east-1")]
+    pub ec2_region: String,
+    /// EC2: endpoint override (e.g. a moto server); credentials come from the standard AWS chain.
+    #[arg(long)]
+    pub ec2_endpoint: Option<String>,
+    /// Lambda function (running `mark lambda`) for spill-over; needs a [lambda] catalog section.
+    #[arg(long)]
+    pub lambda_function: Option<String>,
+    /// Lambda: region.
+    #[arg(long, default_value = "us-east-1")]
+    pub lambda_region: String,
+    /// Lambda: endpoint override (e.g. `cargo lambda watch`).
+    #[arg(long)]
+    pub lambda_endpoint: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Validate a component offline exactly as the admin endpoint does before a swap.
+    Check {
+        /// The component.
+        file: PathBuf,
+        /// Kinds to check it as (default: every kind it exports).
+        #[arg(long, value_parser = |s: &str| PolicyKind::parse(s).ok_or_else(|| format!("unknown kind '{s}'")))]
+        kind: Vec<PolicyKind>,
+    },
+    /// Cost of policy calls, native vs WASM, and validate/instantiate/swap times.
+    Bench {
+        /// Component exporting all three kinds (default: the embedded mark-default.wasm).
+        file: Option<PathBuf>,
+        /// Batcher calls to time (predictor and provisioner: a tenth).
+        #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+    },
+    /// Write the embedded default component (mark-default.wasm) to a file.
+    ExportDefault {
+        /// Output path.
+        out: PathBuf,
+    },
+}
+
+impl ServeArgs {
+    /// The settings `mark worker` serves with: the given repository, address and library, every
+    /// other flag at its default, native policies, no admin API, no control loop.
+    pub fn for_worker(model_repo: PathBuf, listen: SocketAddr, ort_lib: Option<PathBuf>) -> Self {
+        let mut a = match Cli::parse_from(["mark", "serve", "--native-policies"]).cmd {
+            Cmd::Serve(a) => a,
+            _ => unreachable!("parsed as serve"),
+        };
+        a.model_repo = model_repo;
+        a.listen = listen;
+        a.ort_lib = ort_lib;
+        // not from MARK_ADMIN_TOKEN: a worker has no admin API
+        a.admin_token = None;
+        a.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        a
+    }
+}
+
+impl ControlArgs {
+    /// Checks the autoscaling flags on their own (the catalog is read later): a known driver,
+    /// a catalog, a window inside the interval, an attainment target in (0, 1], an AMI for EC2.
+    /// `--max-instances 0` is allowed: no instances, Lambda only.
+    pub fn validate(&self) -> Result<(), String> {
+        let Some(cloud) = &self.cloud else {
+            return Ok(());
+        };
+        if cloud != "local" && cloud != "ec2" {
+            return Err(format!("--cloud {cloud}: unknown driver (local, ec2)"));
+        }
+        if self.catalog.is_none() {
+            return Err("--cloud needs --catalog FILE".into());
+        }
+        if !(self.control_interval > 0.0
+            && self.control_window > 0.0
+            && self.control_window <= self.control_interval)
+        {
+            return Err("--control-window must be > 0 and <= --control-interval".into());
+        }
+        if !(self.attainment_target > 0.0 && self.attainment_target <= 1.0) {
+            return Err(format!(
+                "--attainment-target {}: must be in (0, 1]",
+                self.attainment_target
+            ));
+        }
+        if cloud == "ec2" && self.ec2_image_id.is_none() {
+            return Err("--cloud ec2 needs --ec2-image-id".into());
+        }
+        Ok(())
+    }
+
+    /// The control loop's settings with `catalog`, after [`ControlArgs::validate`]; `mark_bin`
+    /// and `worker_repo` are what local workers run.
+    pub fn options(
+        &self,
+        catalog: Catalog,
+        mark_bin: PathBuf,
+        worker_repo: PathBuf,
+    ) -> Result<AutoscaleOptions, String> {
+        self.validate()?;
+        if self.lambda_function.is_some() && catalog.lambda.is_none() {
+            return Err("--lambda-function needs a [lambda] section in the catalog".into());
+        }
+        let model = self.control_model.clone().unwrap_or_default();
+        Ok(AutoscaleOptions {
+            lambda: self.lambda_function.clone().map(|function| LambdaOptions {
+                function,
+                region: self.lambda_region.clone(),
+                endpoint: self.lambda_endpoint.clone(),
+                credentials: None,
+                max_attempts: 1,
+            }),
+            catalog,
+            model: model.clone(),
+            interval_s: self.control_interval,
+            window_s: self.control_window,
+            horizon: 5,
+            min_age_s: self.control_interval,
+            attainment_target: self.attainment_target,
+            state_dir: self.cloud_state.clone(),
+            fleet: self.fleet.clone(),
+            mark_bin,
+            worker_repo,
+            max_instances: self.max_instances,
+            ec2: match (self.cloud.as_deref(), &self.ec2_image_id) {
+                (Some("ec2"), Some(image_id)) => Some(Ec2Options {
+                    region: self.ec2_region.clone(),
+                    endpoint: self.ec2_endpoint.clone(),
+                    credentials: None,
+                    image_id: image_id.clone(),
+                    fleet: self.fleet.clone(),
+                    model,
+                    worker_port: 8000,
+                    max_attempts: 3,
+                }),
+                _ => None,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["mark", "serve"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).expect("parses").cmd {
+            Cmd::Serve(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    const CATALOG: &str = r#"
+[lambda]
+memory_mb = 2048
+price_per_gb_s = 0.0000166667
+price_per_request = 0.0000002
+cold_start_s = 1.0
+concurrency_limit = 10
+
+[[instance]]
+name = "c5.large"
+vcpus = 2
+memory_gib = 4.0
+price_on_demand = 0.085
+launch_seconds = 40.0
+"#;
+
+    #[test]
+    fn control_flags_are_checked_together() {
+        assert_eq!(serve(&[]).control.validate(), Ok(()), "off without --cloud");
+        let cases: &[(&[&str], &str)] = &[
+            (&["--cloud", "gcp", "--catalog", "c.toml"], "unknown driver"),
+            (&["--cloud", "local"], "needs --catalog"),
+            (
+                &[
+                    "--cloud",
+                    "local",
+                    "--catalog",
+                    "c",
+                    "--control-window",
+                    "90",
+                ],
+                "--control-window must be",
+            ),
+            (
+                &[
+                    "--cloud",
+                    "local",
+                    "--catalog",
+                    "c",
+                    "--control-window",
+                    "0",
+                ],
+                "--control-window must be",
+            ),
+            (
+                &[
+                    "--cloud",
+                    "local",
+                    "--catalog",
+                    "c",
+                    "--attainment-target",
+                    "1.5",
+                ],
+                "must be in (0, 1]",
+            ),
+            (
+                &["--cloud", "ec2", "--catalog", "c"],
+                "needs --ec2-image-id",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = serve(args).control.validate().unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let ok = serve(&[
+            "--cloud",
+            "ec2",
+            "--catalog",
+            "c",
+            "--ec2-image-id",
+            "ami-1",
+        ]);
+        assert_eq!(ok.control.validate(), Ok(()));
+    }
+
+    #[test]
+    fn options_carry_the_flags_and_need_a_lambda_section_for_lambda() {
+        let a = serve(&[
+            "--cloud",
+            "ec2",
+            "--catalog",
+            "c",
+            "--ec2-image-id",
+            "ami-1",
+            "--control-interval",
+            "30",
+            "--lambda-function",
+            "mark",
+        ]);
+        let catalog = Catalog::parse(CATALOG, "test").unwrap();
+        let o = a
+            .control
+            .options(catalog.clone(), "mark".into(), "models".into())
+            .unwrap();
+        assert_eq!((o.interval_s, o.min_age_s, o.window_s), (30.0, 30.0, 5.0));
+        assert_eq!(o.ec2.as_ref().map(|e| e.image_id.as_str()), Some("ami-1"));
+        assert_eq!(o.lambda.as_ref().map(|l| l.function.as_str()), Some("mark"));
+        let mut no_lambda = catalog;
+        no_lambda.lambda = None;
+        let e = a
+            .control
+            .options(no_lambda, "mark".into(), "models".into())
+            .unwrap_err();
+        assert!(e.contains("[lambda] section"), "{e}");
+    }
+
+    #[test]
+    fn a_worker_serves_with_defaults_native_policies_and_no_admin_api() {
+        let w = ServeArgs::for_worker("repo".into(), "127.0.0.1:9".parse().unwrap(), None);
+        let d = serve(&[]);
+        assert!(w.native_policies && w.admin_token.is_none() && w.control.cloud.is_none());
+        assert_eq!(w.model_repo, PathBuf::from("repo"));
+        assert_eq!(
+            (w.max_body_bytes, w.max_connections, w.idle_timeout_secs),
+            (d.max_body_bytes, d.max_connections, d.idle_timeout_secs)
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! The fleet as the control plane sees it: instances as a cloud reports them, the [`Fleet`]
+//! interface that the cloud drivers and the simulator's cloud both implement, and [`apply`], the
+//! one way a controller step's actions reach a fleet (with the `--max-instances` bound).
+//!
+//! The trait's methods return futures so that real clouds can do I/O; the simulator's are always
+//! ready and it drives them with [`ready`], so this layer needs no async runtime.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use mark_policies::types::Market;
+use serde::{Deserialize, Serialize};
+
+use super::controller::{Action, FleetInstance};
+
+/// Lifecycle of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    /// Launched, not serving yet.
+    Pending,
+    /// Serving.
+    Running,
+}
+
+/// An instance as the cloud reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Cloud id.
+    pub id: String,
+    /// Fleet it belongs to (tag).
+    pub fleet: String,
+    /// Model it serves (tag).
+    pub model: String,
+    /// Type name.
+    pub instance_type: String,
+    /// Market.
+    pub market: Market,
+    /// Launch time, seconds since the Unix epoch (tag); the simulator's clock in `mark simulate`.
+    pub launched_at: f64,
+    /// Where its v2 endpoint listens, once known.
+    pub addr: String,
+    /// Pending or running.
+    pub state: InstanceState,
+    /// USD per hour it is billed at.
+    pub price_per_hour: f64,
+}
+
+/// Billing rule shared by drivers and the simulator: per second with a 60 s minimum.
+pub fn billed_seconds(alive_s: f64) -> f64 {
+    alive_s.max(60.0)
+}
+
+/// The controller's view of `fleet`: instances for which `counts` holds (a worker out of rotation
+/// serves nothing), with launch times on the loop's clock (`loop_time` of the cloud's stamp) and
+/// the batches each has in flight.
+pub fn view(
+    fleet: &[Instance],
+    counts: impl Fn(&str) -> bool,
+    loop_time: impl Fn(f64) -> f64,
+    in_flight: impl Fn(&str) -> u32,
+) -> Vec<FleetInstance> {
+    fleet
+        .iter()
+        .filter(|i| counts(&i.id))
+        .map(|i| FleetInstance {
+            id: i.id.clone(),
+            instance_type: i.instance_type.clone(),
+            market: i.market,
+            launched_at: loop_time(i.launched_at),
+            ready: i.state == InstanceState::Running,
+            in_flight: in_flight(&i.id),
+        })
+        .collect()
+}
+
+/// A fleet that can be listed and changed: a cloud driver, or the simulator's instances.
+pub trait Fleet {
+    /// The instances now. An error means "unknown", never "empty".
+    fn list(&mut self) -> impl Future<Output = Result<Vec<Instance>, String>>;
+    /// Launches one instance.
+    fn launch(
+        &mut self,
+        instance_type: &str,
+        market: Market,
+    ) -> impl Future<Output = Result<(), String>>;
+    /// Terminates one instance.
+    fn terminate(&mut self, id: &str) -> impl Future<Output = Result<(), String>>;
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Instances launched.
+    pub launched: u32,
+    /// Instances terminated.
+    pub terminated: u32,
+    /// Launches not attempted: the fleet was at its bound.
+    pub skipped_at_max: u32,
+    /// Calls that failed, with the cause.
+    pub failures: Vec<String>,
+}
+
+/// Applies a step's actions to `fleet`, which holds `size` instances now: launches stop at
+/// `max_instances`; a failed call is reported and the rest still run.
+pub async fn apply<F: Fleet>(
+    fleet: &mut F,
+    actions: Vec<Action>,
+    mut size: u32,
+    max_instances: u32,
+) -> Applied {
+    let mut done = Applied::default();
+    for a in actions {
+        match a {
+            Action::Launch {
+                instance_type,
+                market,
+                count,
+            } => {
+                for _ in 0..count {
+                    if size >= max_instances {
+                        done.skipped_at_max += 1;
+                        continue;
+                    }
+                    match fleet.launch(&instance_type, market).await {
+                        Ok(()) => {
+                            size += 1;
+                            done.launched += 1;
+                        }
+                        Err(e) => done.failures.push(format!("launch {instance_type}: {e}")),
+                    }
+                }
+            }
+            Action::Terminate { id } => match fleet.terminate(&id).await {
+                Ok(()) => {
+                    size = size.saturating_sub(1);
+                    done.terminated += 1;
+                }
+                Err(e) => done.failures.push(format!("terminate {id}: {e}")),
+            },
+        }
+    }
+    done
+}
+
+/// The value of a future that is ready at once (the simulator's fleet never waits).
+///
+/// # Panics
+/// If the future is not ready on its first poll: only futures that do no I/O may come here.
+pub fn ready<T>(f: impl Future<Output = T>) -> T {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("control::fleet::ready: the future waited (it must not do I/O)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-memory fleet that refuses one type.
+    #[derive(Default)]
+    struct Book {
+        alive: Vec<String>,
+        next: u32,
+    }
+
+    impl Fleet for Book {
+        async fn list(&mut self) -> Result<Vec<Instance>, String> {
+            Ok(Vec::new())
+        }
+        async fn launch(&mut self, ty: &str, _: Market) -> Result<(), String> {
+            if ty == "broken" {
+                return Err("no capacity".into());
+            }
+            self.next += 1;
+            self.alive.push(format!("i-{}", self.next));
+            Ok(())
+        }
+        async fn terminate(&mut self, id: &str) -> Result<(), String> {
+            let n = self.alive.len();
+            self.alive.retain(|a| a != id);
+            if self.alive.len() == n {
+                return Err("no such instance".into());
+            }
+            Ok(())
+        }
+    }
+
+    fn launch(ty: &str, count: u32) -> Action {
+        Action::Launch {
+            instance_type: ty.into(),
+            market: Market::OnDemand,
+            count,
+        }
+    }
+
+    #[test]
+    fn launches_stop_at_the_bound_and_failures_do_not_stop_the_rest() {
+        let mut f = Book::default();
+        let done = ready(apply(
+            &mut f,
+            vec![
+                launch("broken", 1),
+                launch("c5.large", 5),
+                Action::Terminate { id: "i-9".into() },
+                Action::Terminate { id: "i-1".into() },
+            ],
+            1,
+            4,
+        ));
+        assert_eq!(done.launched, 3, "1 + 3 = the bound of 4");
+        assert_eq!(done.skipped_at_max, 2);
+        assert_eq!(done.terminated, 1);
+        assert_eq!(done.failures.len(), 2, "{:?}", done.failures);
+        assert_eq!(f.alive, vec!["i-2", "i-3"]);
+    }
+
+    #[test]
+    fn the_view_skips_what_does_not_count_and_moves_stamps_to_loop_time() {
+        let inst = |id: &str, state| Instance {
+            id: id.into(),
+            fleet: "f".into(),
+            model: "m".into(),
+            instance_type: "c5.large".into(),
+            market: Market::Spot,
+            launched_at: 1000.0,
+            addr: String::new(),
+            state,
+            price_per_hour: 0.1,
+        };
+        let fleet = [
+            inst("a", InstanceState::Running),
+            inst("b", InstanceState::Pending),
+            inst("sick", InstanceState::Running),
+        ];
+        let v = view(
+            &fleet,
+            |id| id != "sick",
+            |t| t - 900.0,
+            |id| u32::from(id == "a"),
+        );
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            (v[0].launched_at, v[0].ready, v[0].in_flight),
+            (100.0, true, 1)
+        );
+        assert_eq!(
+            (v[1].id.as_str(), v[1].ready, v[1].in_flight),
+            ("b", false, 0)
+        );
+    }
+
+    #[test]
+    fn billing_has_a_one_minute_minimum() {
+        assert_eq!(billed_seconds(5.0), 60.0);
+        assert_eq!(billed_seconds(61.5), 61.5);
+    }
+}

@@ -1,0 +1,49 @@
+//! What the control loop publishes and `GET /admin/v1/status` shows: control-plane data that the
+//! API reads, written only by the live loop's publish phase.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::fleet::Instance;
+
+/// The status cell shared by the control loop (writer) and the admin API (reader).
+pub type SharedStatus = Arc<Mutex<ControlStatus>>;
+
+/// What `GET /admin/v1/status` shows of the control loop.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ControlStatus {
+    /// Peak rate per closed interval, oldest first (last 20).
+    pub history: Vec<f64>,
+    /// Latest forecast.
+    pub forecast: Vec<f64>,
+    /// Latest plan: (type, market, count).
+    pub plan: Vec<(String, String, u32)>,
+    /// Share of load the latest plan leaves to Lambda.
+    pub lambda_share: f64,
+    /// Share of answered requests that Lambda served so far.
+    pub lambda_share_actual: f64,
+    /// Lambda invocations (batches) so far.
+    pub lambda_invocations: u64,
+    /// Requests answered so far (all backends).
+    pub requests: u64,
+    /// USD per million answered requests so far (instances and Lambda).
+    pub dollars_per_million_requests: f64,
+    /// USD so far per backend: `type/market` of instances (live and terminated), and `lambda`.
+    pub cost_by_backend: BTreeMap<String, f64>,
+    /// Sliding-window SLO attainment.
+    pub attainment: Option<f64>,
+    /// The fleet now.
+    pub fleet: Vec<Instance>,
+    /// Instances launched so far.
+    pub launches: u64,
+    /// Instances terminated so far.
+    pub terminations: u64,
+    /// Out-of-cycle launches for SLO breaches.
+    pub emergencies: u64,
+    /// USD billed so far: instances (live and terminated) and Lambda.
+    pub cost_so_far: f64,
+    /// USD per hour of the live fleet.
+    pub dollars_per_hour: f64,
+}

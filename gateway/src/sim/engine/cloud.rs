@@ -1,0 +1,104 @@
+//! The simulated cloud: the `Fleet` the controller's actions reach through the same
+//! `control::fleet::apply` as the live loop's, and the fleet view the controller plans on.
+
+use super::*;
+
+impl Sim<'_> {
+    pub(super) fn terminate(&mut self, id: &str) -> bool {
+        let Some(idx) = self.index_of(id).filter(|&i| self.instances[i].alive()) else {
+            return false;
+        };
+        if self.instances[idx].busy() {
+            self.instances[idx].draining = true;
+        } else {
+            self.end(idx);
+        }
+        true
+    }
+
+    /// The simulated cloud's `list`: instances alive and not draining.
+    pub(super) fn listed(&self) -> Vec<Instance> {
+        self.instances
+            .iter()
+            .filter(|i| i.alive() && !i.draining)
+            .map(|i| Instance {
+                id: i.id.to_string(),
+                fleet: String::new(),
+                model: String::new(),
+                instance_type: self.types[i.ty].spec.name.clone(),
+                market: i.market,
+                launched_at: i.launched_at,
+                addr: String::new(),
+                state: if i.ready {
+                    InstanceState::Running
+                } else {
+                    InstanceState::Pending
+                },
+                price_per_hour: i.price_per_hour,
+            })
+            .collect()
+    }
+
+    /// The controller's view of the fleet (virtual time is loop time; a busy instance has one
+    /// batch in flight).
+    pub(super) fn fleet(&self) -> Vec<FleetInstance> {
+        fleet_ops::view(
+            &self.listed(),
+            |_| true,
+            |t| t,
+            |id| {
+                self.index_of(id)
+                    .map_or(0, |idx| u32::from(self.instances[idx].busy()))
+            },
+        )
+    }
+
+    /// Instance ids are 1, 2, … in launch order.
+    pub(super) fn index_of(&self, id: &str) -> Option<usize> {
+        let idx = id.parse::<usize>().ok()?.checked_sub(1)?;
+        (idx < self.instances.len()).then_some(idx)
+    }
+
+    pub(super) fn alive(&self) -> u32 {
+        self.instances.iter().filter(|i| i.alive()).count() as u32
+    }
+
+    pub(super) fn apply(&mut self, actions: Vec<Action>) {
+        let size = self.alive();
+        let max = self.p.max_instances;
+        fleet_ops::ready(fleet_ops::apply(self, actions, size, max));
+    }
+}
+
+/// The simulated cloud: launches are ready after the type's launch time (plus SageMaker's extra
+/// for that baseline), terminations drain a busy instance first.
+impl Fleet for Sim<'_> {
+    async fn list(&mut self) -> Result<Vec<Instance>, String> {
+        Ok(self.listed())
+    }
+
+    async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), String> {
+        let ty = self
+            .type_index(instance_type)
+            .ok_or_else(|| format!("unknown instance type '{instance_type}'"))?;
+        let delay = self.types[ty].spec.launch_seconds
+            + if self.strategy == Strategy::SageMaker {
+                crate::sim::baselines::SAGEMAKER_EXTRA_LAUNCH_S
+            } else {
+                0.0
+            };
+        if self.launch(ty, market, delay, false) {
+            Ok(())
+        } else {
+            Err("at --max-instances".into())
+        }
+    }
+
+    async fn terminate(&mut self, id: &str) -> Result<(), String> {
+        if Sim::terminate(self, id) {
+            Ok(())
+        } else {
+            Err(format!("no live instance '{id}'"))
+        }
+    }
+}

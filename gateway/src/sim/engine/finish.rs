@@ -1,0 +1,82 @@
+//! The end of a run: every instance is ended at the run's end, billed through the control
+//! plane's ledger, and the run becomes a [`PolicyReport`].
+
+use super::*;
+use crate::control::ledger::{backend_key, Billed, CostLedger};
+
+impl Sim<'_> {
+    /// Ends the run and reports it.
+    pub(super) fn finish(mut self, spot: bool) -> PolicyReport {
+        let strategy = self.strategy;
+        // what is still queued when nothing else can happen was never served
+        let unserved = self.queue.len() as u64;
+        let end = self.now.max(self.duration);
+        self.now = end;
+        for i in 0..self.instances.len() {
+            self.end(i);
+        }
+        let ids: Vec<String> = self.instances.iter().map(|i| i.id.to_string()).collect();
+        let mut ledger = CostLedger::default();
+        ledger.observe(
+            end,
+            self.instances.iter().zip(&ids).map(|(i, id)| Billed {
+                id,
+                backend: backend_key(&self.types[i.ty].spec.name, i.market),
+                price_per_hour: i.price_per_hour,
+                launched_at: i.launched_at,
+                ended_at: i.ended_at,
+            }),
+        );
+        let instance_cost = ledger.total();
+        let (mut by_backend, mut hours) = (BTreeMap::new(), BTreeMap::new());
+        for (k, (cost, h)) in ledger.by_backend() {
+            by_backend.insert(k.clone(), cost);
+            hours.insert(k, h);
+        }
+        let (lambda_cost, lambda_invocations, lambda_requests, cold) =
+            self.lambda.as_ref().map_or((0.0, 0, 0, 0), |l| {
+                (l.cost, l.invocations, l.requests, l.cold_starts)
+            });
+        if lambda_invocations > 0 {
+            by_backend.insert("lambda".into(), lambda_cost);
+        }
+        let requests = self.hist.count + unserved + self.rejected;
+        PolicyReport {
+            name: strategy.name().to_string(),
+            spot: spot && strategy != Strategy::SageMaker,
+            requests,
+            unserved,
+            rejected: self.rejected,
+            total_cost: instance_cost + lambda_cost,
+            instance_cost,
+            lambda_cost,
+            dollars_per_million: (instance_cost + lambda_cost) / requests.max(1) as f64 * 1e6,
+            cost_ratio_vs_sagemaker: None,
+            attainment: if requests == 0 {
+                1.0
+            } else {
+                self.hist.met as f64 / requests as f64
+            },
+            p50_ms: self.hist.quantile(0.5) * 1000.0,
+            p99_ms: self.hist.quantile(0.99) * 1000.0,
+            mean_ms: self.hist.mean() * 1000.0,
+            instance_hours: hours,
+            cost_by_backend: by_backend,
+            launches: self.launches,
+            interruptions: self.interruptions,
+            requeued: self.requeued,
+            forced_batches: self.forced,
+            lambda_invocations,
+            lambda_requests,
+            lambda_cold_starts: cold,
+            lambda_share: lambda_requests as f64 / requests.max(1) as f64,
+            timeline: self.samples,
+            ccdf: self
+                .hist
+                .ccdf()
+                .into_iter()
+                .map(|(s, f)| (s * 1000.0, f))
+                .collect(),
+        }
+    }
+}

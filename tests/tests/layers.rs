@@ -1,0 +1,173 @@
+//! The gateway's layers, checked on its source: a module imports only from its own layer or a
+//! lower one (see docs/architecture.md), and the control core names no I/O crate. A `use` or path
+//! that breaks a rule fails here, naming the file and the module it reached.
+
+use std::path::{Path, PathBuf};
+
+/// Top-level modules of the core: no I/O, imported by everything, importing only each other.
+const CORE: &[&str] = &[
+    "aws_sdk", "clock", "codec", "config", "control", "metrics", "profile", "secret", "tensor",
+    "work",
+];
+/// The request path, in order: each may import the ones after it (and the side modules).
+const REQUEST_PATH: &[&str] = &["api", "repo", "model", "batching", "exec"];
+/// Beside the request path: imported by it, importing only the core.
+const SIDE: &[&str] = &["cloud", "policy"];
+/// Front doors: may import anything.
+const FRONT: &[&str] = &[
+    "app",
+    "autoscale",
+    "cli",
+    "fuzzing",
+    "lambda_function",
+    "loadgen",
+    "server",
+    "sim",
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("readable source dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The top-level module a file belongs to (`control/fleet.rs` -> `control`).
+fn module_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src()).expect("under src");
+    let first = rel.components().next().expect("a component");
+    first
+        .as_os_str()
+        .to_string_lossy()
+        .trim_end_matches(".rs")
+        .to_string()
+}
+
+/// Code lines of a file: comments and doc comments dropped, `#[cfg(test)]` modules included
+/// (tests may reach anywhere, so the caller skips them).
+fn code_before_tests(text: &str) -> String {
+    let body = text.split("#[cfg(test)]").next().unwrap_or_default();
+    body.lines()
+        .map(|l| l.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Top-level modules a file names through `crate::` or `super::` paths that leave its module.
+fn imports(text: &str) -> Vec<String> {
+    let code = code_before_tests(text);
+    let mut out = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+fn allowed(from: &str, to: &str) -> bool {
+    if from == to || CORE.contains(&to) || FRONT.contains(&from) {
+        return true;
+    }
+    if CORE.contains(&from) {
+        return false;
+    }
+    let pos = |m: &str| REQUEST_PATH.iter().position(|x| *x == m);
+    match (pos(from), pos(to)) {
+        (Some(a), Some(b)) => b > a,
+        (Some(_), None) => SIDE.contains(&to),
+        (None, _) if SIDE.contains(&from) => false,
+        _ => false,
+    }
+}
+
+#[test]
+fn every_import_points_down() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut broken = Vec::new();
+    let mut seen = 0;
+    for f in &files {
+        let from = module_of(f);
+        if from == "lib" || from == "main" {
+            continue;
+        }
+        assert!(
+            CORE.contains(&from.as_str())
+                || REQUEST_PATH.contains(&from.as_str())
+                || SIDE.contains(&from.as_str())
+                || FRONT.contains(&from.as_str()),
+            "{}: module '{from}' is in no layer: add it to tests/tests/layers.rs and docs/architecture.md",
+            f.display()
+        );
+        seen += 1;
+        let text = std::fs::read_to_string(f).expect("readable");
+        for to in imports(&text) {
+            if !allowed(&from, &to) {
+                broken.push(format!("{} ({from}) imports crate::{to}", f.display()));
+            }
+        }
+    }
+    assert!(
+        seen > 50,
+        "only {seen} files found under {}",
+        src().display()
+    );
+    assert!(
+        broken.is_empty(),
+        "imports against the layers:\n{}",
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn the_control_core_names_no_io() {
+    let mut files = Vec::new();
+    rust_files(&src().join("control"), &mut files);
+    assert!(files.len() >= 8, "{files:?}");
+    for f in &files {
+        let code = code_before_tests(&std::fs::read_to_string(f).expect("readable"));
+        for io in [
+            "tokio",
+            "hyper",
+            "std::net",
+            "std::process",
+            "aws_sdk",
+            "wasmtime",
+            "ort::",
+        ] {
+            assert!(!code.contains(io), "{} names {io}", f.display());
+        }
+        if !f.ends_with("catalog.rs") {
+            assert!(!code.contains("std::fs"), "{} reads files", f.display());
+        }
+    }
+}
+
+#[test]
+fn the_rules_themselves() {
+    assert!(allowed("api", "exec") && allowed("batching", "exec") && allowed("exec", "work"));
+    assert!(!allowed("exec", "batching") && !allowed("exec", "api") && !allowed("model", "api"));
+    assert!(!allowed("control", "cloud") && !allowed("work", "exec") && !allowed("policy", "api"));
+    assert!(allowed("exec", "policy") && !allowed("cloud", "exec") && allowed("sim", "app"));
+    assert_eq!(
+        imports(
+            "use crate::a::b;\n// crate::c\nfn f() { crate::d::e() }\n#[cfg(test)]\nuse crate::z;"
+        ),
+        vec!["a", "d"]
+    );
+}
