@@ -74,6 +74,58 @@ pub struct InstanceSpec {
     /// Explicit capacity per model (requests/s within the SLO), overriding the derived one.
     #[serde(default)]
     pub capacity_rps: BTreeMap<String, f64>,
+    /// Latency per batch size of each model on this type (`mark profile`'s format, inline or a
+    /// file): batching and capacity on this type follow its own curve; without one, the model's
+    /// profile scaled by `speedup`.
+    #[serde(default)]
+    pub profile: BTreeMap<String, ProfileSource>,
+}
+
+/// Where a type's profile for one model comes from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ProfileSource {
+    /// A `mark profile` file, relative to the catalog (read by `Catalog::load`).
+    File(String),
+    /// The points inline (`{ measured_on = "...", points = [{ batch, p50_us, p99_us }, ...] }`).
+    Inline(LatencyProfile),
+}
+
+/// Largest profile file read (a profile is a few hundred bytes per batch size).
+const MAX_PROFILE_FILE_BYTES: u64 = 1 << 20;
+
+/// Checks a profile's shape: points, batch sizes increasing from 1 up, latencies positive and
+/// finite, p50 <= p99, neither falling as the batch grows. The message says what is wrong.
+pub fn check_profile(p: &LatencyProfile) -> Result<(), String> {
+    if p.points.is_empty() {
+        return Err("no points".into());
+    }
+    let mut prev: Option<&crate::profile::MeasuredPoint> = None;
+    for pt in &p.points {
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        if pt.batch == 0 || !ok(pt.p50_us) || !ok(pt.p99_us) || pt.p99_us < pt.p50_us {
+            return Err(format!(
+                "batch {}: needs batch >= 1 and 0 < p50_us <= p99_us (got {} and {})",
+                pt.batch, pt.p50_us, pt.p99_us
+            ));
+        }
+        if let Some(q) = prev {
+            if pt.batch <= q.batch {
+                return Err(format!(
+                    "batch sizes must increase ({} after {})",
+                    pt.batch, q.batch
+                ));
+            }
+            if pt.p50_us < q.p50_us || pt.p99_us < q.p99_us {
+                return Err(format!(
+                    "latency falls from batch {} to batch {}: a bigger batch cannot take less time",
+                    q.batch, pt.batch
+                ));
+            }
+        }
+        prev = Some(pt);
+    }
+    Ok(())
 }
 
 fn one() -> f64 {
@@ -131,12 +183,39 @@ impl Catalog {
         Ok(c)
     }
 
-    /// Reads and validates `path`.
+    /// Reads and validates `path`; profile files are read relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError::new(&origin, e.to_string()))?;
-        Self::parse(&text, &origin)
+        let mut c: Catalog =
+            toml::from_str(&text).map_err(|e| ConfigError::new(&origin, e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for t in &mut c.instances {
+            for (model, src) in &mut t.profile {
+                if let ProfileSource::File(f) = src {
+                    let file = base.join(&*f);
+                    let bad = |m: String| {
+                        ConfigError::new(
+                            &origin,
+                            format!("{}: profile of {model}: {}: {m}", t.name, file.display()),
+                        )
+                    };
+                    let len = std::fs::metadata(&file)
+                        .map_err(|e| bad(e.to_string()))?
+                        .len();
+                    if len > MAX_PROFILE_FILE_BYTES {
+                        return Err(bad(format!("{len} bytes; a profile is at most 1 MiB")));
+                    }
+                    let p = LatencyProfile::load(&file)
+                        .map_err(bad)?
+                        .ok_or_else(|| bad("not found".into()))?;
+                    *src = ProfileSource::Inline(p);
+                }
+            }
+        }
+        c.validate(&origin)?;
+        Ok(c)
     }
 
     /// Checks every field's range and that names are unique.
@@ -177,6 +256,20 @@ impl Catalog {
             if let Some((m, c)) = t.capacity_rps.iter().find(|(_, c)| !pos(**c)) {
                 return err(format!("{n}: capacity_rps.{m} = {c} must be > 0"));
             }
+            for (m, src) in &t.profile {
+                match src {
+                    ProfileSource::File(f) => {
+                        return err(format!(
+                            "{n}: profile of {m}: the file '{f}' is read only when the catalog is loaded from a file"
+                        ))
+                    }
+                    ProfileSource::Inline(p) => {
+                        if let Err(e) = check_profile(p) {
+                            return err(format!("{n}: profile of {m}: {e}"));
+                        }
+                    }
+                }
+            }
         }
         if let Some(l) = &self.lambda {
             if !(l.memory_mb >= 128.0
@@ -203,8 +296,17 @@ impl Catalog {
         self.instances.iter().find(|t| t.name == name)
     }
 
+    /// The latency profile of `model` on type `name`, when the catalog has one (after `load`).
+    pub fn profile_of(&self, name: &str, model: &str) -> Option<&LatencyProfile> {
+        match self.get(name)?.profile.get(model)? {
+            ProfileSource::Inline(p) => Some(p),
+            ProfileSource::File(_) => None,
+        }
+    }
+
     /// Speed of type `name` running `model` relative to the machine `profile` was measured on:
-    /// the ratio its explicit `capacity_rps.<model>` implies, else its `speedup` (1 if unknown).
+    /// the ratio its explicit `capacity_rps.<model>` implies, else the ratio of the capacity its
+    /// own profile gives, else its `speedup` (1 if unknown).
     pub fn speed(
         &self,
         name: &str,
@@ -217,14 +319,19 @@ impl Catalog {
             return 1.0;
         };
         let base = capacity_at_slo(profile, slo_ms, max_batch, 1.0);
-        match t.capacity_rps.get(model) {
-            Some(c) if base > 0.0 => c / base,
+        let own = self
+            .profile_of(name, model)
+            .map(|p| capacity_at_slo(p, slo_ms, max_batch, 1.0));
+        match (t.capacity_rps.get(model), own) {
+            (Some(c), _) if base > 0.0 => c / base,
+            (None, Some(c)) if base > 0.0 && c > 0.0 => c / base,
             _ => t.speedup,
         }
     }
 
-    /// The catalog as the provisioner sees it for one model: capacity from the explicit value, or
-    /// derived from `profile` scaled by each type's speedup.
+    /// The catalog as the provisioner sees it for one model: capacity from the explicit value,
+    /// else from the type's own profile of the model, else from `profile` scaled by its speedup
+    /// (the same function live and in the simulator).
     pub fn for_model(
         &self,
         model: &str,
@@ -242,12 +349,12 @@ impl Catalog {
                 price_on_demand: t.price_on_demand,
                 price_spot: t.price_spot,
                 launch_seconds: t.launch_seconds,
-                capacity_rps: t
-                    .capacity_rps
-                    .get(model)
-                    .copied()
-                    .unwrap_or_else(|| capacity_at_slo(profile, slo_ms, max_batch, t.speedup))
-                    * t.baseline_share(),
+                capacity_rps: t.capacity_rps.get(model).copied().unwrap_or_else(|| {
+                    match self.profile_of(&t.name, model) {
+                        Some(own) => capacity_at_slo(own, slo_ms, max_batch, 1.0),
+                        None => capacity_at_slo(profile, slo_ms, max_batch, t.speedup),
+                    }
+                }) * t.baseline_share(),
                 burstable: t.burstable,
             })
             .collect()
@@ -379,5 +486,127 @@ cpu_credits_per_hour = 24
         );
         let c = Catalog::load(Path::new(path)).unwrap();
         assert!(c.instances.len() >= 8);
+    }
+
+    /// A GPU-like curve: batches of 16 cost little more than batches of 1.
+    const GPU: &str = r#"
+[[instance]]
+name = "g4dn.xlarge"
+vcpus = 4
+gpus = 1
+memory_gib = 16
+price_on_demand = 0.526
+launch_seconds = 120
+[instance.profile.resnet18]
+measured_on = "test curve"
+points = [
+  { batch = 1, p50_us = 4000.0, p99_us = 5000.0 },
+  { batch = 8, p50_us = 8000.0, p99_us = 9000.0 },
+  { batch = 16, p50_us = 12000.0, p99_us = 14000.0 },
+]
+"#;
+
+    fn cpu_profile() -> LatencyProfile {
+        LatencyProfile::new(
+            "cpu",
+            vec![
+                ProfilePoint {
+                    batch: 1,
+                    p50_us: 20_000.0,
+                    p99_us: 22_000.0,
+                },
+                ProfilePoint {
+                    batch: 16,
+                    p50_us: 320_000.0,
+                    p99_us: 330_000.0,
+                },
+            ],
+        )
+    }
+
+    #[test]
+    fn a_type_with_its_own_profile_gets_capacity_from_its_curve() {
+        let c = Catalog::parse(GPU, "gpu.toml").unwrap();
+        let cpu = cpu_profile();
+        let t = &c.for_model("resnet18", &cpu, 100.0, 16)[0];
+        // budget 50 ms: batch 16 runs in 14 ms p99 -> 16 / 14 ms
+        assert!(
+            (t.capacity_rps - 16.0 / 0.014).abs() < 1e-6,
+            "{}",
+            t.capacity_rps
+        );
+        // the CPU curve at the same budget: batch 2 (42 ms by interpolation) is the best
+        let base = capacity_at_slo(&cpu, 100.0, 16, 1.0);
+        let speed = c.speed("g4dn.xlarge", "resnet18", &cpu, 100.0, 16);
+        assert!((speed - t.capacity_rps / base).abs() < 1e-9);
+        // another model on the same type falls back to the model's profile and speedup 1
+        let other = &c.for_model("mlp", &cpu, 100.0, 16)[0];
+        assert!((other.capacity_rps - base).abs() < 1e-9);
+        assert!(c.profile_of("g4dn.xlarge", "mlp").is_none());
+    }
+
+    #[test]
+    fn bad_profiles_name_the_type_and_model() {
+        let cases = [
+            (
+                "batch = 8, p50_us = 8000.0",
+                "batch = 1, p50_us = 8000.0",
+                "batch sizes must increase (1 after 1)",
+            ),
+            (
+                "p50_us = 12000.0, p99_us = 14000.0",
+                "p50_us = 2000.0, p99_us = 3000.0",
+                "latency falls from batch 8 to batch 16",
+            ),
+            (
+                "p50_us = 4000.0, p99_us = 5000.0",
+                "p50_us = -4.0, p99_us = 5000.0",
+                "0 < p50_us <= p99_us",
+            ),
+            (
+                "p50_us = 4000.0, p99_us = 5000.0",
+                "p50_us = 6000.0, p99_us = 5000.0",
+                "0 < p50_us <= p99_us",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = GPU.replacen(from, to, 1);
+            let e = Catalog::parse(&text, "gpu.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("gpu.toml")
+                    && e.contains("g4dn.xlarge: profile of resnet18")
+                    && e.contains(want),
+                "{want}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn profile_files_are_read_beside_the_catalog() {
+        let dir = std::env::temp_dir().join(format!("mark-cat-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("profiles")).unwrap();
+        let mut own = cpu_profile();
+        own.measured_on = "g4dn.xlarge".into();
+        own.save(&dir.join("profiles/r.toml")).unwrap();
+        let head = GPU.split("[instance.profile.resnet18]").next().unwrap();
+        let text = format!("{head}profile = {{ resnet18 = \"profiles/r.toml\" }}\n");
+        std::fs::write(dir.join("cat.toml"), &text).unwrap();
+        let c = Catalog::load(&dir.join("cat.toml")).unwrap();
+        assert_eq!(c.profile_of("g4dn.xlarge", "resnet18"), Some(&own));
+        // a missing file names the catalog, the type and the file
+        std::fs::write(dir.join("cat.toml"), text.replace("r.toml", "gone.toml")).unwrap();
+        let e = Catalog::load(&dir.join("cat.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("g4dn.xlarge: profile of resnet18") && e.contains("gone.toml"),
+            "{e}"
+        );
+        // without a file to be relative to, a path is refused
+        assert!(Catalog::parse(&text, "inline")
+            .unwrap_err()
+            .to_string()
+            .contains("read only when"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,8 +25,9 @@ pub struct TypeModel {
 }
 
 impl TypeModel {
-    /// Builds every catalog type for `model` from `profile`: a type with an explicit
-    /// `capacity_rps.<model>` gets the speed that makes the profile reach that capacity.
+    /// Builds every catalog type for `model`: from the type's own profile of the model when the
+    /// catalog has one, else from `profile`, where a type with an explicit `capacity_rps.<model>`
+    /// gets the speed that makes the profile reach that capacity.
     pub fn from_catalog(
         catalog: &Catalog,
         model: &str,
@@ -43,13 +44,19 @@ impl TypeModel {
             .zip(specs)
             .map(|(t, spec)| {
                 let speed = catalog.speed(&t.name, model, profile, slo_ms, max_batch);
-                let p50 = |b: u32| profile.median_us(b) / speed;
+                // a type with its own curve runs batches for that curve's latency (a GPU gains
+                // from a batch what a CPU does not); others run the model's, `speed` times faster
+                let (curve, scale) = match catalog.profile_of(&t.name, model) {
+                    Some(own) => (own, 1.0),
+                    None => (profile, speed),
+                };
+                let p50 = |b: u32| curve.median_us(b) / scale;
                 TypeModel {
                     spec,
                     credits_per_hour: t.cpu_credits_per_hour,
                     baseline: t.baseline_share(),
                     service_s: (1..=max_batch.max(1)).map(|b| p50(b) / 1e6).collect(),
-                    profile: profile.policy_points(speed),
+                    profile: curve.policy_points(scale),
                     speed,
                 }
             })
@@ -180,6 +187,22 @@ mod tests {
             "linear above the last point"
         );
         assert!((t[1].spec.capacity_rps - 1000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_type_with_its_own_curve_runs_batches_for_that_curve() {
+        let cat = Catalog::parse(
+            "[[instance]]\nname='g'\nvcpus=4\ngpus=1\nmemory_gib=16\nprice_on_demand=0.5\nlaunch_seconds=60\n[instance.profile.m]\npoints=[{batch=1,p50_us=3000.0,p99_us=4000.0},{batch=4,p50_us=4000.0,p99_us=5000.0}]\n",
+            "t",
+        )
+        .unwrap();
+        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4)[0];
+        assert!((t.service(1) - 0.003).abs() < 1e-12);
+        assert!(
+            (t.service(4) - 0.004).abs() < 1e-12,
+            "its own batch 4, not 4x"
+        );
+        assert_eq!(t.profile.last().map(|p| p.latency_us), Some(5000.0));
     }
 
     #[test]
