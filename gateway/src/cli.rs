@@ -127,6 +127,10 @@ pub enum Cmd {
         /// Path to libonnxruntime.so.
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        /// Also print each profile as the TOML to paste into the catalog entry of this instance
+        /// type (run it on that type; see docs/operations.md).
+        #[arg(long, value_name = "TYPE")]
+        catalog_entry: Option<String>,
     },
     /// Load generator against a running gateway, or the raw-ort baseline in process.
     Bench(crate::loadgen::BenchArgs),

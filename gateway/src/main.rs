@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             batch_sizes,
             reps,
             ort_lib,
+            catalog_entry,
         } => {
             let models = match repo::scan(&model_repo) {
                 Ok(m) => m,
@@ -138,6 +139,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 p.save(&m.profile_path())?;
                 println!("wrote {}", m.profile_path().display());
+                if let Some(ty) = &catalog_entry {
+                    print!(
+                        "{}",
+                        mark_gateway::control::catalog::catalog_entry(ty, &m.name, &p)
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -39,3 +39,73 @@ fn missing_onnxruntime_library_says_how_to_install() {
     assert_eq!(out.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/libonnxruntime.so"));
 }
+
+/// A CPU type whose catalog entry the test fills with what `mark profile` prints.
+const CPU_TYPE: &str = "[[instance]]\nname = \"c7i.large\"\nvcpus = 2\nmemory_gib = 4\nprice_on_demand = 0.089\nlaunch_seconds = 60\n";
+
+#[test]
+fn profile_prints_a_catalog_entry_that_loads() {
+    let repo = repo_with(&[("mlp", "max_batch_size = 4\n")]);
+    let out = Command::new(mark_bin())
+        .args(["profile", "--batch-sizes", "1,2,4", "--reps", "5"])
+        .args(["--catalog-entry", "c7i.large", "--model-repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entry = &text[text.find("# paste after").expect("an entry")..];
+    let dir = temp_dir("catalog");
+    let path = dir.join("catalog.toml");
+    std::fs::write(&path, format!("{CPU_TYPE}{entry}")).unwrap();
+    let c = mark_gateway::control::catalog::Catalog::load(&path).expect("the pasted entry loads");
+    let p = c
+        .profile_of("c7i.large", "mlp")
+        .expect("the type's own profile");
+    assert_eq!(
+        p.points.iter().map(|x| x.batch).collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
+    assert_eq!(p.measured_on, "c7i.large");
+}
+
+#[test]
+fn a_catalog_with_a_falling_profile_exits_64_naming_type_and_model() {
+    let dir = temp_dir("badcat");
+    std::fs::write(
+        dir.join("p.toml"),
+        "points = [{ batch = 1, p50_us = 9000.0, p99_us = 9500.0 }, { batch = 8, p50_us = 3000.0, p99_us = 3500.0 }]\n",
+    )
+    .unwrap();
+    let path = dir.join("catalog.toml");
+    std::fs::write(
+        &path,
+        format!("{CPU_TYPE}profile = {{ resnet18 = \"p.toml\" }}\n"),
+    )
+    .unwrap();
+    let out = Command::new(mark_bin())
+        .args([
+            "simulate",
+            "--workload",
+            "stress:10:60",
+            "--quiet",
+            "--catalog",
+        ])
+        .arg(&path)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("catalog.toml")
+            && err.contains("c7i.large: profile of resnet18")
+            && err.contains("latency falls from batch 1 to batch 8"),
+        "{err}"
+    );
+}

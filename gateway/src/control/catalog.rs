@@ -361,6 +361,28 @@ impl Catalog {
     }
 }
 
+/// The TOML to paste into a catalog's `[[instance]]` entry named `instance_type`: `profile` as
+/// that type's curve for `model` (`mark profile --catalog-entry TYPE`). Latencies are made
+/// non-decreasing in the batch size (a running maximum), as validation requires: on a small model
+/// a measured batch of 2 can come out faster than a batch of 1.
+pub fn catalog_entry(instance_type: &str, model: &str, profile: &LatencyProfile) -> String {
+    let mut out = format!(
+        "# paste after the fields of the [[instance]] with name = \"{instance_type}\"\n\
+         [instance.profile.{model}]\nmeasured_on = \"{instance_type}\"\npoints = [\n"
+    );
+    let (mut p50, mut p99) = (0.0f64, 0.0f64);
+    for pt in &profile.points {
+        p50 = p50.max(pt.p50_us);
+        p99 = p99.max(pt.p99_us).max(p50);
+        out.push_str(&format!(
+            "  {{ batch = {}, p50_us = {p50:.1}, p99_us = {p99:.1} }},\n",
+            pt.batch
+        ));
+    }
+    out.push_str("]\n");
+    out
+}
+
 /// Requests per second one backend serves while meeting the SLO: the best `b / latency(b)` over
 /// batch sizes whose latency is at most half the SLO (a request may wait for the batch ahead of
 /// it, then ride its own). 0 when even batch 1 does not fit.
@@ -608,5 +630,37 @@ points = [
             .to_string()
             .contains("read only when"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_printed_catalog_entry_pastes_into_a_valid_catalog() {
+        let noisy = LatencyProfile::new(
+            "vm",
+            vec![
+                ProfilePoint {
+                    batch: 1,
+                    p50_us: 900.0,
+                    p99_us: 1500.0,
+                },
+                ProfilePoint {
+                    batch: 2,
+                    p50_us: 850.0,
+                    p99_us: 1000.0,
+                },
+                ProfilePoint {
+                    batch: 4,
+                    p50_us: 1600.0,
+                    p99_us: 2100.0,
+                },
+            ],
+        );
+        let head = GPU.split("[instance.profile.resnet18]").next().unwrap();
+        let text = format!("{head}{}", catalog_entry("g4dn.xlarge", "mlp", &noisy));
+        let c = Catalog::parse(&text, "pasted").unwrap();
+        let p = c.profile_of("g4dn.xlarge", "mlp").unwrap();
+        assert_eq!(p.measured_on, "g4dn.xlarge");
+        let p99: Vec<f64> = p.points.iter().map(|x| x.p99_us).collect();
+        assert_eq!(p99, vec![1500.0, 1500.0, 2100.0], "never falling");
+        assert_eq!(p.points[1].p50_us, 900.0);
     }
 }
