@@ -27,6 +27,7 @@ use crate::control::ledger::{backend_key, Billed, CostLedger};
 use crate::control::monitors::{EmergencyGuard, Monitors};
 use crate::control::status::SharedStatus;
 use crate::exec::lambda_client::LambdaBackend;
+use crate::exec::remote::WorkerSpec;
 use crate::metrics::ModelMetrics;
 use crate::model::{Loaded, Model};
 use crate::policy::caller::PolicyCaller;
@@ -236,18 +237,24 @@ impl ControlLoop {
             }
         };
         let (model, cfg) = (&self.opts.model, &self.model.cfg);
-        let running: Vec<(String, String, f64)> = fleet
+        let catalog = &self.opts.catalog;
+        let running: Vec<WorkerSpec> = fleet
             .iter()
             .filter(|i| i.state == InstanceState::Running)
-            .map(|i| {
-                let speed = self.opts.catalog.speed(
+            .map(|i| WorkerSpec {
+                id: i.id.clone(),
+                addr: i.addr.clone(),
+                speed: catalog.speed(
                     &i.instance_type,
                     model,
                     &self.loaded.profile,
                     cfg.slo_ms,
                     cfg.max_batch_size as u32,
-                );
-                (i.id.clone(), i.addr.clone(), speed)
+                ),
+                // a type with its own curve gets batches sized from it
+                profile: catalog
+                    .profile_of(&i.instance_type, model)
+                    .map(|p| Arc::new(p.policy_points(1.0))),
             })
             .collect();
         self.loaded.remotes.sync(&running);

@@ -82,8 +82,8 @@ impl Batcher {
                         .snapshot(Instant::now())
                         .map_or(1, |s| s.batchable_items.clamp(1, most))
                 }
-                Backend::Remote(ref r) => self.next_batch_size(r.speed).await,
-                Backend::Local(_) => self.next_batch_size(1.0).await,
+                Backend::Remote(ref r) => self.next_batch_size(r.speed, r.profile.clone()).await,
+                Backend::Local(_) => self.next_batch_size(1.0, None).await,
             };
             let batch = self.queue.take(n);
             self.ctx.metrics.queue_depth.store(
@@ -143,8 +143,10 @@ impl Batcher {
         true
     }
 
-    async fn next_batch_size(&mut self, speed: f64) -> u32 {
-        let scaled = self.scale_profile(speed);
+    /// The size of the next batch for a backend `speed` times as fast as the profiled machine,
+    /// or with its own curve `own` (a worker whose type the catalog profiles).
+    async fn next_batch_size(&mut self, speed: f64, own: Option<Arc<Vec<ProfilePoint>>>) -> u32 {
+        let scaled = own.is_none() && self.scale_profile(speed);
         loop {
             let notified = self.queue.notify.notified();
             tokio::pin!(notified);
@@ -164,10 +166,10 @@ impl Batcher {
                 arrival_rate: snap.arrival_rate,
                 max_batch: self.max_batch,
                 executors: self.executors + self.remotes.healthy(),
-                profile: if scaled {
-                    &self.scaled.1
-                } else {
-                    &self.profile
+                profile: match &own {
+                    Some(p) => p,
+                    None if scaled => &self.scaled.1,
+                    None => &self.profile,
                 },
             };
             let decision = self.policy.decide(&state);
@@ -348,7 +350,7 @@ mod tests {
         let (mut b, seen) = batcher(vec![BatchDecision::Wait(10_000_000)], 16);
         let _rx = push(&b.queue, 3);
         let t = Instant::now();
-        let n = b.next_batch_size(1.0).await;
+        let n = b.next_batch_size(1.0, None).await;
         assert_eq!(n, 3, "everything batchable goes");
         assert_eq!(t.elapsed(), Duration::from_millis(50), "exactly at the SLO");
         assert_eq!(b.ctx.metrics.forced_sends.load(Relaxed), 1);
@@ -362,7 +364,7 @@ mod tests {
         let (mut b, seen) = batcher(vec![BatchDecision::Wait(5_000), BatchDecision::Send(2)], 16);
         let _rx = push(&b.queue, 4);
         let t = Instant::now();
-        assert_eq!(b.next_batch_size(1.0).await, 2);
+        assert_eq!(b.next_batch_size(1.0, None).await, 2);
         assert_eq!(t.elapsed(), Duration::from_millis(5));
         assert_eq!(*seen.lock().unwrap(), vec![(4, 0), (4, 5_000)]);
         assert_eq!(b.ctx.metrics.forced_sends.load(Relaxed), 0);
@@ -385,7 +387,7 @@ mod tests {
             (a, b)
         });
         let t = Instant::now();
-        assert_eq!(b.next_batch_size(1.0).await, 16);
+        assert_eq!(b.next_batch_size(1.0, None).await, 16);
         assert_eq!(
             t.elapsed(),
             Duration::from_millis(6),
@@ -404,7 +406,7 @@ mod tests {
             vec![push(&q, 2)]
         });
         let t = Instant::now();
-        assert_eq!(b.next_batch_size(1.0).await, 1);
+        assert_eq!(b.next_batch_size(1.0, None).await, 1);
         assert_eq!(t.elapsed(), Duration::from_secs(3));
         assert_eq!(
             seen.lock().unwrap().len(),
@@ -412,6 +414,33 @@ mod tests {
             "asked once, when the request came"
         );
         drop(later.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_with_its_own_curve_is_sized_from_it() {
+        struct Probe(Arc<Mutex<Vec<f64>>>);
+        impl BatchPolicy for Probe {
+            fn decide(&mut self, s: &QueueState<'_>) -> BatchDecision {
+                self.0.lock().unwrap().push(s.profile[0].latency_us);
+                BatchDecision::Send(1)
+            }
+        }
+        let (mut b, _) = batcher(vec![BatchDecision::Send(1)], 16);
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        b.policy = Box::new(Probe(shown.clone()));
+        b.profile = vec![ProfilePoint {
+            batch: 1,
+            latency_us: 8000.0,
+        }];
+        let _rx = push(&b.queue, 1);
+        let gpu = Arc::new(vec![ProfilePoint {
+            batch: 1,
+            latency_us: 1500.0,
+        }]);
+        b.next_batch_size(1.0, None).await;
+        b.next_batch_size(2.0, None).await;
+        b.next_batch_size(2.0, Some(gpu)).await;
+        assert_eq!(*shown.lock().unwrap(), vec![8000.0, 4000.0, 1500.0]);
     }
 
     #[test]

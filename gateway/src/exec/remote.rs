@@ -18,6 +18,7 @@ use super::wire;
 use crate::codec::client::{decode_response, encode_binary_request};
 use crate::tensor::Tensor;
 use crate::work::Pending;
+use mark_policies::types::ProfilePoint;
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -34,8 +35,11 @@ pub struct Remote {
     /// Batches it ran.
     pub batches: AtomicU64,
     /// Speed of its instance type relative to the profiled machine (its batches are sized from
-    /// the profile scaled by it).
+    /// the profile scaled by it, unless its type has its own curve).
     pub speed: f64,
+    /// Its instance type's own latency curve for the model (p99 per batch size), when the
+    /// catalog has one: its batches are sized from it.
+    pub profile: Option<Arc<Vec<ProfilePoint>>>,
     /// When it failed its third batch in a row (it gets no batches until a health probe passes).
     pub unhealthy_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -57,6 +61,19 @@ impl Remote {
             tracing::warn!(worker = %self.id, "worker failed {FAILURES_TO_UNHEALTHY} batches in a row: out of rotation until its health probe passes");
         }
     }
+}
+
+/// A running instance as the batch loop needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerSpec {
+    /// Cloud instance id.
+    pub id: String,
+    /// `host:port` of its v2 endpoint.
+    pub addr: String,
+    /// Speed relative to the profiled machine.
+    pub speed: f64,
+    /// Its type's own curve for the model, if the catalog has one.
+    pub profile: Option<Arc<Vec<ProfilePoint>>>,
 }
 
 /// The workers of one model, replaced as the fleet changes.
@@ -82,24 +99,24 @@ impl Default for RemoteSet {
 }
 
 impl RemoteSet {
-    /// Makes the set match `fleet` (id, addr, speed) of running instances, keeping existing
-    /// entries.
-    pub fn sync(&self, fleet: &[(String, String, f64)]) {
+    /// Makes the set match `fleet`, the running instances, keeping existing entries.
+    pub fn sync(&self, fleet: &[WorkerSpec]) {
         let cur = self.workers.load_full();
         let next: Vec<Arc<Remote>> = fleet
             .iter()
-            .map(|(id, addr, speed)| {
+            .map(|w| {
                 cur.iter()
-                    .find(|r| &r.id == id)
+                    .find(|r| r.id == w.id)
                     .cloned()
                     .unwrap_or_else(|| {
                         Arc::new(Remote {
-                            id: id.clone(),
-                            addr: addr.clone(),
+                            id: w.id.clone(),
+                            addr: w.addr.clone(),
                             busy: AtomicBool::new(false),
                             failures: AtomicU32::new(0),
                             batches: AtomicU64::new(0),
-                            speed: *speed,
+                            speed: w.speed,
+                            profile: w.profile.clone(),
                             unhealthy_since: std::sync::Mutex::new(None),
                         })
                     })
