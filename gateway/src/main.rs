@@ -142,7 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(ty) = &catalog_entry {
                     print!(
                         "{}",
-                        mark_gateway::control::catalog::catalog_entry(ty, &m.name, &p)
+                        mark_gateway::control::type_profile::catalog_entry(ty, &m.name, &p)
                     );
                 }
             }

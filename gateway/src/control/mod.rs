@@ -8,6 +8,7 @@
 //!   simulated cloud) and `apply`, the one way actions reach a fleet.
 //! - `ledger`: cost and instance-hours per backend.
 //! - `monitors`: the demand and SLO monitors and the emergency-launch guard.
+//! - `type_profile`: a type's own latency curve per model: source, checks, the printed entry.
 //! - `status`: what the live loop publishes for `GET /admin/v1/status`.
 
 pub mod catalog;
@@ -18,3 +19,4 @@ pub mod monitors;
 pub mod rates;
 pub mod slo;
 pub mod status;
+pub mod type_profile;
