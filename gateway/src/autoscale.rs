@@ -21,10 +21,10 @@ use crate::clock::{wall_s, LoopClock};
 use crate::cloud::driver::Driver;
 use crate::cloud::local::LocalCloud;
 use crate::control::catalog::Catalog;
-use crate::control::controller::{step, Action, ControlConfig};
+use crate::control::controller::{step, Action, ControlConfig, SCALE_IN_GUARD};
 use crate::control::fleet::{self, Fleet, Instance, InstanceState};
 use crate::control::ledger::{backend_key, Billed, CostLedger};
-use crate::control::monitors::{EmergencyGuard, Monitors};
+use crate::control::monitors::{EmergencyGuard, FleetLoad, Monitors};
 use crate::control::status::SharedStatus;
 use crate::exec::lambda_client::LambdaBackend;
 use crate::exec::remote::WorkerSpec;
@@ -59,6 +59,10 @@ pub struct AutoscaleOptions {
     pub worker_repo: PathBuf,
     /// Upper bound on instances.
     pub max_instances: u32,
+    /// Launches allowed per rolling hour.
+    pub launches_per_hour: u32,
+    /// Terminations allowed per rolling hour.
+    pub terminations_per_hour: u32,
     /// The EC2 driver's settings when the fleet runs on EC2 (else the local cloud).
     pub ec2: Option<crate::cloud::ec2::Ec2Options>,
     /// The Lambda function for spill-over (needs the catalog's `[lambda]`).
@@ -140,6 +144,7 @@ pub struct ControlLoop {
     ledger: CostLedger,
     last: Outcomes,
     next_control: f64,
+    budget: fleet::ChangeBudget,
 }
 
 impl ControlLoop {
@@ -196,6 +201,7 @@ impl ControlLoop {
                 latency_ms: model.cfg.slo_ms,
                 attainment_target: opts.attainment_target,
             },
+            scale_in_guard: Some(SCALE_IN_GUARD),
         };
         let engine = state.engine.clone();
         Some(ControlLoop {
@@ -205,6 +211,7 @@ impl ControlLoop {
             emergency: EmergencyGuard::new(opts.interval_s, opts.attainment_target),
             last: Outcomes::read(&loaded.metrics),
             next_control: opts.interval_s,
+            budget: fleet::ChangeBudget::new(opts.launches_per_hour, opts.terminations_per_hour),
             clock: LoopClock::start(),
             ledger: CostLedger::default(),
             state,
@@ -241,20 +248,28 @@ impl ControlLoop {
         let running: Vec<WorkerSpec> = fleet
             .iter()
             .filter(|i| i.state == InstanceState::Running)
-            .map(|i| WorkerSpec {
-                id: i.id.clone(),
-                addr: i.addr.clone(),
-                speed: catalog.speed(
-                    &i.instance_type,
-                    model,
-                    &self.loaded.profile,
-                    cfg.slo_ms,
-                    cfg.max_batch_size as u32,
-                ),
-                // a type with its own curve gets batches sized from it
-                profile: catalog
-                    .profile_of(&i.instance_type, model)
-                    .map(|p| Arc::new(p.policy_points(1.0))),
+            .map(|i| {
+                // a burstable's batches are sized for the speed it sustains without credits:
+                // once they are spent, full-speed batches would all miss the SLO
+                let sustained = catalog
+                    .get(&i.instance_type)
+                    .map_or(1.0, |t| t.baseline_share());
+                WorkerSpec {
+                    id: i.id.clone(),
+                    addr: i.addr.clone(),
+                    speed: sustained
+                        * catalog.speed(
+                            &i.instance_type,
+                            model,
+                            &self.loaded.profile,
+                            cfg.slo_ms,
+                            cfg.max_batch_size as u32,
+                        ),
+                    // a type with its own curve gets batches sized from it
+                    profile: catalog
+                        .profile_of(&i.instance_type, model)
+                        .map(|p| Arc::new(p.policy_points(sustained))),
+                }
             })
             .collect();
         self.loaded.remotes.sync(&running);
@@ -273,11 +288,25 @@ impl ControlLoop {
     /// the controller step every interval.
     fn plan(&mut self, now: f64, fleet: &[Instance]) -> Vec<Action> {
         let mut actions = Vec::new();
-        let size = fleet.len() as u32;
+        let unhealthy = self.loaded.remotes.unhealthy_ids();
+        let in_flight = self.loaded.remotes.in_flight();
+        // only healthy capacity counts: a worker out of rotation serves nothing
+        let view = fleet::view(
+            fleet,
+            |id| !unhealthy.iter().any(|u| u == id),
+            |t| self.clock.of_wall(t),
+            |id| in_flight.iter().find(|(i, _)| i == id).map_or(0, |x| x.1),
+        );
+        let load = FleetLoad::of(
+            fleet.len() as u32,
+            &view,
+            &self.catalog,
+            self.monitors.rates.recent_peak(),
+        );
         let slo = &mut self.monitors.slo;
         if let Some(a) =
             self.emergency
-                .check(now, slo, size, self.opts.max_instances, &self.catalog)
+                .check(now, slo, load, self.opts.max_instances, &self.catalog)
         {
             tracing::warn!(
                 attainment = slo.attainment(now).unwrap_or(0.0),
@@ -292,15 +321,6 @@ impl ControlLoop {
         }
         self.next_control = now + self.opts.interval_s;
         let history = self.monitors.history();
-        let unhealthy = self.loaded.remotes.unhealthy_ids();
-        let in_flight = self.loaded.remotes.in_flight();
-        // only healthy capacity counts: a worker out of rotation serves nothing
-        let view = fleet::view(
-            fleet,
-            |id| !unhealthy.iter().any(|u| u == id),
-            |t| self.clock.of_wall(t),
-            |id| in_flight.iter().find(|(i, _)| i == id).map_or(0, |x| x.1),
-        );
         let (predictor, provisioner) = (&mut self.predictor, &mut self.provisioner);
         let r = step(
             now,
@@ -336,7 +356,16 @@ impl ControlLoop {
         if actions.is_empty() {
             return;
         }
-        let done = fleet::apply(&mut self.cloud, actions, size, self.opts.max_instances).await;
+        let now = self.clock.now();
+        let done = fleet::apply(
+            &mut self.cloud,
+            actions,
+            size,
+            self.opts.max_instances,
+            &mut self.budget,
+            now,
+        )
+        .await;
         if done.skipped_at_max > 0 {
             tracing::warn!(
                 max = self.opts.max_instances,
@@ -344,12 +373,25 @@ impl ControlLoop {
                 "fleet at --max-instances; launches skipped"
             );
         }
+        if done.skipped_by_rate > 0 {
+            tracing::warn!(
+                launches_per_hour = self.budget.launches_per_hour,
+                terminations_per_hour = self.budget.terminations_per_hour,
+                skipped = done.skipped_by_rate,
+                "the hour's budget of fleet changes is spent; changes skipped"
+            );
+        }
         for f in &done.failures {
             tracing::error!(cause = %f, "fleet action failed");
         }
+        let launched_hour = self.budget.launches_in_hour(now);
+        let terminated_hour = self.budget.terminations_in_hour(now);
         let mut st = self.status.lock().expect("status lock");
         st.launches += u64::from(done.launched);
         st.terminations += u64::from(done.terminated);
+        st.changes_skipped_by_rate += u64::from(done.skipped_by_rate);
+        st.launches_last_hour = launched_hour;
+        st.terminations_last_hour = terminated_hour;
     }
 
     /// Publish phase: the status page, the ledger and the gauges.

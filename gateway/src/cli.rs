@@ -169,6 +169,13 @@ pub struct ControlArgs {
     /// Upper bound on instances.
     #[arg(long, default_value_t = 8)]
     pub max_instances: u32,
+    /// Launches allowed per rolling hour (a safety net under every policy; skipped ones are
+    /// logged and counted in the status).
+    #[arg(long, default_value_t = crate::control::fleet::CHANGES_PER_HOUR)]
+    pub max_launches_per_hour: u32,
+    /// Terminations allowed per rolling hour.
+    #[arg(long, default_value_t = crate::control::fleet::CHANGES_PER_HOUR)]
+    pub max_terminations_per_hour: u32,
     /// EC2: AMI of the workers (required with --cloud ec2).
     #[arg(long)]
     pub ec2_image_id: Option<String>,
@@ -258,6 +265,9 @@ impl ControlArgs {
                 self.attainment_target
             ));
         }
+        if self.max_launches_per_hour == 0 {
+            return Err("--max-launches-per-hour 0: the fleet could never grow".into());
+        }
         if cloud == "ec2" && self.ec2_image_id.is_none() {
             return Err("--cloud ec2 needs --ec2-image-id".into());
         }
@@ -297,6 +307,8 @@ impl ControlArgs {
             mark_bin,
             worker_repo,
             max_instances: self.max_instances,
+            launches_per_hour: self.max_launches_per_hour,
+            terminations_per_hour: self.max_terminations_per_hour,
             ec2: match (self.cloud.as_deref(), &self.ec2_image_id) {
                 (Some("ec2"), Some(image_id)) => Some(Ec2Options {
                     region: self.ec2_region.clone(),

@@ -117,7 +117,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .filter(|m| model.as_deref().is_none_or(|n| n == m.name))
             {
-                let (mut s, _) = exec::session::build(&m.name, &m.dir.join("model.onnx"), &m.cfg)?;
+                let (mut s, provider) =
+                    exec::session::build(&m.name, &m.dir.join("model.onnx"), &m.cfg)?;
+                // a profile measured on the CPU must never pass for a GPU's
+                if m.cfg.execution_provider == mark_gateway::config::ExecutionProvider::Cuda
+                    && provider != exec::session::ActiveProvider::Cuda
+                {
+                    eprintln!(
+                        "{}: execution_provider = \"cuda\" but CUDA is unavailable (ONNX Runtime \
+                         fell back to {provider:?}): install onnxruntime-gpu and the CUDA/cuDNN \
+                         libraries (scripts/gpu-check.sh does), or profile with \"cpu\"",
+                        m.name
+                    );
+                    return Ok(ExitCode::from(69));
+                }
+                println!("{}: execution provider {provider:?}", m.name);
                 let (inputs, outputs) = exec::session::metadata(&m.name, &s)?;
                 let outs: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
                 let sizes = if batch_sizes.is_empty() {

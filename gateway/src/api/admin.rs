@@ -265,7 +265,11 @@ fn status(state: &AppState) -> Response<Full<Bytes>> {
     let models: Vec<serde_json::Value> = state
         .models
         .values()
-        .map(|m| serde_json::json!({"name": m.name, "state": format!("{:?}", m.state()), "slo_ms": m.cfg.slo_ms, "max_batch_size": m.cfg.max_batch_size}))
+        .map(|m| {
+            // the provider the sessions got: "cuda" configured may have fallen back to "cpu"
+            let provider = m.loaded().map(|l| format!("{:?}", l.provider).to_lowercase());
+            serde_json::json!({"name": m.name, "state": format!("{:?}", m.state()), "slo_ms": m.cfg.slo_ms, "max_batch_size": m.cfg.max_batch_size, "execution_provider": provider})
+        })
         .collect();
     json_ok(&serde_json::json!({
         "models": models,

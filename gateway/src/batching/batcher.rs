@@ -147,6 +147,11 @@ impl Batcher {
     /// or with its own curve `own` (a worker whose type the catalog profiles).
     async fn next_batch_size(&mut self, speed: f64, own: Option<Arc<Vec<ProfilePoint>>>) -> u32 {
         let scaled = own.is_none() && self.scale_profile(speed);
+        // a worker with its own curve batches up to the largest batch that curve measured
+        let max_batch = match own.as_deref().and_then(|p| p.last()) {
+            Some(last) if self.max_batch > 0 => last.batch.clamp(1, self.max_batch),
+            _ => self.max_batch,
+        };
         loop {
             let notified = self.queue.notify.notified();
             tokio::pin!(notified);
@@ -155,7 +160,7 @@ impl Batcher {
                 notified.await;
                 continue;
             };
-            if self.max_batch == 0 {
+            if max_batch == 0 {
                 return 0;
             }
             let state = QueueState {
@@ -164,7 +169,7 @@ impl Batcher {
                 oldest_wait_us: snap.oldest_wait_us,
                 slo_us: self.slo_us,
                 arrival_rate: snap.arrival_rate,
-                max_batch: self.max_batch,
+                max_batch,
                 executors: self.executors + self.remotes.healthy(),
                 profile: match &own {
                     Some(p) => p,
@@ -180,10 +185,10 @@ impl Batcher {
                     .metrics
                     .forced_sends
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return snap.batchable_items.clamp(1, self.max_batch);
+                return snap.batchable_items.clamp(1, max_batch);
             }
             match decision {
-                BatchDecision::Send(n) => return n.clamp(1, self.max_batch),
+                BatchDecision::Send(n) => return n.clamp(1, max_batch),
                 BatchDecision::Wait(us) => {
                     // Wait up to the time the policy asked for. Arrivals wake us, but the policy
                     // is asked again only once the queue grew by a step (an eighth of the max
@@ -192,7 +197,7 @@ impl Batcher {
                     // never past the oldest request's SLO (then the check above sends it)
                     let left = self.slo_us.saturating_sub(snap.oldest_wait_us).max(1);
                     let until = Instant::now() + Duration::from_micros(us.min(left));
-                    let step = (self.max_batch / 8).max(1);
+                    let step = (max_batch / 8).max(1);
                     let seen = snap.batchable_items;
                     loop {
                         let notified = self.queue.notify.notified();
@@ -202,7 +207,7 @@ impl Batcher {
                             .queue
                             .snapshot(Instant::now())
                             .map_or(0, |s| s.batchable_items);
-                        if now_items >= self.max_batch || now_items >= seen + step {
+                        if now_items >= max_batch || now_items >= seen + step {
                             break;
                         }
                         if tokio::time::timeout_at(until, notified).await.is_err() {

@@ -316,11 +316,12 @@ impl Catalog {
 }
 
 /// Requests per second one backend serves while meeting the SLO: the best `b / latency(b)` over
-/// batch sizes whose latency is at most half the SLO (a request may wait for the batch ahead of
-/// it, then ride its own). 0 when even batch 1 does not fit.
+/// batch sizes up to `max_batch` and the largest measured whose latency is at most half the SLO
+/// (a request may wait for the batch ahead of it, then ride its own). 0 when even batch 1 does
+/// not fit.
 pub fn capacity_at_slo(profile: &LatencyProfile, slo_ms: f64, max_batch: u32, speedup: f64) -> f64 {
     let budget_us = slo_ms * 1000.0 / 2.0;
-    (1..=max_batch.max(1))
+    (1..=profile.batch_limit(max_batch))
         .map(|b| (b, profile.latency_us(b) / speedup))
         .filter(|(_, l)| *l > 0.0 && *l <= budget_us)
         .map(|(b, l)| f64::from(b) * 1e6 / l)

@@ -34,7 +34,23 @@ pub struct ControlConfig {
     pub min_age_s: f64,
     /// The latency objective.
     pub slo: Slo,
+    /// Make before break: a serving instance is terminated only if the serving capacity left
+    /// still covers the forecast peak times `1 + guard` (so a plan that swaps types keeps the
+    /// old ones until the new ones serve, and a forecast wobbling around an instance boundary
+    /// does not launch and terminate the same capacity every interval). `None`: terminate the
+    /// plan's surplus at once (MArk as released).
+    pub scale_in_guard: Option<f64>,
 }
+
+/// Default [`ControlConfig::scale_in_guard`]: the forecast peak itself (it carries the
+/// predictor's margin already; 10% more cost 11% on the Twitter-like day for no attainment).
+pub const SCALE_IN_GUARD: f64 = 0.0;
+
+/// With the guard on, a fleet that already covers the forecast (plus the guard) is changed into
+/// another mix only when the plan costs at least this share less per hour: a greedy plan that
+/// trades one instance for two slightly cheaper ones as the forecast wobbles would otherwise
+/// launch and terminate every few intervals, paying launch time and billing minimums each time.
+pub const SWAP_SAVING: f64 = 0.1;
 
 impl Default for ControlConfig {
     fn default() -> Self {
@@ -46,6 +62,7 @@ impl Default for ControlConfig {
                 latency_ms: 100.0,
                 attainment_target: 0.99,
             },
+            scale_in_guard: Some(SCALE_IN_GUARD),
         }
     }
 }
@@ -122,7 +139,8 @@ pub fn step(
     let forecast = predict(history, cfg.interval_s, cfg.horizon)?;
     let entries = fleet_entries(now, fleet);
     let plan = provision(&forecast, cfg.interval_s, &entries, catalog, cfg.slo)?;
-    let actions = diff(now, cfg, fleet, &plan);
+    let peak = forecast.iter().copied().fold(0.0, f64::max);
+    let actions = diff(now, cfg, fleet, &plan, catalog, peak);
     Ok(Step {
         forecast,
         plan,
@@ -130,9 +148,27 @@ pub fn step(
     })
 }
 
+/// Serving capacity (requests/s at the SLO) of one instance of type `name`.
+pub fn capacity_of(catalog: &[InstanceType], name: &str) -> f64 {
+    catalog
+        .iter()
+        .find(|t| t.name == name)
+        .map_or(0.0, |t| t.capacity_rps)
+}
+
 /// Actions that move `fleet` toward `plan`: launches for missing instances; terminations of idle
-/// instances older than `min_age_s` (youngest first, pending ones never), for surplus ones.
-pub fn diff(now: f64, cfg: &ControlConfig, fleet: &[FleetInstance], plan: &Plan) -> Vec<Action> {
+/// instances older than `min_age_s` (youngest first, pending ones never), for surplus ones, as
+/// far as [`ControlConfig::scale_in_guard`] allows with `peak` the forecast peak. With the guard,
+/// nothing is launched while the fleet (launching instances included) covers the forecast and
+/// the plan would not save [`SWAP_SAVING`] of its cost per hour.
+pub fn diff(
+    now: f64,
+    cfg: &ControlConfig,
+    fleet: &[FleetInstance],
+    plan: &Plan,
+    catalog: &[InstanceType],
+    peak: f64,
+) -> Vec<Action> {
     let mut want: BTreeMap<(String, Market), u32> = BTreeMap::new();
     for t in &plan.targets {
         *want.entry((t.instance_type.clone(), t.market)).or_default() += t.count;
@@ -144,11 +180,45 @@ pub fn diff(now: f64, cfg: &ControlConfig, fleet: &[FleetInstance], plan: &Plan)
             .push(i);
         want.entry((i.instance_type.clone(), i.market)).or_default();
     }
+    let mut serving: f64 = fleet
+        .iter()
+        .filter(|i| i.ready)
+        .map(|i| capacity_of(catalog, &i.instance_type))
+        .sum();
+    let keep = cfg
+        .scale_in_guard
+        .map(|g| peak.max(0.0) * (1.0 + g.max(0.0)));
+    let price = |name: &str, m: Market| {
+        catalog
+            .iter()
+            .find(|t| t.name == name)
+            .map_or(0.0, |t| t.price(m))
+    };
+    let fleet_capacity: f64 = fleet
+        .iter()
+        .map(|i| capacity_of(catalog, &i.instance_type))
+        .sum();
+    let fleet_cost: f64 = fleet
+        .iter()
+        .map(|i| price(&i.instance_type, i.market))
+        .sum();
+    let plan_cost: f64 = plan
+        .targets
+        .iter()
+        .map(|t| f64::from(t.count) * price(&t.instance_type, t.market))
+        .sum();
+    let launch_ok = match keep {
+        Some(k) if fleet_capacity >= k => plan_cost <= (1.0 - SWAP_SAVING) * fleet_cost,
+        _ => true,
+    };
     let mut actions = Vec::new();
     for ((ty, market), target) in want {
         let mut mine = have.remove(&(ty.clone(), market)).unwrap_or_default();
         let n = mine.len() as u32;
         if target > n {
+            if !launch_ok {
+                continue;
+            }
             actions.push(Action::Launch {
                 instance_type: ty,
                 market,
@@ -159,7 +229,12 @@ pub fn diff(now: f64, cfg: &ControlConfig, fleet: &[FleetInstance], plan: &Plan)
             let removable = mine
                 .iter()
                 .filter(|i| i.ready && i.in_flight == 0 && now - i.launched_at >= cfg.min_age_s);
+            let cap = capacity_of(catalog, &ty);
             for i in removable.take((n - target) as usize) {
+                if keep.is_some_and(|k| serving - cap < k) {
+                    break;
+                }
+                serving -= cap;
                 actions.push(Action::Terminate { id: i.id.clone() });
             }
         }
@@ -167,19 +242,24 @@ pub fn diff(now: f64, cfg: &ControlConfig, fleet: &[FleetInstance], plan: &Plan)
     actions
 }
 
-/// The out-of-cycle answer to an SLO breach: one on-demand instance of the cheapest burstable
-/// type (fastest to launch, credits absorb the burst), or of the fastest-launching type.
-pub fn emergency_launch(catalog: &[InstanceType]) -> Option<Action> {
-    let pick = catalog
-        .iter()
-        .filter(|t| t.burstable && t.capacity_rps > 0.0)
-        .min_by(|a, b| a.price_on_demand.total_cmp(&b.price_on_demand))
-        .or_else(|| {
-            catalog
-                .iter()
-                .filter(|t| t.capacity_rps > 0.0)
-                .min_by(|a, b| a.launch_seconds.total_cmp(&b.launch_seconds))
-        })?;
+/// The out-of-cycle answer to an SLO breach with the fleet `deficit` requests/s short of the
+/// demand: one on-demand instance of the type that covers the deficit soonest (shortest launch,
+/// then cheapest), where a burstable counts at the capacity it sustains without credits (its
+/// catalog capacity); when no type covers it alone, the one with the most capacity. None
+/// without a deficit.
+pub fn emergency_launch(catalog: &[InstanceType], deficit: f64) -> Option<Action> {
+    if deficit.is_nan() || deficit <= 0.0 {
+        return None;
+    }
+    let usable = || catalog.iter().filter(|t| t.capacity_rps > 0.0);
+    let pick = usable()
+        .filter(|t| t.capacity_rps >= deficit)
+        .min_by(|a, b| {
+            a.launch_seconds
+                .total_cmp(&b.launch_seconds)
+                .then(a.price_on_demand.total_cmp(&b.price_on_demand))
+        })
+        .or_else(|| usable().max_by(|a, b| a.capacity_rps.total_cmp(&b.capacity_rps)))?;
     Some(Action::Launch {
         instance_type: pick.name.clone(),
         market: Market::OnDemand,
@@ -219,7 +299,7 @@ mod tests {
         let cfg = ControlConfig::default();
         let fleet = [inst("a", "c", 0.0, true, 0)];
         assert_eq!(
-            diff(100.0, &cfg, &fleet, &plan("c", 3)),
+            diff(100.0, &cfg, &fleet, &plan("c", 3), &[], 0.0),
             vec![Action::Launch {
                 instance_type: "c".into(),
                 market: Market::OnDemand,
@@ -239,7 +319,7 @@ mod tests {
             inst("pending", "c", 295.0, false, 0),
         ];
         // keep 1 of 5: "busy", "young" (< 60 s) and "pending" are protected -> mid, old
-        let a = diff(300.0, &cfg, &fleet, &plan("c", 1));
+        let a = diff(300.0, &cfg, &fleet, &plan("c", 1), &[], 0.0);
         assert_eq!(
             a,
             vec![
@@ -248,7 +328,14 @@ mod tests {
             ]
         );
         // types absent from the plan go to zero
-        let a = diff(300.0, &cfg, &[inst("x", "t3", 0.0, true, 0)], &plan("c", 0));
+        let a = diff(
+            300.0,
+            &cfg,
+            &[inst("x", "t3", 0.0, true, 0)],
+            &plan("c", 0),
+            &[],
+            0.0,
+        );
         assert_eq!(a, vec![Action::Terminate { id: "x".into() }]);
     }
 
@@ -287,31 +374,174 @@ mod tests {
         assert_eq!(s.plan.lambda_share, 1.0);
     }
 
-    #[test]
-    fn emergency_prefers_cheap_burstable() {
-        let mk = |n: &str, p: f64, b: bool| InstanceType {
+    fn ty(n: &str, price: f64, launch_s: f64, capacity: f64, burstable: bool) -> InstanceType {
+        InstanceType {
             name: n.into(),
             vcpus: 2,
             gpus: 0,
             memory_gib: 4.0,
-            price_on_demand: p,
+            price_on_demand: price,
             price_spot: 0.0,
-            launch_seconds: 60.0,
-            capacity_rps: 10.0,
-            burstable: b,
-        };
-        let a = emergency_launch(&[
-            mk("c", 0.08, false),
-            mk("t3.large", 0.08, true),
-            mk("t3.medium", 0.04, true),
-        ]);
+            launch_seconds: launch_s,
+            capacity_rps: capacity,
+            burstable,
+        }
+    }
+
+    fn launch_of(a: Option<Action>) -> Option<String> {
+        match a {
+            Some(Action::Launch {
+                instance_type,
+                market: Market::OnDemand,
+                count: 1,
+            }) => Some(instance_type),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn emergency_launches_what_covers_the_deficit_soonest() {
+        // a burstable's catalog capacity is what it sustains without credits (20% here)
+        let cat = [
+            ty("c", 0.08, 75.0, 130.0, false),
+            ty("c.cheap", 0.07, 75.0, 130.0, false),
+            ty("t3.medium", 0.04, 60.0, 21.0, true),
+            ty("gpu", 0.5, 150.0, 900.0, false),
+        ];
+        let pick = |d: f64| launch_of(emergency_launch(&cat, d));
+        assert_eq!(
+            pick(15.0).as_deref(),
+            Some("t3.medium"),
+            "fastest that covers"
+        );
+        assert_eq!(
+            pick(50.0).as_deref(),
+            Some("c.cheap"),
+            "spent credits are not capacity"
+        );
+        assert_eq!(pick(500.0).as_deref(), Some("gpu"));
+        assert_eq!(
+            pick(5000.0).as_deref(),
+            Some("gpu"),
+            "none covers: the largest"
+        );
+        assert_eq!(pick(0.0), None, "no deficit, no launch");
+        assert_eq!(pick(-3.0), None);
+        assert_eq!(pick(f64::NAN), None);
+    }
+
+    fn ready(id: &str, ty: &str) -> FleetInstance {
+        inst(id, ty, 0.0, true, 0)
+    }
+
+    #[test]
+    fn make_before_break_keeps_serving_capacity_until_the_replacement_serves() {
+        let cat = [
+            ty("c", 0.08, 75.0, 130.0, false),
+            ty("gpu", 0.3, 150.0, 900.0, false),
+        ];
+        let cfg = ControlConfig::default();
+        let cpus: Vec<FleetInstance> = (0..6).map(|i| ready(&format!("c{i}"), "c")).collect();
+        // the plan swaps 6 CPU instances for one GPU at a forecast of 700 req/s: the GPU is
+        // launched and every CPU instance keeps serving while it boots
+        let a = diff(1000.0, &cfg, &cpus, &plan("gpu", 1), &cat, 700.0);
         assert_eq!(
             a,
-            Some(Action::Launch {
-                instance_type: "t3.medium".into(),
+            vec![Action::Launch {
+                instance_type: "gpu".into(),
                 market: Market::OnDemand,
                 count: 1
-            })
+            }]
         );
+        let mut fleet = cpus.clone();
+        fleet.push(inst("g", "gpu", 900.0, false, 0));
+        assert!(diff(1000.0, &cfg, &fleet, &plan("gpu", 1), &cat, 700.0).is_empty());
+        // once it serves, the CPU instances go
+        fleet.last_mut().unwrap().ready = true;
+        assert_eq!(
+            diff(1100.0, &cfg, &fleet, &plan("gpu", 1), &cat, 700.0).len(),
+            6
+        );
+        // without the guard (MArk as released) they went at once: the hole of the issue
+        let released = ControlConfig {
+            scale_in_guard: None,
+            ..cfg
+        };
+        let a = diff(1000.0, &released, &fleet[..6], &plan("gpu", 1), &cat, 700.0);
+        assert_eq!(a.len(), 7, "{a:?}");
+    }
+
+    #[test]
+    fn a_covered_fleet_is_not_reshuffled_for_a_small_saving() {
+        // the churn of the issue: 3 c7 + 1 c6 cover 440 req/s; the greedy plan trades the c6
+        // for two burstables 2% cheaper, then back, as the forecast wobbles
+        let cat = [
+            ty("c7", 0.089, 75.0, 132.0, false),
+            ty("c6", 0.085, 75.0, 120.0, false),
+            ty("t3", 0.0416, 60.0, 19.0, true),
+        ];
+        let cfg = ControlConfig::default();
+        let mut fleet: Vec<FleetInstance> = (0..3).map(|i| ready(&format!("a{i}"), "c7")).collect();
+        fleet.push(ready("b", "c6"));
+        let swap = Plan {
+            targets: vec![
+                FleetTarget {
+                    instance_type: "c7".into(),
+                    market: Market::OnDemand,
+                    count: 3,
+                },
+                FleetTarget {
+                    instance_type: "t3".into(),
+                    market: Market::OnDemand,
+                    count: 2,
+                },
+            ],
+            lambda_share: 0.0,
+        };
+        assert!(
+            diff(1000.0, &cfg, &fleet, &swap, &cat, 425.0).is_empty(),
+            "no launch, and the c6 stays: the c7s alone do not cover 425"
+        );
+        // short of the forecast, the plan's launches go ahead
+        assert_eq!(
+            diff(1000.0, &cfg, &fleet, &swap, &cat, 520.0),
+            vec![Action::Launch {
+                instance_type: "t3".into(),
+                market: Market::OnDemand,
+                count: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn scale_in_stops_where_the_rest_would_not_cover_the_forecast_with_headroom() {
+        let cat = [ty("c", 0.08, 75.0, 100.0, false)];
+        let cfg = ControlConfig {
+            scale_in_guard: Some(0.1),
+            ..ControlConfig::default()
+        };
+        let fleet: Vec<FleetInstance> = (0..5).map(|i| ready(&format!("c{i}"), "c")).collect();
+        // the plan wants 4 at a forecast of 380: 400 left would be within 10% of it, so keep 5
+        assert!(diff(1000.0, &cfg, &fleet, &plan("c", 4), &cat, 380.0).is_empty());
+        // at 300, 400 left covers 330: one goes
+        assert_eq!(
+            diff(1000.0, &cfg, &fleet, &plan("c", 4), &cat, 300.0),
+            vec![Action::Terminate { id: "c0".into() }]
+        );
+        // the load stopped: the whole surplus goes
+        assert_eq!(
+            diff(1000.0, &cfg, &fleet, &plan("c", 0), &cat, 0.0).len(),
+            5
+        );
+        // the default guard is the forecast itself: 400 left cover 380
+        let a = diff(
+            1000.0,
+            &ControlConfig::default(),
+            &fleet,
+            &plan("c", 4),
+            &cat,
+            380.0,
+        );
+        assert_eq!(a.len(), 1);
     }
 }

@@ -1,10 +1,12 @@
 //! The fleet as the control plane sees it: instances as a cloud reports them, the [`Fleet`]
 //! interface that the cloud drivers and the simulator's cloud both implement, and [`apply`], the
-//! one way a controller step's actions reach a fleet (with the `--max-instances` bound).
+//! one way a controller step's actions reach a fleet (with the `--max-instances` bound and the
+//! launches and terminations allowed per hour, [`ChangeBudget`]).
 //!
 //! The trait's methods return futures so that real clouds can do I/O; the simulator's are always
 //! ready and it drives them with [`ready`], so this layer needs no async runtime.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -98,17 +100,74 @@ pub struct Applied {
     pub terminated: u32,
     /// Launches not attempted: the fleet was at its bound.
     pub skipped_at_max: u32,
+    /// Launches and terminations not attempted: the hour's budget was spent.
+    pub skipped_by_rate: u32,
     /// Calls that failed, with the cause.
     pub failures: Vec<String>,
 }
 
-/// Applies a step's actions to `fleet`, which holds `size` instances now: launches stop at
-/// `max_instances`; a failed call is reported and the rest still run.
+/// Default launches (and terminations) allowed per rolling hour.
+pub const CHANGES_PER_HOUR: u32 = 60;
+
+/// Launches and terminations allowed per rolling hour: a safety net under every policy, so a
+/// plan or an SLO monitor that goes wrong cannot churn the fleet (and the bill) without bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeBudget {
+    /// Launches allowed in any hour.
+    pub launches_per_hour: u32,
+    /// Terminations allowed in any hour.
+    pub terminations_per_hour: u32,
+    launched: VecDeque<f64>,
+    terminated: VecDeque<f64>,
+}
+
+impl ChangeBudget {
+    /// A budget of `launches_per_hour` and `terminations_per_hour`.
+    pub fn new(launches_per_hour: u32, terminations_per_hour: u32) -> Self {
+        ChangeBudget {
+            launches_per_hour,
+            terminations_per_hour,
+            launched: VecDeque::new(),
+            terminated: VecDeque::new(),
+        }
+    }
+
+    fn left(done: &mut VecDeque<f64>, limit: u32, now: f64) -> bool {
+        while done.front().is_some_and(|&t| t <= now - 3600.0) {
+            done.pop_front();
+        }
+        done.len() < limit as usize
+    }
+
+    /// Launches made in the hour before `now`.
+    pub fn launches_in_hour(&mut self, now: f64) -> u32 {
+        Self::left(&mut self.launched, u32::MAX, now);
+        self.launched.len() as u32
+    }
+
+    /// Terminations made in the hour before `now`.
+    pub fn terminations_in_hour(&mut self, now: f64) -> u32 {
+        Self::left(&mut self.terminated, u32::MAX, now);
+        self.terminated.len() as u32
+    }
+}
+
+impl Default for ChangeBudget {
+    fn default() -> Self {
+        ChangeBudget::new(CHANGES_PER_HOUR, CHANGES_PER_HOUR)
+    }
+}
+
+/// Applies a step's actions at time `now` to `fleet`, which holds `size` instances: launches
+/// stop at `max_instances`, launches and terminations at what `budget` allows this hour; a
+/// failed call is reported and the rest still run.
 pub async fn apply<F: Fleet>(
     fleet: &mut F,
     actions: Vec<Action>,
     mut size: u32,
     max_instances: u32,
+    budget: &mut ChangeBudget,
+    now: f64,
 ) -> Applied {
     let mut done = Applied::default();
     for a in actions {
@@ -123,22 +182,34 @@ pub async fn apply<F: Fleet>(
                         done.skipped_at_max += 1;
                         continue;
                     }
+                    if !ChangeBudget::left(&mut budget.launched, budget.launches_per_hour, now) {
+                        done.skipped_by_rate += 1;
+                        continue;
+                    }
                     match fleet.launch(&instance_type, market).await {
                         Ok(()) => {
                             size += 1;
                             done.launched += 1;
+                            budget.launched.push_back(now);
                         }
                         Err(e) => done.failures.push(format!("launch {instance_type}: {e}")),
                     }
                 }
             }
-            Action::Terminate { id } => match fleet.terminate(&id).await {
-                Ok(()) => {
-                    size = size.saturating_sub(1);
-                    done.terminated += 1;
+            Action::Terminate { id } => {
+                if !ChangeBudget::left(&mut budget.terminated, budget.terminations_per_hour, now) {
+                    done.skipped_by_rate += 1;
+                    continue;
                 }
-                Err(e) => done.failures.push(format!("terminate {id}: {e}")),
-            },
+                match fleet.terminate(&id).await {
+                    Ok(()) => {
+                        size = size.saturating_sub(1);
+                        done.terminated += 1;
+                        budget.terminated.push_back(now);
+                    }
+                    Err(e) => done.failures.push(format!("terminate {id}: {e}")),
+                }
+            }
         }
     }
     done
@@ -210,12 +281,54 @@ mod tests {
             ],
             1,
             4,
+            &mut ChangeBudget::default(),
+            0.0,
         ));
         assert_eq!(done.launched, 3, "1 + 3 = the bound of 4");
         assert_eq!(done.skipped_at_max, 2);
         assert_eq!(done.terminated, 1);
         assert_eq!(done.failures.len(), 2, "{:?}", done.failures);
         assert_eq!(f.alive, vec!["i-2", "i-3"]);
+    }
+
+    #[test]
+    fn launches_and_terminations_per_hour_are_bounded_on_a_rolling_hour() {
+        let mut f = Book::default();
+        let mut budget = ChangeBudget::new(3, 1);
+        let done = ready(apply(
+            &mut f,
+            vec![launch("c5.large", 5)],
+            0,
+            100,
+            &mut budget,
+            0.0,
+        ));
+        assert_eq!((done.launched, done.skipped_by_rate), (3, 2));
+        let done = ready(apply(
+            &mut f,
+            vec![
+                Action::Terminate { id: "i-1".into() },
+                Action::Terminate { id: "i-2".into() },
+            ],
+            3,
+            100,
+            &mut budget,
+            1800.0,
+        ));
+        assert_eq!((done.terminated, done.skipped_by_rate), (1, 1));
+        assert_eq!(budget.launches_in_hour(1800.0), 3);
+        assert_eq!(budget.terminations_in_hour(1800.0), 1);
+        // an hour after the first launches, the budget is back
+        let done = ready(apply(
+            &mut f,
+            vec![launch("c5.large", 2)],
+            2,
+            100,
+            &mut budget,
+            3600.0,
+        ));
+        assert_eq!((done.launched, done.skipped_by_rate), (2, 0));
+        assert_eq!(budget.launches_in_hour(3600.0), 2);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub struct PeakRates {
     window_count: u64,
     interval_start: f64,
     interval_peak: f64,
+    last_window: f64,
     /// Closed intervals' peak rates (req/s), oldest first.
     pub history: Vec<f64>,
     max_history: usize,
@@ -25,6 +26,7 @@ impl PeakRates {
             window_count: 0,
             interval_start: now_s,
             interval_peak: 0.0,
+            last_window: 0.0,
             history: Vec::new(),
             max_history,
         }
@@ -35,6 +37,7 @@ impl PeakRates {
         while now_s >= self.window_start + self.window_s {
             let rate = self.window_count as f64 / self.window_s;
             self.interval_peak = self.interval_peak.max(rate);
+            self.last_window = rate;
             self.window_count = 0;
             self.window_start += self.window_s;
             if self.window_start >= self.interval_start + self.interval_s - 1e-9 {
@@ -58,6 +61,12 @@ impl PeakRates {
     pub fn current_peak(&self) -> f64 {
         self.interval_peak
     }
+
+    /// The demand now: the open interval's peak, or the last closed window's rate when no window
+    /// of this interval has closed yet.
+    pub fn recent_peak(&self) -> f64 {
+        self.interval_peak.max(self.last_window)
+    }
 }
 
 #[cfg(test)]
@@ -76,5 +85,10 @@ mod tests {
         r.arrive(21.0, 5);
         r.advance(40.0);
         assert_eq!(r.history, vec![40.0, 1.0]);
+        assert_eq!(r.current_peak(), 0.0);
+        assert_eq!(r.recent_peak(), 0.0, "the last window was empty");
+        r.arrive(41.0, 100);
+        r.advance(45.0);
+        assert_eq!(r.recent_peak(), 20.0);
     }
 }

@@ -42,6 +42,12 @@ pub struct ControlStatus {
     pub terminations: u64,
     /// Out-of-cycle launches for SLO breaches.
     pub emergencies: u64,
+    /// Launches in the last hour (bounded by `--max-launches-per-hour`).
+    pub launches_last_hour: u32,
+    /// Terminations in the last hour (bounded by `--max-terminations-per-hour`).
+    pub terminations_last_hour: u32,
+    /// Launches and terminations the per-hour bounds refused so far.
+    pub changes_skipped_by_rate: u64,
     /// USD billed so far: instances (live and terminated) and Lambda.
     pub cost_so_far: f64,
     /// USD per hour of the live fleet.

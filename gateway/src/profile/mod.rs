@@ -42,6 +42,15 @@ impl LatencyProfile {
             .collect()
     }
 
+    /// `max_batch` bounded by the largest batch measured: a batch the profile has not measured is
+    /// never planned (its latency would be a guess). At least 1; `max_batch` for an empty profile.
+    pub fn batch_limit(&self, max_batch: u32) -> u32 {
+        self.points
+            .last()
+            .map_or(max_batch, |p| p.batch.min(max_batch))
+            .max(1)
+    }
+
     /// Builds a profile, sorting the points.
     pub fn new(measured_on: impl Into<String>, mut points: Vec<MeasuredPoint>) -> Self {
         points.sort_by_key(|p| p.batch);

@@ -1,8 +1,8 @@
 //! The strategies `mark simulate` compares, and the assumptions each encodes.
 //!
-//! - `sagemaker`: an endpoint on one instance type (the CPU type with the lowest price per request
-//!   at batch 1), priced at the EC2 price × the catalog's `sagemaker_markup`; no batching on CPU
-//!   (batch 1), no spot, no Lambda. Target tracking on `InvocationsPerInstance` with AWS's
+//! - `sagemaker`: an endpoint on one instance type (CPU or GPU: the lowest price per request at
+//!   batch 1), priced at the EC2 price × the catalog's `sagemaker_markup`; no batching (batch 1,
+//!   as MArk's SageMaker baseline), no spot, no Lambda. Target tracking on `InvocationsPerInstance` with AWS's
 //!   recommended target (`max RPS × 0.5 safety factor × 60` per minute): scale out after 3
 //!   minutes above target, scale in after 15 minutes below 90% of it (CloudWatch's alarm
 //!   periods), 300 s cooldowns, at least one instance, new instances serving after the type's
@@ -86,10 +86,11 @@ pub fn batch1_capacity(t: &TypeModel, slo_ms: f64) -> f64 {
     }
 }
 
-/// The type a SageMaker endpoint would use: the CPU type with the lowest price per request.
+/// The type a SageMaker endpoint would use: its best single type, CPU or GPU, at batch 1 (no
+/// batching, as MArk's SageMaker baseline): the lowest price per request it serves.
 pub fn sagemaker_type(types: &[TypeModel], slo_ms: f64) -> Option<usize> {
     (0..types.len())
-        .filter(|&i| types[i].spec.gpus == 0 && batch1_capacity(&types[i], slo_ms) > 0.0)
+        .filter(|&i| batch1_capacity(&types[i], slo_ms) > 0.0)
         .min_by(|&a, &b| {
             let c = |i: usize| types[i].spec.price_on_demand / batch1_capacity(&types[i], slo_ms);
             c(a).total_cmp(&c(b))

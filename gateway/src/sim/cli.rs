@@ -16,10 +16,13 @@ pub struct SimulateArgs {
     /// Instance catalog (TOML).
     #[arg(long, default_value = "examples/catalog-us-east-1.toml")]
     pub catalog: PathBuf,
-    /// Workload: twitter-like[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S],
+    /// Workload: twitter-like[:SEED], steps[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S],
     /// uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], or a path.
     #[arg(long, default_value = "twitter-like")]
     pub workload: String,
+    /// Multiply every arrival rate of the workload by this (e.g. 10 for the 10x day).
+    #[arg(long, default_value_t = 1.0)]
+    pub load_scale: f64,
     /// Policy component for mark-rs: KIND=FILE.wasm (batcher, predictor, provisioner).
     #[arg(long = "policy", value_parser = crate::app::parse_policy)]
     pub policies: Vec<(PolicyKind, PathBuf)>,
@@ -52,8 +55,9 @@ pub struct SimulateArgs {
     /// the model's `on_deadline`.
     #[arg(long, default_value = "reject")]
     pub on_deadline: String,
-    /// Largest batch.
-    #[arg(long, default_value_t = 8)]
+    /// Largest batch the model takes; each type batches up to the largest batch its curve
+    /// measured (the CPU profile: 8), so a GPU curve to 32 batches to 32.
+    #[arg(long, default_value_t = 32)]
     pub max_batch: u32,
     /// Seed (arrivals, interruptions).
     #[arg(long, default_value_t = 1)]
@@ -73,6 +77,12 @@ pub struct SimulateArgs {
     /// Upper bound on instances.
     #[arg(long, default_value_t = 1000)]
     pub max_instances: u32,
+    /// Launches allowed per rolling hour (a safety net under every policy).
+    #[arg(long, default_value_t = crate::control::fleet::CHANGES_PER_HOUR)]
+    pub max_launches_per_hour: u32,
+    /// Terminations allowed per rolling hour.
+    #[arg(long, default_value_t = crate::control::fleet::CHANGES_PER_HOUR)]
+    pub max_terminations_per_hour: u32,
     /// Strategies simulated at once.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -98,8 +108,15 @@ pub enum SimulateError {
 /// Runs `mark simulate`.
 pub fn run(a: SimulateArgs) -> Result<(), SimulateError> {
     use SimulateError::Input;
+    if !(a.load_scale.is_finite() && a.load_scale > 0.0 && a.load_scale <= 1000.0) {
+        return Err(Input(format!(
+            "--load-scale {}: must be in (0, 1000]",
+            a.load_scale
+        )));
+    }
     let workload = match Workload::parse(&a.workload) {
-        Ok(w) => w,
+        Ok(w) if a.load_scale == 1.0 => w,
+        Ok(w) => w.scaled(a.load_scale),
         Err(e) => return Err(Input(e.to_string())),
     };
     if let Some(f) = &a.export_workload {
@@ -206,6 +223,8 @@ pub fn run(a: SimulateArgs) -> Result<(), SimulateError> {
             spot_interruptions_per_hour: a.spot_interruptions_per_hour,
             mass_interruption: mass,
             max_instances: a.max_instances,
+            launches_per_hour: a.max_launches_per_hour,
+            terminations_per_hour: a.max_terminations_per_hour,
             sagemaker_markup: catalog.sagemaker_markup,
             reject_late: a.on_deadline == "reject",
             ..SimParams::default()
@@ -213,7 +232,11 @@ pub fn run(a: SimulateArgs) -> Result<(), SimulateError> {
         catalog,
         model: a.model.clone(),
         profile,
-        workload_spec: a.workload.clone(),
+        workload_spec: if a.load_scale == 1.0 {
+            a.workload.clone()
+        } else {
+            format!("{} x{}", a.workload, a.load_scale)
+        },
         runs,
         policies,
         threads: a.threads,

@@ -16,12 +16,16 @@ pub struct TypeModel {
     /// Service time of a batch of b items at full speed, seconds (index b - 1): the profile's
     /// median divided by the type's speed.
     pub service_s: Vec<f64>,
-    /// The p99 profile the batcher plans with, scaled to this type.
+    /// The p99 profile the batcher plans with, scaled to this type (burstables: to the speed
+    /// they sustain without credits).
     pub profile: Vec<ProfilePoint>,
     /// Speed relative to the profiled machine.
     pub speed: f64,
     /// Share of full speed sustained without CPU credits (1 unless burstable).
     pub baseline: f64,
+    /// Largest batch this type runs: the model's limit, bounded by the largest batch its curve
+    /// measured (a GPU curve to 32 batches to 32, the CPU profile to 8 stays at 8).
+    pub max_batch: u32,
 }
 
 impl TypeModel {
@@ -51,12 +55,17 @@ impl TypeModel {
                     None => (profile, speed),
                 };
                 let p50 = |b: u32| curve.median_us(b) / scale;
+                let limit = curve.batch_limit(max_batch);
                 TypeModel {
+                    max_batch: limit,
                     spec,
                     credits_per_hour: t.cpu_credits_per_hour,
                     baseline: t.baseline_share(),
-                    service_s: (1..=max_batch.max(1)).map(|b| p50(b) / 1e6).collect(),
-                    profile: curve.policy_points(scale),
+                    service_s: (1..=limit).map(|b| p50(b) / 1e6).collect(),
+                    // a burstable's batches are planned for the speed it sustains without
+                    // credits (as the live gateway does): spent credits must not push them
+                    // past the SLO
+                    profile: curve.policy_points(scale * t.baseline_share()),
                     speed,
                 }
             })

@@ -31,6 +31,10 @@ pub struct SimParams {
     pub sample_s: f64,
     /// Upper bound on instances.
     pub max_instances: u32,
+    /// Launches allowed per rolling hour (all strategies that use the controller).
+    pub launches_per_hour: u32,
+    /// Terminations allowed per rolling hour.
+    pub terminations_per_hour: u32,
     /// Price multiplier of SageMaker instances.
     pub sagemaker_markup: f64,
     /// The gateway's `on_deadline = "reject"` (mark-rs strategy only): a request expected to be
@@ -48,12 +52,14 @@ impl Default for SimParams {
             interval_s: 60.0,
             window_s: 5.0,
             horizon: 5,
-            max_batch: 8,
+            max_batch: 32,
             spot_interruptions_per_hour: 0.01,
             mass_interruption: None,
             lambda_keepalive_s: 600.0,
             sample_s: 60.0,
             max_instances: 1000,
+            launches_per_hour: crate::control::fleet::CHANGES_PER_HOUR,
+            terminations_per_hour: crate::control::fleet::CHANGES_PER_HOUR,
             sagemaker_markup: 1.4,
             reject_late: true,
         }

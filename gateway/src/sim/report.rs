@@ -19,6 +19,8 @@ pub struct Sample {
     pub instances: u32,
     /// Requests per second sent to Lambda.
     pub lambda_rps: f64,
+    /// Requests that missed the SLO during the sample (answered late, refused or dropped).
+    pub missed: u64,
     /// USD so far.
     pub cost: f64,
 }
@@ -61,6 +63,10 @@ pub struct PolicyReport {
     pub cost_by_backend: BTreeMap<String, f64>,
     /// Instances launched (including the warm start).
     pub launches: u64,
+    /// Instances terminated by the controller (not interruptions).
+    pub terminations: u64,
+    /// Launches and terminations the per-hour budget refused.
+    pub changes_skipped_by_rate: u64,
     /// Spot interruptions.
     pub interruptions: u64,
     /// Requests whose batch an interruption cut off (served again).

@@ -4,6 +4,7 @@
 
 use super::baselines::Strategy;
 use super::params::SimParams;
+use super::report::{PolicyReport, Sample};
 use super::workload::Workload;
 use super::*;
 use crate::control::catalog::Catalog;
@@ -21,13 +22,13 @@ fn flat_profile(ms: f64) -> LatencyProfile {
 }
 
 fn opts(
-    catalog: &str,
+    catalog: Catalog,
     profile: LatencyProfile,
     w: Workload,
     runs: &[(Strategy, bool)],
 ) -> SimOptions {
     SimOptions {
-        catalog: Catalog::parse(catalog, "test").unwrap(),
+        catalog,
         model: "m".into(),
         profile,
         workload: w,
@@ -76,7 +77,7 @@ fn constant_rate_on_one_type_matches_the_arithmetic() {
     // 50 req/s evenly spaced for an hour; batch-1 service 10 ms (capacity 100 req/s at a 100 ms
     // SLO): one instance, every request served in exactly 10 ms, $0.36 for the hour
     let o = opts(
-        ONE_TYPE,
+        Catalog::parse(ONE_TYPE, "test").unwrap(),
         flat_profile(10.0),
         uniform(50.0, 3600.0),
         &[(Strategy::StaticPeak, false), (Strategy::LambdaOnly, false)],
@@ -120,11 +121,7 @@ fn same_seed_same_summary_and_another_seed_differs() {
     let w = super::workload::stress(150.0, 1800.0);
     let runs = [(Strategy::MarkRs, true), (Strategy::SageMaker, false)];
     let mut o = opts(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/catalog-us-east-1.toml"
-        ))
-        .unwrap(),
+        step_catalog(),
         toml::from_str(DEFAULT_PROFILE).unwrap(),
         w,
         &runs,
@@ -141,17 +138,18 @@ fn same_seed_same_summary_and_another_seed_differs() {
     assert_ne!(a.policies[0].requests, c.policies[0].requests);
 }
 
-fn step_catalog() -> String {
-    std::fs::read_to_string(concat!(
+/// The shipped catalog, with the GPU curves its files hold.
+fn step_catalog() -> Catalog {
+    Catalog::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/catalog-us-east-1.toml"
-    ))
+    )))
     .unwrap()
 }
 
 fn step_opts(runs: &[(Strategy, bool)]) -> SimOptions {
     let mut o = opts(
-        &step_catalog(),
+        step_catalog(),
         toml::from_str(DEFAULT_PROFILE).unwrap(),
         super::workload::stress(200.0, 3600.0),
         runs,
@@ -199,7 +197,7 @@ fn baselines_behave_as_documented_on_a_step() {
         .split('/')
         .next()
         .unwrap();
-    let cat = Catalog::parse(&step_catalog(), "c").unwrap();
+    let cat = step_catalog();
     let price = cat.get(ty).unwrap().price_on_demand * cat.sagemaker_markup;
     let hours: f64 = sm.instance_hours.values().sum();
     assert!(
@@ -277,7 +275,7 @@ fn overload_is_refused_not_served_late_as_the_gateway_does() {
     let catalog = format!("[[instance]]{catalog}");
     let run = |reject_late: bool| {
         let mut o = opts(
-            &catalog,
+            Catalog::parse(&catalog, "test").unwrap(),
             flat_profile(10.0),
             uniform(300.0, 300.0),
             &[(Strategy::MarkRs, false)],
@@ -302,4 +300,81 @@ fn overload_is_refused_not_served_late_as_the_gateway_does() {
     assert_eq!(serve.rejected, 0);
     assert!(serve.p99_ms > 10_000.0, "{}", serve.p99_ms);
     assert!(serve.attainment < reject.attainment);
+}
+
+/// mark-rs on the shipped catalog (GPU curves included), one strategy, on-demand.
+fn shipped_run(w: Workload) -> PolicyReport {
+    let mut o = opts(
+        step_catalog(),
+        toml::from_str(DEFAULT_PROFILE).unwrap(),
+        w,
+        &[(Strategy::MarkRs, false)],
+    );
+    o.model = "resnet18".into();
+    o.params.slo_ms = 300.0;
+    o.params.max_batch = 32;
+    o.params.spot_interruptions_per_hour = 0.0;
+    simulate(&o).policies.remove(0)
+}
+
+#[test]
+fn a_flat_load_does_not_churn_the_fleet() {
+    // 3 h of Poisson arrivals at a flat 400 req/s: the forecast wobbles with the noise of the
+    // 5 s peaks, the fleet must not follow it
+    let p = shipped_run(Workload::Rates {
+        interval_s: 3.0 * 3600.0,
+        rates: vec![400.0],
+        uniform: false,
+    });
+    println!(
+        "flat 400 req/s, 3 h: launches {} terminations {} skipped {} attainment {:.4} hours {:?}",
+        p.launches, p.terminations, p.changes_skipped_by_rate, p.attainment, p.instance_hours
+    );
+    let fleet = p.timeline.last().unwrap().instances;
+    assert!(
+        p.launches <= u64::from(fleet) + 2 && p.terminations <= 2,
+        "churn: {} launches and {} terminations for a fleet of {fleet}",
+        p.launches,
+        p.terminations
+    );
+    assert_eq!(p.changes_skipped_by_rate, 0);
+    assert!(p.attainment >= 0.995, "{}", p.attainment);
+}
+
+#[test]
+fn a_plan_that_swaps_cpu_for_gpu_keeps_capacity_while_the_gpu_boots() {
+    // 150 req/s for 30 min (CPU instances), then 1,500 req/s (a GPU is cheaper per request):
+    // the CPU instances keep serving until what replaces them serves
+    let p = shipped_run(Workload::Rates {
+        interval_s: 1800.0,
+        rates: vec![150.0, 1500.0, 1500.0, 1500.0],
+        uniform: false,
+    });
+    println!(
+        "step 150 -> 1500 req/s: launches {} terminations {} attainment {:.4} p99 {:.0} ms hours {:?}",
+        p.launches, p.terminations, p.attainment, p.p99_ms, p.instance_hours
+    );
+    assert!(
+        p.instance_hours.keys().any(|k| k.starts_with('g')),
+        "the plan never picked a GPU type at 1,500 req/s: {:?}",
+        p.instance_hours
+    );
+    // after the step has been seen (2 intervals) serving capacity never falls below the
+    // capacity it had, until the load is covered
+    let after: Vec<&Sample> = p
+        .timeline
+        .iter()
+        .filter(|s| s.t >= 1800.0 + 120.0)
+        .collect();
+    for w in after.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        assert!(
+            b.capacity_rps >= a.capacity_rps.min(1500.0) * 0.999,
+            "serving capacity fell from {:.0} to {:.0} req/s at t = {:.0} s",
+            a.capacity_rps,
+            b.capacity_rps,
+            b.t
+        );
+    }
+    assert!(p.attainment >= 0.99, "{}", p.attainment);
 }

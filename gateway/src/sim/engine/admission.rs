@@ -11,6 +11,7 @@ impl Sim<'_> {
     /// A refused or dropped request: an SLO miss.
     pub(super) fn reject(&mut self, k: u64) {
         self.rejected += k;
+        self.sample_missed += k;
         self.monitors.slo.record(self.now, 0, k);
     }
 
@@ -19,7 +20,11 @@ impl Sim<'_> {
     /// Lambda slot can take it, and some instance is ready (while none is, it waits for one).
     pub(super) fn late_at_arrival(&mut self) -> bool {
         let len = self.queue.len();
-        if !self.reject_late() || len < self.max_batch() as usize {
+        let full_batch = (0..self.types.len())
+            .map(|ty| self.type_max_batch(ty))
+            .max()
+            .unwrap_or(1);
+        if !self.reject_late() || len < full_batch as usize {
             return false;
         }
         if self.lambda.as_ref().is_some_and(SimLambda::available) {
@@ -38,10 +43,8 @@ impl Sim<'_> {
         if cap <= 0.0 {
             return false;
         }
-        let own = self
-            .types
-            .iter()
-            .map(|t| t.service(self.max_batch()))
+        let own = (0..self.types.len())
+            .map(|ty| self.types[ty].service(self.type_max_batch(ty)))
             .fold(f64::INFINITY, f64::min);
         len as f64 / cap + own > crate::batching::admission::ADMIT_SHARE_OF_SLO * self.slo_s()
     }

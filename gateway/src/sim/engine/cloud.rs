@@ -66,7 +66,11 @@ impl Sim<'_> {
     pub(super) fn apply(&mut self, actions: Vec<Action>) {
         let size = self.alive();
         let max = self.p.max_instances;
-        fleet_ops::ready(fleet_ops::apply(self, actions, size, max));
+        let (now, mut budget) = (self.now, std::mem::take(&mut self.budget));
+        let done = fleet_ops::ready(fleet_ops::apply(self, actions, size, max, &mut budget, now));
+        self.budget = budget;
+        self.terminations += u64::from(done.terminated);
+        self.skipped_by_rate += u64::from(done.skipped_by_rate);
     }
 }
 

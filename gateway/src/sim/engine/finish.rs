@@ -63,6 +63,8 @@ impl Sim<'_> {
             instance_hours: hours,
             cost_by_backend: by_backend,
             launches: self.launches,
+            terminations: self.terminations,
+            changes_skipped_by_rate: self.skipped_by_rate,
             interruptions: self.interruptions,
             requeued: self.requeued,
             forced_batches: self.forced,

@@ -17,9 +17,9 @@ use super::report::{PolicyReport, Sample};
 use super::stats::LatencyHist;
 use super::workload::Workload;
 use crate::control::catalog::LambdaSpec;
-use crate::control::controller::{step, Action, ControlConfig, FleetInstance};
+use crate::control::controller::{step, Action, ControlConfig, FleetInstance, SCALE_IN_GUARD};
 use crate::control::fleet::{self as fleet_ops, Fleet, Instance, InstanceState};
-use crate::control::monitors::{EmergencyGuard, Monitors};
+use crate::control::monitors::{EmergencyGuard, FleetLoad, Monitors};
 
 use super::params::{Policies, SimParams};
 
@@ -60,11 +60,17 @@ struct Sim<'a> {
     arrival_rate: f64,
     sample_arrivals: u64,
     sample_lambda: u64,
+    /// Requests that missed the SLO since the last sample (late, refused or dropped).
+    sample_missed: u64,
     rng: mark_policies::traces::Rng,
     policies: Policies,
     sagemaker: Option<SageMakerScaler>,
     samples: Vec<Sample>,
     launches: u64,
+    terminations: u64,
+    /// Launches and terminations the hour's budget did not allow.
+    skipped_by_rate: u64,
+    budget: fleet_ops::ChangeBudget,
     interruptions: u64,
     forced: u64,
     requeued: u64,
@@ -93,11 +99,18 @@ impl<'a> Sim<'a> {
         self.p.slo_ms / 1000.0
     }
 
+    /// The model's batch limit for this strategy (SageMaker's baseline does not batch).
     fn max_batch(&self) -> u32 {
         match self.strategy {
             Strategy::SageMaker => 1,
             _ => self.p.max_batch.max(1),
         }
+    }
+
+    /// Largest batch an instance of type `ty` runs: the model's limit bounded by that type's
+    /// own curve.
+    fn type_max_batch(&self, ty: usize) -> u32 {
+        self.max_batch().min(self.types[ty].max_batch).max(1)
     }
 
     fn price(&self, ty: usize, market: Market) -> f64 {
@@ -179,6 +192,8 @@ impl<'a> Sim<'a> {
                 latency_ms: self.p.slo_ms,
                 attainment_target: self.p.attainment_target,
             },
+            // mark-rs makes before it breaks; MArk as released terminates the surplus at once
+            scale_in_guard: (self.strategy == Strategy::MarkRs).then_some(SCALE_IN_GUARD),
         };
         let fleet = self.fleet();
         let history = self.monitors.rates.history.clone();
@@ -202,11 +217,16 @@ impl<'a> Sim<'a> {
         self.arrival_rate = self.window_arrivals as f64 / self.p.window_s;
         self.window_arrivals = 0;
         if self.strategy == Strategy::MarkRs {
-            let size = self.alive();
+            let load = FleetLoad::of(
+                self.alive(),
+                &self.fleet(),
+                &self.catalog,
+                self.monitors.rates.recent_peak(),
+            );
             let emergency = self.emergency.check(
                 self.now,
                 &mut self.monitors.slo,
-                size,
+                load,
                 self.p.max_instances,
                 &self.catalog,
             );
@@ -238,10 +258,12 @@ impl<'a> Sim<'a> {
             capacity_rps: capacity,
             instances: self.instances.iter().filter(|i| i.alive()).count() as u32,
             lambda_rps: self.sample_lambda as f64 / self.p.sample_s,
+            missed: self.sample_missed,
             cost,
         });
         self.sample_arrivals = 0;
         self.sample_lambda = 0;
+        self.sample_missed = 0;
     }
 
     fn complete(&mut self, batch: &[f64]) {
@@ -252,6 +274,7 @@ impl<'a> Sim<'a> {
             self.hist.record(l, slo);
             met += u64::from(l <= slo);
         }
+        self.sample_missed += batch.len() as u64 - met;
         self.monitors.slo.record(self.now, met, batch.len() as u64);
     }
 
@@ -306,11 +329,17 @@ impl<'a> Sim<'a> {
             let per_call = if self.strategy == Strategy::LambdaOnly {
                 1
             } else {
+                // the function runs the model's CPU curve: never a batch it has not measured
+                let limit = if self.types.is_empty() {
+                    self.max_batch()
+                } else {
+                    self.type_max_batch(0)
+                };
                 crate::batching::spill::spill_batch(
                     &profile,
                     (self.p.slo_ms * 1000.0) as u64,
                     spec.latency_s,
-                    self.max_batch(),
+                    limit,
                 )
             };
             let run = (1..=per_call)
@@ -362,7 +391,6 @@ impl<'a> Sim<'a> {
 
     fn dispatch(&mut self) {
         let slo = self.slo_s();
-        let max_b = self.max_batch();
         loop {
             let Some(&oldest) = self.queue.front() else {
                 self.waiting = None;
@@ -372,6 +400,7 @@ impl<'a> Sim<'a> {
                 self.maybe_spill();
                 return;
             };
+            let max_b = self.type_max_batch(self.instances[idx].ty);
             let len = self.queue.len();
             let wait = self.now - oldest;
             if let Some((until, seen)) = self.waiting {

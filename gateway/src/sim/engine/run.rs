@@ -51,11 +51,15 @@ pub fn run(
         arrival_rate: workload.mean_rate_at(0.0),
         sample_arrivals: 0,
         sample_lambda: 0,
+        sample_missed: 0,
         rng: mark_policies::traces::Rng::new(p.seed ^ 0x5907),
         policies,
         sagemaker: None,
         samples: Vec::new(),
         launches: 0,
+        terminations: 0,
+        skipped_by_rate: 0,
+        budget: fleet_ops::ChangeBudget::new(p.launches_per_hour, p.terminations_per_hour),
         interruptions: 0,
         forced: 0,
         requeued: 0,
@@ -65,12 +69,10 @@ pub fn run(
         best_rate: Vec::new(),
         capacity_at: (-1.0, 0.0),
     };
-    let max_b = sim.max_batch();
-    sim.best_rate = sim
-        .types
-        .iter()
-        .map(|t| {
-            (1..=max_b)
+    sim.best_rate = (0..sim.types.len())
+        .map(|ty| {
+            let t = &sim.types[ty];
+            (1..=sim.type_max_batch(ty))
                 .map(|b| f64::from(b) / t.service(b).max(1e-9))
                 .fold(0.0, f64::max)
         })

@@ -1,4 +1,4 @@
-//! Synthetic workloads: a Twitter-like day and MArk's stress test.
+//! Synthetic workloads: a Twitter-like day, a day of hourly steps and MArk's stress test.
 
 use mark_policies::traces::Rng;
 
@@ -27,6 +27,22 @@ pub fn twitter_like(seed: u64) -> Workload {
     Workload::Rates {
         interval_s: 60.0,
         rates,
+        uniform: false,
+    }
+}
+
+/// A day of hourly steps: each hour a level drawn uniformly between 100 and 1,700 req/s, held for
+/// the hour (one-minute rates, 3% noise). No forecast sees a step coming; the fleet must follow
+/// it up and down, and the cheapest type changes with the level (CPU below the crossover, GPU
+/// above it).
+pub fn hourly_steps(seed: u64) -> Workload {
+    let mut r = Rng::new(seed ^ 0x5739);
+    let levels: Vec<f64> = (0..24).map(|_| 100.0 + 1600.0 * r.uniform()).collect();
+    Workload::Rates {
+        interval_s: 60.0,
+        rates: (0..1440)
+            .map(|i| (levels[i / 60] * (1.0 + 0.03 * r.normal())).max(1.0))
+            .collect(),
         uniform: false,
     }
 }

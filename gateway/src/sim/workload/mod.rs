@@ -13,7 +13,7 @@ mod generators;
 mod readers;
 mod spec;
 
-pub use generators::{stress, twitter_like};
+pub use generators::{hourly_steps, stress, twitter_like};
 pub use readers::{parse_csv, read_csv, read_map, write_csv};
 
 use mark_policies::traces::Rng;
@@ -57,6 +57,38 @@ impl From<String> for WorkloadError {
 pub const MAX_SECONDS: f64 = 366.0 * 86400.0;
 
 impl Workload {
+    /// The same workload with every arrival rate multiplied by `factor` (> 0): `--load-scale`.
+    /// A MAP keeps its state-switching rates; its arrival matrix D1 scales, and D0's diagonal
+    /// follows so that rows still sum to zero.
+    pub fn scaled(self, factor: f64) -> Workload {
+        match self {
+            Workload::Rates {
+                interval_s,
+                rates,
+                uniform,
+            } => Workload::Rates {
+                interval_s,
+                rates: rates.into_iter().map(|r| r * factor).collect(),
+                uniform,
+            },
+            Workload::Map { window_s, windows } => Workload::Map {
+                window_s,
+                windows: windows
+                    .into_iter()
+                    .map(|(mut d0, mut d1)| {
+                        for i in 0..2 {
+                            for v in &mut d1[i] {
+                                *v *= factor;
+                            }
+                            d0[i][i] = -(d0[i][1 - i] + d1[i][0] + d1[i][1]);
+                        }
+                        (d0, d1)
+                    })
+                    .collect(),
+            },
+        }
+    }
+
     /// Seconds the workload lasts.
     pub fn duration_s(&self) -> f64 {
         match self {
@@ -222,6 +254,49 @@ mod tests {
             w.arrivals(7).collect::<Vec<_>>(),
             "same seed, same stream"
         );
+    }
+
+    #[test]
+    fn load_scale_multiplies_every_rate() {
+        let w = Workload::Rates {
+            interval_s: 60.0,
+            rates: vec![10.0, 20.0],
+            uniform: false,
+        };
+        assert_eq!(w.scaled(10.0).peak_rate(), 200.0);
+        // a MAP: the stationary arrival rate scales, the state switching does not
+        let d0 = [[-3.0, 1.0], [0.5, -10.5]];
+        let d1 = [[2.0, 0.0], [0.0, 10.0]];
+        let before = map_rate(&d0, &d1);
+        let w = Workload::Map {
+            window_s: 60.0,
+            windows: vec![(d0, d1)],
+        };
+        let Workload::Map { windows, .. } = w.scaled(10.0) else {
+            unreachable!()
+        };
+        let (s0, s1) = windows[0];
+        assert!((map_rate(&s0, &s1) - 10.0 * before).abs() < 1e-9);
+        assert_eq!((s0[0][1], s0[1][0]), (1.0, 0.5));
+        for i in 0..2 {
+            assert!((s0[i].iter().sum::<f64>() + s1[i].iter().sum::<f64>()).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn hourly_steps_hold_each_level_for_an_hour() {
+        let Workload::Rates { rates, .. } = hourly_steps(1) else {
+            unreachable!()
+        };
+        assert_eq!(rates.len(), 1440);
+        let hour_mean = |h: usize| rates[h * 60..(h + 1) * 60].iter().sum::<f64>() / 60.0;
+        for h in 0..24 {
+            let m = hour_mean(h);
+            assert!((95.0..=1750.0).contains(&m), "hour {h}: {m}");
+            assert!(rates[h * 60..(h + 1) * 60]
+                .iter()
+                .all(|r| (r - m).abs() < 0.15 * m));
+        }
     }
 
     #[test]

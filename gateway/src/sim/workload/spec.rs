@@ -2,14 +2,17 @@
 
 use std::path::Path;
 
-use super::{read_csv, read_map, stress, twitter_like, Workload, WorkloadError, MAX_SECONDS};
+use super::{
+    hourly_steps, read_csv, read_map, stress, twitter_like, Workload, WorkloadError, MAX_SECONDS,
+};
 
 fn bad(m: impl Into<String>) -> WorkloadError {
     WorkloadError(m.into())
 }
 
 impl Workload {
-    /// Parses a `--workload` spec: `twitter-like[:SEED]`, `stress[:RATE[:SECONDS]]`,
+    /// Parses a `--workload` spec: `twitter-like[:SEED]`, `steps[:SEED]` (a day of hourly
+    /// steps), `stress[:RATE[:SECONDS]]`,
     /// `csv:FILE[:INTERVAL_S]`, `uniform:FILE[:INTERVAL_S]` (evenly spaced arrivals),
     /// `map:DIR_OR_FILE[:WINDOW_S]`, or a bare path (a directory or `.map` file is a MAP,
     /// anything else a CSV).
@@ -40,6 +43,7 @@ impl Workload {
             };
         match kind {
             "twitter-like" => Ok(twitter_like(num(rest, 1.0, "seed")? as u64)),
+            "steps" => Ok(hourly_steps(num(rest, 1.0, "seed")? as u64)),
             "stress" => {
                 let (rate, secs) = match rest {
                     Some(r) => {
@@ -78,7 +82,7 @@ impl Workload {
                     read_csv(p, 60.0)
                 } else {
                     Err(bad(format!(
-                        "unknown workload '{spec}': use twitter-like[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S], uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S]"
+                        "unknown workload '{spec}': use twitter-like[:SEED], steps[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S], uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S]"
                     )))
                 }
             }
