@@ -2,7 +2,7 @@
 # Simulator speed and the cost tables of docs/simulation.md. Needs `cargo build --release --bin mark`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MARK=${MARK:-./target/release/mark}
+MARK=${MARK:-${CARGO_TARGET_DIR:-target}/release/mark}
 DAY=csv:examples/workloads/twitter-like-day.csv
 t() {
   python3 -c 'import subprocess, sys, time
@@ -13,7 +13,16 @@ echo "speed (one strategy, 24 h, ~17.5 M requests):"
 t "$MARK" simulate --workload "$DAY" --baseline mark-rs --spot spot --threads 1 --quiet --out /tmp/mark-bench-sim
 t "$MARK" simulate --workload "$DAY" --baseline mark-rs --spot spot --threads 1 --quiet --native-policies --out /tmp/mark-bench-sim
 t "$MARK" simulate --workload "$DAY" --baseline sagemaker --threads 1 --quiet --out /tmp/mark-bench-sim
-echo "tables:"
-"$MARK" simulate --workload "$DAY" --quiet --out sim-out/day
-"$MARK" simulate --workload csv:examples/workloads/stress.csv --quiet --out sim-out/stress
-"$MARK" simulate --workload map:examples/workloads/mmpp-day:3600 --quiet --out sim-out/mmpp
+echo "tables (docs/simulation.md; 1x and 10x load):"
+run() { # OUT WORKLOAD SCALE
+  "$MARK" simulate --workload "$2" --load-scale "$3" --quiet --out "sim-out/$1" >/dev/null
+  echo "  sim-out/$1: $2 x$3"
+}
+run day "$DAY" 1
+run day10 "$DAY" 10
+run steps steps:1 1
+run steps10 steps:1 10
+run stress csv:examples/workloads/stress.csv 1
+run stress10 csv:examples/workloads/stress.csv 10
+run mmpp map:examples/workloads/mmpp-day:3600 1
+run mmpp10 map:examples/workloads/mmpp-day:3600 10

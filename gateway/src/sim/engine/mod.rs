@@ -62,6 +62,8 @@ struct Sim<'a> {
     sample_lambda: u64,
     /// Requests that missed the SLO since the last sample (late, refused or dropped).
     sample_missed: u64,
+    /// Reused by `dispatch`: one idle instance per type.
+    offer_scratch: Vec<usize>,
     rng: mark_policies::traces::Rng,
     policies: Policies,
     sagemaker: Option<SageMakerScaler>,
@@ -389,65 +391,6 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn dispatch(&mut self) {
-        let slo = self.slo_s();
-        loop {
-            let Some(&oldest) = self.queue.front() else {
-                self.waiting = None;
-                return;
-            };
-            let Some(&idx) = self.idle.first() else {
-                self.maybe_spill();
-                return;
-            };
-            let max_b = self.type_max_batch(self.instances[idx].ty);
-            let len = self.queue.len();
-            let wait = self.now - oldest;
-            if let Some((until, seen)) = self.waiting {
-                let step = (max_b / 8).max(1) as usize;
-                let grown = len >= seen + step || len >= max_b as usize;
-                if self.now < until && !grown && wait < slo {
-                    self.maybe_spill();
-                    return;
-                }
-                self.waiting = None;
-            }
-            let n = if max_b == 1 {
-                1
-            } else {
-                let t = &self.types[self.instances[idx].ty];
-                let st = QueueState {
-                    queued_items: len as u32,
-                    queued_requests: len as u32,
-                    oldest_wait_us: (wait * 1e6) as u64,
-                    slo_us: (slo * 1e6) as u64,
-                    arrival_rate: self.arrival_rate,
-                    max_batch: max_b,
-                    executors: self.instances.iter().filter(|i| i.ready).count() as u32,
-                    profile: &t.profile,
-                };
-                match self.policies.batch.decide(&st) {
-                    BatchDecision::Send(n) => n.clamp(1, max_b) as usize,
-                    BatchDecision::Wait(_) if wait >= slo => {
-                        self.forced += 1;
-                        len.min(max_b as usize)
-                    }
-                    BatchDecision::Wait(us) => {
-                        // at least 1 ms, as tokio's timer wheel rounds the live loop's waits: a
-                        // policy answering "wait 0" forever cannot stall the clock
-                        let until =
-                            self.now + (us as f64 / 1e6).max(1e-3).min(slo - wait).max(1e-6);
-                        self.waiting = Some((until, len));
-                        self.at(until, Ev::Wake);
-                        self.maybe_spill();
-                        return;
-                    }
-                }
-            };
-            self.start_batch(idx, n.min(len));
-        }
-    }
-
     fn handle(&mut self, e: Ev) {
         match e {
             Ev::BatchDone(idx, epoch) => {
@@ -541,6 +484,7 @@ impl<'a> Sim<'a> {
 
 mod admission;
 mod cloud;
+mod dispatch;
 mod finish;
 mod run;
 pub use run::run;

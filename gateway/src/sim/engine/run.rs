@@ -52,6 +52,7 @@ pub fn run(
         sample_arrivals: 0,
         sample_lambda: 0,
         sample_missed: 0,
+        offer_scratch: Vec::new(),
         rng: mark_policies::traces::Rng::new(p.seed ^ 0x5907),
         policies,
         sagemaker: None,

@@ -1,0 +1,104 @@
+//! Forming batches on the simulated fleet: the queue is offered to the idle instances, one of
+//! each type in turn, and each batch is sized by the batch policy from that type's curve (the
+//! live batch loop's rule, per backend).
+
+use super::*;
+
+impl Sim<'_> {
+    /// The batch an idle instance `idx` would take now: `Ok(n)` to send `n` items, `Err(t)` to
+    /// wait until `t` (the batch policy's answer, with the host's liveness rule).
+    fn offer(&mut self, idx: usize, len: usize, wait: f64) -> Result<usize, f64> {
+        let slo = self.slo_s();
+        let ty = self.instances[idx].ty;
+        let max_b = self.type_max_batch(ty);
+        if max_b == 1 {
+            return Ok(1);
+        }
+        let t = &self.types[ty];
+        let st = QueueState {
+            queued_items: len as u32,
+            queued_requests: len as u32,
+            oldest_wait_us: (wait * 1e6) as u64,
+            slo_us: (slo * 1e6) as u64,
+            arrival_rate: self.arrival_rate,
+            max_batch: max_b,
+            executors: self.instances.iter().filter(|i| i.ready).count() as u32,
+            profile: &t.profile,
+        };
+        match self.policies.batch.decide(&st) {
+            BatchDecision::Send(n) => Ok(n.clamp(1, max_b) as usize),
+            BatchDecision::Wait(_) if wait >= slo => {
+                self.forced += 1;
+                Ok(len.min(max_b as usize))
+            }
+            // at least 1 ms, as tokio's timer wheel rounds the live loop's waits: a policy
+            // answering "wait 0" forever cannot stall the clock
+            BatchDecision::Wait(us) => {
+                Err(self.now + (us as f64 / 1e6).max(1e-3).min(slo - wait).max(1e-6))
+            }
+        }
+    }
+
+    pub(super) fn dispatch(&mut self) {
+        let slo = self.slo_s();
+        loop {
+            let Some(&oldest) = self.queue.front() else {
+                self.waiting = None;
+                return;
+            };
+            if self.idle.is_empty() {
+                self.maybe_spill();
+                return;
+            }
+            let len = self.queue.len();
+            let wait = self.now - oldest;
+            if let Some((until, seen)) = self.waiting {
+                let max_b = self
+                    .idle
+                    .iter()
+                    .map(|&i| self.type_max_batch(self.instances[i].ty))
+                    .max()
+                    .unwrap_or(1);
+                let step = (max_b / 8).max(1) as usize;
+                let grown = len >= seen + step || len >= max_b as usize;
+                if self.now < until && !grown && wait < slo {
+                    self.maybe_spill();
+                    return;
+                }
+                self.waiting = None;
+            }
+            // the queue is offered to one idle instance of each type in turn: a GPU whose
+            // policy waits to fill a batch of 32 does not hold back an idle CPU instance that
+            // would send now
+            let mut offer = std::mem::take(&mut self.offer_scratch);
+            offer.clear();
+            for &i in &self.idle {
+                let ty = self.instances[i].ty;
+                if !offer.iter().any(|&o| self.instances[o].ty == ty) {
+                    offer.push(i);
+                }
+            }
+            let mut until = f64::INFINITY;
+            let mut chosen = None;
+            for &idx in &offer {
+                match self.offer(idx, len, wait) {
+                    Ok(n) => {
+                        chosen = Some((idx, n));
+                        break;
+                    }
+                    Err(t) => until = until.min(t),
+                }
+            }
+            self.offer_scratch = offer;
+            match chosen {
+                Some((idx, n)) => self.start_batch(idx, n.min(len)),
+                None => {
+                    self.waiting = Some((until, len));
+                    self.at(until, Ev::Wake);
+                    self.maybe_spill();
+                    return;
+                }
+            }
+        }
+    }
+}
