@@ -26,3 +26,6 @@ run stress csv:examples/workloads/stress.csv 1
 run stress10 csv:examples/workloads/stress.csv 10
 run mmpp map:examples/workloads/mmpp-day:3600 1
 run mmpp10 map:examples/workloads/mmpp-day:3600 10
+echo "mark-rs against every baseline (x: times cheaper; the baseline's attainment in brackets):"
+python3 scripts/sim_summary.py sim-out/day sim-out/day10 sim-out/steps sim-out/steps10 \
+  sim-out/stress sim-out/stress10 sim-out/mmpp sim-out/mmpp10
