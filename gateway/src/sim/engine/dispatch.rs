@@ -70,17 +70,18 @@ impl Sim<'_> {
             // the queue is offered to one idle instance of each type in turn: a GPU whose
             // policy waits to fill a batch of 32 does not hold back an idle CPU instance that
             // would send now
-            let mut offer = std::mem::take(&mut self.offer_scratch);
-            offer.clear();
-            for &i in &self.idle {
-                let ty = self.instances[i].ty;
-                if !offer.iter().any(|&o| self.instances[o].ty == ty) {
-                    offer.push(i);
-                }
-            }
+            let mut tried = std::mem::take(&mut self.offer_scratch);
+            tried.clear();
             let mut until = f64::INFINITY;
             let mut chosen = None;
-            for &idx in &offer {
+            let mut from = 0;
+            while let Some(idx) = self.idle.range(from..).next().copied() {
+                from = idx + 1;
+                let ty = self.instances[idx].ty;
+                if tried.contains(&ty) {
+                    continue;
+                }
+                tried.push(ty);
                 match self.offer(idx, len, wait) {
                     Ok(n) => {
                         chosen = Some((idx, n));
@@ -89,7 +90,7 @@ impl Sim<'_> {
                     Err(t) => until = until.min(t),
                 }
             }
-            self.offer_scratch = offer;
+            self.offer_scratch = tried;
             match chosen {
                 Some((idx, n)) => self.start_batch(idx, n.min(len)),
                 None => {

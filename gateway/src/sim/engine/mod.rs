@@ -62,7 +62,7 @@ struct Sim<'a> {
     sample_lambda: u64,
     /// Requests that missed the SLO since the last sample (late, refused or dropped).
     sample_missed: u64,
-    /// Reused by `dispatch`: one idle instance per type.
+    /// Reused by `dispatch`: the types offered the queue so far.
     offer_scratch: Vec<usize>,
     rng: mark_policies::traces::Rng,
     policies: Policies,
