@@ -70,9 +70,22 @@ pub struct ServeArgs {
     about = "MArk-rs: cost-aware ML inference gateway"
 )]
 pub struct Cli {
+    /// Log lines on stderr: `text` (for people) or `json` (one object per line, for log
+    /// pipelines: timestamp, level, target, message and every field).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// The subcommand.
     #[command(subcommand)]
     pub cmd: Cmd,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use mark_gateway::app::PolicyOptions;
-use mark_gateway::cli::{Cli, Cmd, PolicyCmd, ServeArgs};
+use mark_gateway::cli::{Cli, Cmd, LogFormat, PolicyCmd, ServeArgs};
 use mark_gateway::config::ServerConfig;
 use mark_gateway::control::catalog::Catalog;
 use mark_gateway::exec::measure;
@@ -18,14 +18,18 @@ use mark_gateway::sim::cli::SimulateError;
 use mark_gateway::{app, exec, loadgen, repo};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,ort=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

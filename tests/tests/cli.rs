@@ -109,3 +109,41 @@ fn a_catalog_with_a_falling_profile_exits_64_naming_type_and_model() {
         "{err}"
     );
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let repo = repo_with(&[("mlp", "max_batch_size = 2\n")]);
+    let out = Command::new(mark_bin())
+        .args([
+            "--log-format",
+            "json",
+            "profile",
+            "--batch-sizes",
+            "1",
+            "--reps",
+            "2",
+        ])
+        .arg("--model-repo")
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["message"] == "loaded ONNX Runtime"
+            && l["fields"]["path"].is_string()),
+        "{err}"
+    );
+    // an unknown format is a usage error
+    let out = Command::new(mark_bin())
+        .args(["--log-format", "yaml", "profile"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("yaml"));
+}
