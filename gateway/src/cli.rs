@@ -72,7 +72,7 @@ pub struct ServeArgs {
 pub struct Cli {
     /// Log lines on stderr: `text` (for people) or `json` (one object per line, for log
     /// pipelines: timestamp, level, target, message and every field).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, env = "MARK_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// The subcommand.
     #[command(subcommand)]

@@ -19,6 +19,10 @@ use mark_gateway::{app, exec, loadgen, repo};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // processes this one starts (the local cloud's workers) log the same way
+    if cli.log_format == LogFormat::Json {
+        std::env::set_var("MARK_LOG_FORMAT", "json");
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
