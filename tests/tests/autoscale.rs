@@ -28,32 +28,7 @@ async fn load_step_scales_out_and_worker_loss_loses_nothing() {
         "mlp",
         "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\n",
     )]);
-    let dir = temp_dir("autoscale");
-    let catalog_path = dir.join("catalog.toml");
-    std::fs::write(&catalog_path, CATALOG).unwrap();
-    let state_dir = dir.join("cloud");
-    let g = Gateway::start(&[
-        "--model-repo",
-        repo.to_str().unwrap(),
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--admin-token",
-        "t",
-        "--cloud",
-        "local",
-        "--catalog",
-        catalog_path.to_str().unwrap(),
-        "--control-interval",
-        "2",
-        "--control-window",
-        "0.5",
-        "--cloud-state",
-        state_dir.to_str().unwrap(),
-        "--max-instances",
-        "6",
-    ])
-    .ready()
-    .await;
+    let (g, state_dir) = start_local_cloud(&repo, CATALOG, "autoscale", "2", "6").await;
     let admin = g.admin.clone().unwrap();
     let url = format!("{}/v2/models/mlp/infer", g.base);
     let reference = Arc::new(output_f32(

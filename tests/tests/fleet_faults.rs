@@ -39,23 +39,7 @@ async fn a_frozen_worker_loses_nothing_and_is_replaced() {
             "mlp",
             "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
         )]);
-        let dir = temp_dir("frozen");
-        let catalog_path = dir.join("catalog.toml");
-        std::fs::write(&catalog_path, CATALOG).unwrap();
-        let state_dir = dir.join("cloud");
-        let g = Gateway::start(&[
-            "--model-repo", repo.to_str().unwrap(),
-            "--admin-listen", "127.0.0.1:0",
-            "--admin-token", "t",
-            "--cloud", "local",
-            "--catalog", catalog_path.to_str().unwrap(),
-            "--control-interval", "2",
-            "--control-window", "0.5",
-            "--cloud-state", state_dir.to_str().unwrap(),
-            "--max-instances", "4",
-        ])
-        .ready()
-        .await;
+        let (g, state_dir) = start_local_cloud(&repo, CATALOG, "frozen", "2", "4").await;
         let admin = g.admin.clone().unwrap();
         let cloud = LocalCloud::new(&state_dir, "mark", "mlp", &mark_bin(), &repo, Catalog::parse(CATALOG, "c").unwrap());
         let url = format!("{}/v2/models/mlp/infer", g.base);

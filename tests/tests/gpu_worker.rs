@@ -42,32 +42,7 @@ async fn run() {
         "mlp",
         "max_batch_size = 64\nslo_ms = 1000\non_deadline = \"serve\"\nexecutors = 1\nintra_threads = 1\n",
     )]);
-    let dir = temp_dir("gpu-worker");
-    let catalog_path = dir.join("catalog.toml");
-    std::fs::write(&catalog_path, CATALOG).unwrap();
-    let state_dir = dir.join("cloud");
-    let g = Gateway::start(&[
-        "--model-repo",
-        repo.to_str().unwrap(),
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--admin-token",
-        "t",
-        "--cloud",
-        "local",
-        "--catalog",
-        catalog_path.to_str().unwrap(),
-        "--control-interval",
-        "1",
-        "--control-window",
-        "0.5",
-        "--cloud-state",
-        state_dir.to_str().unwrap(),
-        "--max-instances",
-        "1",
-    ])
-    .ready()
-    .await;
+    let (g, state_dir) = start_local_cloud(&repo, CATALOG, "gpu-worker", "1", "1").await;
     let url = format!("{}/v2/models/mlp/infer", g.base);
     let reference = Arc::new(output_f32(
         &post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(),

@@ -148,12 +148,13 @@ pub fn step(
     })
 }
 
+fn type_of<'a>(catalog: &'a [InstanceType], name: &str) -> Option<&'a InstanceType> {
+    catalog.iter().find(|t| t.name == name)
+}
+
 /// Serving capacity (requests/s at the SLO) of one instance of type `name`.
 pub fn capacity_of(catalog: &[InstanceType], name: &str) -> f64 {
-    catalog
-        .iter()
-        .find(|t| t.name == name)
-        .map_or(0.0, |t| t.capacity_rps)
+    type_of(catalog, name).map_or(0.0, |t| t.capacity_rps)
 }
 
 /// Actions that move `fleet` toward `plan`: launches for missing instances; terminations of idle
@@ -188,12 +189,7 @@ pub fn diff(
     let keep = cfg
         .scale_in_guard
         .map(|g| peak.max(0.0) * (1.0 + g.max(0.0)));
-    let price = |name: &str, m: Market| {
-        catalog
-            .iter()
-            .find(|t| t.name == name)
-            .map_or(0.0, |t| t.price(m))
-    };
+    let price = |name: &str, m: Market| type_of(catalog, name).map_or(0.0, |t| t.price(m));
     let fleet_capacity: f64 = fleet
         .iter()
         .map(|i| capacity_of(catalog, &i.instance_type))

@@ -38,6 +38,46 @@ pub fn mark_bin() -> PathBuf {
     bin
 }
 
+/// `mark serve` with its control loop on the local cloud, as the autoscaling tests run it: the
+/// `catalog` TOML written to a fresh directory, admin token `t`, 0.5 s rate windows,
+/// `interval` seconds per control interval, at most `max_instances`. Returns the ready gateway
+/// and the local cloud's state directory (for a `LocalCloud` that watches the same fleet).
+pub async fn start_local_cloud(
+    repo: &Path,
+    catalog: &str,
+    tag: &str,
+    interval: &str,
+    max_instances: &str,
+) -> (Gateway, PathBuf) {
+    let dir = temp_dir(tag);
+    let catalog_path = dir.join("catalog.toml");
+    std::fs::write(&catalog_path, catalog).expect("catalog");
+    let state_dir = dir.join("cloud");
+    let g = Gateway::start(&[
+        "--model-repo",
+        repo.to_str().expect("utf-8 path"),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        "t",
+        "--cloud",
+        "local",
+        "--catalog",
+        catalog_path.to_str().expect("utf-8 path"),
+        "--control-interval",
+        interval,
+        "--control-window",
+        "0.5",
+        "--cloud-state",
+        state_dir.to_str().expect("utf-8 path"),
+        "--max-instances",
+        max_instances,
+    ])
+    .ready()
+    .await;
+    (g, state_dir)
+}
+
 /// A free loopback port (for an emulator the test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -20,11 +20,7 @@ impl Sim<'_> {
     /// Lambda slot can take it, and some instance is ready (while none is, it waits for one).
     pub(super) fn late_at_arrival(&mut self) -> bool {
         let len = self.queue.len();
-        let full_batch = (0..self.types.len())
-            .map(|ty| self.type_max_batch(ty))
-            .max()
-            .unwrap_or(1);
-        if !self.reject_late() || len < full_batch as usize {
+        if !self.reject_late() || len < self.full_batch {
             return false;
         }
         if self.lambda.as_ref().is_some_and(SimLambda::available) {
@@ -43,9 +39,7 @@ impl Sim<'_> {
         if cap <= 0.0 {
             return false;
         }
-        let own = (0..self.types.len())
-            .map(|ty| self.types[ty].service(self.type_max_batch(ty)))
-            .fold(f64::INFINITY, f64::min);
-        len as f64 / cap + own > crate::batching::admission::ADMIT_SHARE_OF_SLO * self.slo_s()
+        len as f64 / cap + self.full_batch_s
+            > crate::batching::admission::ADMIT_SHARE_OF_SLO * self.slo_s()
     }
 }

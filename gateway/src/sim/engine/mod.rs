@@ -82,6 +82,10 @@ struct Sim<'a> {
     rejected: u64,
     /// Best items/s of each type (from its profile), for admission.
     best_rate: Vec<f64>,
+    /// Largest batch any type runs (admission waits for a full one before judging).
+    full_batch: usize,
+    /// Service time of the fastest type's full batch, seconds.
+    full_batch_s: f64,
     /// Ready capacity (items/s) and when it was computed.
     capacity_at: (f64, f64),
 }

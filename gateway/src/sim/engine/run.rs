@@ -68,6 +68,8 @@ pub fn run(
         next_id: 0,
         rejected: 0,
         best_rate: Vec::new(),
+        full_batch: 1,
+        full_batch_s: 0.0,
         capacity_at: (-1.0, 0.0),
     };
     sim.best_rate = (0..sim.types.len())
@@ -78,6 +80,14 @@ pub fn run(
                 .fold(0.0, f64::max)
         })
         .collect();
+    // what admission weighs on every arrival, fixed for the run
+    sim.full_batch = (0..sim.types.len())
+        .map(|ty| sim.type_max_batch(ty) as usize)
+        .max()
+        .unwrap_or(1);
+    sim.full_batch_s = (0..sim.types.len())
+        .map(|ty| sim.types[ty].service(sim.type_max_batch(ty)))
+        .fold(f64::INFINITY, f64::min);
     // the starting fleet, warm at t = 0: sized for the first interval's rate (the whole trace's
     // peak for static-peak); the same for every strategy so none starts cold
     let initial = crate::sim::baselines::initial_fleet(
