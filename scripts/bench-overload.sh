@@ -18,7 +18,7 @@ start() { # on_deadline
   [ -f models/resnet18/profile.toml ] && cp models/resnet18/profile.toml "$OUT/repo-$1/resnet18/"
   printf 'max_batch_size = 8\nslo_ms = 300\nexecutors = 1\nintra_threads = 2\non_deadline = "%s"\n' "$1" \
     > "$OUT/repo-$1/resnet18/config.toml"
-  $MARK serve --model-repo "$OUT/repo-$1" --listen 127.0.0.1:$PORT >/dev/null 2>"$OUT/serve-$1.log" &
+  $MARK serve --model-repo "$OUT/repo-$1" --listen 127.0.0.1:$PORT --no-grpc >/dev/null 2>"$OUT/serve-$1.log" &
   PID=$!
   for _ in $(seq 1 600); do curl -sf $U/v2/health/ready >/dev/null && break; sleep 0.2; done
   # the profile measured at start is kept for the next run

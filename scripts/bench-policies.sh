@@ -10,7 +10,7 @@ MARK=./target/release/mark
 $MARK policy bench
 PORT=${BENCH_PORT:-18100}
 one() {
-  $MARK serve --model-repo models --listen 127.0.0.1:$PORT "$@" >/dev/null 2>&1 &
+  $MARK serve --model-repo models --listen 127.0.0.1:$PORT --no-grpc "$@" >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 1 300); do curl -sf http://127.0.0.1:$PORT/v2/health/ready >/dev/null && break; sleep 0.2; done
   $MARK bench --url http://127.0.0.1:$PORT --model mlp --mode closed --concurrency 32 --duration ${BENCH_SECONDS:-10} --binary --json 2>/dev/null

@@ -21,7 +21,7 @@ stop_fleet() {
 }
 trap stop_fleet EXIT
 export MARK_ADMIN_TOKEN="${MARK_ADMIN_TOKEN:-demo}"
-echo "admin API: curl -s -H 'authorization: Bearer $MARK_ADMIN_TOKEN' localhost:8001/admin/v1/status"
+echo "admin API: curl -s -H 'authorization: Bearer $MARK_ADMIN_TOKEN' localhost:8003/admin/v1/status"
 echo "load step: ./target/release/mark bench --model mlp --mode open --rate 300 --duration 60"
 ./target/release/mark serve --model-repo models --listen "${MARK_LISTEN:-0.0.0.0:8000}" \
   --cloud local --catalog examples/catalog-local.toml --control-model mlp \

@@ -78,7 +78,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 serve() { # $1 repo, $2 port, $3 admin port, $4 log
-  "$MARK" serve --model-repo "$1" --listen "127.0.0.1:$2" --admin-listen "127.0.0.1:$3" \
+  "$MARK" serve --model-repo "$1" --listen "127.0.0.1:$2" --no-grpc --admin-listen "127.0.0.1:$3" \
     --admin-token gpu-check --ort-lib "$ORT_LIB" --no-profile >"$4" 2>&1 &
   PIDS+=($!)
 }

@@ -112,16 +112,33 @@ pub fn spawn_autoscaling(state: &Arc<AppState>, opts: crate::autoscale::Autoscal
     tokio::spawn(crate::autoscale::run(state.clone(), opts, status));
 }
 
-/// Serves the data plane on `listener` (and the admin API on `admin`, with its token) until
-/// `shutdown` resolves.
+/// Serves the data plane on `listener` (REST), `grpc` (the v2 gRPC service, with the same
+/// connection limits) and the admin API on `admin` with its token, until `shutdown` resolves.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
+    grpc: Option<TcpListener>,
     admin: Option<(TcpListener, String)>,
     shutdown: impl Future<Output = ()>,
 ) {
     spawn_loading(&state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits =
+        crate::server::ConnLimits::data_plane(state.cfg.max_connections, state.cfg.idle_timeout);
+    let grpc_task = grpc.map(|grpc_listener| {
+        let st = state.clone();
+        let svc = crate::api::grpc::server(state.clone());
+        let handler = move |req| crate::api::grpc::handle(st.clone(), svc.clone(), req);
+        let mut rx = stop_rx.clone();
+        tokio::spawn(crate::server::run(
+            grpc_listener,
+            limits.clone(),
+            handler,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    });
     if let Some((admin_listener, token)) = admin {
         let st = state.clone();
         let token: Arc<str> = token.into();
@@ -138,8 +155,13 @@ pub async fn serve(
     }
     let st = state.clone();
     let handler = move |req| router::handle(st.clone(), req);
-    let limits =
-        crate::server::ConnLimits::data_plane(state.cfg.max_connections, state.cfg.idle_timeout);
-    crate::server::run(listener, limits, handler, shutdown).await;
-    let _ = stop_tx.send(true);
+    // every listener starts draining when the signal comes; return once all have drained
+    let stop_all = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    crate::server::run(listener, limits, handler, stop_all).await;
+    if let Some(t) = grpc_task {
+        let _ = t.await;
+    }
 }

@@ -41,8 +41,15 @@ pub struct ServeArgs {
     /// Do not profile models that have no profile.toml (batch by max size only).
     #[arg(long)]
     pub no_profile: bool,
-    /// Address of the admin listener (policy hot-reload, status).
-    #[arg(long, default_value = "127.0.0.1:8001")]
+    /// Address of the KServe v2 gRPC listener (Triton's port; same limits as REST).
+    #[arg(long, default_value = "0.0.0.0:8001")]
+    pub grpc_listen: SocketAddr,
+    /// Serve REST only: no gRPC listener.
+    #[arg(long)]
+    pub no_grpc: bool,
+    /// Address of the admin listener (policy hot-reload, status). Port 8003: the one after
+    /// Triton's HTTP, gRPC and metrics ports (8000-8002), since gRPC took 8001.
+    #[arg(long, default_value = "127.0.0.1:8003")]
     pub admin_listen: SocketAddr,
     /// Admin bearer token (else env MARK_ADMIN_TOKEN). Without one there is no admin listener.
     #[arg(long, env = "MARK_ADMIN_TOKEN", hide_env_values = true)]
@@ -248,6 +255,8 @@ impl ServeArgs {
         // not from MARK_ADMIN_TOKEN: a worker has no admin API
         a.admin_token = None;
         a.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // many workers share a host in the local cloud; the gateway speaks REST to them
+        a.no_grpc = true;
         a
     }
 }

@@ -19,12 +19,14 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use tokio::sync::Semaphore;
 
-use crate::codec::client::{encode_binary_request, encode_json_request};
+use crate::api::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::api::grpc::pb::ModelInferRequest;
+use crate::codec::client::encode_binary_request;
 use crate::exec::executor::run_tensors;
 use crate::exec::measure::synthetic_inputs;
 use crate::exec::session::IoMeta;
 use crate::profile::percentiles;
-use crate::tensor::DType;
+use crate::tensor::{DType, Tensor};
 
 /// Arguments of `mark bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -50,9 +52,17 @@ pub struct BenchArgs {
     /// Rows per request.
     #[arg(long, default_value_t = 1)]
     pub rows: u32,
-    /// Send inputs and ask for outputs as binary tensors.
+    /// Send inputs and ask for outputs as binary tensors (REST), or raw contents (gRPC; typed
+    /// contents without it).
     #[arg(long)]
     pub binary: bool,
+    /// `rest` (KServe v2 over HTTP at --url) or `grpc` (KServe v2 gRPC at --grpc-url).
+    #[arg(long, default_value = "rest", value_parser = ["rest", "grpc"])]
+    pub protocol: String,
+    /// The gateway's gRPC address (with --protocol grpc); metadata and /metrics still come from
+    /// --url.
+    #[arg(long, default_value = "http://127.0.0.1:8001")]
+    pub grpc_url: String,
     /// Run the model in process through ort instead (no gateway): the baseline.
     #[arg(long)]
     pub raw: bool,
@@ -191,8 +201,31 @@ pub fn request_body(inputs: &[IoMeta], rows: u32, binary: bool) -> (Bytes, Optio
         let (body, n) = encode_binary_request(&tensors);
         (Bytes::from(body), Some(n))
     } else {
-        (Bytes::from(encode_json_request(&tensors)), None)
+        (Bytes::from(json_like_python(&tensors)), None)
     }
+}
+
+/// A JSON body as the stock Python client writes it, so that the JSON path is measured on what
+/// clients send: FP32 values that look like normalized pixels (k/255), written as numpy's
+/// `tolist()` widens them to f64 (`0.7372549176216125`: ~18 characters per element; a ResNet
+/// image is a 3 MB body).
+fn json_like_python(tensors: &[Tensor]) -> Vec<u8> {
+    let ins: Vec<serde_json::Value> = tensors
+        .iter()
+        .map(|t| {
+            let data = if t.dtype == DType::Fp32 {
+                (0..t.numel())
+                    .map(|i| serde_json::Value::from(f64::from((i * 7919 % 256) as f32 / 255.0)))
+                    .collect()
+            } else {
+                serde_json::to_value(crate::codec::response::Data(t)).expect("serializable")
+            };
+            serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.as_v2(), "data": data})
+        })
+        .collect();
+    serde_json::json!({ "inputs": ins })
+        .to_string()
+        .into_bytes()
 }
 
 struct Tally {
@@ -200,25 +233,75 @@ struct Tally {
     errors: BTreeMap<u16, u64>,
 }
 
-async fn one(
-    client: &HttpClient,
-    url: &str,
-    body: &Bytes,
-    header_len: Option<usize>,
-) -> Result<(), u16> {
-    let mut req = hyper::Request::post(url).header("content-type", "application/json");
-    if let Some(n) = header_len {
-        req = req.header("inference-header-content-length", n.to_string());
+/// Where and how each request goes: REST with a prepared body, or gRPC with a prepared message
+/// (raw or typed contents). Both are cloned cheaply per request (`Bytes`).
+enum Target {
+    Rest {
+        client: HttpClient,
+        url: String,
+        body: Bytes,
+        header_len: Option<usize>,
+    },
+    Grpc {
+        client: GrpcInferenceServiceClient<tonic::transport::Channel>,
+        msg: ModelInferRequest,
+    },
+}
+
+impl Target {
+    /// Sends one request; Err is its HTTP status (gRPC codes mapped to theirs; 0: transport).
+    async fn send(&self) -> Result<(), u16> {
+        match self {
+            Target::Rest {
+                client,
+                url,
+                body,
+                header_len,
+            } => {
+                let mut req =
+                    hyper::Request::post(url.as_str()).header("content-type", "application/json");
+                if let Some(n) = header_len {
+                    req = req.header("inference-header-content-length", n.to_string());
+                }
+                let req = req.body(Full::new(body.clone())).expect("valid request");
+                let resp = client.request(req).await.map_err(|_| 0u16)?;
+                let status = resp.status().as_u16();
+                let _ = resp.into_body().collect().await.map_err(|_| 0u16)?;
+                if status == 200 {
+                    Ok(())
+                } else {
+                    Err(status)
+                }
+            }
+            Target::Grpc { client, msg } => match client.clone().model_infer(msg.clone()).await {
+                Ok(_) => Ok(()),
+                Err(s) => Err(crate::api::grpc::status::http_of(s.code())),
+            },
+        }
     }
-    let req = req.body(Full::new(body.clone())).expect("valid request");
-    let resp = client.request(req).await.map_err(|_| 0u16)?;
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await.map_err(|_| 0u16)?;
-    if status == 200 {
-        Ok(())
-    } else {
-        Err(status)
+}
+
+async fn target(a: &BenchArgs, client: &HttpClient, inputs: &[IoMeta]) -> anyhow::Result<Target> {
+    if a.protocol == "grpc" {
+        let ch = tonic::transport::Channel::from_shared(a.grpc_url.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", a.grpc_url))?;
+        let tensors = synthetic_inputs(inputs, a.rows);
+        let msg = crate::api::grpc::convert::request_message(&a.model, &tensors, a.binary);
+        let client = GrpcInferenceServiceClient::new(ch)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        return Ok(Target::Grpc { client, msg });
     }
+    let (body, header_len) = request_body(inputs, a.rows, a.binary);
+    Ok(Target::Rest {
+        client: client.clone(),
+        url: format!("{}/v2/models/{}/infer", a.url, a.model),
+        body,
+        header_len,
+    })
 }
 
 async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
@@ -240,8 +323,7 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
                 .unwrap_or_default(),
         })
         .collect();
-    let (body, header_len) = request_body(&inputs, a.rows, a.binary);
-    let infer_url = format!("{}/v2/models/{}/infer", a.url, a.model);
+    let target = Arc::new(target(a, &client, &inputs).await?);
     let (s0, c0) = batch_stats(&client, &a.url, &a.model).await;
     let tally = Arc::new(Mutex::new(Tally {
         lat_ms: Vec::new(),
@@ -253,16 +335,11 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
     if a.mode == "closed" {
         let mut tasks = Vec::new();
         for _ in 0..a.concurrency {
-            let (client, url, body, tally) = (
-                client.clone(),
-                infer_url.clone(),
-                body.clone(),
-                tally.clone(),
-            );
+            let (target, tally) = (target.clone(), tally.clone());
             tasks.push(tokio::spawn(async move {
                 while Instant::now() < end {
                     let t = Instant::now();
-                    let r = one(&client, &url, &body, header_len).await;
+                    let r = target.send().await;
                     let mut g = tally.lock().expect("tally");
                     match r {
                         Ok(()) => g.lat_ms.push(t.elapsed().as_secs_f64() * 1e3),
@@ -288,19 +365,14 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
                 shed += 1;
                 continue;
             };
-            let (client, url, body, tally) = (
-                client.clone(),
-                infer_url.clone(),
-                body.clone(),
-                tally.clone(),
-            );
+            let (target, tally) = (target.clone(), tally.clone());
             tasks.push(tokio::spawn(async move {
                 // Latency counts from the send, not from `scheduled`: tokio's timer wheel has a
                 // 1 ms granularity that would otherwise be billed to the server. Requests are
                 // still sent on schedule whatever the server does (open loop).
                 let _ = scheduled;
                 let t = Instant::now();
-                let r = one(&client, &url, &body, header_len).await;
+                let r = target.send().await;
                 drop(permit);
                 let mut g = tally.lock().expect("tally");
                 match r {
@@ -321,21 +393,21 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
         .slo_ms
         .map(|slo| g.lat_ms.iter().filter(|&&l| l <= slo).count() as f64 / elapsed.max(1e-9));
     let (p50, p90, p99) = pct(&mut g.lat_ms);
+    let form = match (a.protocol.as_str(), a.binary) {
+        ("grpc", true) => " grpc-raw",
+        ("grpc", false) => " grpc-typed",
+        (_, true) => " bin",
+        _ => "",
+    };
     let label = if a.mode == "closed" {
         format!(
-            "gateway {} closed c={} rows={}{}",
-            a.model,
-            a.concurrency,
-            a.rows,
-            if a.binary { " bin" } else { "" }
+            "gateway {} closed c={} rows={}{form}",
+            a.model, a.concurrency, a.rows
         )
     } else {
         format!(
-            "gateway {} open {}/s rows={}{}",
-            a.model,
-            a.rate,
-            a.rows,
-            if a.binary { " bin" } else { "" }
+            "gateway {} open {}/s rows={}{form}",
+            a.model, a.rate, a.rows
         )
     };
     Ok(Report {

@@ -250,6 +250,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         body_timeout_secs,
         ort_lib,
         no_profile,
+        grpc_listen,
+        no_grpc,
         admin_listen,
         admin_token,
         admin_insecure,
@@ -334,6 +336,16 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             out,
             "mark serve: listening on http://{addr} (models: {names})"
         );
+        let grpc = if no_grpc {
+            None
+        } else {
+            let l = tokio::net::TcpListener::bind(grpc_listen)
+                .await
+                .with_context(|| {
+                    format!("binding {grpc_listen} (--grpc-listen; --no-grpc for REST only)")
+                })?;
+            Some(l)
+        };
         let admin = match admin_token {
             Some(token) => {
                 let l = tokio::net::TcpListener::bind(admin_listen)
@@ -344,6 +356,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
+        if let Some(l) = &grpc {
+            let _ = writeln!(out, "mark serve: gRPC (KServe v2) on {}", l.local_addr()?);
+        }
         let _ = writeln!(
             out,
             "try: curl -s http://{addr}/v2/health/ready; curl -s http://{addr}/v2/models/mlp"
@@ -357,7 +372,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             app::spawn_autoscaling(&state, a);
         }
-        app::serve(state, listener, admin, shutdown_signal()).await;
+        app::serve(state, listener, grpc, admin, shutdown_signal()).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -117,15 +116,19 @@ async fn first_bytes(stream: &TcpStream, within: Duration) -> bool {
     .unwrap_or(false)
 }
 
-/// Serves `handler` on `listener` until `shutdown` resolves, then drains open connections.
-pub async fn run<H, F>(
+/// Serves `handler` on `listener` until `shutdown` resolves, then drains open connections. The
+/// REST data plane, the gRPC listener and the admin API all run on this.
+pub async fn run<H, F, B>(
     listener: TcpListener,
     limits: ConnLimits,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static,
 {
     let active = Arc::new(Semaphore::new(limits.max_connections));
     let pending = Arc::new(Semaphore::new(limits.max_pending));

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod admit;
 pub mod body;
 pub mod error;
+pub mod grpc;
 pub mod router;
 pub mod v2;
 

@@ -12,10 +12,11 @@ use super::body::{drain, read_limited, ReqBody};
 use super::error::{json_ok, ApiError};
 use super::AppState;
 use crate::batching::admission;
-use crate::codec::request::decode;
+use crate::codec::request::{decode, InferRequest};
 use crate::codec::response::{encode, Encoded};
 use crate::config::OnDeadline;
 use crate::model::{Loaded, Model, ModelState};
+use crate::tensor::Tensor;
 use crate::work::ExecError;
 use crate::work::Pending;
 
@@ -70,7 +71,8 @@ pub fn find<'a>(
     Ok(m)
 }
 
-fn ready(m: &Model) -> Result<&Arc<Loaded>, ApiError> {
+/// The model's loaded parts when it is ready, else 503 with a retry hint.
+pub fn ready(m: &Model) -> Result<&Arc<Loaded>, ApiError> {
     match m.state() {
         ModelState::Ready => Ok(m.loaded().expect("ready implies loaded")),
         ModelState::Loading => Err(ApiError::unavailable(
@@ -230,6 +232,10 @@ async fn infer_inner(
         .expect("valid response"))
 }
 
+/// Bodies at least this large are decoded on a blocking thread, so that a multi-megabyte JSON
+/// tensor does not hold an async worker (and every connection it serves) for milliseconds.
+const DECODE_OFF_THREAD_BYTES: usize = 256 << 10;
+
 /// Decodes, admits, queues and answers one v2 request body for `model` (the in-process path the
 /// HTTP handler and `mark lambda` share).
 pub async fn infer_body(
@@ -237,10 +243,43 @@ pub async fn infer_body(
     body: Bytes,
     header_len: Option<usize>,
 ) -> Result<Encoded, ApiError> {
+    ready(model)?;
+    let decoded = if body.len() >= DECODE_OFF_THREAD_BYTES {
+        tokio::task::spawn_blocking(move || decode(&body, header_len))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("decoding the request failed: {e}"),
+                )
+            })??
+    } else {
+        decode(&body, header_len)?
+    };
+    let answer = infer_decoded(model, decoded).await?;
+    let chosen: Vec<_> = answer.outputs.iter().map(|(t, b)| (t, *b)).collect();
+    Ok(encode(
+        &model.name,
+        &model.cfg.version,
+        answer.id.as_ref(),
+        &chosen,
+    ))
+}
+
+/// The answer to one request: its id and the outputs asked for, in the order asked, each with
+/// its binary flag.
+pub struct Answer {
+    /// The request's id, echoed.
+    pub id: Option<serde_json::Value>,
+    /// Outputs and whether each goes in binary form.
+    pub outputs: Vec<(Tensor, bool)>,
+}
+
+/// Admits, queues and answers one decoded request: the one request path after decoding, shared
+/// by REST, gRPC and `mark lambda`.
+pub async fn infer_decoded(model: &Model, decoded: InferRequest) -> Result<Answer, ApiError> {
     let name = model.name.as_str();
     let loaded = ready(model)?;
-    let decoded = decode(&body, header_len)?;
-    drop(body);
     let id = decoded.id.clone();
     let adm = admit(model, loaded, decoded)?;
     let (tx, rx) = oneshot::channel();
@@ -268,7 +307,7 @@ pub async fn infer_body(
             1,
         ));
     }
-    let outs = match rx.await {
+    let mut outs = match rx.await {
         Ok(Ok(outs)) => outs,
         Ok(Err(e @ ExecError::Expired { .. })) => {
             return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()))
@@ -286,17 +325,15 @@ pub async fn infer_body(
             ))
         }
     };
-    let chosen: Vec<_> = adm
+    let outputs = adm
         .outputs
         .iter()
         .filter_map(|o| {
-            outs.iter()
-                .find(|t| t.name == o.name)
-                .map(|t| (t, o.binary))
+            let i = outs.iter().position(|t| t.name == o.name)?;
+            Some((outs.swap_remove(i), o.binary))
         })
         .collect();
-    let enc = encode(&model.name, &model.cfg.version, id.as_ref(), &chosen);
-    Ok(enc)
+    Ok(Answer { id, outputs })
 }
 
 /// SLO-aware admission: 503 with `Retry-After` when a request of `items` rows, joining the queue

@@ -10,6 +10,7 @@
 //! element as a 4-byte little-endian length and its bytes.
 
 pub mod client;
+pub mod json_data;
 pub mod request;
 pub mod response;
 

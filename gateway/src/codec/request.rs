@@ -4,31 +4,36 @@
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::json_data::decode_data;
 use super::{split_strings, DecodeError, MAX_RANK, MAX_TENSORS};
 use crate::tensor::{checked_numel, DType, Tensor, TensorData};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequestJson {
+struct RequestJson<'a> {
     id: Option<Value>,
     #[serde(default)]
     parameters: Map<String, Value>,
-    inputs: Vec<InputJson>,
+    #[serde(borrow)]
+    inputs: Vec<InputJson<'a>>,
     #[serde(default)]
     outputs: Vec<OutputJson>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InputJson {
+struct InputJson<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
-    data: Option<Value>,
+    /// The text of `data`, parsed once its datatype is known (`json_data`).
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -65,78 +70,9 @@ fn flag(params: &Map<String, Value>, key: &str) -> bool {
     params.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        other => out.push(other),
-    }
-}
-
-fn parse_json_data(
-    name: &str,
-    dtype: DType,
-    data: &Value,
-    expected: usize,
-) -> Result<TensorData, DecodeError> {
-    // never sized from the client's shape alone: at most one slot per element actually sent
-    let mut flat = Vec::new();
-    flatten(data, &mut flat);
-    if flat.len() != expected {
-        return Err(DecodeError::new(format!(
-            "input '{name}' has {} elements in 'data' but its shape holds {expected}",
-            flat.len()
-        )));
-    }
-    let bad = |i: usize, v: &Value| {
-        DecodeError::new(format!(
-            "input '{name}': data[{i}] = {v} is not a valid {dtype} value"
-        ))
-    };
-    if dtype == DType::Bytes {
-        let mut s = Vec::with_capacity(flat.len());
-        for (i, v) in flat.iter().enumerate() {
-            s.push(v.as_str().ok_or_else(|| bad(i, v))?.as_bytes().to_vec());
-        }
-        return Ok(TensorData::Strings(s));
-    }
-    let mut raw = Vec::with_capacity(flat.len() * dtype.size().unwrap_or(1));
-    for (i, v) in flat.iter().enumerate() {
-        match dtype {
-            DType::Fp32 => {
-                // a JSON number beyond f32's range would silently become infinity
-                let x = v
-                    .as_f64()
-                    .map(|x| x as f32)
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| bad(i, v))?;
-                raw.extend_from_slice(&x.to_le_bytes())
-            }
-            DType::Fp64 => {
-                raw.extend_from_slice(&v.as_f64().ok_or_else(|| bad(i, v))?.to_le_bytes())
-            }
-            DType::Int64 => {
-                raw.extend_from_slice(&v.as_i64().ok_or_else(|| bad(i, v))?.to_le_bytes())
-            }
-            DType::Int32 => {
-                let x = v
-                    .as_i64()
-                    .and_then(|x| i32::try_from(x).ok())
-                    .ok_or_else(|| bad(i, v))?;
-                raw.extend_from_slice(&x.to_le_bytes());
-            }
-            DType::Uint8 => raw.push(
-                v.as_u64()
-                    .and_then(|x| u8::try_from(x).ok())
-                    .ok_or_else(|| bad(i, v))?,
-            ),
-            DType::Bool => raw.push(u8::from(v.as_bool().ok_or_else(|| bad(i, v))?)),
-            DType::Bytes => unreachable!("handled above"),
-        }
-    }
-    Ok(TensorData::Raw(raw))
-}
-
-fn parse_binary_data(
+/// Checks `bytes` as the binary form of `expected` elements of `dtype` (the binary tensor
+/// extension over REST, `raw_input_contents` over gRPC) and takes them.
+pub fn parse_binary_data(
     name: &str,
     dtype: DType,
     bytes: &[u8],
@@ -167,6 +103,64 @@ fn parse_binary_data(
     }
 }
 
+/// Checks of a request's tensor lists, the same over REST and gRPC: at least one input, at most
+/// `MAX_TENSORS` inputs and outputs, no output asked for twice.
+pub fn check_counts<'a>(
+    inputs: usize,
+    outputs: impl ExactSizeIterator<Item = &'a str> + Clone,
+) -> Result<(), DecodeError> {
+    if inputs == 0 {
+        return Err(DecodeError::new("request has no inputs"));
+    }
+    if inputs > MAX_TENSORS || outputs.len() > MAX_TENSORS {
+        return Err(DecodeError::new(format!(
+            "request has {inputs} inputs and {} outputs; at most {MAX_TENSORS} of each are accepted",
+            outputs.len()
+        )));
+    }
+    for (i, o) in outputs.clone().enumerate() {
+        if outputs.clone().take(i).any(|p| p == o) {
+            return Err(DecodeError::new(format!(
+                "output '{o}' is requested more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks of one input's header, the same over REST and gRPC: a supported datatype, at most
+/// `MAX_RANK` non-negative dimensions whose product fits. Returns the dtype and element count.
+/// Nothing is sized from the shape beyond what the request holds (see the parsers): a shape
+/// that promises more elements than were sent is refused by the count checks that follow.
+pub fn check_input(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+) -> Result<(DType, usize), DecodeError> {
+    let dtype = DType::from_v2(datatype).ok_or_else(|| {
+        DecodeError::new(format!(
+            "input '{name}' has datatype '{datatype}'; supported: FP32, FP64, INT64, INT32, UINT8, BOOL, BYTES"
+        ))
+    })?;
+    if let Some(d) = shape.iter().find(|&&d| d < 0) {
+        return Err(DecodeError::new(format!(
+            "input '{name}' has negative dimension {d} in shape {shape:?}"
+        )));
+    }
+    if shape.len() > MAX_RANK {
+        return Err(DecodeError::new(format!(
+            "input '{name}' has {} dimensions; at most {MAX_RANK} are accepted",
+            shape.len()
+        )));
+    }
+    let expected = checked_numel(shape).ok_or_else(|| {
+        DecodeError::new(format!(
+            "input '{name}' has shape {shape:?}, whose element count overflows"
+        ))
+    })?;
+    Ok((dtype, expected))
+}
+
 /// Decodes a request body. `header_len` is `Inference-Header-Content-Length` when present: the JSON
 /// header is that many bytes, the binary tensor data follows.
 pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, DecodeError> {
@@ -182,53 +176,13 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, D
     };
     let req: RequestJson = serde_json::from_slice(json)
         .map_err(|e| DecodeError::new(format!("request is not valid v2 JSON: {e}")))?;
-    if req.inputs.is_empty() {
-        return Err(DecodeError::new("request has no inputs"));
-    }
-    if req.inputs.len() > MAX_TENSORS || req.outputs.len() > MAX_TENSORS {
-        return Err(DecodeError::new(format!(
-            "request has {} inputs and {} outputs; at most {MAX_TENSORS} of each are accepted",
-            req.inputs.len(),
-            req.outputs.len()
-        )));
-    }
-    for (i, o) in req.outputs.iter().enumerate() {
-        if req.outputs[..i].iter().any(|p| p.name == o.name) {
-            return Err(DecodeError::new(format!(
-                "output '{}' is requested more than once",
-                o.name
-            )));
-        }
-    }
+    check_counts(
+        req.inputs.len(),
+        req.outputs.iter().map(|o| o.name.as_str()),
+    )?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for i in req.inputs {
-        let dtype = DType::from_v2(&i.datatype).ok_or_else(|| {
-            DecodeError::new(format!(
-                "input '{}' has datatype '{}'; supported: FP32, FP64, INT64, INT32, UINT8, BOOL, BYTES",
-                i.name, i.datatype
-            ))
-        })?;
-        if let Some(d) = i.shape.iter().find(|&&d| d < 0) {
-            return Err(DecodeError::new(format!(
-                "input '{}' has negative dimension {d} in shape {:?}",
-                i.name, i.shape
-            )));
-        }
-        if i.shape.len() > MAX_RANK {
-            return Err(DecodeError::new(format!(
-                "input '{}' has {} dimensions; at most {MAX_RANK} are accepted",
-                i.name,
-                i.shape.len()
-            )));
-        }
-        // Nothing is sized from the shape beyond what the body holds (see the parsers): a shape
-        // that promises more elements than were sent is refused by the count check that follows.
-        let expected = checked_numel(&i.shape).ok_or_else(|| {
-            DecodeError::new(format!(
-                "input '{}' has shape {:?}, whose element count overflows",
-                i.name, i.shape
-            ))
-        })?;
+        let (dtype, expected) = check_input(&i.name, &i.datatype, &i.shape)?;
         let data = match (i.parameters.get("binary_data_size"), &i.data) {
             (Some(size), _) => {
                 let size = size
@@ -251,7 +205,7 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, D
                 binary = rest;
                 parse_binary_data(&i.name, dtype, mine, expected)?
             }
-            (None, Some(data)) => parse_json_data(&i.name, dtype, data, expected)?,
+            (None, Some(data)) => decode_data(&i.name, dtype, data.get(), expected)?,
             (None, None) => {
                 return Err(DecodeError::new(format!(
                     "input '{}' has neither 'data' nor binary_data_size",

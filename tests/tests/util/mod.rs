@@ -145,6 +145,8 @@ pub struct Gateway {
     pub log: PathBuf,
     /// `http://addr` of the admin API, when it runs.
     pub admin: Option<String>,
+    /// Address of the gRPC listener, when it runs.
+    pub grpc: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -167,10 +169,18 @@ impl Gateway {
 
     fn start_command(mut cmd: Command, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
         let log = temp_dir("log").join("stderr.log");
+        // an ephemeral gRPC port unless the test picks one: tests run in parallel
+        let grpc_default: &[&str] =
+            if args.contains(&"--grpc-listen") || args.contains(&"--no-grpc") {
+                &[]
+            } else {
+                &["--grpc-listen", "127.0.0.1:0"]
+            };
         let mut child = cmd
             .current_dir(root())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
+            .args(grpc_default)
             .args(args)
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
@@ -179,18 +189,24 @@ impl Gateway {
             .expect("spawn mark serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut reader = BufReader::new(stdout);
+        // start-up lines: listening, [gRPC], [admin], "try: ..."; then keep draining so the
+        // gateway never writes into a closed pipe
         let mut line = String::new();
         reader.read_line(&mut line).expect("read stdout");
-        // The admin line (if any) comes right after; then keep draining so the gateway never
-        // writes into a closed pipe.
-        let mut admin = None;
-        if args.contains(&"--admin-token") || args.contains(&"--admin-insecure") {
+        let (mut admin, mut grpc) = (None, None);
+        loop {
             let mut l = String::new();
-            reader.read_line(&mut l).expect("read stdout");
-            admin = l
-                .split("http://")
-                .nth(1)
-                .map(|s| format!("http://{}", s.trim()));
+            if reader.read_line(&mut l).expect("read stdout") == 0 || l.starts_with("try:") {
+                break;
+            }
+            if l.contains("admin API on") {
+                admin = l
+                    .split("http://")
+                    .nth(1)
+                    .map(|s| format!("http://{}", s.trim()));
+            } else if l.contains("gRPC") {
+                grpc = l.split_whitespace().last().and_then(|s| s.parse().ok());
+            }
         }
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let addr = line
@@ -210,6 +226,7 @@ impl Gateway {
             base: format!("http://{addr}"),
             log,
             admin,
+            grpc,
         }
     }
 
