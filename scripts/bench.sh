@@ -14,7 +14,16 @@ D=${BENCH_SECONDS:-10}
 PORT=${BENCH_PORT:-18000}
 GPORT=$((PORT + 1))
 OUT=$(mktemp -d)
-$MARK serve --model-repo models --listen 127.0.0.1:$PORT --grpc-listen 127.0.0.1:$GPORT \
+# the bundled models with on_deadline = "serve": saturation measures the request path's
+# throughput, not how many requests SLO admission refuses
+REPO="$OUT/repo"
+for m in mlp resnet18; do
+  mkdir -p "$REPO/$m"
+  ln -s "$PWD/models/$m/model.onnx" "$REPO/$m/model.onnx"
+  { cat "models/$m/config.toml"; echo 'on_deadline = "serve"'; } > "$REPO/$m/config.toml"
+  [ -f "models/$m/profile.toml" ] && cp "models/$m/profile.toml" "$REPO/$m/"
+done
+$MARK serve --model-repo "$REPO" --listen 127.0.0.1:$PORT --grpc-listen 127.0.0.1:$GPORT \
   >/dev/null 2>"$OUT/serve.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
@@ -47,7 +56,7 @@ for m,bs in want.items():
     print(m, ",".join(str(b) for b in sorted(bs)))
 PY
 while read -r m b; do
-  run --raw --model $m --batch-sizes "$b" --threads 1 --duration $D
+  run --raw --model-repo "$REPO" --model $m --batch-sizes "$b" --threads 1 --duration $D
 done < "$OUT/batches"
 python3 - "$OUT/results.jsonl" <<'PY'
 import json,sys

@@ -233,6 +233,11 @@ struct Tally {
     errors: BTreeMap<u16, u64>,
 }
 
+/// Concurrent gRPC calls per HTTP/2 connection of `mark bench` (REST uses one connection per
+/// outstanding request; a handful of streams per connection keeps both sides' HTTP/2 framing
+/// off a single task).
+const GRPC_CALLS_PER_CONNECTION: usize = 8;
+
 /// Where and how each request goes: REST with a prepared body, or gRPC with a prepared message
 /// (raw or typed contents). Both are cloned cheaply per request (`Bytes`).
 enum Target {
@@ -243,7 +248,9 @@ enum Target {
         header_len: Option<usize>,
     },
     Grpc {
-        client: GrpcInferenceServiceClient<tonic::transport::Channel>,
+        /// One HTTP/2 connection per `GRPC_CALLS_PER_CONNECTION` concurrent calls.
+        clients: Vec<GrpcInferenceServiceClient<tonic::transport::Channel>>,
+        next: std::sync::atomic::AtomicUsize,
         msg: ModelInferRequest,
     },
 }
@@ -273,27 +280,39 @@ impl Target {
                     Err(status)
                 }
             }
-            Target::Grpc { client, msg } => match client.clone().model_infer(msg.clone()).await {
-                Ok(_) => Ok(()),
-                Err(s) => Err(crate::api::grpc::status::http_of(s.code())),
-            },
+            Target::Grpc { clients, next, msg } => {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % clients.len();
+                match clients[k].clone().model_infer(msg.clone()).await {
+                    Ok(_) => Ok(()),
+                    Err(s) => Err(crate::api::grpc::status::http_of(s.code())),
+                }
+            }
         }
     }
 }
 
 async fn target(a: &BenchArgs, client: &HttpClient, inputs: &[IoMeta]) -> anyhow::Result<Target> {
     if a.protocol == "grpc" {
-        let ch = tonic::transport::Channel::from_shared(a.grpc_url.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {}", a.grpc_url))?;
+        let mut clients = Vec::new();
+        for _ in 0..a.concurrency.div_ceil(GRPC_CALLS_PER_CONNECTION) {
+            let ch = tonic::transport::Channel::from_shared(a.grpc_url.clone())?
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {}", a.grpc_url))?;
+            clients.push(
+                GrpcInferenceServiceClient::new(ch)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            );
+        }
         let tensors = synthetic_inputs(inputs, a.rows);
         let msg = crate::api::grpc::convert::request_message(&a.model, &tensors, a.binary);
-        let client = GrpcInferenceServiceClient::new(ch)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        return Ok(Target::Grpc { client, msg });
+        return Ok(Target::Grpc {
+            clients,
+            next: Default::default(),
+            msg,
+        });
     }
     let (body, header_len) = request_body(inputs, a.rows, a.binary);
     Ok(Target::Rest {

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod json_data;
+pub mod json_skim;
 pub mod request;
 pub mod response;
 

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::json_data::decode_data;
+use super::json_skim::skim;
 use super::{split_strings, DecodeError, MAX_RANK, MAX_TENSORS};
 use crate::tensor::{checked_numel, DType, Tensor, TensorData};
 
@@ -174,14 +175,27 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, D
         Some(n) => (&body[..n], &body[n..]),
         None => (&body[..], &body[..0]),
     };
-    let req: RequestJson = serde_json::from_slice(json)
-        .map_err(|e| DecodeError::new(format!("request is not valid v2 JSON: {e}")))?;
+    // the `data` arrays are cut out and parsed once their datatype is known (`json_skim`); a
+    // body the scan does not follow, or whose skeleton is not valid, goes to serde_json whole,
+    // which names the error
+    let invalid =
+        |e: serde_json::Error| DecodeError::new(format!("request is not valid v2 JSON: {e}"));
+    let skim = skim(json);
+    let (req, spans): (RequestJson, _) = match &skim {
+        Some(s) => match serde_json::from_slice(&s.skeleton) {
+            Ok(r) => (r, s.spans.as_slice()),
+            Err(_) => (serde_json::from_slice(json).map_err(invalid)?, &[][..]),
+        },
+        None => (serde_json::from_slice(json).map_err(invalid)?, &[][..]),
+    };
     check_counts(
         req.inputs.len(),
         req.outputs.iter().map(|o| o.name.as_str()),
     )?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
-    for i in req.inputs {
+    for (k, i) in req.inputs.into_iter().enumerate() {
+        // the input's data text: cut out of the body, or as the skeleton holds it
+        let cut = spans.get(k).cloned().flatten().map(|r| &json[r]);
         let (dtype, expected) = check_input(&i.name, &i.datatype, &i.shape)?;
         let data = match (i.parameters.get("binary_data_size"), &i.data) {
             (Some(size), _) => {
@@ -205,7 +219,15 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, D
                 binary = rest;
                 parse_binary_data(&i.name, dtype, mine, expected)?
             }
-            (None, Some(data)) => decode_data(&i.name, dtype, data.get(), expected)?,
+            (None, Some(data)) => {
+                let text = match cut {
+                    Some(t) => std::str::from_utf8(t).map_err(|_| {
+                        DecodeError::new(format!("input '{}': 'data' is not UTF-8", i.name))
+                    })?,
+                    None => data.get(),
+                };
+                decode_data(&i.name, dtype, text, expected)?
+            }
             (None, None) => {
                 return Err(DecodeError::new(format!(
                     "input '{}' has neither 'data' nor binary_data_size",
