@@ -435,6 +435,14 @@ impl ControlLoop {
             st.dollars_per_million_requests,
         );
         m.set_gauge("mark_lambda_share", st.lambda_share_actual);
+        m.set_gauge(
+            "mark_arrival_rate",
+            st.history.last().copied().unwrap_or(0.0),
+        );
+        m.set_gauge(
+            "mark_forecast_rate",
+            st.forecast.first().copied().unwrap_or(0.0),
+        );
     }
 }
 

@@ -204,7 +204,7 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    /// Prometheus text exposition.
+    /// Prometheus text exposition (every series is listed in docs/operations.md, "Metrics").
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str(
@@ -220,6 +220,9 @@ impl Metrics {
             }
         }
         for (name, v) in self.gauges.lock().expect("metrics lock").iter() {
+            if let Some(help) = gauge_help(name) {
+                let _ = writeln!(out, "# HELP {name} {help}");
+            }
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
         }
         let models = self.models.lock().expect("metrics lock").clone();
@@ -314,6 +317,25 @@ impl Metrics {
         }
         out
     }
+}
+
+/// What the control loop's gauges mean (they are set by name from `autoscale`).
+fn gauge_help(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "mark_fleet_instances" => "Fleet instances (pending and running).",
+        "mark_fleet_dollars_per_hour" => "What the fleet costs per hour now.",
+        "mark_fleet_cost_dollars" => {
+            "Cost so far: instances (billed as the cloud bills) and Lambda."
+        }
+        "mark_slo_attainment" => {
+            "Share of recent requests answered within the SLO (sliding window)."
+        }
+        "mark_dollars_per_million_requests" => "Cost so far per million requests answered.",
+        "mark_lambda_share" => "Share of requests answered by Lambda.",
+        "mark_arrival_rate" => "Peak arrival rate (req/s) of the last closed control interval.",
+        "mark_forecast_rate" => "Forecast peak arrival rate (req/s) for the next interval.",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
