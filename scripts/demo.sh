@@ -21,6 +21,7 @@ stop_fleet() {
 }
 trap stop_fleet EXIT
 export MARK_ADMIN_TOKEN="${MARK_ADMIN_TOKEN:-demo}"
+echo "operations page: http://127.0.0.1:8003/admin/#token=$MARK_ADMIN_TOKEN  (open it, then start the load step)"
 echo "admin API: curl -s -H 'authorization: Bearer $MARK_ADMIN_TOKEN' localhost:8003/admin/v1/status"
 echo "load step: ./target/release/mark bench --model mlp --mode open --rate 300 --duration 60"
 ./target/release/mark serve --model-repo models --listen "${MARK_LISTEN:-0.0.0.0:8000}" \

@@ -425,6 +425,12 @@ impl ControlLoop {
         st.dollars_per_million_requests = st.cost_so_far / st.requests.max(1) as f64 * 1e6;
         st.cost_by_backend = by_backend;
         st.dollars_per_hour = fleet.iter().map(|i| i.price_per_hour).sum();
+        st.capacity_rps = fleet
+            .iter()
+            .filter(|i| i.state == crate::control::fleet::InstanceState::Running)
+            .map(|i| crate::control::controller::capacity_of(&self.catalog, &i.instance_type))
+            .sum();
+        st.target_attainment = self.opts.attainment_target;
         let m = &self.state.metrics;
         m.set_gauge("mark_fleet_instances", fleet.len() as f64);
         m.set_gauge("mark_fleet_dollars_per_hour", st.dollars_per_hour);

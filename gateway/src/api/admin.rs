@@ -1,6 +1,7 @@
-//! Admin API on its own listener: policy hot-reload, rollback, status, and staged spot
-//! interruptions of the local fleet. Every call needs
-//! `Authorization: Bearer <token>` (compared in constant time); 401 otherwise.
+//! Admin API on its own listener: policy hot-reload, rollback, status, staged spot
+//! interruptions of the local fleet, and the operations page (`/admin/`, `api::ops`). Every call
+//! needs `Authorization: Bearer <token>` (compared in constant time), or for reads the page's
+//! session cookie; 401 otherwise.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,7 +57,8 @@ fn cross_site<B>(req: &Request<B>, insecure: bool) -> Option<ApiError> {
     let text = |name: header::HeaderName| h.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
     if let Some(origin) = text(header::ORIGIN) {
         let host = origin.split("://").nth(1).unwrap_or("");
-        if !is_loopback_host(host) {
+        // same origin (the operations page on this listener) or a loopback one
+        if !is_loopback_host(host) && text(header::HOST) != Some(host) {
             return Some(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!("admin API: cross-origin request from '{origin}' refused"),
@@ -99,7 +101,20 @@ pub async fn handle(
         tracing::warn!(reason = %e.message, "admin API refused a cross-site request");
         return e.into_response();
     }
-    if !token.is_empty() && !authorized(&req, &token) {
+    let path = req.uri().path().trim_matches('/').to_string();
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    // the operations page holds no data; signing in sets the cookie that lets it read
+    match (path.as_str(), req.method()) {
+        ("admin", &Method::GET | &Method::HEAD) => return super::ops::page(),
+        ("admin/login", &Method::POST) => {
+            return super::ops::login(&token, req)
+                .await
+                .unwrap_or_else(ApiError::into_response)
+        }
+        _ => {}
+    }
+    let by_cookie = reading && super::ops::cookie_matches(req.headers(), &token);
+    if !token.is_empty() && !authorized(&req, &token) && !by_cookie {
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "admin API: missing or wrong bearer token (Authorization: Bearer <token>)",
@@ -111,7 +126,6 @@ pub async fn handle(
         );
         return r;
     }
-    let path = req.uri().path().trim_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').collect();
     let method = req.method().clone();
     let r = match (segs.as_slice(), &method) {
@@ -268,7 +282,20 @@ fn status(state: &AppState) -> Response<Full<Bytes>> {
         .map(|m| {
             // the provider the sessions got: "cuda" configured may have fallen back to "cpu"
             let provider = m.loaded().map(|l| format!("{:?}", l.provider).to_lowercase());
-            serde_json::json!({"name": m.name, "state": format!("{:?}", m.state()), "slo_ms": m.cfg.slo_ms, "max_batch_size": m.cfg.max_batch_size, "execution_provider": provider})
+            // cumulative since start: the operations page takes differences between polls
+            let (latency, batches, items) = m.loaded().map_or((vec![], 0, 0.0), |l| {
+                let mm = &l.metrics;
+                let b = mm.batch_size.count();
+                let buckets: Vec<(Option<f64>, u64)> = mm
+                    .latency
+                    .buckets()
+                    .into_iter()
+                    .map(|(le, n)| (le.is_finite().then_some(le * 1e3), n))
+                    .collect();
+                (buckets, b, mm.batch_size.mean() * b as f64)
+            });
+            serde_json::json!({"name": m.name, "state": format!("{:?}", m.state()), "slo_ms": m.cfg.slo_ms, "max_batch_size": m.cfg.max_batch_size, "execution_provider": provider,
+                "latency_buckets_ms": latency, "batches": batches, "batch_items": items.round()})
         })
         .collect();
     json_ok(&serde_json::json!({

@@ -52,4 +52,8 @@ pub struct ControlStatus {
     pub cost_so_far: f64,
     /// USD per hour of the live fleet.
     pub dollars_per_hour: f64,
+    /// Requests/s the running fleet serves within the SLO (each type's capacity at the SLO).
+    pub capacity_rps: f64,
+    /// The SLO attainment the controller keeps (`--attainment-target`).
+    pub target_attainment: f64,
 }

@@ -1,0 +1,154 @@
+//! The operations page at `/admin/` on the admin listener: one HTML file embedded in the binary
+//! (`ops_page.html`: no third-party scripts, fonts or CDNs) that polls `GET /admin/v1/status` every
+//! 2 s and draws load, fleet, attainment, latency, batch size and cost as SVG.
+//!
+//! Signing in: the page itself holds no data and is served to anyone who reaches the admin
+//! listener. `POST /admin/login` with the admin token (form field `token`) answers 204 with the
+//! token in an HTTP-only, `SameSite=Strict` cookie scoped to `/admin`; that cookie then
+//! authenticates **read-only** calls (GET, HEAD) only. Changing anything (policy uploads, rollback,
+//! staged interruptions) still needs `Authorization: Bearer`, so a cookie can never be ridden into
+//! a mutation.
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Response, StatusCode};
+use http_body_util::Full;
+
+use super::body::{read_limited, ReqBody};
+use super::error::ApiError;
+use crate::secret::constant_time_eq;
+
+/// The page.
+pub const PAGE: &str = include_str!("ops_page.html");
+/// Name of the session cookie.
+pub const COOKIE: &str = "mark_admin";
+/// Seconds a sign-in lasts.
+const SESSION_S: u32 = 12 * 3600;
+
+/// `GET /admin/`: the page, with a policy that lets it load nothing from elsewhere.
+pub fn page() -> Response<Full<Bytes>> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from_static(PAGE.as_bytes())))
+        .expect("valid response")
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// Whether the request's cookie holds `token`.
+pub fn cookie_matches(headers: &HeaderMap, token: &str) -> bool {
+    cookie(headers)
+        .is_some_and(|c| constant_time_eq(percent_decode(c).as_bytes(), token.as_bytes()))
+}
+
+/// `%XX` and `+` decoded (form fields and cookie values).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                (c as char).to_string()
+            } else {
+                format!("%{c:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `POST /admin/login` with `token=<admin token>` (form-encoded, at most 4 KiB): 204 and the
+/// session cookie when it is the token, 401 otherwise.
+pub async fn login(
+    token: &str,
+    req: http::Request<impl ReqBody>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let body = read_limited(
+        req.into_body(),
+        4096,
+        std::time::Duration::from_secs(10),
+        || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "sign-in body over 4096 bytes",
+            )
+        },
+        "sign-in form",
+    )
+    .await?;
+    let form = String::from_utf8_lossy(&body);
+    let given = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .map(percent_decode)
+        .unwrap_or_default();
+    if token.is_empty() || !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        tracing::warn!("operations page: sign-in with a wrong token");
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
+    }
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/admin; Max-Age={SESSION_S}",
+        percent_encode(token)
+    );
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(header::SET_COOKIE, cookie)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::new()))
+        .expect("valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_and_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; mark_admin=s%20e%2Bc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h), Some("s%20e%2Bc"));
+        assert!(cookie_matches(&h, "s e+c"));
+        assert!(!cookie_matches(&h, "s e+d"));
+        assert_eq!(percent_decode(&percent_encode("t0k=n &%")), "t0k=n &%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert!(cookie(&HeaderMap::new()).is_none());
+    }
+}
