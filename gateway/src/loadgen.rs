@@ -228,6 +228,33 @@ fn json_like_python(tensors: &[Tensor]) -> Vec<u8> {
         .into_bytes()
 }
 
+/// One line per second on stderr while a run lasts: answers per second, p50 and p99 of the
+/// answers of that second, errors so far.
+async fn live_lines(tally: Arc<Mutex<Tally>>, start: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut seen = 0usize;
+    loop {
+        tick.tick().await;
+        let (mut lat, errors) = {
+            let g = tally.lock().expect("tally");
+            (
+                g.lat_ms[seen.min(g.lat_ms.len())..].to_vec(),
+                g.errors.values().sum::<u64>(),
+            )
+        };
+        seen += lat.len();
+        let (p50, _, p99) = pct(&mut lat);
+        eprintln!(
+            "{:>5.0}s {:>9.1} answers/s  p50 {:>8.3} ms  p99 {:>8.3} ms  errors {errors}",
+            start.elapsed().as_secs_f64(),
+            lat.len() as f64,
+            p50,
+            p99
+        );
+    }
+}
+
 struct Tally {
     lat_ms: Vec<f64>,
     errors: BTreeMap<u16, u64>,
@@ -351,6 +378,7 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(a.duration);
     let mut shed = 0u64;
+    let live = tokio::spawn(live_lines(tally.clone(), start));
     if a.mode == "closed" {
         let mut tasks = Vec::new();
         for _ in 0..a.concurrency {
@@ -404,6 +432,7 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
             t.await?;
         }
     }
+    live.abort();
     let elapsed = start.elapsed().as_secs_f64();
     let (s1, c1) = batch_stats(&client, &a.url, &a.model).await;
     let mut g = tally.lock().expect("tally");

@@ -82,6 +82,15 @@ pub fn measure(
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
         let (p50, p99) = percentiles(&mut samples);
+        // progress: one line per batch size (the large ones take a while on a big model)
+        tracing::info!(
+            batch = b,
+            done = points.len() + 1,
+            of = batch_sizes.len(),
+            p50_ms = p50 / 1e3,
+            p99_ms = p99 / 1e3,
+            "profiled a batch size"
+        );
         points.push(MeasuredPoint {
             batch: b,
             p50_us: p50,
