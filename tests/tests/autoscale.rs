@@ -26,7 +26,7 @@ capacity_rps = { mlp = 60 }
 async fn load_step_scales_out_and_worker_loss_loses_nothing() {
     let repo = repo_with(&[(
         "mlp",
-        "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\n",
+        "max_batch_size = 32\nslo_ms = 200\nexecutors = 1\nintra_threads = 1\n",
     )]);
     let (g, state_dir) = start_local_cloud(&repo, CATALOG, "autoscale", "2", "6").await;
     let admin = g.admin.clone().unwrap();
