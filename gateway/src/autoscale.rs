@@ -343,7 +343,7 @@ impl ControlLoop {
                     .collect();
                 st.lambda_share = s.plan.lambda_share;
                 drop(st);
-                log_plan(&s.plan, &s.forecast, &history);
+                log_plan(&s.plan, &s.forecast, &history, &s.actions, &load);
                 actions.extend(s.actions);
             }
             Err(e) => tracing::error!(cause = ?e, "control step failed"),
@@ -427,7 +427,7 @@ impl ControlLoop {
         st.dollars_per_hour = fleet.iter().map(|i| i.price_per_hour).sum();
         st.capacity_rps = fleet
             .iter()
-            .filter(|i| i.state == crate::control::fleet::InstanceState::Running)
+            .filter(|i| i.state == InstanceState::Running)
             .map(|i| crate::control::controller::capacity_of(&self.catalog, &i.instance_type))
             .sum();
         st.target_attainment = self.opts.attainment_target;
@@ -479,12 +479,41 @@ impl Fleet for Driver {
     }
 }
 
-fn log_plan(plan: &Plan, forecast: &[f64], history: &[f64]) {
+/// One line per control step: what arrived, the forecast, the fleet's capacity, the plan, the
+/// actions decided and why (the fleet changes are applied, or skipped with their own line, next).
+fn log_plan(plan: &Plan, forecast: &[f64], history: &[f64], actions: &[Action], load: &FleetLoad) {
+    let next = forecast.first().copied().unwrap_or(0.0);
+    let launch: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launch {
+                instance_type,
+                market,
+                count,
+            } => Some(format!("{count}x {instance_type} {market}")),
+            _ => None,
+        })
+        .collect();
+    let terminate = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Terminate { .. }))
+        .count();
+    let why = if !launch.is_empty() {
+        "the plan needs more than the fleet has (forecast above capacity, or a cheaper mix)"
+    } else if terminate > 0 {
+        "the fleet holds more than the plan needs"
+    } else {
+        "the fleet matches the plan"
+    };
     tracing::info!(
         last_peak = history.last().copied().unwrap_or(0.0),
-        next = forecast.first().copied().unwrap_or(0.0),
+        next,
+        capacity = load.capacity_rps,
         targets = ?plan.targets.iter().map(|t| (t.instance_type.as_str(), t.count)).collect::<Vec<_>>(),
         lambda_share = plan.lambda_share,
+        ?launch,
+        terminate,
+        why,
         "control step"
     );
 }

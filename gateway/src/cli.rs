@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Do not profile models that have no profile.toml (batch by max size only).
     #[arg(long)]
     pub no_profile: bool,
+    /// Log one line per inference request (model, protocol, status, latency). Off by default: at
+    /// thousands of requests per second the metrics are the record.
+    #[arg(long)]
+    pub log_requests: bool,
     /// Address of the KServe v2 gRPC listener (Triton's port; same limits as REST).
     #[arg(long, default_value = "0.0.0.0:8001")]
     pub grpc_listen: SocketAddr,

@@ -138,6 +138,8 @@ pub struct ServerConfig {
     pub body_timeout: std::time::Duration,
     /// Profile models that have no `profile.toml` at start.
     pub profile_missing: bool,
+    /// One log line per inference request (`--log-requests`; off by default).
+    pub log_requests: bool,
 }
 
 impl Default for ServerConfig {
@@ -149,6 +151,7 @@ impl Default for ServerConfig {
             idle_timeout: std::time::Duration::from_secs(60),
             body_timeout: std::time::Duration::from_secs(30),
             profile_missing: true,
+            log_requests: false,
         }
     }
 }

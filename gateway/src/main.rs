@@ -250,6 +250,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         body_timeout_secs,
         ort_lib,
         no_profile,
+        log_requests,
         grpc_listen,
         no_grpc,
         admin_listen,
@@ -266,6 +267,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         idle_timeout: secs(idle_timeout_secs),
         body_timeout: secs(body_timeout_secs),
         profile_missing: !no_profile,
+        log_requests,
         model_repo,
     };
     if let Err(e) = cfg.validate() {

@@ -139,11 +139,70 @@ fn log_format_json_writes_one_object_per_line() {
             && l["fields"]["path"].is_string()),
         "{err}"
     );
+    // progress: one line per batch size profiled
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "profiled a batch size"
+                && l["fields"]["batch"] == 1
+                && l["fields"]["of"] == 1),
+        "{err}"
+    );
     // an unknown format is a usage error
+
     let out = Command::new(mark_bin())
         .args(["--log-format", "yaml", "profile"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("yaml"));
+}
+
+/// `--log-requests`: one line per inference request, REST and gRPC alike; none without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_requests_writes_one_line_per_request() {
+    within(120, async {
+        let repo = repo_with(&[("mlp", "max_batch_size = 4\n")]);
+        let repo = repo.to_str().unwrap();
+        for (flag, want) in [(Some("--log-requests"), 2), (None, 0)] {
+            let mut args = vec!["--model-repo", repo];
+            args.extend(flag);
+            let g = Gateway::start_env(&args, &[("MARK_LOG_FORMAT", "json")])
+                .ready()
+                .await;
+            let url = format!("{}/v2/models/mlp/infer", g.base);
+            assert_eq!(
+                post_json(&url, &mlp_request(&[mlp_row(1)])).await.status,
+                200
+            );
+            assert_eq!(
+                post_json(
+                    &format!("{}/v2/models/nosuch/infer", g.base),
+                    &mlp_request(&[mlp_row(1)])
+                )
+                .await
+                .status,
+                404
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let log = std::fs::read_to_string(&g.log).unwrap();
+            let lines: Vec<serde_json::Value> = log
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .filter(|l: &serde_json::Value| l["fields"]["message"] == "request")
+                .collect();
+            assert_eq!(lines.len(), want, "{log}");
+            if want > 0 {
+                assert_eq!(lines[0]["fields"]["status"], 200);
+                assert_eq!(lines[0]["fields"]["protocol"], "rest");
+                assert!(lines[0]["fields"]["ms"].as_f64().is_some());
+                assert_eq!(lines[1]["fields"]["status"], 404);
+                assert!(lines[1]["fields"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unknown model"));
+            }
+        }
+    })
+    .await;
 }

@@ -160,12 +160,14 @@ pub async fn infer(
     } else {
         ""
     };
+    let started = std::time::Instant::now();
     let r = infer_inner(state, name, version, req).await;
     let status = match &r {
         Ok(_) => 200,
         Err(e) => e.status.as_u16(),
     };
     state.metrics.request(label, status);
+    log_request(state, name, "rest", status, started, r.as_ref().err());
     r
 }
 
@@ -230,6 +232,28 @@ async fn infer_inner(
     };
     Ok(b.body(Full::new(Bytes::from(enc.body)))
         .expect("valid response"))
+}
+
+/// With `--log-requests`: one line per inference request.
+pub fn log_request(
+    state: &AppState,
+    model: &str,
+    protocol: &str,
+    status: u16,
+    started: std::time::Instant,
+    error: Option<&ApiError>,
+) {
+    if state.cfg.log_requests {
+        tracing::info!(
+            target: "mark::request",
+            model,
+            protocol,
+            status,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            error = error.map(|e| e.message.as_str()),
+            "request"
+        );
+    }
 }
 
 /// Bodies at least this large are decoded on a blocking thread, so that a multi-megabyte JSON

@@ -116,7 +116,9 @@ impl GrpcInferenceService for V2Grpc {
         &self,
         req: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        let started = std::time::Instant::now();
         let req = req.into_inner();
+        let model = req.model_name.clone();
         let label = if self.state.models.contains_key(&req.model_name) {
             req.model_name.clone()
         } else {
@@ -128,6 +130,14 @@ impl GrpcInferenceService for V2Grpc {
             Err(e) => e.status.as_u16(),
         };
         self.state.metrics.request(&label, status);
+        v2::log_request(
+            &self.state,
+            &model,
+            "grpc",
+            status,
+            started,
+            r.as_ref().err(),
+        );
         r.map(Response::new).map_err(to_status)
     }
 }
