@@ -13,7 +13,8 @@
 //! - `fuzzing`: entry points of the fuzz targets (also replayed as tests).
 //!
 //! **Request path** (a request: `api` → `batching` → `exec`):
-//! - `api`: v2 REST endpoints, `/metrics`, the admin API (route → decode → admit → … → encode).
+//! - `api`: v2 REST endpoints and the v2 gRPC service (`api::grpc`, one request path after
+//!   decoding), `/metrics`, the admin API and its operations page (`api::ops`).
 //! - `model` / `repo`: a served model and the model repository scan.
 //! - `batching`: bounded model queue, batch-size policy, the batch loop, spill and admission rules.
 //! - `exec`: ONNX Runtime through `ort` (sessions, executor threads), fleet workers and the Lambda
@@ -24,7 +25,8 @@
 //! **Core** (no I/O: the server and the simulator share it):
 //! - `control`: catalog, peak rates, SLO monitor, controller step, the `Fleet` trait and `apply`,
 //!   cost ledger, monitors and emergency guard, the published status.
-//! - `codec`: the v2 wire format, once: request decode, response encode, and the client side.
+//! - `codec`: the v2 wire format, once: request decode (JSON `data` parsed straight into tensor
+//!   bytes: `json_skim`, `json_data`), response encode, and the client side.
 //! - `work`: the unit of work (a pending request and its reply channel) and its failures.
 //! - `profile`: latency per batch size, as stored (`exec::measure` measures one).
 //! - `clock`: the wall clock, and loop time vs the cloud's wall-clock stamps.
