@@ -14,12 +14,6 @@ if ! command -v clang-19 >/dev/null || ! command -v wasm-ld-19 >/dev/null; then
   $SUDO apt-get install -y -q clang-19 lld-19 >/dev/null 2>&1 \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q clang-19 lld-19 >/dev/null; }
 fi
-# The operations page's browser test runs Debian's headless Chromium.
-if ! command -v chromium >/dev/null; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
-fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi

@@ -1,5 +1,5 @@
 //! The operations page (`/admin/`) in a real browser: headless Chromium (Debian's package,
-//! installed by scripts/setup.sh) loads it against `mark serve --cloud local` after a load step,
+//! installed by scripts/test.sh) loads it against `mark serve --cloud local` after a load step,
 //! signs in with the token, and the DOM it renders holds every chart with data, the fleet and the
 //! policies; a screenshot is written next to it. Without the token the page shows the sign-in form
 //! and no data, and the status it reads needs the cookie or the token (401 otherwise); the cookie
@@ -47,7 +47,7 @@ fn chromium(url: &str, budget_ms: u32, screenshot: Option<&std::path::Path>) -> 
         .args(cmd.get_args())
         .arg(url)
         .output()
-        .expect("run chromium (scripts/setup.sh installs it)");
+        .expect("run chromium (scripts/test.sh installs it)");
     assert!(
         out.status.success(),
         "chromium failed: {}",
