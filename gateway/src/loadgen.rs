@@ -260,6 +260,9 @@ struct Tally {
     errors: BTreeMap<u16, u64>,
 }
 
+/// Longest wait for one answer (REST or gRPC) before it counts as a transport error.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Concurrent gRPC calls per HTTP/2 connection of `mark bench` (REST uses one connection per
 /// outstanding request; a handful of streams per connection keeps both sides' HTTP/2 framing
 /// off a single task).
@@ -298,9 +301,16 @@ impl Target {
                     req = req.header("inference-header-content-length", n.to_string());
                 }
                 let req = req.body(Full::new(body.clone())).expect("valid request");
-                let resp = client.request(req).await.map_err(|_| 0u16)?;
-                let status = resp.status().as_u16();
-                let _ = resp.into_body().collect().await.map_err(|_| 0u16)?;
+                // a server that hangs counts as a transport error after REQUEST_DEADLINE
+                let answer = async {
+                    let resp = client.request(req).await.map_err(|_| 0u16)?;
+                    let status = resp.status().as_u16();
+                    let _ = resp.into_body().collect().await.map_err(|_| 0u16)?;
+                    Ok::<u16, u16>(status)
+                };
+                let status = tokio::time::timeout(REQUEST_DEADLINE, answer)
+                    .await
+                    .map_err(|_| 0u16)??;
                 if status == 200 {
                     Ok(())
                 } else {
@@ -324,6 +334,7 @@ async fn target(a: &BenchArgs, client: &HttpClient, inputs: &[IoMeta]) -> anyhow
         for _ in 0..a.concurrency.div_ceil(GRPC_CALLS_PER_CONNECTION) {
             let ch = tonic::transport::Channel::from_shared(a.grpc_url.clone())?
                 .connect_timeout(Duration::from_secs(5))
+                .timeout(REQUEST_DEADLINE)
                 .connect()
                 .await
                 .with_context(|| format!("connecting to {}", a.grpc_url))?;
@@ -354,7 +365,12 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(a.concurrency * 2)
         .build_http();
-    let meta = get_json(&client, &format!("{}/v2/models/{}", a.url, a.model)).await?;
+    let meta = tokio::time::timeout(
+        Duration::from_secs(10),
+        get_json(&client, &format!("{}/v2/models/{}", a.url, a.model)),
+    )
+    .await
+    .context("model metadata: no answer within 10 s")??;
     let inputs: Vec<IoMeta> = meta["inputs"]
         .as_array()
         .context("metadata without inputs")?
@@ -370,7 +386,12 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
         })
         .collect();
     let target = Arc::new(target(a, &client, &inputs).await?);
-    let (s0, c0) = batch_stats(&client, &a.url, &a.model).await;
+    let (s0, c0) = tokio::time::timeout(
+        Duration::from_secs(10),
+        batch_stats(&client, &a.url, &a.model),
+    )
+    .await
+    .unwrap_or((0.0, 0.0));
     let tally = Arc::new(Mutex::new(Tally {
         lat_ms: Vec::new(),
         errors: BTreeMap::new(),
@@ -434,7 +455,12 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
     }
     live.abort();
     let elapsed = start.elapsed().as_secs_f64();
-    let (s1, c1) = batch_stats(&client, &a.url, &a.model).await;
+    let (s1, c1) = tokio::time::timeout(
+        Duration::from_secs(10),
+        batch_stats(&client, &a.url, &a.model),
+    )
+    .await
+    .unwrap_or((0.0, 0.0));
     let mut g = tally.lock().expect("tally");
     let ok = g.lat_ms.len() as u64;
     let goodput_per_s = a
