@@ -31,6 +31,7 @@ fn main() {
         "v2",
         "bad-answer",
         "bomb",
+        "contrary",
     ] {
         let c =
             guest_build::build_guest(&root, &out, "mark-test-policies", f, "mark_test_policies");

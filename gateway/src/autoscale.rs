@@ -203,6 +203,23 @@ impl ControlLoop {
             },
             scale_in_guard: Some(SCALE_IN_GUARD),
         };
+        crate::trace::set_context(crate::trace::schema::Context {
+            model: opts.model.clone(),
+            slo_ms: model.cfg.slo_ms,
+            max_batch: model.cfg.max_batch_size as u32,
+            on_deadline: format!("{:?}", model.cfg.on_deadline).to_lowercase(),
+            interval_s: opts.interval_s,
+            window_s: opts.window_s,
+            attainment_target: opts.attainment_target,
+            profile: serde_json::to_value(&*loaded.profile).ok(),
+            catalog_toml: opts.catalog.to_toml(),
+            policies: crate::policy::PolicyKind::ALL
+                .map(|k| {
+                    let s = state.policies.get(k).status();
+                    (k.to_string(), s.sha256.unwrap_or_else(|| s.active.into()))
+                })
+                .to_vec(),
+        });
         let engine = state.engine.clone();
         Some(ControlLoop {
             predictor: PolicyCaller::new(engine.clone(), state.policies.predictor.clone()),
@@ -230,6 +247,11 @@ impl ControlLoop {
     fn sample(&mut self, now: f64) {
         let totals = Outcomes::read(&self.loaded.metrics);
         self.last.sample_into(totals, now, &mut self.monitors);
+        crate::trace::live::window(
+            totals.arrived - self.last.arrived,
+            totals.done - self.last.done,
+            totals.missed - self.last.missed,
+        );
         self.last = totals;
     }
 
@@ -344,6 +366,8 @@ impl ControlLoop {
                 st.lambda_share = s.plan.lambda_share;
                 drop(st);
                 log_plan(&s.plan, &s.forecast, &history, &s.actions, &load);
+                let last_peak = history.last().copied().unwrap_or(0.0);
+                crate::trace::live::step(last_peak, &s.forecast, &s.plan, &s.actions);
                 actions.extend(s.actions);
             }
             Err(e) => tracing::error!(cause = ?e, "control step failed"),
@@ -431,6 +455,10 @@ impl ControlLoop {
             .map(|i| crate::control::controller::capacity_of(&self.catalog, &i.instance_type))
             .sum();
         st.target_attainment = self.opts.attainment_target;
+        let buckets = self.loaded.metrics.latency.buckets().into_iter();
+        let buckets = buckets.map(|(le, n)| (le.is_finite().then_some(le * 1e3), n));
+        let (dph, cost, answered) = (st.dollars_per_hour, st.cost_so_far, st.requests);
+        crate::trace::live::fleet(fleet, dph, cost, answered, buckets.collect());
         let m = &self.state.metrics;
         m.set_gauge("mark_fleet_instances", fleet.len() as f64);
         m.set_gauge("mark_fleet_dollars_per_hour", st.dollars_per_hour);

@@ -45,6 +45,13 @@ pub struct ServeArgs {
     /// thousands of requests per second the metrics are the record.
     #[arg(long)]
     pub log_requests: bool,
+    /// Record the live trace (arrivals, the control loop's windows, steps and fleet) into this
+    /// directory from the start; `POST /admin/v1/trace/start|stop` record on demand.
+    #[arg(long)]
+    pub record_trace: Option<PathBuf>,
+    /// Bound on a trace's disk use, bytes (the oldest segments are deleted past it).
+    #[arg(long, default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(65536..))]
+    pub record_max_bytes: u64,
     /// Address of the KServe v2 gRPC listener (Triton's port; same limits as REST).
     #[arg(long, default_value = "0.0.0.0:8001")]
     pub grpc_listen: SocketAddr,

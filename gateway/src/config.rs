@@ -140,6 +140,29 @@ pub struct ServerConfig {
     pub profile_missing: bool,
     /// One log line per inference request (`--log-requests`; off by default).
     pub log_requests: bool,
+    /// Trace recording (`--record-trace`, `--record-max-bytes`).
+    pub trace: TraceConfig,
+}
+
+/// Where traces go.
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    /// `--record-trace DIR`: recorded from the start, and the default of the admin start call.
+    pub dir: Option<PathBuf>,
+    /// Where the admin start call puts a trace without a directory (the state directory).
+    pub default_parent: PathBuf,
+    /// Bound on disk use, bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            dir: None,
+            default_parent: PathBuf::from("."),
+            max_bytes: 1 << 30,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -152,6 +175,7 @@ impl Default for ServerConfig {
             body_timeout: std::time::Duration::from_secs(30),
             profile_missing: true,
             log_requests: false,
+            trace: TraceConfig::default(),
         }
     }
 }

@@ -20,7 +20,10 @@
 //! - `exec`: ONNX Runtime through `ort` (sessions, executor threads), fleet workers and the Lambda
 //!   client as remote backends, the batch wire format.
 //! - `cloud`: cloud drivers (`local`: `mark worker` processes; `ec2`), fleet rebuilt from tags.
-//! - `policy`: WASM policy host: engine, validation, slots, callers with native fallback.
+//! - `policy`: WASM policy host: engine, validation, slots, callers with native fallback, shadow
+//!   candidates beside the live policy.
+//! - `trace`: recording live arrivals and the control loop's view (JSON Lines, rotated, bounded)
+//!   and reading a trace back for `mark simulate --workload trace:DIR`.
 //!
 //! **Core** (no I/O: the server and the simulator share it):
 //! - `control`: catalog, peak rates, SLO monitor, controller step, the `Fleet` trait and `apply`,
@@ -59,4 +62,5 @@ pub mod secret;
 pub mod server;
 pub mod sim;
 pub mod tensor;
+pub mod trace;
 pub mod work;

@@ -251,6 +251,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         ort_lib,
         no_profile,
         log_requests,
+        record_trace,
+        record_max_bytes,
         grpc_listen,
         no_grpc,
         admin_listen,
@@ -268,6 +270,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         body_timeout: secs(body_timeout_secs),
         profile_missing: !no_profile,
         log_requests,
+        trace: mark_gateway::config::TraceConfig {
+            dir: record_trace.clone(),
+            default_parent: control.cloud_state.clone(),
+            max_bytes: record_max_bytes,
+        },
         model_repo,
     };
     if let Err(e) = cfg.validate() {
@@ -374,7 +381,14 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             app::spawn_autoscaling(&state, a);
         }
+        if let Some(dir) = &record_trace {
+            if let Err(e) = mark_gateway::trace::start(dir, record_max_bytes) {
+                anyhow::bail!("--record-trace {}: {e}", dir.display());
+            }
+        }
         app::serve(state, listener, grpc, admin, shutdown_signal()).await;
+        // what is queued is written, with the end record
+        mark_gateway::trace::stop();
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

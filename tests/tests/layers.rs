@@ -12,7 +12,7 @@ const CORE: &[&str] = &[
 /// The request path, in order: each may import the ones after it (and the side modules).
 const REQUEST_PATH: &[&str] = &["api", "repo", "model", "batching", "exec"];
 /// Beside the request path: imported by it, importing only the core.
-const SIDE: &[&str] = &["cloud", "policy"];
+const SIDE: &[&str] = &["cloud", "policy", "trace"];
 /// Front doors: may import anything.
 const FRONT: &[&str] = &[
     "app",

@@ -133,9 +133,20 @@ pub async fn handle(
             &PolicyKind::ALL.map(|k| state.policies.get(k).status()),
         )),
         (["admin", "v1", "policies", k], &Method::PUT) => match PolicyKind::parse(k) {
-            Some(kind) => upload(&state, kind, req).await,
+            Some(kind) => match super::shadow::mode(req.uri().query()) {
+                Ok(false) => upload(&state, kind, req).await,
+                Ok(true) => super::shadow::start(&state, kind, req).await,
+                Err(e) => Err(e),
+            },
             None => Err(unknown_kind(k)),
         },
+        (["admin", "v1", "policies", k, "shadow", rest @ ..], m) => match PolicyKind::parse(k) {
+            Some(kind) => super::shadow::route(&state, kind, rest, m).await,
+            None => Err(unknown_kind(k)),
+        },
+        (["admin", "v1", "trace", action], m) => {
+            super::trace_admin::route(&state, action, m, req).await
+        }
         (["admin", "v1", "policies", k, "rollback"], &Method::POST) => match PolicyKind::parse(k) {
             Some(kind) => rollback(&state, kind),
             None => Err(unknown_kind(k)),
@@ -151,13 +162,13 @@ pub async fn handle(
     r.unwrap_or_else(ApiError::into_response)
 }
 
-fn unknown_kind(k: &str) -> ApiError {
+pub(super) fn unknown_kind(k: &str) -> ApiError {
     ApiError::not_found(format!(
         "unknown policy kind '{k}'; kinds: batcher, predictor, provisioner"
     ))
 }
 
-fn not_allowed(m: &Method, allowed: &str) -> ApiError {
+pub(super) fn not_allowed(m: &Method, allowed: &str) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{m} not allowed here; use {allowed}"),
@@ -169,6 +180,28 @@ async fn upload(
     kind: PolicyKind,
     req: Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    let (policy, validate_ms) = receive(state, kind, req).await?;
+    let swap = Instant::now();
+    state.policies.get(kind).install(policy.clone());
+    let swap_us = swap.elapsed().as_secs_f64() * 1e6;
+    tracing::info!(%kind, sha = %policy.sha256, generation = policy.generation, validate_ms, "policy swapped in");
+    Ok(json_ok(&serde_json::json!({
+        "kind": kind,
+        "sha256": policy.sha256,
+        "wit_version": policy.wit_version,
+        "generation": policy.generation,
+        "validate_ms": validate_ms,
+        "swap_us": swap_us,
+    })))
+}
+
+/// Reads an uploaded component (bounded) and validates it as a `kind` policy: the policy and
+/// the validation time (ms), or 413 / 422 with the reason.
+pub(super) async fn receive(
+    state: &Arc<AppState>,
+    kind: PolicyKind,
+    req: Request<impl ReqBody>,
+) -> Result<(Arc<crate::policy::slot::LoadedPolicy>, f64), ApiError> {
     let limit = state.engine.limits.max_component_bytes;
     let too_big = || {
         ApiError::new(
@@ -206,19 +239,7 @@ async fn upload(
             format!("{kind} policy refused: {r}"),
         )
     })?;
-    let validate_ms = started.elapsed().as_secs_f64() * 1e3;
-    let swap = Instant::now();
-    state.policies.get(kind).install(policy.clone());
-    let swap_us = swap.elapsed().as_secs_f64() * 1e6;
-    tracing::info!(%kind, sha = %policy.sha256, generation = policy.generation, validate_ms, "policy swapped in");
-    Ok(json_ok(&serde_json::json!({
-        "kind": kind,
-        "sha256": policy.sha256,
-        "wit_version": policy.wit_version,
-        "generation": policy.generation,
-        "validate_ms": validate_ms,
-        "swap_us": swap_us,
-    })))
+    Ok((policy, started.elapsed().as_secs_f64() * 1e3))
 }
 
 /// `POST /admin/v1/fleet/interrupt` with `{"share": 0.8}`: stages a spot interruption of that

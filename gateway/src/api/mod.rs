@@ -11,6 +11,8 @@ pub mod error;
 pub mod grpc;
 pub mod ops;
 pub mod router;
+pub mod shadow;
+pub mod trace_admin;
 pub mod v2;
 
 use std::collections::BTreeMap;

@@ -78,6 +78,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
 fn metrics(state: &AppState) -> Response<Full<Bytes>> {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from(state.metrics.render())))
+        .body(Full::new(Bytes::from({
+            let mut text = state.metrics.render();
+            text.push_str(&crate::policy::shadow::render_metrics(&state.policies));
+            text.push_str(&crate::trace::render_metrics());
+            text
+        })))
         .expect("valid response")
 }

@@ -201,6 +201,7 @@ async fn infer_inner(
                 l.metrics
                     .arrived_items
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::trace::arrival(&model.name, 1);
                 return Err(e);
             }
         }
@@ -319,6 +320,7 @@ pub async fn infer_decoded(model: &Model, decoded: InferRequest) -> Result<Answe
         .metrics
         .arrived_items
         .fetch_add(u64::from(adm.items), std::sync::atomic::Ordering::Relaxed);
+    crate::trace::arrival(name, adm.items);
     if model.cfg.on_deadline == OnDeadline::Reject {
         shed_if_late(model, loaded, adm.items)?;
     }

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mark_policies::types::{InstanceType, Market};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::type_profile::{check_profile, ProfileSource, MAX_PROFILE_FILE_BYTES};
 use crate::config::ConfigError;
 use crate::profile::LatencyProfile;
 
 /// Lambda (serverless) pricing and limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LambdaSpec {
     /// Function memory, MB (price scales with it).
@@ -43,7 +43,7 @@ fn default_payload_limit() -> usize {
 }
 
 /// One instance type.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
     /// Cloud name, e.g. "c7i.large".
@@ -108,7 +108,7 @@ impl InstanceSpec {
 }
 
 /// The catalog file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
     /// Region the prices are for.
@@ -135,6 +135,12 @@ impl Catalog {
             toml::from_str(text).map_err(|e| ConfigError::new(origin, e.to_string()))?;
         c.validate(origin)?;
         Ok(c)
+    }
+
+    /// The catalog as TOML that `parse` reads back the same, profile files inlined (what a
+    /// recorded trace keeps, so a replay needs no other file).
+    pub fn to_toml(&self) -> Option<String> {
+        toml::to_string(self).ok()
     }
 
     /// Reads and validates `path`; profile files are read relative to its directory.
@@ -362,6 +368,15 @@ launch_seconds = 60
 burstable = true
 cpu_credits_per_hour = 24
 "#;
+
+    #[test]
+    fn the_catalog_survives_its_toml_with_profile_files_inlined() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/catalog-us-east-1.toml");
+        let c = Catalog::load(&path).unwrap();
+        let text = c.to_toml().expect("serializes");
+        assert_eq!(Catalog::parse(&text, "round trip").unwrap(), c);
+    }
 
     #[test]
     fn parses_and_derives_capacity() {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::profile::LatencyProfile;
 
 /// Where a type's profile for one model comes from.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum ProfileSource {
     /// A `mark profile` file, relative to the catalog (read by `Catalog::load`).

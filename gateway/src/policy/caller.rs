@@ -16,6 +16,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::exports::mark::policy::{batcher, predictor, provisioner};
 use super::convert;
 use super::engine::{HostState, PolicyEngine};
+use super::shadow::{Offer, OwnedQueueState};
 use super::slot::{LoadedPolicy, Slot};
 use super::PolicyKind;
 
@@ -236,8 +237,56 @@ impl PolicyCaller {
         self.last = Outcome::Wasm;
     }
 
-    /// Batch decision; `native` answers when the component cannot.
+    /// Batch decision; the native default answers when the component cannot. A shadow of the
+    /// slot, if any, is offered the same state and this answer.
     pub fn decide(&mut self, s: &n::QueueState<'_>) -> n::BatchDecision {
+        let d = self.decide_live(s);
+        self.slot.offer_shadow(|| Offer::Batch {
+            state: OwnedQueueState::of(s),
+            live: d,
+        });
+        d
+    }
+
+    /// Forecast of the next `horizon` intervals (and the same offered to a shadow).
+    pub fn predict(
+        &mut self,
+        history: &[f64],
+        interval_seconds: f64,
+        horizon: u32,
+    ) -> Result<Vec<f64>, n::PolicyError> {
+        let f = self.predict_live(history, interval_seconds, horizon);
+        self.slot.offer_shadow(|| Offer::Predict {
+            history: history.to_vec(),
+            interval_s: interval_seconds,
+            horizon,
+            live: f.clone().unwrap_or_default(),
+        });
+        f
+    }
+
+    /// Fleet plan (and the same offered to a shadow).
+    pub fn provision(
+        &mut self,
+        forecast: &[f64],
+        interval_seconds: f64,
+        fleet: &[n::FleetEntry],
+        catalog: &[n::InstanceType],
+        slo: n::Slo,
+    ) -> Result<n::Plan, n::PolicyError> {
+        let p = self.provision_live(forecast, interval_seconds, fleet, catalog, slo);
+        self.slot.offer_shadow(|| Offer::Provision {
+            forecast: forecast.to_vec(),
+            interval_s: interval_seconds,
+            fleet: fleet.to_vec(),
+            catalog: catalog.to_vec(),
+            slo,
+            live: p.clone().ok(),
+        });
+        p
+    }
+
+    fn decide_live(&mut self, s: &n::QueueState<'_>) -> n::BatchDecision {
         let native = || mark_policies::batcher::decide(s);
         let Some(policy) = self.begin() else {
             return native();
@@ -279,8 +328,7 @@ impl PolicyCaller {
         }
     }
 
-    /// Forecast of the next `horizon` intervals.
-    pub fn predict(
+    fn predict_live(
         &mut self,
         history: &[f64],
         interval_seconds: f64,
@@ -331,8 +379,7 @@ impl PolicyCaller {
         }
     }
 
-    /// Fleet plan.
-    pub fn provision(
+    fn provision_live(
         &mut self,
         forecast: &[f64],
         interval_seconds: f64,

@@ -8,6 +8,8 @@
 //! - `caller`: per-thread callers that keep one Store per policy generation and fall back to the
 //!   native default on any trap, timeout or malformed answer.
 //! - `convert`: between native (`mark-policies`) and WIT types (`From` impls).
+//! - `shadow`, `shadow_report`: a candidate called beside the live policy on the same inputs, off
+//!   the request path, and how its answers differ (`?mode=shadow`).
 //! - `call_cost`: `mark policy bench`, the cost of policy calls native vs WASM.
 
 pub mod bindings;
@@ -16,6 +18,8 @@ pub mod caller;
 pub mod code_cache;
 pub mod convert;
 pub mod engine;
+pub mod shadow;
+pub mod shadow_report;
 pub mod slot;
 pub mod validate;
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 use wasmtime::component::{Component, InstancePre};
 
 use super::engine::HostState;
+use super::shadow::{Offer, Shadow, ShadowBrief};
 use super::PolicyKind;
 
 /// A validated policy component, ready to instantiate.
@@ -35,6 +36,25 @@ pub struct LoadedPolicy {
     pub pre: InstancePre<HostState>,
     /// Call statistics of this generation.
     pub stats: CallStats,
+}
+
+impl LoadedPolicy {
+    /// The same component as a new generation with fresh statistics (a shadow being promoted:
+    /// its shadow calls are not the live slot's).
+    pub fn renewed(&self, source: &str) -> LoadedPolicy {
+        LoadedPolicy {
+            kind: self.kind,
+            generation: next_generation(),
+            sha256: self.sha256.clone(),
+            wit_version: self.wit_version.clone(),
+            source: source.to_string(),
+            loaded_at: crate::clock::wall_s() as u64,
+            bytes: self.bytes,
+            component: self.component.clone(),
+            pre: self.pre.clone(),
+            stats: CallStats::default(),
+        }
+    }
 }
 
 /// Call statistics.
@@ -113,6 +133,8 @@ pub struct SlotStatus {
     pub auto_rollbacks: u64,
     /// Why the last automatic rollback happened.
     pub last_rollback_reason: Option<String>,
+    /// The candidate running in shadow, if any.
+    pub shadow: Option<ShadowBrief>,
 }
 
 /// One swappable slot.
@@ -127,6 +149,8 @@ pub struct Slot {
     last_rollback_reason: Mutex<Option<String>>,
     /// Native fallbacks while no component is loaded are still counted here.
     native_calls: AtomicU64,
+    /// A candidate called beside the live policy, never acted on (`?mode=shadow`).
+    pub shadow: ArcSwapOption<Shadow>,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -148,6 +172,19 @@ impl Slot {
             auto_rollbacks: AtomicU64::new(0),
             last_rollback_reason: Mutex::new(None),
             native_calls: AtomicU64::new(0),
+            shadow: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Offers one live call to the shadow, if one runs; `make` builds the offer only then. The
+    /// cost on the live path (building and queueing) is measured for the shadow's report.
+    #[inline]
+    pub fn offer_shadow(&self, make: impl FnOnce() -> Offer) {
+        let guard = self.shadow.load();
+        if let Some(sh) = guard.as_ref() {
+            let t = std::time::Instant::now();
+            sh.offer(make());
+            sh.add_offer_cost(t.elapsed());
         }
     }
 
@@ -254,6 +291,14 @@ impl Slot {
             history,
             auto_rollbacks: self.auto_rollbacks.load(Relaxed),
             last_rollback_reason: self.last_rollback_reason.lock().expect("slot lock").clone(),
+            shadow: self.shadow.load_full().map(|sh| {
+                let r = sh.report();
+                ShadowBrief {
+                    sha256: r.head.sha256,
+                    calls: r.head.calls,
+                    agreement: r.agreement_rate,
+                }
+            }),
         }
     }
 }

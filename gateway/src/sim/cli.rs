@@ -17,7 +17,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "examples/catalog-us-east-1.toml")]
     pub catalog: PathBuf,
     /// Workload: twitter-like[:SEED], steps[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S],
-    /// uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], or a path.
+    /// uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], trace:DIR (a recorded trace: its model,
+    /// SLO, catalog, profile, timing and starting fleet replace the flags'), or a path.
     #[arg(long, default_value = "twitter-like")]
     pub workload: String,
     /// Multiply every arrival rate of the workload by this (e.g. 10 for the 10x day).
@@ -106,32 +107,64 @@ pub enum SimulateError {
 }
 
 /// Runs `mark simulate`.
-pub fn run(a: SimulateArgs) -> Result<(), SimulateError> {
+pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
     use SimulateError::Input;
+    // a recorded trace brings its own setting (model, SLO, catalog, profile, timing, fleet)
+    let trace = match a.workload.strip_prefix("trace:") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            let t = crate::trace::reader::read(&dir, None).map_err(|e| Input(e.to_string()))?;
+            let setting = super::replay::apply(&t, &mut a, &dir).map_err(Input)?;
+            eprintln!(
+                "replaying {}: model {}, {} requests over {:.0} s in {} segment(s), fleet at start {:?}{}",
+                dir.display(),
+                a.model,
+                t.live().requests,
+                t.duration_s,
+                t.segments,
+                setting.fleet,
+                if t.dropped > 0 { format!(", {} records dropped while recording", t.dropped) } else { String::new() }
+            );
+            Some((t, setting))
+        }
+        None => None,
+    };
     if !(a.load_scale.is_finite() && a.load_scale > 0.0 && a.load_scale <= 1000.0) {
         return Err(Input(format!(
             "--load-scale {}: must be in (0, 1000]",
             a.load_scale
         )));
     }
-    let workload = match Workload::parse(&a.workload) {
+    let parsed = match &trace {
+        Some((t, _)) => Ok(super::workload::from_trace(t, a.interval)),
+        None => Workload::parse(&a.workload),
+    };
+    let workload = match parsed {
         Ok(w) if a.load_scale == 1.0 => w,
         Ok(w) => w.scaled(a.load_scale),
         Err(e) => return Err(Input(e.to_string())),
+    };
+    let (mut rec_catalog, mut rec_profile, rec_fleet) = match &trace {
+        Some((_, s)) => (s.catalog.clone(), s.profile.clone(), Some(s.fleet.clone())),
+        None => (None, None, None),
     };
     if let Some(f) = &a.export_workload {
         super::workload::write_csv(f, &workload)?;
         println!("wrote {}", f.display());
         return Ok(());
     }
-    let catalog = match Catalog::load(&a.catalog) {
+    let catalog = match rec_catalog
+        .take()
+        .map_or_else(|| Catalog::load(&a.catalog), Ok)
+    {
         Ok(c) => c,
         Err(e) => return Err(Input(e.to_string())),
     };
-    let profile = match &a.profile {
-        None => toml::from_str(super::DEFAULT_PROFILE)
+    let profile = match (rec_profile.take(), &a.profile) {
+        (Some(p), _) => p,
+        (None, None) => toml::from_str(super::DEFAULT_PROFILE)
             .map_err(|e| Input(format!("embedded profile: {e}")))?,
-        Some(p) => match crate::profile::LatencyProfile::load(p) {
+        (None, Some(p)) => match crate::profile::LatencyProfile::load(p) {
             Ok(Some(p)) if !p.points.is_empty() => p,
             Ok(_) => return Err(Input(format!("{}: no profile points", p.display()))),
             Err(e) => return Err(Input(e.to_string())),
@@ -227,6 +260,7 @@ pub fn run(a: SimulateArgs) -> Result<(), SimulateError> {
             terminations_per_hour: a.max_terminations_per_hour,
             sagemaker_markup: catalog.sagemaker_markup,
             reject_late: a.on_deadline == "reject",
+            initial_fleet: rec_fleet.filter(|f| !f.is_empty()),
             ..SimParams::default()
         },
         catalog,
@@ -248,6 +282,14 @@ pub fn run(a: SimulateArgs) -> Result<(), SimulateError> {
     let wall = started.elapsed().as_secs_f64();
     super::write_report(&summary, &a.out)?;
     print!("{}", summary.table());
+    if let Some((t, _)) = &trace {
+        let c = super::replay::calibrate(t, &summary);
+        print!("{}", super::replay::table(&c));
+        std::fs::write(
+            a.out.join("calibration.json"),
+            serde_json::to_string_pretty(&c).map_err(std::io::Error::other)?,
+        )?;
+    }
     let reqs: u64 = summary.policies.iter().map(|p| p.requests).sum();
     println!(
         "simulated {} runs, {reqs} requests in {wall:.1} s ({:.1} M requests/s); report in {}",

@@ -7,6 +7,7 @@
 //! - `baselines`: the strategies compared and their assumptions;
 //! - `params`: a run's knobs and policies; `engine`: the event loop;
 //! - `stats`, `report`, `plot`: latency histogram, summary and table, SVG figures;
+//! - `replay`: a recorded trace's setting, and the calibration of its replay against live;
 //! - `cli`: the command line.
 
 pub mod baselines;
@@ -16,6 +17,7 @@ pub mod fleet;
 pub mod lambda_model;
 pub mod params;
 pub mod plot;
+pub mod replay;
 pub mod report;
 pub mod stats;
 pub mod workload;

@@ -41,6 +41,9 @@ pub struct SimParams {
     /// answered past its SLO is refused at arrival, and one still queued at its SLO is dropped
     /// at batch formation. Both count as SLO misses.
     pub reject_late: bool,
+    /// The fleet at t = 0 (type, market, count) instead of the strategy's own sizing: a replayed
+    /// trace starts from the recorded fleet (mark-rs and mark-released).
+    pub initial_fleet: Option<Vec<(String, mark_policies::types::Market, u32)>>,
 }
 
 impl Default for SimParams {
@@ -62,6 +65,7 @@ impl Default for SimParams {
             terminations_per_hour: crate::control::fleet::CHANGES_PER_HOUR,
             sagemaker_markup: 1.4,
             reject_late: true,
+            initial_fleet: None,
         }
     }
 }

@@ -75,6 +75,27 @@ pub async fn start_local_cloud(
     ])
     .ready()
     .await;
+    // the workers outlive a killed gateway (a restarted one adopts them): end them with the test
+    let mut g = g;
+    let (state, repo, catalog) = (state_dir.clone(), repo.to_path_buf(), catalog.to_string());
+    g.cleanup = Some(Box::new(move || {
+        let Ok(cat) = mark_gateway::control::catalog::Catalog::parse(&catalog, "test catalog")
+        else {
+            return;
+        };
+        // every worker of the fleet, whatever its model (the records are per fleet)
+        let cloud = mark_gateway::cloud::local::LocalCloud::new(
+            &state,
+            "mark",
+            "mlp",
+            &mark_bin(),
+            &repo,
+            cat,
+        );
+        for i in cloud.list() {
+            let _ = cloud.interrupt(&i.id);
+        }
+    }));
     (g, state_dir)
 }
 
@@ -147,6 +168,8 @@ pub struct Gateway {
     pub admin: Option<String>,
     /// Address of the gRPC listener, when it runs.
     pub grpc: Option<SocketAddr>,
+    /// Runs after the gateway is killed: terminates the local cloud's workers it launched.
+    pub cleanup: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Gateway {
@@ -227,6 +250,7 @@ impl Gateway {
             log,
             admin,
             grpc,
+            cleanup: None,
         }
     }
 
@@ -260,6 +284,9 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(c) = self.cleanup.take() {
+            c();
+        }
     }
 }
 

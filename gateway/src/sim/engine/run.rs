@@ -90,14 +90,23 @@ pub fn run(
         .fold(f64::INFINITY, f64::min);
     // the starting fleet, warm at t = 0: sized for the first interval's rate (the whole trace's
     // peak for static-peak); the same for every strategy so none starts cold
-    let initial = crate::sim::baselines::initial_fleet(
-        strategy,
-        workload,
-        &sim.types,
-        &sim.catalog,
-        p,
-        &mut sim.policies,
-    );
+    let initial = match &p.initial_fleet {
+        Some(f) if matches!(strategy, Strategy::MarkRs | Strategy::MarkReleased) => f
+            .iter()
+            .filter_map(|(name, market, n)| {
+                let ty = sim.types.iter().position(|t| &t.spec.name == name)?;
+                Some((ty, *market, *n))
+            })
+            .collect(),
+        _ => crate::sim::baselines::initial_fleet(
+            strategy,
+            workload,
+            &sim.types,
+            &sim.catalog,
+            p,
+            &mut sim.policies,
+        ),
+    };
     for (ty, market, n) in initial {
         for _ in 0..n {
             sim.launch(ty, market, 0.0, true);

@@ -12,9 +12,11 @@
 mod generators;
 mod readers;
 mod spec;
+mod trace;
 
 pub use generators::{hourly_steps, stress, twitter_like};
 pub use readers::{parse_csv, read_csv, read_map, write_csv};
+pub use trace::from_trace;
 
 use mark_policies::traces::Rng;
 
@@ -32,6 +34,18 @@ pub enum Workload {
         rates: Vec<f64>,
         /// Evenly spaced arrivals instead of Poisson (deterministic).
         uniform: bool,
+    },
+    /// Recorded arrival times (`trace:DIR`), replayed exactly; `rates` are their counts per
+    /// interval, for plots and baselines.
+    Trace {
+        /// Seconds per interval of `rates`.
+        interval_s: f64,
+        /// Arrivals per second in each interval.
+        rates: Vec<f64>,
+        /// Arrival times, seconds, sorted.
+        times: std::sync::Arc<Vec<f64>>,
+        /// Seconds the trace lasts.
+        duration_s: f64,
     },
     /// A 2-state MAP per window: (D0, D1), rates per second.
     Map {
@@ -71,6 +85,14 @@ impl Workload {
                 rates: rates.into_iter().map(|r| r * factor).collect(),
                 uniform,
             },
+            // scaled, a trace is replayed as Poisson arrivals at its scaled rates
+            Workload::Trace {
+                interval_s, rates, ..
+            } => Workload::Rates {
+                interval_s,
+                rates: rates.into_iter().map(|r| r * factor).collect(),
+                uniform: false,
+            },
             Workload::Map { window_s, windows } => Workload::Map {
                 window_s,
                 windows: windows
@@ -95,6 +117,7 @@ impl Workload {
             Workload::Rates {
                 interval_s, rates, ..
             } => interval_s * rates.len() as f64,
+            Workload::Trace { duration_s, .. } => *duration_s,
             Workload::Map { window_s, windows } => window_s * windows.len() as f64,
         }
     }
@@ -103,6 +126,9 @@ impl Workload {
     pub fn mean_rate_at(&self, t: f64) -> f64 {
         match self {
             Workload::Rates {
+                interval_s, rates, ..
+            }
+            | Workload::Trace {
                 interval_s, rates, ..
             } => rates.get((t / interval_s) as usize).copied().unwrap_or(0.0),
             Workload::Map { window_s, windows } => windows
@@ -115,7 +141,9 @@ impl Workload {
     /// not the window's mean).
     pub fn peak_rate(&self) -> f64 {
         match self {
-            Workload::Rates { rates, .. } => rates.iter().copied().fold(0.0, f64::max),
+            Workload::Rates { rates, .. } | Workload::Trace { rates, .. } => {
+                rates.iter().copied().fold(0.0, f64::max)
+            }
             Workload::Map { windows, .. } => windows
                 .iter()
                 .flat_map(|(_, d1)| [d1[0][0] + d1[0][1], d1[1][0] + d1[1][1]])
@@ -129,6 +157,7 @@ impl Workload {
             Workload::Rates {
                 interval_s, rates, ..
             } => rates.iter().sum::<f64>() * interval_s,
+            Workload::Trace { times, .. } => times.len() as f64,
             Workload::Map { window_s, windows } => {
                 windows.iter().map(|(a, b)| map_rate(a, b)).sum::<f64>() * window_s
             }
@@ -200,6 +229,11 @@ impl Iterator for Arrivals<'_> {
                 self.k = 0;
                 self.t = end;
             },
+            Workload::Trace { times, .. } => {
+                let t = *times.get(self.k as usize)?;
+                self.k += 1;
+                Some(t)
+            }
             Workload::Map { window_s, windows } => loop {
                 let (d0, d1) = windows.get(self.seg)?;
                 let end = (self.seg + 1) as f64 * window_s;

@@ -172,9 +172,12 @@ pub fn read_map(path: &Path, window_s: f64) -> Result<Workload, WorkloadError> {
 
 /// Writes rates as `time_s,rate` CSV.
 pub fn write_csv(path: &Path, w: &Workload) -> std::io::Result<()> {
-    let Workload::Rates {
+    let (Workload::Rates {
         interval_s, rates, ..
-    } = w
+    }
+    | Workload::Trace {
+        interval_s, rates, ..
+    }) = w
     else {
         return Err(std::io::Error::other("only rate workloads export to CSV"));
     };

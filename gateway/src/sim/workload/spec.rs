@@ -14,7 +14,8 @@ impl Workload {
     /// Parses a `--workload` spec: `twitter-like[:SEED]`, `steps[:SEED]` (a day of hourly
     /// steps), `stress[:RATE[:SECONDS]]`,
     /// `csv:FILE[:INTERVAL_S]`, `uniform:FILE[:INTERVAL_S]` (evenly spaced arrivals),
-    /// `map:DIR_OR_FILE[:WINDOW_S]`, or a bare path (a directory or `.map` file is a MAP,
+    /// `map:DIR_OR_FILE[:WINDOW_S]`, `trace:DIR` (a trace `mark serve --record-trace` wrote),
+    /// or a bare path (a directory or `.map` file is a MAP,
     /// anything else a CSV).
     pub fn parse(spec: &str) -> Result<Workload, WorkloadError> {
         let mut parts = spec.splitn(2, ':');
@@ -70,6 +71,12 @@ impl Workload {
                 }
                 Ok(w)
             }
+            "trace" => {
+                let dir = rest.ok_or_else(|| bad("trace: needs a directory"))?;
+                let t = crate::trace::reader::read(Path::new(dir), None)
+                    .map_err(|e| bad(e.to_string()))?;
+                Ok(super::from_trace(&t, 60.0))
+            }
             "map" => {
                 let (f, secs) = file_and_secs(rest, 60.0)?;
                 read_map(Path::new(&f), secs)
@@ -82,7 +89,7 @@ impl Workload {
                     read_csv(p, 60.0)
                 } else {
                     Err(bad(format!(
-                        "unknown workload '{spec}': use twitter-like[:SEED], steps[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S], uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S]"
+                        "unknown workload '{spec}': use twitter-like[:SEED], steps[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S], uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], trace:DIR"
                     )))
                 }
             }

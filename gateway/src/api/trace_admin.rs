@@ -1,0 +1,100 @@
+//! Admin routes of trace recording (`crate::trace`):
+//!
+//! - `POST /admin/v1/trace/start` with `{"dir": "...", "max_bytes": N}` (both optional: the
+//!   `--record-trace` directory, or `mark-trace-<unix time>` under the state directory; the
+//!   `--record-max-bytes` bound): 200 and the status, 409 when a recording runs or the directory
+//!   holds a trace already;
+//! - `POST /admin/v1/trace/stop`: 200 and the final status, 409 when nothing records;
+//! - `GET /admin/v1/trace/status`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use super::admin::not_allowed;
+use super::body::{read_limited, ReqBody};
+use super::error::{json_ok, ApiError};
+use super::AppState;
+
+/// `/admin/v1/trace/{action}`.
+pub async fn route(
+    state: &Arc<AppState>,
+    action: &str,
+    m: &Method,
+    req: Request<impl ReqBody>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    match (action, m) {
+        ("start", &Method::POST) => start(state, req).await,
+        ("stop", &Method::POST) => {
+            let st = tokio::task::spawn_blocking(crate::trace::stop)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            st.map(|s| json_ok(&s))
+                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no trace is being recorded"))
+        }
+        ("status", &Method::GET | &Method::HEAD) => Ok(json_ok(
+            &crate::trace::status().map_or(serde_json::json!({ "recording": false }), |s| {
+                serde_json::json!(s)
+            }),
+        )),
+        ("start" | "stop", _) => Err(not_allowed(m, "POST")),
+        ("status", _) => Err(not_allowed(m, "GET")),
+        _ => Err(ApiError::not_found(format!(
+            "no admin route /admin/v1/trace/{action}; use start, stop or status"
+        ))),
+    }
+}
+
+async fn start(
+    state: &Arc<AppState>,
+    req: Request<impl ReqBody>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let body = read_limited(
+        req.into_body(),
+        4096,
+        Duration::from_secs(30),
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body over 4096 bytes"),
+        "trace start request",
+    )
+    .await?;
+    let v: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?
+    };
+    let cfg = &state.cfg.trace;
+    let dir = match v.get("dir") {
+        None | Some(serde_json::Value::Null) => cfg.dir.clone().unwrap_or_else(|| {
+            cfg.default_parent
+                .join(format!("mark-trace-{}", crate::clock::wall_s() as u64))
+        }),
+        Some(serde_json::Value::String(s)) if !s.is_empty() => PathBuf::from(s),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "\"dir\" must be a non-empty string, got {other}"
+            )))
+        }
+    };
+    let max_bytes = match v.get("max_bytes") {
+        None | Some(serde_json::Value::Null) => cfg.max_bytes,
+        Some(x) => x
+            .as_u64()
+            .filter(|n| *n >= crate::trace::MIN_BYTES)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "\"max_bytes\" must be an integer >= {}, got {x}",
+                    crate::trace::MIN_BYTES
+                ))
+            })?,
+    };
+    let st = tokio::task::spawn_blocking(move || crate::trace::start(&dir, max_bytes))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("trace not started: {e}")))?;
+    Ok(json_ok(&st))
+}

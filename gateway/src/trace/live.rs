@@ -1,0 +1,82 @@
+//! The control loop's records, built from its own types (one call per phase in `autoscale`).
+
+use mark_policies::types::Plan;
+
+use super::schema::{InstanceRow, Rec};
+use crate::control::controller::Action;
+use crate::control::fleet::Instance;
+
+/// The fleet as trace rows.
+pub fn fleet_rows(fleet: &[Instance]) -> Vec<InstanceRow> {
+    fleet
+        .iter()
+        .map(|i| {
+            (
+                i.id.clone(),
+                i.instance_type.clone(),
+                i.market.to_string(),
+                format!("{:?}", i.state).to_lowercase(),
+            )
+        })
+        .collect()
+}
+
+/// Sample phase: one window's demand and outcomes.
+pub fn window(arrived: u64, done: u64, missed: u64) {
+    super::record(|t| Rec::Window {
+        t,
+        arrived,
+        done,
+        missed,
+    });
+}
+
+/// Plan phase: one controller step.
+pub fn step(last_peak: f64, forecast: &[f64], plan: &Plan, actions: &[Action]) {
+    super::record(|t| Rec::Step {
+        t,
+        last_peak,
+        forecast: forecast.to_vec(),
+        plan: plan
+            .targets
+            .iter()
+            .map(|x| (x.instance_type.clone(), x.market.to_string(), x.count))
+            .collect(),
+        lambda_share: plan.lambda_share,
+        launch: actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Launch {
+                    instance_type,
+                    market,
+                    count,
+                } => Some((instance_type.clone(), market.to_string(), *count)),
+                Action::Terminate { .. } => None,
+            })
+            .collect(),
+        terminate: actions
+            .iter()
+            .filter(|a| matches!(a, Action::Terminate { .. }))
+            .count() as u32,
+    });
+}
+
+/// Publish phase: the fleet and the running totals; the fleet also goes to later headers.
+pub fn fleet(
+    fleet: &[Instance],
+    dollars_per_hour: f64,
+    cost: f64,
+    answered: u64,
+    latency_buckets_ms: Vec<(Option<f64>, u64)>,
+) {
+    let rows = fleet_rows(fleet);
+    super::set_fleet(rows.clone());
+    super::record(|t| Rec::Fleet {
+        t,
+        instances: rows,
+        dollars_per_hour,
+        cost,
+        answered,
+        latency_buckets_ms,
+    });
+}

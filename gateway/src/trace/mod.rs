@@ -1,0 +1,279 @@
+//! Recording the live traffic and the control loop's view of it, for replay (`mark simulate
+//! --workload trace:DIR`) and for judging policies on real traffic (docs/policies.md).
+//!
+//! - `schema`: the records (JSON Lines, schema 1);
+//! - `writer`: the recorder's thread: segments, rotation, the disk bound;
+//! - `reader`: a trace directory back into arrivals, windows, fleet and live figures.
+//!
+//! The request path pays one atomic load when nothing records, and a push of 16 bytes onto a
+//! bounded buffer under an uncontended lock when something does (the model's name is interned;
+//! nobody is woken: the writer takes the buffer every 10 ms). A full buffer drops the record
+//! (counted, and written as a `dropped` record) instead of delaying the request. One recording
+//! per process.
+
+pub mod live;
+pub mod reader;
+pub mod schema;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use schema::{Context, InstanceRow, Rec};
+
+/// Records buffered for the writer (each kind) before new ones are dropped.
+const QUEUE: usize = 1 << 16;
+
+/// What the request path and the control loop hand to the writer.
+#[derive(Default)]
+pub struct Pending {
+    /// Arrivals: (t, model index in `models`, items).
+    pub arrivals: Vec<(f64, u16, u32)>,
+    /// Model names, interned (only grows).
+    pub models: Vec<String>,
+    /// The control loop's records.
+    pub other: Vec<Rec>,
+    /// Set by `stop`: the end record's time.
+    pub end: Option<f64>,
+}
+
+/// Smallest `--record-max-bytes`.
+pub const MIN_BYTES: u64 = 64 << 10;
+
+static RECORDER: ArcSwapOption<Recorder> = ArcSwapOption::const_empty();
+static CONTEXT: Mutex<Option<Context>> = Mutex::new(None);
+static FLEET: Mutex<Vec<InstanceRow>> = Mutex::new(Vec::new());
+
+/// What the writer thread and the status share.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records written.
+    pub records: AtomicU64,
+    /// Bytes on disk now (after deletions).
+    pub bytes: AtomicU64,
+    /// Segments written so far.
+    pub segments: AtomicU64,
+    /// Segments deleted to stay under the bound.
+    pub deleted: AtomicU64,
+    /// Records dropped because the queue was full, not yet written as a `dropped` record.
+    pub dropped_pending: AtomicU64,
+    /// Records dropped in all.
+    pub dropped: AtomicU64,
+    /// The writer's error, if it stopped on one.
+    pub error: Mutex<Option<String>>,
+}
+
+/// A running recording.
+pub struct Recorder {
+    buffer: Arc<Mutex<Pending>>,
+    started: Instant,
+    dir: PathBuf,
+    max_bytes: u64,
+    counters: Arc<Counters>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// `GET /admin/v1/trace/status` and the answers of start and stop.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Recording now.
+    pub recording: bool,
+    /// Directory.
+    pub dir: String,
+    /// Seconds recorded.
+    pub seconds: f64,
+    /// Records written.
+    pub records: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// The bound.
+    pub max_bytes: u64,
+    /// Segments written.
+    pub segments: u64,
+    /// Oldest segments deleted to stay under the bound.
+    pub deleted_segments: u64,
+    /// Records dropped (the writer fell behind).
+    pub dropped: u64,
+    /// The writer's error, if it stopped on one.
+    pub error: Option<String>,
+}
+
+impl Recorder {
+    fn status(&self, recording: bool) -> Status {
+        let c = &self.counters;
+        Status {
+            recording,
+            dir: self.dir.display().to_string(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            records: c.records.load(Relaxed),
+            bytes: c.bytes.load(Relaxed),
+            max_bytes: self.max_bytes,
+            segments: c.segments.load(Relaxed),
+            deleted_segments: c.deleted.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            error: c.error.lock().expect("trace lock").clone(),
+        }
+    }
+
+    fn dropped(&self) {
+        self.counters.dropped.fetch_add(1, Relaxed);
+        self.counters.dropped_pending.fetch_add(1, Relaxed);
+    }
+
+    fn send(&self, r: Rec) {
+        let mut b = self.buffer.lock().expect("trace buffer lock");
+        if b.other.len() >= QUEUE {
+            drop(b);
+            return self.dropped();
+        }
+        b.other.push(r);
+    }
+
+    fn arrive(&self, model: &str, items: u32) {
+        let t = self.started.elapsed().as_secs_f64();
+        let mut b = self.buffer.lock().expect("trace buffer lock");
+        let idx = match b.models.iter().position(|m| m == model) {
+            Some(i) => i,
+            None if b.models.len() < usize::from(u16::MAX) => {
+                b.models.push(model.to_string());
+                b.models.len() - 1
+            }
+            None => usize::from(u16::MAX),
+        };
+        if b.arrivals.len() >= QUEUE || idx == usize::from(u16::MAX) {
+            drop(b);
+            return self.dropped();
+        }
+        b.arrivals.push((t, idx as u16, items));
+    }
+}
+
+/// Starts recording into `dir` (created; it must not hold a trace already), at most
+/// `max_bytes` on disk.
+pub fn start(dir: &Path, max_bytes: u64) -> Result<Status, String> {
+    if max_bytes < MIN_BYTES {
+        return Err(format!(
+            "the trace bound {max_bytes} bytes is below the smallest, {MIN_BYTES}"
+        ));
+    }
+    if let Some(r) = RECORDER.load_full() {
+        return Err(format!(
+            "already recording into {}; stop it first",
+            r.dir.display()
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if writer::segments(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .next()
+        .is_some()
+    {
+        return Err(format!(
+            "{} already holds a trace; choose another directory",
+            dir.display()
+        ));
+    }
+    let buffer = Arc::new(Mutex::new(Pending::default()));
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    let unix = crate::clock::wall_s();
+    let w = writer::Writer::new(
+        dir.to_path_buf(),
+        max_bytes,
+        counters.clone(),
+        started,
+        unix,
+    );
+    let thread = std::thread::Builder::new()
+        .name("trace-writer".into())
+        .spawn({
+            let buffer = buffer.clone();
+            move || w.run(&buffer)
+        })
+        .map_err(|e| format!("trace writer thread: {e}"))?;
+    let r = Arc::new(Recorder {
+        buffer,
+        started,
+        dir: dir.to_path_buf(),
+        max_bytes,
+        counters,
+        thread: Mutex::new(Some(thread)),
+    });
+    let st = r.status(true);
+    RECORDER.store(Some(r));
+    tracing::info!(dir = %dir.display(), max_bytes, "recording a trace");
+    Ok(st)
+}
+
+/// Stops recording: the writer writes what is queued and an `end` record, and closes.
+pub fn stop() -> Option<Status> {
+    let r = RECORDER.swap(None)?;
+    let t = r.started.elapsed().as_secs_f64();
+    r.buffer.lock().expect("trace buffer lock").end = Some(t);
+    if let Some(h) = r.thread.lock().expect("trace lock").take() {
+        let _ = h.join();
+    }
+    let st = r.status(false);
+    tracing::info!(dir = %st.dir, records = st.records, bytes = st.bytes, "trace recording stopped");
+    Some(st)
+}
+
+/// The running recording's status.
+pub fn status() -> Option<Status> {
+    RECORDER.load_full().map(|r| r.status(true))
+}
+
+/// One request's arrival (the request path).
+#[inline]
+pub fn arrival(model: &str, items: u32) {
+    let g = RECORDER.load();
+    if let Some(r) = g.as_ref() {
+        r.arrive(model, items);
+    }
+}
+
+/// A control-loop record, made with the recording's time only when something records.
+pub fn record(make: impl FnOnce(f64) -> Rec) {
+    let g = RECORDER.load();
+    if let Some(r) = g.as_ref() {
+        r.send(make(r.started.elapsed().as_secs_f64()));
+    }
+}
+
+/// The control loop's setting, for the headers of segments to come.
+pub fn set_context(c: Context) {
+    *CONTEXT.lock().expect("trace lock") = Some(c.clone());
+    record(|t| Rec::Context { t, context: c });
+}
+
+/// The fleet now, for the headers of segments to come.
+pub fn set_fleet(f: Vec<InstanceRow>) {
+    *FLEET.lock().expect("trace lock") = f;
+}
+
+pub(crate) fn context() -> Option<Context> {
+    CONTEXT.lock().expect("trace lock").clone()
+}
+
+pub(crate) fn fleet() -> Vec<InstanceRow> {
+    FLEET.lock().expect("trace lock").clone()
+}
+
+/// Prometheus text for the recording (appended to `/metrics`).
+pub fn render_metrics() -> String {
+    let st = status();
+    let (rec, records, dropped, bytes) = st
+        .as_ref()
+        .map_or((0, 0, 0, 0), |s| (1, s.records, s.dropped, s.bytes));
+    format!(
+        "# HELP mark_trace_recording A trace is being recorded (1) or not (0).\n# TYPE mark_trace_recording gauge\nmark_trace_recording {rec}\n\
+         # HELP mark_trace_records_total Records written to the current trace.\n# TYPE mark_trace_records_total counter\nmark_trace_records_total {records}\n\
+         # HELP mark_trace_dropped_total Records of the current trace dropped because the writer fell behind.\n# TYPE mark_trace_dropped_total counter\nmark_trace_dropped_total {dropped}\n\
+         # HELP mark_trace_bytes Bytes the current trace holds on disk.\n# TYPE mark_trace_bytes gauge\nmark_trace_bytes {bytes}\n"
+    )
+}

@@ -1,0 +1,371 @@
+//! Reading a trace directory back: the arrivals, the control loop's windows, the fleet at the
+//! start and the live figures (cost, attainment, p99) a replay is compared with.
+
+use std::path::Path;
+
+use super::schema::{Context, InstanceRow, Rec, SCHEMA};
+
+/// A trace that cannot be read: the message names the file (and line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TraceError(pub String);
+
+/// A fleet record's totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Totals {
+    /// When.
+    pub t: f64,
+    /// Cost so far.
+    pub cost: f64,
+    /// Answered so far.
+    pub answered: u64,
+    /// Latency histogram so far.
+    pub buckets: Vec<(Option<f64>, u64)>,
+}
+
+/// What a replay needs of a trace.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// The setting (from the first header that has one).
+    pub context: Option<Context>,
+    /// Segments read.
+    pub segments: usize,
+    /// When the first segment left starts (older ones may have been deleted).
+    pub t0: f64,
+    /// The fleet then.
+    pub fleet_at_start: Vec<InstanceRow>,
+    /// Arrivals of the model: (seconds since `t0`, items).
+    pub arrivals: Vec<(f64, u32)>,
+    /// Arrivals of other models (not replayed).
+    pub other_arrivals: u64,
+    /// Windows: (t, arrived, done, missed).
+    pub windows: Vec<(f64, u64, u64, u64)>,
+    /// First and last fleet totals.
+    pub totals: Option<(Totals, Totals)>,
+    /// Controller steps recorded.
+    pub steps: u64,
+    /// Records the recorder dropped.
+    pub dropped: u64,
+    /// The recording ended cleanly.
+    pub ended: bool,
+    /// Seconds from `t0` to the last record.
+    pub duration_s: f64,
+    /// Items of every model read (bounded by `MAX_ARRIVALS`).
+    pub items_read: u64,
+}
+
+/// Most items one recorded request may carry (a replay expands each into arrivals).
+pub const MAX_ITEMS: u32 = 1 << 16;
+/// Most items (every model's) read from one trace.
+pub const MAX_ARRIVALS: usize = 100_000_000;
+
+fn err(m: impl Into<String>) -> TraceError {
+    TraceError(m.into())
+}
+
+/// Reads the trace in `dir`; `model` picks the model replayed (default: the context's, or the
+/// only one).
+pub fn read(dir: &Path, model: Option<&str>) -> Result<Trace, TraceError> {
+    if !dir.is_dir() {
+        return Err(err(format!("{}: not a directory", dir.display())));
+    }
+    let files: Vec<_> = super::writer::segments(dir)
+        .map_err(|e| err(format!("{}: {e}", dir.display())))?
+        .collect();
+    if files.is_empty() {
+        return Err(err(format!(
+            "{}: not a trace: no segment files (trace-NNNNNN.jsonl) in it",
+            dir.display()
+        )));
+    }
+    let mut tr = Trace::default();
+    let mut all: Vec<(f64, String, u32)> = Vec::new();
+    let mut last_t = 0.0f64;
+    for (fi, f) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(f).map_err(|e| err(format!("{}: {e}", f.display())))?;
+        let last_file = fi + 1 == files.len();
+        let lines: Vec<&str> = text.lines().collect();
+        for (li, line) in lines.iter().enumerate() {
+            let rec: Rec = match serde_json::from_str(line) {
+                Ok(r) => r,
+                // a crash can cut the very last line short: that one is skipped
+                Err(_) if last_file && li + 1 == lines.len() && !text.ends_with('\n') => break,
+                Err(e) => {
+                    return Err(err(format!(
+                        "{} line {}: not a trace record: {e}",
+                        f.display(),
+                        li + 1
+                    )))
+                }
+            };
+            if li == 0 && !matches!(rec, Rec::Header { .. }) {
+                return Err(err(format!(
+                    "{} line 1: not a trace: a segment starts with a header record",
+                    f.display()
+                )));
+            }
+            take(&mut tr, &mut all, &mut last_t, fi, rec, f)?;
+        }
+    }
+    tr.segments = files.len();
+    let model = match (model, &tr.context) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(c)) => c.model.clone(),
+        (None, None) => all.first().map(|a| a.1.clone()).unwrap_or_default(),
+    };
+    for (t, m, n) in all {
+        if m == model {
+            tr.arrivals.push(((t - tr.t0).max(0.0), n));
+        } else {
+            tr.other_arrivals += u64::from(n);
+        }
+    }
+    tr.duration_s = (last_t - tr.t0).max(0.0);
+    Ok(tr)
+}
+
+fn take(
+    tr: &mut Trace,
+    all: &mut Vec<(f64, String, u32)>,
+    last_t: &mut f64,
+    file_index: usize,
+    rec: Rec,
+    f: &Path,
+) -> Result<(), TraceError> {
+    match rec {
+        Rec::Header {
+            schema,
+            t,
+            context,
+            fleet,
+            ..
+        } => {
+            if schema != SCHEMA {
+                return Err(err(format!(
+                    "{}: trace schema {schema}; this mark reads schema {SCHEMA}",
+                    f.display()
+                )));
+            }
+            if file_index == 0 {
+                tr.t0 = t;
+                tr.fleet_at_start = fleet;
+            }
+            if tr.context.is_none() {
+                tr.context = context;
+            }
+            *last_t = last_t.max(t);
+        }
+        Rec::Context { t, context } => {
+            *last_t = last_t.max(t);
+            if tr.context.is_none() {
+                tr.context = Some(context);
+            }
+        }
+        Rec::Arrival { t, m, n } => {
+            if n == 0 || n > MAX_ITEMS || !t.is_finite() {
+                return Err(err(format!(
+                    "{}: an arrival of {n} items at {t} s: items must be in 1..={MAX_ITEMS}",
+                    f.display()
+                )));
+            }
+            tr.items_read += u64::from(n);
+            if tr.items_read > MAX_ARRIVALS as u64 {
+                return Err(err(format!(
+                    "{}: more than {MAX_ARRIVALS} items arrived; replay a shorter trace",
+                    f.display()
+                )));
+            }
+            *last_t = last_t.max(t);
+            all.push((t, m, n));
+        }
+        Rec::Window {
+            t,
+            arrived,
+            done,
+            missed,
+        } => {
+            *last_t = last_t.max(t);
+            tr.windows.push((t - tr.t0, arrived, done, missed));
+        }
+        Rec::Step { t, .. } => {
+            *last_t = last_t.max(t);
+            tr.steps += 1;
+        }
+        Rec::Fleet {
+            t,
+            cost,
+            answered,
+            latency_buckets_ms,
+            ..
+        } => {
+            *last_t = last_t.max(t);
+            let now = Totals {
+                t: t - tr.t0,
+                cost,
+                answered,
+                buckets: latency_buckets_ms,
+            };
+            tr.totals = Some(match tr.totals.take() {
+                None => (now.clone(), now),
+                Some((first, _)) => (first, now),
+            });
+        }
+        Rec::Dropped { t, n } => {
+            *last_t = last_t.max(t);
+            tr.dropped += n;
+        }
+        Rec::End { t } => {
+            *last_t = last_t.max(t);
+            tr.ended = true;
+        }
+    }
+    Ok(())
+}
+
+/// The live figures over the trace: requests (items), attainment, cost and p99 (ms), from
+/// the windows and the first and last fleet totals.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct Live {
+    /// Items that arrived (the model's).
+    pub requests: u64,
+    /// 1 − missed/done over the windows.
+    pub attainment: Option<f64>,
+    /// Cost between the first and the last fleet record, dollars.
+    pub cost: Option<f64>,
+    /// p99 latency of the requests answered in between, ms (a bucket's upper bound).
+    pub p99_ms: Option<f64>,
+}
+
+impl Trace {
+    /// The live figures.
+    pub fn live(&self) -> Live {
+        let (done, missed) = self
+            .windows
+            .iter()
+            .fold((0, 0), |(d, m), w| (d + w.2, m + w.3));
+        let (cost, p99) = match &self.totals {
+            Some((a, b)) if b.t > a.t => {
+                let diff: Vec<(Option<f64>, u64)> = b
+                    .buckets
+                    .iter()
+                    .zip(a.buckets.iter().map(|x| x.1).chain(std::iter::repeat(0)))
+                    .map(|(x, before)| (x.0, x.1.saturating_sub(before)))
+                    .collect();
+                let n: u64 = diff.iter().map(|x| x.1).sum();
+                let mut seen = 0;
+                let p99 = (n > 0)
+                    .then(|| {
+                        diff.iter().find_map(|(le, k)| {
+                            seen += k;
+                            (seen as f64 >= 0.99 * n as f64).then_some(le.unwrap_or(f64::INFINITY))
+                        })
+                    })
+                    .flatten();
+                (Some(b.cost - a.cost), p99)
+            }
+            _ => (None, None),
+        };
+        Live {
+            requests: self.arrivals.iter().map(|a| u64::from(a.1)).sum(),
+            attainment: (done > 0).then(|| 1.0 - missed as f64 / done as f64),
+            cost,
+            p99_ms: p99,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_without_segments_or_with_a_foreign_file_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("mark-trace-r-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = read(&dir, None).unwrap_err().0;
+        assert!(e.contains("not a trace: no segment files"), "{e}");
+        let f = dir.join("trace-000001.jsonl");
+        std::fs::write(&f, "time_s,rate\n0,5\n").unwrap();
+        let e = read(&dir, None).unwrap_err().0;
+        assert!(e.contains("trace-000001.jsonl line 1"), "{e}");
+        std::fs::write(&f, "{\"k\":\"a\",\"t\":1.0,\"m\":\"mlp\",\"n\":1}\n").unwrap();
+        let e = read(&dir, None).unwrap_err().0;
+        assert!(e.contains("starts with a header"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn live_figures_come_from_windows_and_fleet_totals() {
+        let dir = std::env::temp_dir().join(format!("mark-trace-l-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let recs = [
+            Rec::Header {
+                schema: SCHEMA,
+                segment: 1,
+                t: 0.5,
+                unix: 0.0,
+                context: None,
+                fleet: vec![],
+            },
+            Rec::Arrival {
+                t: 1.5,
+                m: "mlp".into(),
+                n: 1,
+            },
+            Rec::Arrival {
+                t: 2.5,
+                m: "mlp".into(),
+                n: 3,
+            },
+            Rec::Arrival {
+                t: 2.6,
+                m: "other".into(),
+                n: 1,
+            },
+            Rec::Fleet {
+                t: 1.0,
+                instances: vec![],
+                dollars_per_hour: 1.0,
+                cost: 0.5,
+                answered: 0,
+                latency_buckets_ms: vec![(Some(10.0), 5), (Some(100.0), 0), (None, 0)],
+            },
+            Rec::Window {
+                t: 5.0,
+                arrived: 4,
+                done: 100,
+                missed: 2,
+            },
+            Rec::Fleet {
+                t: 6.0,
+                instances: vec![],
+                dollars_per_hour: 1.0,
+                cost: 0.75,
+                answered: 100,
+                latency_buckets_ms: vec![(Some(10.0), 103), (Some(100.0), 2), (None, 0)],
+            },
+        ];
+        let text: String = recs
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        // a last line cut short by a crash is skipped
+        std::fs::write(
+            dir.join("trace-000001.jsonl"),
+            text + "{\"k\":\"a\",\"t\":7",
+        )
+        .unwrap();
+        let tr = read(&dir, Some("mlp")).unwrap();
+        assert_eq!(tr.arrivals, vec![(1.0, 1), (2.0, 3)]);
+        assert_eq!(tr.other_arrivals, 1);
+        let live = tr.live();
+        assert_eq!(live.requests, 4);
+        assert_eq!(live.attainment, Some(0.98));
+        assert_eq!(live.cost, Some(0.25));
+        // 100 answered in between: 98 within 10 ms, 2 within 100 ms: p99 is in the 100 ms bucket
+        assert_eq!(live.p99_ms, Some(100.0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,268 @@
+//! The recorder's thread: writes records as JSON lines into segments `trace-NNNNNN.jsonl`,
+//! starts a new segment (with a header carrying the setting and the fleet) when one reaches an
+//! eighth of the bound, deletes the oldest segments to stay under the bound, and flushes every
+//! second (a crash loses at most the last second). It takes what is buffered every 10 ms and
+//! writes arrivals and the control loop's records merged in time order.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::schema::{Rec, SCHEMA};
+use super::{Counters, Pending};
+
+/// The trace segments in `dir`, by name (so in order).
+pub fn segments(dir: &Path) -> std::io::Result<std::vec::IntoIter<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("trace-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    v.sort();
+    Ok(v.into_iter())
+}
+
+/// The writer's state.
+pub struct Writer {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_limit: u64,
+    counters: Arc<Counters>,
+    started: Instant,
+    unix: f64,
+    out: Option<BufWriter<File>>,
+    segment: u64,
+    segment_bytes: u64,
+    on_disk: VecDeque<(PathBuf, u64)>,
+}
+
+impl Writer {
+    /// A writer for `dir`, bounded to `max_bytes`.
+    pub fn new(
+        dir: PathBuf,
+        max_bytes: u64,
+        counters: Arc<Counters>,
+        started: Instant,
+        unix: f64,
+    ) -> Self {
+        Writer {
+            dir,
+            max_bytes,
+            segment_limit: (max_bytes / 8).max(super::MIN_BYTES / 2),
+            counters,
+            started,
+            unix,
+            out: None,
+            segment: 0,
+            segment_bytes: 0,
+            on_disk: VecDeque::new(),
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// A new segment, with its header; the oldest ones go while the total is over the bound.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if let Some(mut o) = self.out.take() {
+            o.flush()?;
+        }
+        if let Some(last) = self.on_disk.back_mut() {
+            last.1 = self.segment_bytes;
+        }
+        self.segment += 1;
+        let path = self.dir.join(format!("trace-{:06}.jsonl", self.segment));
+        self.out = Some(BufWriter::with_capacity(64 << 10, File::create(&path)?));
+        self.on_disk.push_back((path, 0));
+        self.segment_bytes = 0;
+        self.counters.segments.store(self.segment, Relaxed);
+        let header = Rec::Header {
+            schema: SCHEMA,
+            segment: self.segment,
+            t: self.now(),
+            unix: self.unix,
+            context: super::context(),
+            fleet: super::fleet(),
+        };
+        self.write(&header)?;
+        self.trim()
+    }
+
+    /// Deletes the oldest segments (never the current one) while over the bound.
+    fn trim(&mut self) -> std::io::Result<()> {
+        let total = |d: &VecDeque<(PathBuf, u64)>, cur: u64| -> u64 {
+            d.iter()
+                .take(d.len().saturating_sub(1))
+                .map(|x| x.1)
+                .sum::<u64>()
+                + cur
+        };
+        while self.on_disk.len() > 1 && total(&self.on_disk, self.segment_bytes) > self.max_bytes {
+            let (p, _) = self.on_disk.pop_front().expect("non-empty");
+            std::fs::remove_file(&p)?;
+            self.counters.deleted.fetch_add(1, Relaxed);
+        }
+        self.counters
+            .bytes
+            .store(total(&self.on_disk, self.segment_bytes), Relaxed);
+        Ok(())
+    }
+
+    fn write(&mut self, r: &Rec) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.out.as_mut().expect("a segment").write_all(&line)?;
+        self.segment_bytes += line.len() as u64;
+        self.counters.records.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    fn take(&mut self, r: &Rec) -> std::io::Result<()> {
+        if self.out.is_none() || self.segment_bytes >= self.segment_limit {
+            self.rotate()?;
+        }
+        self.write(r)
+    }
+
+    fn tick(&mut self) -> std::io::Result<()> {
+        let n = self.counters.dropped_pending.swap(0, Relaxed);
+        if n > 0 {
+            let t = self.now();
+            self.take(&Rec::Dropped { t, n })?;
+        }
+        if let Some(o) = self.out.as_mut() {
+            o.flush()?;
+        }
+        self.trim()
+    }
+
+    /// Writes one buffer's worth: arrivals and other records merged by time.
+    fn drain(&mut self, p: &mut Pending, models: &[String]) -> std::io::Result<()> {
+        let (arrivals, other) = (
+            std::mem::take(&mut p.arrivals),
+            std::mem::take(&mut p.other),
+        );
+        let mut other = other.into_iter().peekable();
+        for (t, m, n) in arrivals {
+            while let Some(r) = other.next_if(|r| time_of(r) <= t) {
+                self.take(&r)?;
+            }
+            let m = models.get(usize::from(m)).cloned().unwrap_or_default();
+            self.take(&Rec::Arrival { t, m, n })?;
+        }
+        for r in other {
+            self.take(&r)?;
+        }
+        Ok(())
+    }
+
+    fn go(&mut self, buffer: &Mutex<Pending>) -> std::io::Result<()> {
+        self.rotate()?;
+        let mut last_flush = Instant::now();
+        let mut models: Vec<String> = Vec::new();
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            let mut p = {
+                let mut b = buffer.lock().expect("trace buffer lock");
+                if b.models.len() != models.len() {
+                    models = b.models.clone();
+                }
+                Pending {
+                    arrivals: std::mem::take(&mut b.arrivals),
+                    models: Vec::new(),
+                    other: std::mem::take(&mut b.other),
+                    end: b.end,
+                }
+            };
+            self.drain(&mut p, &models)?;
+            if let Some(t) = p.end {
+                self.tick()?;
+                self.take(&Rec::End { t })?;
+                return self.tick();
+            }
+            if last_flush.elapsed() >= Duration::from_secs(1) {
+                self.tick()?;
+                last_flush = Instant::now();
+            }
+        }
+    }
+
+    /// Runs until `stop` sets the end; an I/O error stops the recording (kept in the status and
+    /// logged; what is buffered after it is never written).
+    pub fn run(mut self, buffer: &Mutex<Pending>) {
+        if let Err(e) = self.go(buffer) {
+            tracing::error!(dir = %self.dir.display(), cause = %e, "trace writing failed; the recording stopped");
+            *self.counters.error.lock().expect("trace lock") = Some(e.to_string());
+        }
+    }
+}
+
+/// A record's time.
+fn time_of(r: &Rec) -> f64 {
+    match r {
+        Rec::Header { t, .. }
+        | Rec::Context { t, .. }
+        | Rec::Arrival { t, .. }
+        | Rec::Window { t, .. }
+        | Rec::Step { t, .. }
+        | Rec::Fleet { t, .. }
+        | Rec::Dropped { t, .. }
+        | Rec::End { t } => *t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_rotate_and_the_oldest_go_under_the_bound() {
+        let dir = std::env::temp_dir().join(format!("mark-trace-w-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Arc::new(Counters::default());
+        let max = 256 << 10;
+        let w = Writer::new(dir.clone(), max, c.clone(), Instant::now(), 0.0);
+        let p = Pending {
+            arrivals: (0..40_000u32)
+                .map(|i| (f64::from(i) * 1e-3, 0, 1))
+                .collect(),
+            models: vec!["mlp".into()],
+            other: vec![Rec::Window {
+                t: 0.0105,
+                arrived: 10,
+                done: 10,
+                missed: 0,
+            }],
+            end: Some(40.0),
+        };
+        w.run(&Mutex::new(p));
+        let files: Vec<PathBuf> = segments(&dir).unwrap().collect();
+        let total: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        assert!(total <= max, "{total} bytes on disk, bound {max}");
+        assert!(c.deleted.load(Relaxed) > 0, "old segments were deleted");
+        assert_eq!(c.bytes.load(Relaxed), total);
+        // every segment starts with its header; the last ends with the end record
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            assert!(text.starts_with("{\"k\":\"header\""), "{}", f.display());
+        }
+        let last = std::fs::read_to_string(files.last().unwrap()).unwrap();
+        assert!(
+            last.trim_end().ends_with("{\"k\":\"end\",\"t\":40.0}"),
+            "{last}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
