@@ -140,6 +140,8 @@ pub async fn serve(
         ))
     });
     if let Some((admin_listener, token)) = admin {
+        // the operations page's backlog: status samples every 2 s
+        tokio::spawn(crate::api::ops::sample(state.clone()));
         let st = state.clone();
         let token: Arc<str> = token.into();
         let handler = move |req| admin::handle(st.clone(), token.clone(), req);

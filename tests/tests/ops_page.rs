@@ -136,6 +136,32 @@ async fn the_page_shows_the_fleet_live_and_only_with_the_token() {
             .and_then(|s| s.parse().ok())
             .expect("instances tile");
         assert!(n >= 1, "instances tile shows the fleet: {n}");
+        // a page opened now draws the last minutes at once (the server's 2 s samples), not
+        // one point per poll from here on: one poll's worth of virtual time shows several points
+        let dom = chromium(format!("{admin}/admin/#token=t"), 1500, None)
+            .await
+            .unwrap();
+        let at = dom.find("id=\"c-load\"").expect("c-load");
+        let first = dom[at..]
+            .split("points=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("");
+        assert!(
+            first.split(' ').filter(|p| !p.is_empty()).count() >= 4,
+            "the backlog seeds the chart on load: {first:?}"
+        );
+        let history = format!("{admin}/admin/v1/status/history");
+        assert_eq!(get(&history).await.unwrap().status, 401);
+        let h = admin_call(&admin, "t", "GET", "status/history", vec![])
+            .await
+            .json();
+        let samples = h.as_array().expect("an array");
+        assert!(samples.len() >= 4, "{} samples", samples.len());
+        assert!(
+            samples.last().unwrap()["control"]["fleet"].is_array(),
+            "{h}"
+        );
         let shot = temp_dir("ops-shot").join("ops.png");
         chromium(format!("{admin}/admin/#token=t"), 12000, Some(shot.clone()))
             .await

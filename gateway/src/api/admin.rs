@@ -152,6 +152,7 @@ pub async fn handle(
             None => Err(unknown_kind(k)),
         },
         (["admin", "v1", "status"], &Method::GET) => Ok(status(&state)),
+        (["admin", "v1", "status", "history"], &Method::GET) => Ok(super::ops::history()),
         (["admin", "v1", "fleet", "interrupt"], &Method::POST) => interrupt(&state, req).await,
         (["admin", "v1", "fleet", "interrupt"], _) => Err(not_allowed(&method, "POST")),
         (["admin", "v1", "policies"], _) => Err(not_allowed(&method, "GET")),
@@ -297,6 +298,11 @@ fn rollback(state: &AppState, kind: PolicyKind) -> Result<Response<Full<Bytes>>,
 }
 
 fn status(state: &AppState) -> Response<Full<Bytes>> {
+    json_ok(&status_value(state))
+}
+
+/// What `GET /admin/v1/status` answers.
+pub(super) fn status_value(state: &AppState) -> serde_json::Value {
     let models: Vec<serde_json::Value> = state
         .models
         .values()
@@ -319,11 +325,11 @@ fn status(state: &AppState) -> Response<Full<Bytes>> {
                 "latency_buckets_ms": latency, "batches": batches, "batch_items": items.round()})
         })
         .collect();
-    json_ok(&serde_json::json!({
+    serde_json::json!({
         "models": models,
         "policies": PolicyKind::ALL.map(|k| state.policies.get(k).status()),
         "control": state.control.get().map(|c| c.lock().expect("status lock").clone()),
-    }))
+    })
 }
 
 #[cfg(test)]

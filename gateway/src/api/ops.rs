@@ -152,3 +152,69 @@ mod tests {
         assert!(cookie(&HeaderMap::new()).is_none());
     }
 }
+
+/// Status samples kept for the page's first draw: 10 minutes at one per 2 s.
+pub const HISTORY_LEN: usize = 300;
+static HISTORY: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// The part of a status the page's charts read: models' cumulative latency and batch figures,
+/// and the control loop's rates, fleet (type and market), events, attainment and cost.
+fn chart_fields(st: serde_json::Value) -> serde_json::Value {
+    let c = &st["control"];
+    let last = |v: &serde_json::Value, first: bool| {
+        let a = v.as_array();
+        let x = a.and_then(|a| if first { a.first() } else { a.last() });
+        x.cloned()
+            .map_or(serde_json::json!([]), |x| serde_json::json!([x]))
+    };
+    let fleet: Vec<serde_json::Value> = c["fleet"].as_array().map_or(vec![], |f| {
+        f.iter()
+            .map(
+                |i| serde_json::json!({"instance_type": i["instance_type"], "market": i["market"]}),
+            )
+            .collect()
+    });
+    let control = if c.is_null() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({
+            "history": last(&c["history"], false), "forecast": last(&c["forecast"], true),
+            "capacity_rps": c["capacity_rps"], "fleet": fleet, "launches": c["launches"],
+            "terminations": c["terminations"], "attainment": c["attainment"],
+            "target_attainment": c["target_attainment"], "cost_so_far": c["cost_so_far"],
+            "lambda_share_actual": c["lambda_share_actual"],
+        })
+    };
+    let models: Vec<serde_json::Value> = st["models"].as_array().map_or(vec![], |m| {
+        m.iter()
+            .map(|m| {
+                serde_json::json!({"name": m["name"], "slo_ms": m["slo_ms"],
+                "latency_buckets_ms": m["latency_buckets_ms"], "batches": m["batches"],
+                "batch_items": m["batch_items"]})
+            })
+            .collect()
+    });
+    serde_json::json!({ "models": models, "control": control })
+}
+
+/// Samples the status every 2 s into the history (runs beside the admin listener), so a page
+/// opened now draws the last 10 minutes at once instead of starting empty.
+pub async fn sample(state: std::sync::Arc<super::AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let v = chart_fields(super::admin::status_value(&state));
+        let mut h = HISTORY.lock().expect("history lock");
+        if h.len() == HISTORY_LEN {
+            h.pop_front();
+        }
+        h.push_back(v);
+    }
+}
+
+/// `GET /admin/v1/status/history`: the samples, oldest first.
+pub fn history() -> Response<Full<Bytes>> {
+    super::error::json_ok(&*HISTORY.lock().expect("history lock"))
+}
