@@ -133,26 +133,6 @@ pub async fn login(
         .expect("valid response"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookies_and_encoding() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            "a=1; mark_admin=s%20e%2Bc; b=2".parse().unwrap(),
-        );
-        assert_eq!(cookie(&h), Some("s%20e%2Bc"));
-        assert!(cookie_matches(&h, "s e+c"));
-        assert!(!cookie_matches(&h, "s e+d"));
-        assert_eq!(percent_decode(&percent_encode("t0k=n &%")), "t0k=n &%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert!(cookie(&HeaderMap::new()).is_none());
-    }
-}
-
 /// Status samples kept for the page's first draw: 10 minutes at one per 2 s.
 pub const HISTORY_LEN: usize = 300;
 static HISTORY: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>> =
@@ -217,4 +197,24 @@ pub async fn sample(state: std::sync::Arc<super::AppState>) {
 /// `GET /admin/v1/status/history`: the samples, oldest first.
 pub fn history() -> Response<Full<Bytes>> {
     super::error::json_ok(&*HISTORY.lock().expect("history lock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_and_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; mark_admin=s%20e%2Bc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h), Some("s%20e%2Bc"));
+        assert!(cookie_matches(&h, "s e+c"));
+        assert!(!cookie_matches(&h, "s e+d"));
+        assert_eq!(percent_decode(&percent_encode("t0k=n &%")), "t0k=n &%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert!(cookie(&HeaderMap::new()).is_none());
+    }
 }
