@@ -13,9 +13,11 @@ use crate::policy::PolicyKind;
 /// Flags of `mark simulate`.
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
-    /// Instance catalog (TOML).
-    #[arg(long, default_value = "examples/catalog-us-east-1.toml")]
-    pub catalog: PathBuf,
+    /// Instance catalog (TOML); default examples/catalog-us-east-1.toml, or with a
+    /// `trace:DIR` workload the catalog recorded in the trace (given, this one replaces it: to
+    /// replay the same traffic on corrected capacities or prices).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
     /// Workload: twitter-like[:SEED], steps[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S],
     /// uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], trace:DIR (a recorded trace: its model,
     /// SLO, catalog, profile, timing and starting fleet replace the flags'), or a path.
@@ -155,8 +157,14 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
     }
     let catalog = match rec_catalog
         .take()
-        .map_or_else(|| Catalog::load(&a.catalog), Ok)
-    {
+        .filter(|_| a.catalog.is_none())
+        .map_or_else(
+            || {
+                let default = PathBuf::from("examples/catalog-us-east-1.toml");
+                Catalog::load(a.catalog.as_ref().unwrap_or(&default))
+            },
+            Ok,
+        ) {
         Ok(c) => c,
         Err(e) => return Err(Input(e.to_string())),
     };
