@@ -11,16 +11,7 @@ use mark_gateway::cloud::local::LocalCloud;
 use mark_gateway::control::catalog::Catalog;
 use util::*;
 
-const CATALOG: &str = r#"
-[[instance]]
-name = "local.small"
-vcpus = 2
-memory_gib = 4
-price_on_demand = 0.10
-price_spot = 0.0
-launch_seconds = 1.0
-capacity_rps = { mlp = 60 }
-"#;
+use util::ONE_TYPE_CATALOG as CATALOG;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_step_scales_out_and_worker_loss_loses_nothing() {

@@ -13,16 +13,7 @@ use mark_gateway::control::catalog::Catalog;
 use mark_gateway::control::fleet::InstanceState;
 use util::*;
 
-const CATALOG: &str = r#"
-[[instance]]
-name = "local.small"
-vcpus = 2
-memory_gib = 4
-price_on_demand = 0.10
-price_spot = 0.0
-launch_seconds = 1.0
-capacity_rps = { mlp = 60 }
-"#;
+use util::ONE_TYPE_CATALOG as CATALOG;
 
 fn pid_of(id: &str) -> u32 {
     // local instance ids are local-<pid>-<port>

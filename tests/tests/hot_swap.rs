@@ -27,22 +27,7 @@ fn auth() -> Vec<(&'static str, String)> {
 }
 
 async fn start() -> (Gateway, String) {
-    let repo = repo_with(&[(
-        "mlp",
-        "max_batch_size = 32\nslo_ms = 50\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
-    )]);
-    let g = Gateway::start(&[
-        "--model-repo",
-        repo.to_str().unwrap(),
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--admin-token",
-        TOKEN,
-    ])
-    .ready()
-    .await;
-    let admin = g.admin.clone().expect("admin address printed");
-    (g, admin)
+    start_mlp_with_admin(TOKEN).await
 }
 
 struct Load {

@@ -13,16 +13,7 @@ use std::time::Duration;
 
 use util::*;
 
-const CATALOG: &str = r#"
-[[instance]]
-name = "local.small"
-vcpus = 2
-memory_gib = 4
-price_on_demand = 0.10
-price_spot = 0.0
-launch_seconds = 1.0
-capacity_rps = { mlp = 60 }
-"#;
+use util::ONE_TYPE_CATALOG as CATALOG;
 
 /// Chromium's DOM after the page ran for `budget_ms` of virtual time (and a screenshot).
 fn chromium(url: &str, budget_ms: u32, screenshot: Option<&std::path::Path>) -> String {

@@ -145,22 +145,7 @@ async fn a_shadow_never_changes_a_live_decision_and_reports_every_difference() {
 }
 
 async fn start_gateway() -> (Gateway, String) {
-    let repo = repo_with(&[(
-        "mlp",
-        "max_batch_size = 32\nslo_ms = 50\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
-    )]);
-    let g = Gateway::start(&[
-        "--model-repo",
-        repo.to_str().unwrap(),
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--admin-token",
-        TOKEN,
-    ])
-    .ready()
-    .await;
-    let admin = g.admin.clone().expect("admin address printed");
-    (g, admin)
+    start_mlp_with_admin(TOKEN).await
 }
 
 /// `clients` loops of single-row requests for `secs`, each answer checked against the row's

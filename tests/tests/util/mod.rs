@@ -38,6 +38,40 @@ pub fn mark_bin() -> PathBuf {
     bin
 }
 
+/// The local cloud's one type, at 60 MLP requests/s per instance (a fictional capacity, low on
+/// purpose: the controller launches several workers at a few hundred requests per second).
+pub const ONE_TYPE_CATALOG: &str = r#"
+[[instance]]
+name = "local.small"
+vcpus = 2
+memory_gib = 4
+price_on_demand = 0.10
+price_spot = 0.0
+launch_seconds = 1.0
+capacity_rps = { mlp = 60 }
+"#;
+
+/// `mark serve` on one `mlp` (batches up to 32, 50 ms SLO, one executor, served late rather
+/// than refused) with its admin API and `token`: the gateway and the admin address.
+pub async fn start_mlp_with_admin(token: &str) -> (Gateway, String) {
+    let repo = repo_with(&[(
+        "mlp",
+        "max_batch_size = 32\nslo_ms = 50\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
+    )]);
+    let g = Gateway::start(&[
+        "--model-repo",
+        repo.to_str().expect("utf-8 path"),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        token,
+    ])
+    .ready()
+    .await;
+    let admin = g.admin.clone().expect("admin address printed");
+    (g, admin)
+}
+
 /// `mark serve` with its control loop on the local cloud, as the autoscaling tests run it: the
 /// `catalog` TOML written to a fresh directory, admin token `t`, 0.5 s rate windows,
 /// `interval` seconds per control interval, at most `max_instances`. Returns the ready gateway
