@@ -27,6 +27,16 @@ const ATTAINMENT_TOLERANCE: f64 = 0.05;
 /// Cost of the replay against the live run: within this share.
 const COST_TOLERANCE: f64 = 0.5;
 
+/// `mark simulate` under a 120 s deadline (`timeout` kills it; its status is then 124 or 137).
+fn simulate() -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["--signal=KILL", "120"])
+        .arg(mark_bin())
+        .arg("simulate")
+        .current_dir(root());
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_load_step_replays_with_the_same_requests() {
     within(300, async {
@@ -89,16 +99,8 @@ async fn a_recorded_load_step_replays_with_the_same_requests() {
         assert!(ctx.catalog_toml.unwrap().contains("local.small"));
 
         let out = temp_dir("trace-replay");
-        let o = Command::new(mark_bin())
-            .current_dir(root())
-            .args([
-                "simulate",
-                "--baseline",
-                "mark-rs",
-                "--spot",
-                "on-demand",
-                "--quiet",
-            ])
+        let o = simulate()
+            .args(["--baseline", "mark-rs", "--spot", "on-demand", "--quiet"])
             .arg("--workload")
             .arg(format!("trace:{}", dir.display()))
             .arg("--out")
@@ -141,9 +143,8 @@ async fn a_recorded_load_step_replays_with_the_same_requests() {
 fn a_directory_that_is_not_a_trace_exits_64_naming_the_file() {
     let dir = temp_dir("not-a-trace");
     std::fs::write(dir.join("trace-000001.jsonl"), "time_s,rate\n0,5\n").unwrap();
-    let o = Command::new(mark_bin())
-        .current_dir(root())
-        .args(["simulate", "--quiet", "--workload"])
+    let o = simulate()
+        .args(["--quiet", "--workload"])
         .arg(format!("trace:{}", dir.display()))
         .arg("--out")
         .arg(dir.join("out"))
@@ -153,9 +154,8 @@ fn a_directory_that_is_not_a_trace_exits_64_naming_the_file() {
     assert_eq!(o.status.code(), Some(64), "{err}");
     assert!(err.contains("trace-000001.jsonl line 1"), "{err}");
     let empty = temp_dir("empty-trace");
-    let o = Command::new(mark_bin())
-        .current_dir(root())
-        .args(["simulate", "--quiet", "--workload"])
+    let o = simulate()
+        .args(["--quiet", "--workload"])
         .arg(format!("trace:{}", empty.display()))
         .output()
         .expect("run mark simulate");

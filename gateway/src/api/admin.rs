@@ -243,22 +243,34 @@ pub(super) async fn receive(
     Ok((policy, started.elapsed().as_secs_f64() * 1e3))
 }
 
+/// An admin call's small JSON body (at most 4 KiB, within the body timeout); an empty body is
+/// `{}`. 413 above the limit, 400 when it is not JSON.
+pub(super) async fn small_json(
+    req: Request<impl ReqBody>,
+    what: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let body = read_limited(
+        req.into_body(),
+        4096,
+        BODY_TIMEOUT,
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body over 4096 bytes"),
+        what,
+    )
+    .await?;
+    if body.is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))
+}
+
 /// `POST /admin/v1/fleet/interrupt` with `{"share": 0.8}`: stages a spot interruption of that
 /// share of the running fleet (local cloud), to rehearse recovery.
 async fn interrupt(
     state: &Arc<AppState>,
     req: Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let body = read_limited(
-        req.into_body(),
-        4096,
-        BODY_TIMEOUT,
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body over 4096 bytes"),
-        "interrupt request",
-    )
-    .await?;
-    let v: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let v = small_json(req, "interrupt request").await?;
     let share = v["share"]
         .as_f64()
         .filter(|s| (0.0..=1.0).contains(s))

@@ -9,14 +9,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use super::admin::not_allowed;
-use super::body::{read_limited, ReqBody};
+use super::admin::{not_allowed, small_json};
+use super::body::ReqBody;
 use super::error::{json_ok, ApiError};
 use super::AppState;
 
@@ -53,20 +52,7 @@ async fn start(
     state: &Arc<AppState>,
     req: Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let body = read_limited(
-        req.into_body(),
-        4096,
-        Duration::from_secs(30),
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body over 4096 bytes"),
-        "trace start request",
-    )
-    .await?;
-    let v: serde_json::Value = if body.is_empty() {
-        serde_json::json!({})
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?
-    };
+    let v = small_json(req, "trace start request").await?;
     let cfg = &state.cfg.trace;
     let dir = match v.get("dir") {
         None | Some(serde_json::Value::Null) => cfg.dir.clone().unwrap_or_else(|| {

@@ -376,6 +376,9 @@ pub async fn send(
     send_with(&client(), method, url, headers, body).await
 }
 
+/// Longest a test's HTTP call may take.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Sends one request on `client`.
 pub async fn send_with(
     client: &Http,
@@ -388,17 +391,22 @@ pub async fn send_with(
     for (k, v) in headers {
         b = b.header(*k, v);
     }
-    let resp = client
-        .request(b.body(Full::new(Bytes::from(body)))?)
-        .await?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
+    let req = b.body(Full::new(Bytes::from(body)))?;
+    // every call has a deadline, above every server-side timeout (30 s for a body)
+    let answer = async {
+        let resp = client.request(req).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(CALL_DEADLINE, answer)
+        .await
+        .map_err(|_| anyhow::anyhow!("{method} {url}: no answer within {CALL_DEADLINE:?}"))?
 }
 
 /// GET.
