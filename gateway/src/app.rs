@@ -87,6 +87,7 @@ pub fn state(
         engine,
         control: std::sync::OnceLock::new(),
         cloud: std::sync::OnceLock::new(),
+        draining: std::sync::atomic::AtomicBool::new(false),
     })
 }
 

@@ -77,6 +77,13 @@ pub struct ServeArgs {
     /// Directory for compiled policy code (.cwasm cache), to speed up restarts.
     #[arg(long)]
     pub policy_cache: Option<PathBuf>,
+    /// On SIGTERM, seconds to keep serving with readiness failing (so a load balancer's health
+    /// check takes this replica out of rotation) before the listeners stop accepting.
+    #[arg(long, default_value_t = 0.0)]
+    pub drain_seconds: f64,
+    /// Set for `mark worker` (not a flag): see `ServerConfig::worker`.
+    #[arg(skip)]
+    pub worker: bool,
     #[command(flatten)]
     pub control: ControlArgs,
 }
@@ -225,6 +232,62 @@ pub struct ControlArgs {
     /// Lambda: endpoint override (e.g. `cargo lambda watch`).
     #[arg(long)]
     pub lambda_endpoint: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaArgs,
+}
+
+/// Replica flags: several `mark serve` behind a load balancer, one controller at a time.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ReplicaArgs {
+    /// This replica's name among the fleet's replicas (with --lease-table).
+    #[arg(long)]
+    pub replica_id: Option<String>,
+    /// DynamoDB table holding the controller lease and the replicas' counters (created when
+    /// missing). Without it, this process is the one controller (no replicas).
+    #[arg(long)]
+    pub lease_table: Option<String>,
+    /// Length of the controller lease: a dead leader is replaced within about this long.
+    #[arg(long, default_value_t = 10.0)]
+    pub lease_seconds: f64,
+    /// DynamoDB: region.
+    #[arg(long, default_value = "us-east-1")]
+    pub lease_region: String,
+    /// DynamoDB: endpoint override (e.g. moto's server).
+    #[arg(long)]
+    pub lease_endpoint: Option<String>,
+}
+
+impl ReplicaArgs {
+    /// The replica settings for `fleet`, or `None` without `--lease-table`.
+    pub fn options(&self, fleet: &str) -> Result<Option<crate::replica::ReplicaOptions>, String> {
+        let Some(table) = &self.lease_table else {
+            if self.replica_id.is_some() {
+                return Err("--replica-id needs --lease-table".into());
+            }
+            return Ok(None);
+        };
+        let id = self
+            .replica_id
+            .clone()
+            .filter(|i| !i.is_empty() && i.len() <= 128)
+            .ok_or("--lease-table needs --replica-id (1 to 128 characters, unique per replica)")?;
+        if !(2.0..=300.0).contains(&self.lease_seconds) {
+            return Err(format!(
+                "--lease-seconds {}: must be in [2, 300]",
+                self.lease_seconds
+            ));
+        }
+        Ok(Some(crate::replica::ReplicaOptions {
+            id,
+            store: crate::replica::store::StoreOptions {
+                table: table.clone(),
+                region: self.lease_region.clone(),
+                endpoint: self.lease_endpoint.clone(),
+                fleet: fleet.to_string(),
+            },
+            lease: std::time::Duration::from_secs_f64(self.lease_seconds),
+        }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -268,6 +331,7 @@ impl ServeArgs {
         a.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         // many workers share a host in the local cloud; the gateway speaks REST to them
         a.no_grpc = true;
+        a.worker = true;
         a
     }
 }
@@ -278,8 +342,12 @@ impl ControlArgs {
     /// `--max-instances 0` is allowed: no instances, Lambda only.
     pub fn validate(&self) -> Result<(), String> {
         let Some(cloud) = &self.cloud else {
+            if self.replica.lease_table.is_some() {
+                return Err("--lease-table needs --cloud: replicas share a fleet".into());
+            }
             return Ok(());
         };
+        self.replica.options(&self.fleet)?;
         if cloud != "local" && cloud != "ec2" {
             return Err(format!("--cloud {cloud}: unknown driver (local, ec2)"));
         }
@@ -355,6 +423,7 @@ impl ControlArgs {
                 }),
                 _ => None,
             },
+            replica: None,
         })
     }
 }

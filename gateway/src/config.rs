@@ -142,6 +142,9 @@ pub struct ServerConfig {
     pub log_requests: bool,
     /// Trace recording (`--record-trace`, `--record-max-bytes`).
     pub trace: TraceConfig,
+    /// A fleet worker (`mark worker`): its answers carry its load, and it refuses batches it
+    /// is too loaded to start within their SLO (503) so that gateway replicas go elsewhere.
+    pub worker: bool,
 }
 
 /// Where traces go.
@@ -176,6 +179,7 @@ impl Default for ServerConfig {
             profile_missing: true,
             log_requests: false,
             trace: TraceConfig::default(),
+            worker: false,
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - `autoscale`: the live control loop, in phases: sample, observe, plan, act, publish.
 //! - `lambda_function`: `mark lambda`, the function body of the Lambda backend.
 //! - `loadgen`: `mark bench`, the load generator (open and closed loop) and raw-ort baseline.
+//! - `replica`: several `mark serve` replicas, one controller: the lease and the replicas'
+//!   counters in DynamoDB.
 //! - `sim`: `mark simulate`, the discrete-event simulator on the shared controller and policies.
 //! - `fuzzing`: entry points of the fuzz targets (also replayed as tests).
 //!
@@ -57,6 +59,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod profile;
+pub mod replica;
 pub mod repo;
 pub mod secret;
 pub mod server;

@@ -261,6 +261,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         policies,
         native_policies,
         policy_cache,
+        drain_seconds,
+        worker,
         control,
     } = a;
     let cfg = ServerConfig {
@@ -276,6 +278,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             max_bytes: record_max_bytes,
         },
         model_repo,
+        worker,
     };
     if let Err(e) = cfg.validate() {
         return Ok(config_exit(e));
@@ -308,6 +311,15 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if let Err(e) = control.validate() {
         return Ok(config_exit(e));
+    }
+    let replica_opts = match control.replica.options(&control.fleet) {
+        Ok(o) => o,
+        Err(e) => return Ok(config_exit(e)),
+    };
+    if !(0.0..=3600.0).contains(&drain_seconds) {
+        return Ok(config_exit(format!(
+            "--drain-seconds {drain_seconds}: must be in [0, 3600]"
+        )));
     }
     let autoscale = match &control.catalog {
         Some(path) if control.cloud.is_some() => {
@@ -375,10 +387,22 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = out.flush();
         let first = models.first().map(|m| m.name.clone()).unwrap_or_default();
         let state = app::state(cfg, models, engine, slots);
+        let replica = match replica_opts {
+            Some(o) => {
+                let table = o.store.table.clone();
+                let r = mark_gateway::replica::Replica::connect(o)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--lease-table {table}: {e}"))?;
+                tokio::spawn(r.clone().run());
+                Some(r)
+            }
+            None => None,
+        };
         if let Some(mut a) = autoscale {
             if a.model.is_empty() {
                 a.model = first;
             }
+            a.replica = replica.clone();
             app::spawn_autoscaling(&state, a);
         }
         if let Some(dir) = &record_trace {
@@ -386,7 +410,20 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--record-trace {}: {e}", dir.display());
             }
         }
-        app::serve(state, listener, grpc, admin, shutdown_signal()).await;
+        // a stop: readiness fails first, then after --drain-seconds the listeners stop
+        // accepting and what was accepted is answered; then the lease is given up
+        let st = state.clone();
+        let shutdown = async move {
+            shutdown_signal().await;
+            st.draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(drain_seconds, "stopping: readiness now fails");
+            tokio::time::sleep(std::time::Duration::from_secs_f64(drain_seconds)).await;
+        };
+        app::serve(state, listener, grpc, admin, shutdown).await;
+        if let Some(r) = &replica {
+            r.release().await;
+        }
         // what is queued is written, with the end record
         mark_gateway::trace::stop();
         anyhow::Ok(())

@@ -122,6 +122,8 @@ pub struct ModelMetrics {
     pub remote_batches: AtomicU64,
     /// Batches a worker or Lambda failed and the gateway retried locally.
     pub remote_retries: AtomicU64,
+    /// Batches a saturated worker refused (another replica's batches filled it), sent elsewhere.
+    pub remote_saturated: AtomicU64,
     /// Batches spilled to Lambda (spill-over and retries).
     pub lambda_batches: AtomicU64,
     /// Batches a worker failed that were retried on Lambda.
@@ -147,6 +149,7 @@ impl Default for ModelMetrics {
             arrived_items: AtomicU64::new(0),
             remote_batches: AtomicU64::new(0),
             remote_retries: AtomicU64::new(0),
+            remote_saturated: AtomicU64::new(0),
             lambda_batches: AtomicU64::new(0),
             lambda_retries: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
@@ -241,7 +244,7 @@ impl Metrics {
                 hist(mm).render(&mut out, name, &format!("model=\"{m}\""));
             }
         }
-        let values: [Series; 12] = [
+        let values: [Series; 13] = [
             ("mark_queue_depth", "gauge", "Requests waiting in the model queue.", |m| {
                 m.queue_depth.load(Relaxed) as f64
             }),
@@ -260,6 +263,12 @@ impl Metrics {
             ("mark_remote_batches_total", "counter", "Batches run on fleet workers.", |m| {
                 m.remote_batches.load(Relaxed) as f64
             }),
+            (
+                "mark_remote_saturated_total",
+                "counter",
+                "Batches a saturated worker refused (503 with x-mark-load), sent elsewhere.",
+                |m| m.remote_saturated.load(Relaxed) as f64,
+            ),
             (
                 "mark_remote_retries_total",
                 "counter",

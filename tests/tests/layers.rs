@@ -21,6 +21,7 @@ const FRONT: &[&str] = &[
     "fuzzing",
     "lambda_function",
     "loadgen",
+    "replica",
     "server",
     "sim",
 ];

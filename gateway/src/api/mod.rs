@@ -14,6 +14,7 @@ pub mod router;
 pub mod shadow;
 pub mod trace_admin;
 pub mod v2;
+pub mod worker_load;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,4 +44,7 @@ pub struct AppState {
     pub control: std::sync::OnceLock<crate::control::status::SharedStatus>,
     /// The cloud driver of the control loop, when autoscaling runs (for staged interruptions).
     pub cloud: std::sync::OnceLock<crate::cloud::driver::Driver>,
+    /// Set on SIGTERM: readiness fails (the load balancer stops sending) before the listeners
+    /// stop accepting.
+    pub draining: std::sync::atomic::AtomicBool,
 }

@@ -28,6 +28,18 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
             get("GET"),
             Ok(json_ok(&serde_json::json!({ "live": true }))),
         ),
+        ["v2", "health", "ready"] if state.cfg.worker => {
+            // a worker also fails readiness while saturated, and says how loaded it is
+            let load = super::worker_load::max_load(&state);
+            let mut r = if load >= 1.0 {
+                ApiError::unavailable(format!("worker saturated (load {load:.2})"), 1)
+                    .into_response()
+            } else {
+                v2::server_ready(&state).unwrap_or_else(ApiError::into_response)
+            };
+            super::worker_load::stamp(load, &mut r);
+            return r;
+        }
         ["v2", "health", "ready"] => (get("GET"), v2::server_ready(&state)),
         ["v2"] => (get("GET"), Ok(v2::server_metadata())),
         ["metrics"] => (get("GET"), Ok(metrics(&state))),
@@ -45,9 +57,17 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
         }
         ["v2", "models", m, "infer"] => {
             let m = m.to_string();
-            return v2::infer(&state, &m, None, req)
+            let mut r = v2::infer(&state, &m, None, req)
                 .await
                 .unwrap_or_else(ApiError::into_response);
+            if state.cfg.worker {
+                let load = state
+                    .models
+                    .get(&m)
+                    .and_then(|md| md.loaded().map(|l| super::worker_load::load(md, l)));
+                super::worker_load::stamp(load.unwrap_or(0.0), &mut r);
+            }
+            return r;
         }
         ["v2", "models", m, "versions", v, "infer"] => {
             let (m, v) = (m.to_string(), v.to_string());

@@ -23,8 +23,15 @@ use crate::work::Pending;
 /// Header of the binary tensor extension.
 pub const HEADER_LEN: &str = "inference-header-content-length";
 
-/// `GET /v2/health/ready`: 200 once every model is loaded.
+/// `GET /v2/health/ready`: 200 once every model is loaded, 503 again once the process drains
+/// for a stop (a load balancer's health check takes it out of rotation first).
 pub fn server_ready(state: &AppState) -> Result<Response<Full<Bytes>>, ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::unavailable(
+            "draining: this server is stopping; send to another replica",
+            1,
+        ));
+    }
     let not_ready: Vec<&str> = state
         .models
         .values()
@@ -182,7 +189,10 @@ async fn infer_inner(
     let (parts, body) = req.into_parts();
     let early = || -> Result<(&Arc<Model>, Option<usize>), ApiError> {
         let model = find(state, name, version)?;
-        ready(model)?;
+        let loaded = ready(model)?;
+        if state.cfg.worker {
+            super::worker_load::refuse_if_saturated(model, loaded)?;
+        }
         check_content_type(&parts.headers)?;
         let declared = parts
             .headers

@@ -50,20 +50,21 @@ impl Driver {
         }
     }
 
-    /// Launches one instance.
+    /// Launches one instance, keyed by `plan` when a controller planned it (see `cloud`).
     pub async fn launch(
         &self,
         instance_type: &str,
         market: Market,
+        plan: Option<&str>,
     ) -> Result<Instance, CloudError> {
         match self {
             Driver::Local(c) => {
-                let (c, ty) = (c.clone(), instance_type.to_string());
-                tokio::task::spawn_blocking(move || c.launch(&ty, market))
+                let (c, ty, plan) = (c.clone(), instance_type.to_string(), plan.map(String::from));
+                tokio::task::spawn_blocking(move || c.launch_keyed(&ty, market, plan.as_deref()))
                     .await
                     .map_err(|e| CloudError::Failed(e.to_string()))?
             }
-            Driver::Ec2(c) => c.launch(instance_type, market).await,
+            Driver::Ec2(c) => c.launch_keyed(instance_type, market, plan).await,
         }
     }
 

@@ -102,6 +102,18 @@ impl Ec2Cloud {
         instance_type: &str,
         market: Market,
     ) -> Result<Instance, CloudError> {
+        self.launch_keyed(instance_type, market, None).await
+    }
+
+    /// Launches one instance for `plan` (tag `mark:plan`): its `ClientToken` is
+    /// `<fleet>-<plan>-k`, k the plan's instances listed now, so EC2 launches it once however
+    /// many controllers (or retries) ask with the same view.
+    pub async fn launch_keyed(
+        &self,
+        instance_type: &str,
+        market: Market,
+        plan: Option<&str>,
+    ) -> Result<Instance, CloudError> {
         let spec = self
             .catalog
             .get(instance_type)
@@ -113,6 +125,7 @@ impl Ec2Cloud {
             .tags(tag("mark:model", &self.opts.model))
             .tags(tag("mark:market", market.as_str()))
             .tags(tag("mark:launched-at", &format!("{now:.3}")))
+            .tags(tag("mark:plan", plan.unwrap_or("")))
             .build();
         let mut req = self
             .client
@@ -123,6 +136,14 @@ impl Ec2Cloud {
             .max_count(1)
             .user_data(base64(user_data(self.opts.worker_port).as_bytes()))
             .tag_specifications(tags);
+        if let Some(p) = plan {
+            let k = self.describe_plan(p).await?;
+            let token: String = format!("{}-{p}-{k}", self.opts.fleet)
+                .chars()
+                .take(64)
+                .collect();
+            req = req.client_token(token);
+        }
         if market == Market::Spot {
             req = req.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
@@ -181,6 +202,31 @@ impl Ec2Cloud {
             .iter()
             .flat_map(|r| r.instances().iter().cloned())
             .collect())
+    }
+
+    /// Pending and running instances launched for `plan`.
+    async fn describe_plan(&self, plan: &str) -> Result<usize, CloudError> {
+        let out = self
+            .client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("tag:mark:fleet")
+                    .values(&self.opts.fleet)
+                    .build(),
+            )
+            .filters(Filter::builder().name("tag:mark:plan").values(plan).build())
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        Ok(out.reservations().iter().map(|r| r.instances().len()).sum())
     }
 
     /// The fleet, rebuilt from the tags of pending and running instances.

@@ -37,6 +37,9 @@ struct Record {
     /// reboot never matches a process after it.
     #[serde(default)]
     boot_id: Option<String>,
+    /// The plan that launched it (`mark:plan`), for keyed launches.
+    #[serde(default)]
+    plan: Option<String>,
 }
 
 fn boot_id() -> Option<String> {
@@ -123,6 +126,25 @@ impl LocalCloud {
 
     /// Launches one instance; it is pending for the type's launch time, then running.
     pub fn launch(&self, instance_type: &str, market: Market) -> Result<Instance, CloudError> {
+        self.launch_keyed(instance_type, market, None)
+    }
+
+    /// Launches one instance for `plan`: its key is `plan-k`, k the plan's instances listed now;
+    /// a key already taken (by a controller that planned from the same view) launches nothing.
+    pub fn launch_keyed(
+        &self,
+        instance_type: &str,
+        market: Market,
+        plan: Option<&str>,
+    ) -> Result<Instance, CloudError> {
+        if let Some(p) = plan {
+            let k = self
+                .records()
+                .iter()
+                .filter(|(_, r)| r.plan.as_deref() == Some(p))
+                .count();
+            self.claim_key(&format!("{p}-{k}"))?;
+        }
         let spec = self
             .catalog
             .get(instance_type)
@@ -168,6 +190,7 @@ impl LocalCloud {
             pid: child.id(),
             proc_start: proc_start(child.id()),
             boot_id: boot_id(),
+            plan: plan.map(str::to_string),
         };
         let body =
             serde_json::to_vec_pretty(&rec).map_err(|e| CloudError::Failed(e.to_string()))?;
@@ -176,6 +199,37 @@ impl LocalCloud {
         // The process is reaped by whoever terminates it; dropping `child` does not kill it.
         drop(child);
         Ok(instance)
+    }
+
+    /// Creates `<state>/keys/<key>` exclusively (an atomic claim on one filesystem); keys older
+    /// than a day are removed on the way.
+    fn claim_key(&self, key: &str) -> Result<(), CloudError> {
+        let dir = self.dir.join("keys");
+        std::fs::create_dir_all(&dir).map_err(|e| CloudError::Failed(e.to_string()))?;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|d| d > Duration::from_secs(86_400));
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(key))
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(CloudError::AlreadyLaunched(key.into()))
+            }
+            Err(e) => Err(CloudError::Failed(e.to_string())),
+        }
     }
 
     fn records(&self) -> Vec<(PathBuf, Record)> {

@@ -7,6 +7,11 @@
 //! What an instance is, and the billing rule, are control-plane vocabulary (`control::fleet`);
 //! the drivers implement its `Fleet` trait through `driver::Driver`.
 //!
+//! Launches are keyed when a controller plans them (`plan`: the wall-clock control interval):
+//! the k-th launch of a plan carries key `plan-k`, k counted from the instances of that plan
+//! the cloud lists, so two controllers that planned from the same view launch once (EC2: the
+//! `ClientToken`; local: a key file created exclusively).
+//!
 //! - `local`: `mark worker` processes on loopback ports with the catalog's launch delay.
 //! - `ec2`: AWS EC2 through `aws-sdk-ec2` (tested against moto), configured by `crate::aws_sdk`
 //!   as the Lambda backend is.
@@ -21,6 +26,9 @@ pub enum CloudError {
     /// The catalog has no such type.
     #[error("unknown instance type '{0}'")]
     UnknownType(String),
+    /// A keyed launch whose key another controller already used: not launched again.
+    #[error("launch {0} was already made (by another controller): not launched twice")]
+    AlreadyLaunched(String),
     /// The call failed; retrying may help.
     #[error("{0}")]
     Failed(String),

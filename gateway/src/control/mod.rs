@@ -6,6 +6,7 @@
 //! - `controller`: one control step (predict → provision → fleet actions) and the SLO emergency.
 //! - `fleet`: instances as a cloud reports them, the `Fleet` trait (cloud drivers and the
 //!   simulated cloud) and `apply`, the one way actions reach a fleet.
+//! - `demand`: demand and SLO outcome counters, one process's and summed across replicas.
 //! - `ledger`: cost and instance-hours per backend.
 //! - `monitors`: the demand and SLO monitors and the emergency-launch guard.
 //! - `type_profile`: a type's own latency curve per model: source, checks, the printed entry.
@@ -13,6 +14,7 @@
 
 pub mod catalog;
 pub mod controller;
+pub mod demand;
 pub mod fleet;
 pub mod ledger;
 pub mod monitors;

@@ -56,4 +56,33 @@ pub struct ControlStatus {
     pub capacity_rps: f64,
     /// The SLO attainment the controller keeps (`--attainment-target`).
     pub target_attainment: f64,
+    /// This replica and the fleet-wide view, when replicas share a lease (`--lease-table`).
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// One replica among several: its lease and its own vs the fleet-wide demand.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReplicaStatus {
+    /// `--replica-id`.
+    pub id: String,
+    /// Whether this replica holds the lease (runs predict -> provision -> act).
+    pub leader: bool,
+    /// The lease generation it holds (0: none).
+    pub generation: u64,
+    /// The holder it last saw.
+    pub holder: String,
+    /// `--lease-seconds`.
+    pub lease_seconds: f64,
+    /// Times this replica took the lease.
+    pub times_acquired: u64,
+    /// Replicas whose counters were fresh at the last read.
+    pub live_replicas: u32,
+    /// Items this replica's clients sent so far.
+    pub own_arrived: u64,
+    /// Items all replicas' clients sent, as summed from the replicas' rows since this one started.
+    pub fleet_arrived: u64,
+    /// Requests with an outcome, fleet-wide (same span).
+    pub fleet_done: u64,
+    /// Of those, SLO misses, fleet-wide.
+    pub fleet_missed: u64,
 }

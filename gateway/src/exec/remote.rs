@@ -2,6 +2,11 @@
 //! worker as one v2 request with binary tensors; the answer is split back per request. A batch
 //! whose worker fails is retried once elsewhere — on Lambda when it is configured and has a free
 //! slot, else on the gateway's own executors — before any client sees an error.
+//!
+//! Several gateway replicas may share a worker: it reports its load on every answer
+//! (`x-mark-load`) and refuses batches when saturated (503). A refusal is not a failure: the
+//! batch goes elsewhere as above, the worker gets none for a moment, and batches go to the
+//! least loaded idle worker first.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -42,6 +47,27 @@ pub struct Remote {
     pub profile: Option<Arc<Vec<ProfilePoint>>>,
     /// When it failed its third batch in a row (it gets no batches until a health probe passes).
     pub unhealthy_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Its last reported load, in thousandths (`x-mark-load`).
+    pub load_milli: AtomicU32,
+    /// It refused a batch as saturated: no batches until then (ms on `wall_ms`).
+    pub saturated_until_ms: AtomicU64,
+    /// Batches it refused as saturated.
+    pub refusals: AtomicU64,
+}
+
+/// How long a worker that refused a batch as saturated gets no more.
+const SATURATED_BACKOFF_MS: u64 = 50;
+
+fn wall_ms() -> u64 {
+    (crate::clock::wall_s() * 1000.0) as u64
+}
+
+/// Why a call to a worker did not give outputs.
+enum CallError {
+    /// It refused the batch: saturated (503), not broken.
+    Saturated(String),
+    /// It failed.
+    Failed(String),
 }
 
 /// Consecutive failed batches after which a worker gets no more until its health probe passes.
@@ -118,6 +144,9 @@ impl RemoteSet {
                             speed: w.speed,
                             profile: w.profile.clone(),
                             unhealthy_since: std::sync::Mutex::new(None),
+                            load_milli: AtomicU32::new(0),
+                            saturated_until_ms: AtomicU64::new(0),
+                            refusals: AtomicU64::new(0),
                         })
                     })
             })
@@ -126,16 +155,23 @@ impl RemoteSet {
         self.freed.notify_one();
     }
 
-    /// Claims an idle, healthy worker.
+    /// Claims an idle, healthy worker that is not saturated, the least loaded first.
     pub fn claim(&self) -> Option<Arc<Remote>> {
-        self.workers
-            .load()
+        let workers = self.workers.load();
+        let now = wall_ms();
+        let mut usable: Vec<&Arc<Remote>> = workers
             .iter()
+            .filter(|r| {
+                !r.unhealthy() && !r.busy.load(Relaxed) && r.saturated_until_ms.load(Relaxed) <= now
+            })
+            .collect();
+        usable.sort_by_key(|r| r.load_milli.load(Relaxed));
+        usable
+            .into_iter()
             .find(|r| {
-                !r.unhealthy()
-                    && r.busy
-                        .compare_exchange(false, true, Relaxed, Relaxed)
-                        .is_ok()
+                r.busy
+                    .compare_exchange(false, true, Relaxed, Relaxed)
+                    .is_ok()
             })
             .cloned()
     }
@@ -218,11 +254,11 @@ impl RemoteSet {
         let r = match tokio::time::timeout(deadline, self.call(&remote, &ctx, &merged, total)).await
         {
             Ok(r) => r,
-            Err(_) => Err(format!(
+            Err(_) => Err(CallError::Failed(format!(
                 "worker {} did not answer within {} ms",
                 remote.addr,
                 deadline.as_millis()
-            )),
+            ))),
         };
         drop(merged);
         remote.busy.store(false, Relaxed);
@@ -236,7 +272,21 @@ impl RemoteSet {
                 wire::finish_batch(batch, &sizes, &outs, &ctx);
             }
             Err(e) => {
-                remote.failed();
+                let e = match e {
+                    CallError::Failed(e) => {
+                        remote.failed();
+                        e
+                    }
+                    CallError::Saturated(e) => {
+                        // another replica's batches fill it: not broken, just not now
+                        remote.refusals.fetch_add(1, Relaxed);
+                        remote
+                            .saturated_until_ms
+                            .store(wall_ms() + SATURATED_BACKOFF_MS, Relaxed);
+                        metrics.remote_saturated.fetch_add(1, Relaxed);
+                        e
+                    }
+                };
                 metrics.remote_retries.fetch_add(1, Relaxed);
                 // elsewhere: on Lambda when a slot is free (the gateway's executors are likely
                 // busy with their own share), else queued on the gateway's executors
@@ -262,7 +312,8 @@ impl RemoteSet {
         ctx: &BatchCtx,
         inputs: &[Tensor],
         total: usize,
-    ) -> Result<Vec<Tensor>, String> {
+    ) -> Result<Vec<Tensor>, CallError> {
+        let fail = CallError::Failed;
         let (body, n) = encode_binary_request(inputs);
         let req = hyper::Request::post(format!(
             "http://{}/v2/models/{}/infer",
@@ -271,13 +322,24 @@ impl RemoteSet {
         .header("content-type", "application/octet-stream")
         .header("inference-header-content-length", n.to_string())
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| fail(e.to_string()))?;
         let resp = self
             .client
             .request(req)
             .await
-            .map_err(|e| format!("worker {}: {e}", remote.addr))?;
+            .map_err(|e| fail(format!("worker {}: {e}", remote.addr)))?;
         let status = resp.status();
+        let load = resp
+            .headers()
+            .get("x-mark-load")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|l| l.is_finite() && *l >= 0.0);
+        if let Some(l) = load {
+            remote
+                .load_milli
+                .store((l * 1000.0).min(f64::from(u32::MAX)) as u32, Relaxed);
+        }
         let hlen: Option<usize> = resp
             .headers()
             .get("inference-header-content-length")
@@ -288,21 +350,29 @@ impl RemoteSet {
             .collect()
             .await
             .map_err(|e| {
-                format!(
+                fail(format!(
                     "worker {}: answer over {limit} bytes or cut: {e}",
                     remote.addr
-                )
+                ))
             })?
             .to_bytes();
         if !status.is_success() {
-            return Err(format!(
+            let msg = format!(
                 "worker {} answered {status}: {}",
                 remote.addr,
                 String::from_utf8_lossy(&body[..body.len().min(512)])
-            ));
+            );
+            // a worker that reports its load and refuses with 503 is saturated, not broken
+            return Err(
+                if status == http::StatusCode::SERVICE_UNAVAILABLE && load.is_some() {
+                    CallError::Saturated(msg)
+                } else {
+                    fail(msg)
+                },
+            );
         }
         decode_response(&body, hlen)
             .and_then(|outs| wire::check_outputs(outs, &ctx.outputs, total))
-            .map_err(|e| format!("worker {} {e}", remote.addr))
+            .map_err(|e| fail(format!("worker {} {e}", remote.addr)))
     }
 }

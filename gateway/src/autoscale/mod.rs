@@ -8,13 +8,20 @@
 //!    the simulator runs) through the predictor and provisioner slots;
 //! 4. **act** and **publish**: the actions through `control::fleet::apply`, then the status page,
 //!    the cost ledger and the gauges.
+//!
+//! With replicas (`--lease-table`), every replica samples the fleet-wide demand (its own
+//! counters published, everyone's summed) and observes the fleet, but only the lease holder
+//! plans and acts; launches are keyed by plan ([`keyed`]).
+
+mod keyed;
+mod log;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mark_policies::types::{InstanceType, Market, Plan, Slo};
+use mark_policies::types::{InstanceType, Slo};
 
 use crate::api::AppState;
 use crate::clock::{wall_s, LoopClock};
@@ -22,15 +29,16 @@ use crate::cloud::driver::Driver;
 use crate::cloud::local::LocalCloud;
 use crate::control::catalog::Catalog;
 use crate::control::controller::{step, Action, ControlConfig, SCALE_IN_GUARD};
-use crate::control::fleet::{self, Fleet, Instance, InstanceState};
+pub use crate::control::demand::Outcomes;
+use crate::control::fleet::{self, Instance, InstanceState};
 use crate::control::ledger::{backend_key, Billed, CostLedger};
 use crate::control::monitors::{EmergencyGuard, FleetLoad, Monitors};
 use crate::control::status::SharedStatus;
 use crate::exec::lambda_client::LambdaBackend;
 use crate::exec::remote::WorkerSpec;
-use crate::metrics::ModelMetrics;
 use crate::model::{Loaded, Model};
 use crate::policy::caller::PolicyCaller;
+use crate::replica::Replica;
 
 /// Settings of the control loop.
 #[derive(Debug, Clone)]
@@ -67,6 +75,8 @@ pub struct AutoscaleOptions {
     pub ec2: Option<crate::cloud::ec2::Ec2Options>,
     /// The Lambda function for spill-over (needs the catalog's `[lambda]`).
     pub lambda: Option<crate::exec::lambda_client::LambdaOptions>,
+    /// This replica's lease and counters, when replicas share the fleet (`--lease-table`).
+    pub replica: Option<Arc<Replica>>,
 }
 
 /// Runs the loop forever (returns at once for an unknown model).
@@ -79,49 +89,13 @@ pub async fn run(state: Arc<AppState>, opts: AutoscaleOptions, status: SharedSta
     loop {
         tick.tick().await;
         let now = cl.clock.now();
-        cl.sample(now);
+        cl.sample(now).await;
         let Some(fleet) = cl.observe().await else {
             continue;
         };
         let actions = cl.plan(now, &fleet);
         cl.act(actions, fleet.len() as u32).await;
         cl.publish(&fleet);
-    }
-}
-
-/// Counters of a model's outcomes at the last sample, to turn totals into per-window counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Outcomes {
-    /// Items that arrived (refused or not: demand is what the predictor forecasts).
-    pub arrived: u64,
-    /// Requests with an outcome: answered, refused at admission or expired in the queue.
-    pub done: u64,
-    /// Of those, misses: answered late, refused or expired.
-    pub missed: u64,
-}
-
-impl Outcomes {
-    /// The model's totals now. Requests refused or dropped for their SLO (`on_deadline =
-    /// "reject"`) are misses too: the SLO monitor must see an overload that admission hides from
-    /// the latency figures.
-    pub fn read(mm: &ModelMetrics) -> Self {
-        let refused = mm.shed.load(Relaxed) + mm.expired.load(Relaxed);
-        Outcomes {
-            arrived: mm.arrived_items.load(Relaxed),
-            done: mm.answered.load(Relaxed) + refused,
-            missed: mm.slo_missed.load(Relaxed) + refused,
-        }
-    }
-
-    /// Sample phase: what happened since `self` (totals `now_totals`) goes into the monitors at
-    /// loop time `now`.
-    pub fn sample_into(&self, now_totals: Outcomes, now: f64, m: &mut Monitors) {
-        m.rates
-            .arrive((now - 1e-6).max(0.0), now_totals.arrived - self.arrived);
-        m.rates.advance(now);
-        let done = now_totals.done - self.done;
-        let missed = now_totals.missed - self.missed;
-        m.slo.record(now, done.saturating_sub(missed), done);
     }
 }
 
@@ -145,6 +119,9 @@ pub struct ControlLoop {
     last: Outcomes,
     next_control: f64,
     budget: fleet::ChangeBudget,
+    replica: Option<Arc<Replica>>,
+    fleet_demand: crate::control::demand::FleetDemand,
+    was_leader: bool,
 }
 
 impl ControlLoop {
@@ -231,6 +208,9 @@ impl ControlLoop {
             budget: fleet::ChangeBudget::new(opts.launches_per_hour, opts.terminations_per_hour),
             clock: LoopClock::start(),
             ledger: CostLedger::default(),
+            replica: opts.replica.clone(),
+            fleet_demand: Default::default(),
+            was_leader: false,
             state,
             status,
             cloud,
@@ -243,16 +223,40 @@ impl ControlLoop {
         })
     }
 
-    /// Sample phase.
-    fn sample(&mut self, now: f64) {
+    /// Sample phase: this process's counts, or with replicas the fleet-wide ones (this
+    /// replica's counters published, every replica's summed).
+    async fn sample(&mut self, now: f64) {
         let totals = Outcomes::read(&self.loaded.metrics);
-        self.last.sample_into(totals, now, &mut self.monitors);
-        crate::trace::live::window(
-            totals.arrived - self.last.arrived,
-            totals.done - self.last.done,
-            totals.missed - self.last.missed,
-        );
+        let window = totals.since(self.last);
+        crate::trace::live::window(window.arrived, window.done, window.missed);
+        match &self.replica {
+            None => self.last.sample_into(totals, now, &mut self.monitors),
+            Some(r) => {
+                let window_ms = (self.opts.window_s * 1000.0) as u64;
+                r.publish(totals, window, (10 * window_ms / 1000).max(60))
+                    .await;
+                // a replica silent for 3 windows (and 10 s) is gone: its counts so far are in
+                let stale_ms = (3 * window_ms).max(10_000);
+                let added = match r.rows().await {
+                    Some((rows, at)) => self.fleet_demand.absorb(&rows, at, stale_ms),
+                    None => Outcomes::default(),
+                };
+                Outcomes::default().sample_into(added, now, &mut self.monitors);
+            }
+        }
         self.last = totals;
+    }
+
+    /// True when this process may change the fleet: no replicas, or it holds the lease. A
+    /// replica that just took over plans at once, on the fleet it has just listed.
+    fn leads(&mut self) -> bool {
+        let leads = self.replica.as_ref().is_none_or(|r| r.is_leader());
+        if leads && !self.was_leader && self.replica.is_some() {
+            tracing::info!("controller lease held: planning on the fleet listed from its tags");
+            self.next_control = self.next_control.min(self.clock.now());
+        }
+        self.was_leader = leads;
+        leads
     }
 
     /// Observe phase: the fleet, or `None` when the cloud could not say (an unknown fleet is not
@@ -295,9 +299,14 @@ impl ControlLoop {
             })
             .collect();
         self.loaded.remotes.sync(&running);
-        // workers out of rotation: probed; replaced once they stay so for two intervals
+        // workers out of rotation: probed; replaced once they stay so for two intervals (by the
+        // controller only: a follower just keeps them out of its rotation)
         let grace = Duration::from_secs_f64((2.0 * self.opts.interval_s).max(10.0));
-        for id in self.loaded.remotes.check_health(grace).await {
+        let dead = self.loaded.remotes.check_health(grace).await;
+        if !self.leads() {
+            return Some(fleet);
+        }
+        for id in dead {
             tracing::warn!(instance = %id, "worker stayed unhealthy: terminating it for a replacement");
             if self.cloud.terminate(&id).await.is_ok() {
                 self.status.lock().expect("status lock").terminations += 1;
@@ -310,6 +319,9 @@ impl ControlLoop {
     /// the controller step every interval.
     fn plan(&mut self, now: f64, fleet: &[Instance]) -> Vec<Action> {
         let mut actions = Vec::new();
+        if !self.was_leader {
+            return actions;
+        }
         let unhealthy = self.loaded.remotes.unhealthy_ids();
         let in_flight = self.loaded.remotes.in_flight();
         // only healthy capacity counts: a worker out of rotation serves nothing
@@ -365,7 +377,7 @@ impl ControlLoop {
                     .collect();
                 st.lambda_share = s.plan.lambda_share;
                 drop(st);
-                log_plan(&s.plan, &s.forecast, &history, &s.actions, &load);
+                log::log_plan(&s.plan, &s.forecast, &history, &s.actions, &load);
                 let last_peak = history.last().copied().unwrap_or(0.0);
                 crate::trace::live::step(last_peak, &s.forecast, &s.plan, &s.actions);
                 actions.extend(s.actions);
@@ -381,8 +393,13 @@ impl ControlLoop {
             return;
         }
         let now = self.clock.now();
+        let mut cloud = keyed::Keyed {
+            cloud: &self.cloud,
+            plan: keyed::plan_key(wall_s(), self.opts.interval_s),
+            replica: self.replica.as_deref(),
+        };
         let done = fleet::apply(
-            &mut self.cloud,
+            &mut cloud,
             actions,
             size,
             self.opts.max_instances,
@@ -477,6 +494,18 @@ impl ControlLoop {
             "mark_forecast_rate",
             st.forecast.first().copied().unwrap_or(0.0),
         );
+        if let Some(r) = &self.replica {
+            let mut rs = r.status();
+            let fd = &self.fleet_demand;
+            rs.live_replicas = fd.live_replicas;
+            rs.own_arrived = self.last.arrived;
+            (rs.fleet_arrived, rs.fleet_done, rs.fleet_missed) =
+                (fd.totals.arrived, fd.totals.done, fd.totals.missed);
+            m.set_gauge("mark_replica_leader", f64::from(u8::from(rs.leader)));
+            m.set_gauge("mark_replicas_live", f64::from(rs.live_replicas));
+            m.set_gauge("mark_fleet_arrived_items", rs.fleet_arrived as f64);
+            st.replica = Some(rs);
+        }
     }
 }
 
@@ -491,90 +520,10 @@ fn billed(i: &Instance) -> Billed<'_> {
     }
 }
 
-impl Fleet for Driver {
-    async fn list(&mut self) -> Result<Vec<Instance>, String> {
-        Driver::list(self).await.map_err(|e| e.to_string())
-    }
-    async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), String> {
-        let i = Driver::launch(self, instance_type, market)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(id = %i.id, r#type = %i.instance_type, "launched");
-        Ok(())
-    }
-    async fn terminate(&mut self, id: &str) -> Result<(), String> {
-        Driver::terminate(self, id).await.map_err(|e| e.to_string())
-    }
-}
-
-/// One line per control step: what arrived, the forecast, the fleet's capacity, the plan, the
-/// actions decided and why (the fleet changes are applied, or skipped with their own line, next).
-fn log_plan(plan: &Plan, forecast: &[f64], history: &[f64], actions: &[Action], load: &FleetLoad) {
-    let next = forecast.first().copied().unwrap_or(0.0);
-    let launch: Vec<String> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Launch {
-                instance_type,
-                market,
-                count,
-            } => Some(format!("{count}x {instance_type} {market}")),
-            _ => None,
-        })
-        .collect();
-    let terminate = actions
-        .iter()
-        .filter(|a| matches!(a, Action::Terminate { .. }))
-        .count();
-    let why = if !launch.is_empty() {
-        "the plan needs more than the fleet has (forecast above capacity, or a cheaper mix)"
-    } else if terminate > 0 {
-        "the fleet holds more than the plan needs"
-    } else {
-        "the fleet matches the plan"
-    };
-    tracing::info!(
-        last_peak = history.last().copied().unwrap_or(0.0),
-        next,
-        capacity = load.capacity_rps,
-        targets = ?plan.targets.iter().map(|t| (t.instance_type.as_str(), t.count)).collect::<Vec<_>>(),
-        lambda_share = plan.lambda_share,
-        ?launch,
-        terminate,
-        why,
-        "control step"
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_sample_phase_counts_refusals_as_misses_and_demand_as_arrivals() {
-        let mm = ModelMetrics::default();
-        let before = Outcomes::read(&mm);
-        mm.arrived_items.fetch_add(120, Relaxed);
-        mm.answered.fetch_add(100, Relaxed);
-        mm.slo_missed.fetch_add(5, Relaxed);
-        mm.shed.fetch_add(15, Relaxed);
-        mm.expired.fetch_add(5, Relaxed);
-        let now = Outcomes::read(&mm);
-        assert_eq!(
-            now,
-            Outcomes {
-                arrived: 120,
-                done: 120,
-                missed: 25
-            }
-        );
-        let mut m = Monitors::new(5.0, 60.0);
-        before.sample_into(now, 5.0, &mut m);
-        let a = m.slo.attainment(5.0).unwrap();
-        assert!((a - 95.0 / 120.0).abs() < 1e-9, "{a}");
-        // 120 arrivals in the first 5 s window: a peak of 24/s
-        assert!((m.history()[0] - 24.0).abs() < 1e-9, "{:?}", m.history());
-    }
+    use mark_policies::types::Market;
 
     #[test]
     fn instances_are_billed_under_their_type_and_market() {

@@ -1,0 +1,190 @@
+//! Demand and SLO outcomes as counters, for one process and summed across replicas.
+//!
+//! Each replica counts what its own clients sent ([`Outcomes`]); with several replicas behind a
+//! load balancer, each publishes its counters (a row per replica, rewritten every rate window)
+//! and the controller sums what changed since it last looked ([`FleetDemand`]). Counters rather
+//! than per-window counts: replicas' windows need no common clock, a publication that is late
+//! or lost is made up by the next one, and a replica that restarts (a new `epoch`) counts from 0.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::monitors::Monitors;
+use crate::metrics::ModelMetrics;
+
+/// Counters of a model's outcomes, to turn totals into per-window counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outcomes {
+    /// Items that arrived (refused or not: demand is what the predictor forecasts).
+    pub arrived: u64,
+    /// Requests with an outcome: answered, refused at admission or expired in the queue.
+    pub done: u64,
+    /// Of those, misses: answered late, refused or expired.
+    pub missed: u64,
+}
+
+impl Outcomes {
+    /// The model's totals now. Requests refused or dropped for their SLO (`on_deadline =
+    /// "reject"`) are misses too: the SLO monitor must see an overload that admission hides from
+    /// the latency figures.
+    pub fn read(mm: &ModelMetrics) -> Self {
+        let refused = mm.shed.load(Relaxed) + mm.expired.load(Relaxed);
+        Outcomes {
+            arrived: mm.arrived_items.load(Relaxed),
+            done: mm.answered.load(Relaxed) + refused,
+            missed: mm.slo_missed.load(Relaxed) + refused,
+        }
+    }
+
+    /// What happened from `earlier` to `self` (0 for a counter that went back).
+    pub fn since(&self, earlier: Outcomes) -> Outcomes {
+        Outcomes {
+            arrived: self.arrived.saturating_sub(earlier.arrived),
+            done: self.done.saturating_sub(earlier.done),
+            missed: self.missed.saturating_sub(earlier.missed),
+        }
+    }
+
+    /// The sum of two counts.
+    pub fn plus(&self, o: Outcomes) -> Outcomes {
+        Outcomes {
+            arrived: self.arrived + o.arrived,
+            done: self.done + o.done,
+            missed: self.missed + o.missed,
+        }
+    }
+
+    /// Sample phase: what happened since `self` (totals `now_totals`) goes into the monitors at
+    /// loop time `now`.
+    pub fn sample_into(&self, now_totals: Outcomes, now: f64, m: &mut Monitors) {
+        let d = now_totals.since(*self);
+        m.rates.arrive((now - 1e-6).max(0.0), d.arrived);
+        m.rates.advance(now);
+        m.slo.record(now, d.done.saturating_sub(d.missed), d.done);
+    }
+}
+
+/// One replica's published counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    /// `--replica-id`.
+    pub replica: String,
+    /// Identifies one run of the process: counters restart from 0 with a new one.
+    pub epoch: String,
+    /// Its totals since it started.
+    pub totals: Outcomes,
+    /// What its last rate window added (what a reader that has not seen it before counts).
+    pub last_window: Outcomes,
+    /// Wall-clock milliseconds of the publication.
+    pub updated_ms: u64,
+}
+
+/// The fleet-wide view the controller builds from the replicas' rows.
+#[derive(Debug, Clone, Default)]
+pub struct FleetDemand {
+    seen: HashMap<String, (String, Outcomes)>,
+    /// Everything counted so far, all replicas summed.
+    pub totals: Outcomes,
+    /// Replicas whose row was fresh at the last read.
+    pub live_replicas: u32,
+}
+
+impl FleetDemand {
+    /// Folds in `rows` read at wall-clock `now_ms`; rows older than `stale_ms` are of replicas
+    /// gone (their last counts were taken when they were fresh). Returns what was added.
+    pub fn absorb(&mut self, rows: &[ReplicaRow], now_ms: u64, stale_ms: u64) -> Outcomes {
+        let mut added = Outcomes::default();
+        let mut live = 0;
+        for r in rows {
+            if now_ms.saturating_sub(r.updated_ms) > stale_ms {
+                continue;
+            }
+            live += 1;
+            let delta = match self.seen.get(&r.replica) {
+                Some((epoch, last)) if *epoch == r.epoch => r.totals.since(*last),
+                // a replica restarted: everything it counted since is new
+                Some(_) => r.totals,
+                // first sight (a new replica, or this one just took over): its last window
+                None => r.last_window,
+            };
+            added = added.plus(delta);
+            self.seen
+                .insert(r.replica.clone(), (r.epoch.clone(), r.totals));
+        }
+        self.live_replicas = live;
+        self.totals = self.totals.plus(added);
+        added
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(replica: &str, epoch: &str, arrived: u64, last: u64, at: u64) -> ReplicaRow {
+        ReplicaRow {
+            replica: replica.into(),
+            epoch: epoch.into(),
+            totals: Outcomes {
+                arrived,
+                done: arrived,
+                missed: 0,
+            },
+            last_window: Outcomes {
+                arrived: last,
+                done: last,
+                missed: 0,
+            },
+            updated_ms: at,
+        }
+    }
+
+    #[test]
+    fn the_fleet_sum_is_every_replicas_arrivals_once() {
+        let mut f = FleetDemand::default();
+        // first read: each replica's last window
+        let a = f.absorb(&[row("a", "1", 100, 10, 0), row("b", "1", 50, 5, 0)], 0, 10);
+        assert_eq!(a.arrived, 15);
+        // then only what changed, however many windows each published in between
+        let a = f.absorb(&[row("a", "1", 130, 10, 5), row("b", "1", 50, 0, 5)], 5, 10);
+        assert_eq!(a.arrived, 30);
+        // the same rows again add nothing
+        assert_eq!(f.absorb(&[row("a", "1", 130, 10, 5)], 6, 10).arrived, 0);
+        assert_eq!(f.totals.arrived, 45);
+    }
+
+    #[test]
+    fn a_restarted_replica_counts_from_zero_and_a_gone_one_drops_out() {
+        let mut f = FleetDemand::default();
+        f.absorb(&[row("a", "1", 100, 10, 0), row("b", "1", 50, 5, 0)], 0, 10);
+        let a = f.absorb(&[row("a", "2", 7, 7, 8), row("b", "1", 60, 10, 0)], 20, 10);
+        assert_eq!(a.arrived, 7, "b is stale: skipped; a restarted: all 7 new");
+        assert_eq!(f.live_replicas, 1);
+    }
+
+    #[test]
+    fn samples_feed_the_monitors() {
+        let mm = ModelMetrics::default();
+        let before = Outcomes::read(&mm);
+        mm.arrived_items.fetch_add(120, Relaxed);
+        mm.answered.fetch_add(100, Relaxed);
+        mm.slo_missed.fetch_add(5, Relaxed);
+        mm.shed.fetch_add(15, Relaxed);
+        mm.expired.fetch_add(5, Relaxed);
+        let now = Outcomes::read(&mm);
+        assert_eq!(
+            now,
+            Outcomes {
+                arrived: 120,
+                done: 120,
+                missed: 25
+            }
+        );
+        let mut m = Monitors::new(5.0, 60.0);
+        before.sample_into(now, 5.0, &mut m);
+        let a = m.slo.attainment(5.0).unwrap();
+        assert!((a - 95.0 / 120.0).abs() < 1e-9, "{a}");
+        // 120 arrivals in the first 5 s window: a peak of 24/s
+        assert!((m.history()[0] - 24.0).abs() < 1e-9, "{:?}", m.history());
+    }
+}
