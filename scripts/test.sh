@@ -6,12 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The operations page's browser test runs Debian's headless Chromium.
-if ! command -v chromium >/dev/null; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
-fi
+# The operations page's browser test runs Debian's headless Chromium; the replicas test puts
+# Debian's HAProxy in front of three gateways.
+for pkg in chromium haproxy; do
+  if ! command -v "$pkg" >/dev/null && [ ! -x "/usr/sbin/$pkg" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get install -y -q "$pkg" >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "$pkg" >/dev/null; }
+  fi
+done
 cargo build --release --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --workspace "$@"

@@ -4,35 +4,12 @@
 
 mod util;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use mark_gateway::cloud::ec2::{Ec2Cloud, Ec2Options};
 use mark_gateway::control::catalog::Catalog;
 use mark_policies::types::Market;
 use util::*;
-
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_moto() -> (Moto, String) {
-    let port = free_port();
-    let bin = root().join(".mark/venv/bin/moto_server");
-    assert!(bin.is_file(), "moto_server missing: run scripts/setup.sh");
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, || "moto did not start".into());
-    (Moto(child), format!("http://127.0.0.1:{port}"))
-}
 
 fn opts(endpoint: &str, fleet: &str) -> Ec2Options {
     Ec2Options {

@@ -112,25 +112,21 @@ pub async fn start_local_cloud(
     // the workers outlive a killed gateway (a restarted one adopts them): end them with the test
     let mut g = g;
     let (state, repo, catalog) = (state_dir.clone(), repo.to_path_buf(), catalog.to_string());
-    g.cleanup = Some(Box::new(move || {
-        let Ok(cat) = mark_gateway::control::catalog::Catalog::parse(&catalog, "test catalog")
-        else {
-            return;
-        };
-        // every worker of the fleet, whatever its model (the records are per fleet)
-        let cloud = mark_gateway::cloud::local::LocalCloud::new(
-            &state,
-            "mark",
-            "mlp",
-            &mark_bin(),
-            &repo,
-            cat,
-        );
-        for i in cloud.list() {
-            let _ = cloud.interrupt(&i.id);
-        }
-    }));
+    g.cleanup = Some(Box::new(move || end_local_workers(&state, &repo, &catalog)));
     (g, state_dir)
+}
+
+/// Ends (SIGKILL) every worker of the local cloud's fleet `mark` under `state`.
+pub fn end_local_workers(state: &Path, repo: &Path, catalog: &str) {
+    let Ok(cat) = mark_gateway::control::catalog::Catalog::parse(catalog, "test catalog") else {
+        return;
+    };
+    // every worker of the fleet, whatever its model (the records are per fleet)
+    let cloud =
+        mark_gateway::cloud::local::LocalCloud::new(state, "mark", "mlp", &mark_bin(), repo, cat);
+    for i in cloud.list() {
+        let _ = cloud.interrupt(&i.id);
+    }
 }
 
 /// A free loopback port (for an emulator the test starts).
@@ -233,10 +229,16 @@ impl Gateway {
             } else {
                 &["--grpc-listen", "127.0.0.1:0"]
             };
+        // an ephemeral port unless the test picks one (replicas behind a load balancer)
+        let listen_default: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = cmd
             .current_dir(root())
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen_default)
             .args(grpc_default)
             .args(args)
             .envs(envs.iter().copied())
@@ -312,6 +314,55 @@ impl Gateway {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGTERM and waits (up to 60 s) for the process to exit; true when it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and reaps the process.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A moto server (AWS emulator) started by a test, killed on drop.
+pub struct Moto(pub Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts moto's server (EC2, DynamoDB...) on a free loopback port: the process and its URL.
+pub fn start_moto() -> (Moto, String) {
+    let port = free_port();
+    let bin = root().join(".mark/venv/bin/moto_server");
+    assert!(bin.is_file(), "moto_server missing: run scripts/setup.sh");
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn moto_server");
+    wait_for_port(port, || "moto did not start".into());
+    (Moto(child), format!("http://127.0.0.1:{port}"))
 }
 
 impl Drop for Gateway {
