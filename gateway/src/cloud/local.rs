@@ -371,8 +371,46 @@ mod tests {
             pid,
             proc_start,
             boot_id: None,
+            plan: Some("g7".into()),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_launch_key_is_claimed_once_and_keys_count_from_the_plans_instances() {
+        let (c, dir) = cloud("keys");
+        let other = LocalCloud::new(
+            &dir,
+            "f",
+            "mlp",
+            Path::new("/bin/false"),
+            &dir,
+            c.catalog.clone(),
+        );
+        c.claim_key("g7-0").unwrap();
+        // a second controller planning from the same view asks for the same key: refused
+        assert!(matches!(
+            other.claim_key("g7-0"),
+            Err(CloudError::AlreadyLaunched(k)) if k == "g7-0"
+        ));
+        // a launch for plan g7 with one g7 instance listed takes key g7-1 (/bin/false stands in
+        // for the worker binary: it spawns, so the launch goes through)
+        std::fs::write(dir.join("f/a.json"), record(1, None, "127.0.0.1:9")).unwrap();
+        let launched = other
+            .launch_keyed("local.small", Market::OnDemand, Some("g7"))
+            .unwrap();
+        assert!(
+            dir.join("f/keys/g7-1").is_file(),
+            "key counted from the listed instance"
+        );
+        // a controller that planned from the view before that launch (one g7 instance) asks for
+        // g7-1 too: nothing is launched twice
+        std::fs::remove_file(dir.join(format!("f/{}.json", launched.id))).unwrap();
+        assert!(matches!(
+            c.launch_keyed("local.small", Market::OnDemand, Some("g7")),
+            Err(CloudError::AlreadyLaunched(k)) if k == "g7-1"
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

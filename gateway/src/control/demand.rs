@@ -157,7 +157,7 @@ mod tests {
     fn a_restarted_replica_counts_from_zero_and_a_gone_one_drops_out() {
         let mut f = FleetDemand::default();
         f.absorb(&[row("a", "1", 100, 10, 0), row("b", "1", 50, 5, 0)], 0, 10);
-        let a = f.absorb(&[row("a", "2", 7, 7, 8), row("b", "1", 60, 10, 0)], 20, 10);
+        let a = f.absorb(&[row("a", "2", 7, 7, 15), row("b", "1", 60, 10, 0)], 20, 10);
         assert_eq!(a.arrived, 7, "b is stale: skipped; a restarted: all 7 new");
         assert_eq!(f.live_replicas, 1);
     }
