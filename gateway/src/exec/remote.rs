@@ -376,3 +376,38 @@ impl RemoteSet {
             .map_err(|e| fail(format!("worker {} {e}", remote.addr)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str) -> WorkerSpec {
+        WorkerSpec {
+            id: id.into(),
+            addr: "127.0.0.1:9".into(),
+            speed: 1.0,
+            profile: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_go_to_the_least_loaded_idle_worker_and_never_to_a_saturated_one() {
+        let set = RemoteSet::default();
+        set.sync(&[spec("a"), spec("b"), spec("c")]);
+        let w = set.workers.load_full();
+        w[0].load_milli.store(900, Relaxed);
+        w[1].load_milli.store(100, Relaxed);
+        w[2].load_milli.store(400, Relaxed);
+        assert_eq!(set.claim().unwrap().id, "b");
+        assert_eq!(set.claim().unwrap().id, "c", "b is busy now");
+        w[1].busy.store(false, Relaxed);
+        w[2].busy.store(false, Relaxed);
+        // b refused a batch as saturated: it gets none until its back-off ends
+        w[1].saturated_until_ms.store(wall_ms() + 60_000, Relaxed);
+        assert_eq!(set.claim().unwrap().id, "c");
+        assert_eq!(set.claim().unwrap().id, "a");
+        assert!(set.claim().is_none(), "a and c busy, b saturated");
+        // a refusal is not a failure: b stays in rotation
+        assert!(!w[1].unhealthy());
+    }
+}
