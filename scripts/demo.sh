@@ -9,16 +9,9 @@ bash scripts/setup.sh
 cargo build --release --bin mark
 STATE=.mark/cloud
 FLEET=demo
-stop_fleet() {
-  # the local cloud's workers outlive a gateway by design (a restarted one adopts them); the demo
-  # cleans them up
-  for f in "$STATE/$FLEET"/*.json; do
-    [ -e "$f" ] || continue
-    pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("pid", ""))' "$f" 2>/dev/null || true)
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    rm -f "$f"
-  done
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+stop_fleet() { stop_local_fleet "$STATE" "$FLEET"; }
 trap stop_fleet EXIT
 export MARK_ADMIN_TOKEN="${MARK_ADMIN_TOKEN:-demo}"
 echo "operations page: http://127.0.0.1:8003/admin/#token=$MARK_ADMIN_TOKEN  (open it, then start the load step)"

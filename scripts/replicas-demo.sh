@@ -23,15 +23,12 @@ STATE=.mark/cloud
 FLEET=replicas-demo
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 export MARK_ADMIN_TOKEN="${MARK_ADMIN_TOKEN:-demo}"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for f in "$STATE/$FLEET"/*.json; do
-    [ -e "$f" ] || continue
-    pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("pid", ""))' "$f" 2>/dev/null || true)
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    rm -f "$f"
-  done
+  stop_local_fleet "$STATE" "$FLEET"
 }
 trap cleanup EXIT
 .mark/venv/bin/moto_server -H 127.0.0.1 -p 5600 >"$OUT/moto.log" 2>&1 &

@@ -137,7 +137,7 @@ impl Ec2Cloud {
             .user_data(base64(user_data(self.opts.worker_port).as_bytes()))
             .tag_specifications(tags);
         if let Some(p) = plan {
-            let k = self.describe_plan(p).await?;
+            let k = self.describe(&["pending", "running"], Some(p)).await?.len();
             let token: String = format!("{}-{p}-{k}", self.opts.fleet)
                 .chars()
                 .take(64)
@@ -179,12 +179,13 @@ impl Ec2Cloud {
     async fn describe(
         &self,
         states: &[&str],
+        plan: Option<&str>,
     ) -> Result<Vec<aws_sdk_ec2::types::Instance>, CloudError> {
         let mut filter = Filter::builder().name("instance-state-name");
         for s in states {
             filter = filter.values(*s);
         }
-        let out = self
+        let mut req = self
             .client
             .describe_instances()
             .filters(
@@ -193,7 +194,11 @@ impl Ec2Cloud {
                     .values(&self.opts.fleet)
                     .build(),
             )
-            .filters(filter.build())
+            .filters(filter.build());
+        if let Some(p) = plan {
+            req = req.filters(Filter::builder().name("tag:mark:plan").values(p).build());
+        }
+        let out = req
             .send()
             .await
             .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
@@ -204,35 +209,10 @@ impl Ec2Cloud {
             .collect())
     }
 
-    /// Pending and running instances launched for `plan`.
-    async fn describe_plan(&self, plan: &str) -> Result<usize, CloudError> {
-        let out = self
-            .client
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("tag:mark:fleet")
-                    .values(&self.opts.fleet)
-                    .build(),
-            )
-            .filters(Filter::builder().name("tag:mark:plan").values(plan).build())
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
-        Ok(out.reservations().iter().map(|r| r.instances().len()).sum())
-    }
-
     /// The fleet, rebuilt from the tags of pending and running instances.
     pub async fn list(&self) -> Result<Vec<Instance>, CloudError> {
         let mut out = Vec::new();
-        for i in self.describe(&["pending", "running"]).await? {
+        for i in self.describe(&["pending", "running"], None).await? {
             let get = |k: &str| {
                 i.tags()
                     .iter()
@@ -284,7 +264,7 @@ impl Ec2Cloud {
     /// Instances of the fleet that the cloud reclaimed (spot interruption), by id.
     pub async fn interrupted(&self) -> Result<Vec<String>, CloudError> {
         Ok(self
-            .describe(&["shutting-down", "terminated"])
+            .describe(&["shutting-down", "terminated"], None)
             .await?
             .into_iter()
             .filter(|i| i.state_reason().and_then(|r| r.code()) == Some(SPOT_TERMINATION))
