@@ -28,7 +28,7 @@ async fn concurrent_requests_batch_and_match_unbatched_answers() {
     let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
         .to_string();
     let batches_before = metric(&text, "mark_batch_size_count{model=\"mlp\"}");
-    let le1_before = metric(&text, "mark_batch_size_bucket{model=\"mlp\",le=\"1\"}");
+    let le1_before = metric(&text, "mark_batch_size_bucket{le=\"1.0\",model=\"mlp\"}");
 
     // Now 8 rounds of all rows at once, from concurrent clients.
     let mut tasks = Vec::new();
@@ -62,7 +62,7 @@ async fn concurrent_requests_batch_and_match_unbatched_answers() {
     let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
         .to_string();
     let batches = metric(&text, "mark_batch_size_count{model=\"mlp\"}") - batches_before;
-    let singles = metric(&text, "mark_batch_size_bucket{model=\"mlp\",le=\"1\"}") - le1_before;
+    let singles = metric(&text, "mark_batch_size_bucket{le=\"1.0\",model=\"mlp\"}") - le1_before;
     assert!(
         batches < f64::from(8 * n),
         "{batches} batches for {} requests: no batching happened",

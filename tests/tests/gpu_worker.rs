@@ -114,16 +114,16 @@ async fn run() {
     let after = metrics_of(&worker).await;
     let (count, sum) = batches(&after);
     let (count, sum) = (count - worker_count0, sum - worker_sum0);
-    let over_4 = count - bucket(&after, "4") + bucket(&before, "4");
+    let over_4 = count - bucket(&after, "4.0") + bucket(&before, "4.0");
     let gateway = metrics_of(&g.base).await;
-    let gateway_over_4 = batches(&gateway).0 - bucket(&gateway, "4");
+    let gateway_over_4 = batches(&gateway).0 - bucket(&gateway, "4.0");
     println!(
         "worker: {count} batches, {:.2} items per batch, {over_4} above 4; gateway: {gateway_over_4} batches above 4",
         sum / count.max(1.0)
     );
     assert!(count >= 10.0, "the worker ran only {count} batches");
     assert_eq!(over_4, 0.0, "the worker ran batches beyond its curve");
-    let batched = count - bucket(&after, "1") + bucket(&before, "1");
+    let batched = count - bucket(&after, "1.0") + bucket(&before, "1.0");
     assert!(
         batched >= 5.0,
         "the worker's batches were not batched: {sum} items in {count}, {batched} above 1"
@@ -149,6 +149,6 @@ fn batches(text: &str) -> (f64, f64) {
 fn bucket(text: &str, le: &str) -> f64 {
     metric(
         text,
-        &format!("mark_batch_size_bucket{{model=\"mlp\",le=\"{le}\"}}"),
+        &format!("mark_batch_size_bucket{{le=\"{le}\",model=\"mlp\"}}"),
     )
 }

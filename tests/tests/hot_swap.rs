@@ -101,7 +101,7 @@ async fn batch_hist(base: &str) -> (f64, f64, f64) {
         String::from_utf8_lossy(&get(&format!("{base}/metrics")).await.unwrap().body).to_string();
     (
         metric(&text, "mark_batch_size_count{model=\"mlp\"}"),
-        metric(&text, "mark_batch_size_bucket{model=\"mlp\",le=\"1\"}"),
+        metric(&text, "mark_batch_size_bucket{le=\"1.0\",model=\"mlp\"}"),
         metric(&text, "mark_batch_size_sum{model=\"mlp\"}"),
     )
 }

@@ -96,13 +96,14 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
 }
 
 fn metrics(state: &AppState) -> Response<Full<Bytes>> {
+    use crate::metrics::exposition::{render, Collected, CONTENT_TYPE};
+    let text = render(vec![
+        Box::new(Collected(state.metrics.clone())),
+        Box::new(Collected(state.policies.clone())),
+        Box::new(Collected(std::sync::Arc::new(crate::trace::TraceMetrics))),
+    ]);
     Response::builder()
-        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from({
-            let mut text = state.metrics.render();
-            text.push_str(&crate::policy::shadow::render_metrics(&state.policies));
-            text.push_str(&crate::trace::render_metrics());
-            text
-        })))
+        .header(header::CONTENT_TYPE, CONTENT_TYPE)
+        .body(Full::new(Bytes::from(text)))
         .expect("valid response")
 }

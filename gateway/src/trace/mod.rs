@@ -264,16 +264,42 @@ pub(crate) fn fleet() -> Vec<InstanceRow> {
     FLEET.lock().expect("trace lock").clone()
 }
 
-/// Prometheus text for the recording (appended to `/metrics`).
-pub fn render_metrics() -> String {
-    let st = status();
-    let (rec, records, dropped, bytes) = st
-        .as_ref()
-        .map_or((0, 0, 0, 0), |s| (1, s.records, s.dropped, s.bytes));
-    format!(
-        "# HELP mark_trace_recording A trace is being recorded (1) or not (0).\n# TYPE mark_trace_recording gauge\nmark_trace_recording {rec}\n\
-         # HELP mark_trace_records_total Records written to the current trace.\n# TYPE mark_trace_records_total counter\nmark_trace_records_total {records}\n\
-         # HELP mark_trace_dropped_total Records of the current trace dropped because the writer fell behind.\n# TYPE mark_trace_dropped_total counter\nmark_trace_dropped_total {dropped}\n\
-         # HELP mark_trace_bytes Bytes the current trace holds on disk.\n# TYPE mark_trace_bytes gauge\nmark_trace_bytes {bytes}\n"
-    )
+/// The trace recorder in the `/metrics` exposition.
+pub struct TraceMetrics;
+
+impl crate::metrics::exposition::Encode for TraceMetrics {
+    fn encode(
+        &self,
+        enc: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::metrics::exposition::{counter, gauge};
+        let st = status();
+        let (rec, records, dropped, bytes) = st
+            .as_ref()
+            .map_or((0, 0, 0, 0), |s| (1, s.records, s.dropped, s.bytes));
+        gauge(
+            enc,
+            "mark_trace_recording",
+            "A trace is being recorded (1) or not (0).",
+            [(Vec::new(), f64::from(rec))],
+        )?;
+        counter(
+            enc,
+            "mark_trace_records_total",
+            "Records written to the current trace.",
+            [(Vec::new(), records)],
+        )?;
+        counter(
+            enc,
+            "mark_trace_dropped_total",
+            "Records of the current trace dropped because the writer fell behind.",
+            [(Vec::new(), dropped)],
+        )?;
+        gauge(
+            enc,
+            "mark_trace_bytes",
+            "Bytes the current trace holds on disk.",
+            [(Vec::new(), bytes as f64)],
+        )
+    }
 }

@@ -1,9 +1,16 @@
-//! Prometheus metrics: counters and fixed-bucket histograms on atomics, rendered as text.
+//! Prometheus metrics: counters and fixed-bucket histograms on atomics (the request path pays a
+//! relaxed add per event), encoded at each scrape by the `prometheus-client` crate
+//! ([`exposition`]: OpenMetrics text).
+
+pub mod exposition;
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::DescriptorEncoder;
+
+use exposition::Labels;
 
 /// A histogram with fixed upper bounds; the sum is kept in micro-units to stay integral.
 #[derive(Debug)]
@@ -64,25 +71,12 @@ impl Histogram {
         out
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        // `_count` is the +Inf bucket of the same snapshot, so a scrape is self-consistent even
-        // while observations land concurrently.
-        let mut cum = 0;
-        for (b, c) in self.buckets() {
-            cum += c;
-            let le = if b.is_infinite() {
-                "+Inf".to_string()
-            } else {
-                format!("{b}")
-            };
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cum}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_micro.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
+    /// Sum, count and per-bucket counts of one snapshot (`count` is the sum of the buckets, so a
+    /// scrape is self-consistent even while observations land concurrently).
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets = self.buckets();
+        let count = buckets.iter().map(|b| b.1).sum();
+        (self.sum_micro.load(Relaxed) as f64 / 1e6, count, buckets)
     }
 }
 
@@ -91,13 +85,8 @@ const LATENCY_BOUNDS: &[f64] = &[
 ];
 const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
-/// A per-model series: name, Prometheus type, help, and how to read it.
-type Series = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&ModelMetrics) -> f64,
-);
+/// A per-model counter: name, help, and how to read it.
+type Series = (&'static str, &'static str, fn(&ModelMetrics) -> u64);
 
 /// Metrics of one model.
 #[derive(Debug)]
@@ -207,28 +196,31 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    /// Prometheus text exposition (every series is listed in docs/operations.md, "Metrics").
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        out.push_str(
-            "# HELP mark_requests_total Inference requests answered, by model and HTTP status.\n",
-        );
-        out.push_str("# TYPE mark_requests_total counter\n");
-        for (m, by_status) in self.requests.lock().expect("metrics lock").iter() {
-            for (s, n) in by_status {
-                let _ = writeln!(
-                    out,
-                    "mark_requests_total{{model=\"{m}\",status=\"{s}\"}} {n}"
-                );
-            }
-        }
-        for (name, v) in self.gauges.lock().expect("metrics lock").iter() {
-            if let Some(help) = gauge_help(name) {
-                let _ = writeln!(out, "# HELP {name} {help}");
-            }
-            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
+    /// The process's series into `enc` (every series is listed in docs/operations.md, "Metrics").
+    pub fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        let requests: Vec<(Labels, u64)> = self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .flat_map(|(m, by_status)| {
+                by_status
+                    .iter()
+                    .map(move |(s, n)| (vec![("model", m.clone()), ("status", s.to_string())], *n))
+            })
+            .collect();
+        exposition::counter(
+            enc,
+            "mark_requests_total",
+            "Inference requests answered, by model and HTTP status.",
+            requests,
+        )?;
+        let gauges = self.gauges.lock().expect("metrics lock").clone();
+        for (name, v) in gauges {
+            exposition::gauge(enc, &name, gauge_help(&name), [(Vec::new(), v)])?;
         }
         let models = self.models.lock().expect("metrics lock").clone();
+        let label = |m: &str| -> Labels { vec![("model", m.to_string())] };
         for (name, help, hist) in [
             (
                 "mark_request_latency_seconds",
@@ -239,98 +231,99 @@ impl Metrics {
                 &m.batch_size
             }),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for (m, mm) in &models {
-                hist(mm).render(&mut out, name, &format!("model=\"{m}\""));
-            }
+            let samples = models.iter().map(|(m, mm)| (label(m), hist(mm).snapshot()));
+            exposition::histogram(enc, name, help, samples)?;
         }
-        let values: [Series; 13] = [
-            ("mark_queue_depth", "gauge", "Requests waiting in the model queue.", |m| {
-                m.queue_depth.load(Relaxed) as f64
-            }),
+        exposition::gauge(
+            enc,
+            "mark_queue_depth",
+            "Requests waiting in the model queue.",
+            models
+                .iter()
+                .map(|(m, mm)| (label(m), mm.queue_depth.load(Relaxed) as f64)),
+        )?;
+        exposition::counter(
+            enc,
+            "mark_executor_busy_seconds_total",
+            "Time executors spent running batches.",
+            models
+                .iter()
+                .map(|(m, mm)| (label(m), mm.busy_us.load(Relaxed) as f64 / 1e6)),
+        )?;
+        let counters: [Series; 11] = [
             (
-                "mark_executor_busy_seconds_total",
-                "counter",
-                "Time executors spent running batches.",
-                |m| m.busy_us.load(Relaxed) as f64 / 1e6,
+                "mark_remote_batches_total",
+                "Batches run on fleet workers.",
+                |m| m.remote_batches.load(Relaxed),
             ),
             (
                 "mark_slo_missed_total",
-                "counter",
                 "Requests answered after their latency objective.",
-                |m| m.slo_missed.load(Relaxed) as f64,
+                |m| m.slo_missed.load(Relaxed),
             ),
-            ("mark_remote_batches_total", "counter", "Batches run on fleet workers.", |m| {
-                m.remote_batches.load(Relaxed) as f64
-            }),
             (
                 "mark_remote_saturated_total",
-                "counter",
                 "Batches a saturated worker refused (503 with x-mark-load), sent elsewhere.",
-                |m| m.remote_saturated.load(Relaxed) as f64,
+                |m| m.remote_saturated.load(Relaxed),
             ),
             (
                 "mark_remote_retries_total",
-                "counter",
                 "Batches a worker or Lambda failed, retried on the gateway's executors.",
-                |m| m.remote_retries.load(Relaxed) as f64,
+                |m| m.remote_retries.load(Relaxed),
             ),
             (
                 "mark_lambda_batches_total",
-                "counter",
                 "Batches run on Lambda (spill-over and retries).",
-                |m| m.lambda_batches.load(Relaxed) as f64,
+                |m| m.lambda_batches.load(Relaxed),
             ),
             (
                 "mark_lambda_retries_total",
-                "counter",
                 "Batches a worker failed, retried on Lambda.",
-                |m| m.lambda_retries.load(Relaxed) as f64,
+                |m| m.lambda_retries.load(Relaxed),
             ),
             (
                 "mark_batch_forced_total",
-                "counter",
                 "Batches sent against the policy's wait: the oldest request had waited a whole SLO.",
-                |m| m.forced_sends.load(Relaxed) as f64,
+                |m| m.forced_sends.load(Relaxed),
             ),
             (
                 "mark_requests_cancelled_total",
-                "counter",
                 "Queued requests whose client went away, removed without running.",
-                |m| m.cancelled.load(Relaxed) as f64,
+                |m| m.cancelled.load(Relaxed),
             ),
             (
                 "mark_requests_expired_total",
-                "counter",
                 "Queued requests answered 504 without running: their deadline passed while queued.",
-                |m| m.expired.load(Relaxed) as f64,
+                |m| m.expired.load(Relaxed),
             ),
             (
                 "mark_requests_shed_total",
-                "counter",
                 "Requests refused with 503 at admission: the expected wait would miss the deadline.",
-                |m| m.shed.load(Relaxed) as f64,
+                |m| m.shed.load(Relaxed),
             ),
             (
                 "mark_requests_answered_total",
-                "counter",
                 "Requests answered by executors, workers or Lambda (any outcome).",
-                |m| m.answered.load(Relaxed) as f64,
+                |m| m.answered.load(Relaxed),
             ),
         ];
-        for (name, kind, help, value) in values {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (m, mm) in &models {
-                let _ = writeln!(out, "{name}{{model=\"{m}\"}} {}", value(mm));
-            }
+        for (name, help, value) in counters {
+            let samples = models.iter().map(|(m, mm)| (label(m), value(mm)));
+            exposition::counter(enc, name, help, samples)?;
         }
-        out
+        Ok(())
+    }
+
+    /// The process's series alone as an exposition (the data plane's `/metrics` adds the policy
+    /// slots' and the trace recorder's).
+    pub fn render(self: &Arc<Self>) -> String {
+        exposition::render(vec![Box::new(exposition::Collected(self.clone()))])
     }
 }
 
 /// What the control loop's gauges mean (they are set by name from `autoscale`).
-fn gauge_help(name: &str) -> Option<&'static str> {
-    Some(match name {
+fn gauge_help(name: &str) -> &'static str {
+    match name {
         "mark_fleet_instances" => "Fleet instances (pending and running).",
         "mark_fleet_dollars_per_hour" => "What the fleet costs per hour now.",
         "mark_fleet_cost_dollars" => {
@@ -343,8 +336,13 @@ fn gauge_help(name: &str) -> Option<&'static str> {
         "mark_lambda_share" => "Share of requests answered by Lambda.",
         "mark_arrival_rate" => "Peak arrival rate (req/s) of the last closed control interval.",
         "mark_forecast_rate" => "Forecast peak arrival rate (req/s) for the next interval.",
-        _ => return None,
-    })
+        "mark_replica_leader" => "This replica holds the controller lease (1) or not (0).",
+        "mark_replicas_live" => "Replicas whose counters were fresh at the last read.",
+        "mark_fleet_arrived_items" => {
+            "Items all replicas' clients sent, summed from their counters since this replica started."
+        }
+        _ => "A control-loop gauge.",
+    }
 }
 
 #[cfg(test)]
@@ -352,22 +350,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_in_text() {
-        let m = Metrics::default();
+    fn the_exposition_is_openmetrics_with_cumulative_buckets_and_escaped_labels() {
+        let m = Arc::new(Metrics::default());
         let mm = m.model("mlp");
         mm.batch_size.observe(1.0);
         mm.batch_size.observe(3.0);
         m.request("mlp", 200);
+        // a model name with a quote and a backslash is escaped, not a broken line
+        m.request("a\"b\\c", 404);
+        m.set_gauge("mark_fleet_instances", 2.0);
         let t = m.render();
+        assert!(t.contains("# TYPE mark_requests counter\n"), "{t}");
         assert!(
-            t.contains("mark_requests_total{model=\"mlp\",status=\"200\"} 1"),
+            t.contains("mark_requests_total{model=\"mlp\",status=\"200\"} 1\n"),
             "{t}"
         );
         assert!(
-            t.contains("mark_batch_size_bucket{model=\"mlp\",le=\"4\"} 2"),
+            t.contains("mark_requests_total{model=\"a\\\"b\\\\c\",status=\"404\"} 1\n"),
             "{t}"
         );
-        assert!(t.contains("mark_batch_size_count{model=\"mlp\"} 2"), "{t}");
+        assert!(
+            t.contains("mark_batch_size_bucket{le=\"4.0\",model=\"mlp\"} 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mark_batch_size_bucket{le=\"+Inf\",model=\"mlp\"} 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mark_batch_size_count{model=\"mlp\"} 2\n"),
+            "{t}"
+        );
+        assert!(t.contains("mark_fleet_instances 2.0\n"), "{t}");
+        assert!(t.ends_with("# EOF\n"), "{t}");
         assert_eq!(mm.batch_size.mean(), 2.0);
     }
 }
