@@ -127,6 +127,13 @@ async fn the_page_shows_the_fleet_live_and_only_with_the_token() {
             .and_then(|s| s.parse().ok())
             .expect("instances tile");
         assert!(n >= 1, "instances tile shows the fleet: {n}");
+        // the last control step says why, in its figures
+        let why = dom
+            .split(r#"<p class="legend" id="why">"#)
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .expect("why line");
+        assert!(why.contains("req/s"), "the last step's why: {why}");
         // a page opened now draws the last minutes at once (the server's 2 s samples), not
         // one point per poll from here on: one poll's worth of virtual time shows several points
         let dom = chromium(format!("{admin}/admin/#token=t"), 1500, None)

@@ -377,7 +377,8 @@ impl ControlLoop {
                     .collect();
                 st.lambda_share = s.plan.lambda_share;
                 drop(st);
-                log::log_plan(&s.plan, &s.forecast, &history, &s.actions, &load);
+                let why = log::log_plan(&s.plan, &s.forecast, &history, &s.actions, &load);
+                self.status.lock().expect("status lock").last_step_why = why;
                 let last_peak = history.last().copied().unwrap_or(0.0);
                 crate::trace::live::step(last_peak, &s.forecast, &s.plan, &s.actions);
                 actions.extend(s.actions);

@@ -22,6 +22,8 @@ pub struct ControlStatus {
     pub plan: Vec<(String, String, u32)>,
     /// Share of load the latest plan leaves to Lambda.
     pub lambda_share: f64,
+    /// Why the latest control step changed the fleet or not, in the figures that decided it.
+    pub last_step_why: String,
     /// Share of answered requests that Lambda served so far.
     pub lambda_share_actual: f64,
     /// Lambda invocations (batches) so far.
