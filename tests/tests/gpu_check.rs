@@ -50,6 +50,8 @@ fn run_within(mut cmd: Command, secs: u64) -> Output {
 #[test]
 fn profile_refuses_a_cuda_model_that_runs_on_the_cpu() {
     let repo = repo_with(&[("mlp", "max_batch_size = 4\nexecution_provider = \"cuda\"\n")]);
+    // no profile to start from (repo_with copies one a local demo may have written into models/)
+    let _ = std::fs::remove_file(repo.join("mlp/profile.toml"));
     let mut cmd = Command::new(mark_bin());
     cmd.args([
         "profile",
