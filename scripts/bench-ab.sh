@@ -8,10 +8,9 @@ cd "$(dirname "$0")/.."
 A=$1; B=$2; ROUNDS=${3:-3}; D=${4:-8}
 OUT=$(mktemp -d)
 REPO="$OUT/repo"
-mkdir -p "$REPO/mlp"
-ln -s "$PWD/models/mlp/model.onnx" "$REPO/mlp/model.onnx"
-{ cat models/mlp/config.toml; echo 'on_deadline = "serve"'; } > "$REPO/mlp/config.toml"
-[ -f models/mlp/profile.toml ] && cp models/mlp/profile.toml "$REPO/mlp/"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+bench_repo "$REPO" mlp
 PORT=${BENCH_PORT:-18300}
 one() {
   local bin=$1 label=$2

@@ -15,10 +15,9 @@ MARK=./target/release/mark
 D=${BENCH_SECONDS:-8}
 OUT=$(mktemp -d)
 REPO="$OUT/repo"
-mkdir -p "$REPO/mlp"
-ln -s "$PWD/models/mlp/model.onnx" "$REPO/mlp/model.onnx"
-{ cat models/mlp/config.toml; echo 'on_deadline = "serve"'; } > "$REPO/mlp/config.toml"
-[ -f models/mlp/profile.toml ] && cp models/mlp/profile.toml "$REPO/mlp/"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+bench_repo "$REPO" mlp
 PIDS=()
 stop() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=(); sleep 0.5; }
 trap stop EXIT

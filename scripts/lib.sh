@@ -10,3 +10,15 @@ stop_local_fleet() {
     rm -f "$f"
   done
 }
+
+# A model repository at $1 holding the bundled models named after it (default mlp), linked, with
+# on_deadline = "serve" (benchmarks measure throughput, not how many requests admission refuses).
+bench_repo() {
+  local repo=$1; shift
+  for m in "${@:-mlp}"; do
+    mkdir -p "$repo/$m"
+    ln -s "$PWD/models/$m/model.onnx" "$repo/$m/model.onnx"
+    { cat "models/$m/config.toml"; echo 'on_deadline = "serve"'; } > "$repo/$m/config.toml"
+    if [ -f "models/$m/profile.toml" ]; then cp "models/$m/profile.toml" "$repo/$m/"; fi
+  done
+}
