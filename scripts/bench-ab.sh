@@ -16,12 +16,12 @@ one() {
   local bin=$1 label=$2
   "$bin" serve --model-repo "$REPO" --listen 127.0.0.1:$PORT --no-grpc >/dev/null 2>"$OUT/$label.log" &
   local pid=$!
-  for _ in $(seq 1 300); do curl -sf http://127.0.0.1:$PORT/v2/health/ready >/dev/null && break; sleep 0.2; done
+  for _ in $(seq 1 300); do curl -sf -m 2 http://127.0.0.1:$PORT/v2/health/ready >/dev/null && break; sleep 0.2; done
   local r
   r=$("$A" bench --json --url http://127.0.0.1:$PORT --model mlp --mode closed --concurrency 32 --binary --duration "$D" 2>/dev/null | tail -1)
   local t0 t1
   t0=$(date +%s%N)
-  for _ in $(seq 1 200); do curl -s http://127.0.0.1:$PORT/metrics >/dev/null; done
+  for _ in $(seq 1 200); do curl -s -m 5 http://127.0.0.1:$PORT/metrics >/dev/null; done
   t1=$(date +%s%N)
   kill $pid; wait $pid 2>/dev/null || true
   python3 - "$label" "$r" "$(( (t1 - t0) / 200000 ))" <<'PY'

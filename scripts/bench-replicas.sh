@@ -40,7 +40,7 @@ for n in 1 2 3; do
     servers+="  server r$i 127.0.0.1:1910$i check"$'\n'
   done
   for i in $(seq 1 $n); do
-    for _ in $(seq 1 300); do curl -sf http://127.0.0.1:1910$i/v2/health/ready >/dev/null && break; sleep 0.2; done
+    for _ in $(seq 1 300); do curl -sf -m 2 http://127.0.0.1:1910$i/v2/health/ready >/dev/null && break; sleep 0.2; done
   done
   printf 'global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:19100\n  default_backend be\nbackend be\n  balance roundrobin\n  option httpchk GET /v2/health/ready\n%s' "$servers" > "$OUT/haproxy.cfg"
   "$HAPROXY" -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &

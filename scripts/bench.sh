@@ -17,12 +17,9 @@ OUT=$(mktemp -d)
 # the bundled models with on_deadline = "serve": saturation measures the request path's
 # throughput, not how many requests SLO admission refuses
 REPO="$OUT/repo"
-for m in mlp resnet18; do
-  mkdir -p "$REPO/$m"
-  ln -s "$PWD/models/$m/model.onnx" "$REPO/$m/model.onnx"
-  { cat "models/$m/config.toml"; echo 'on_deadline = "serve"'; } > "$REPO/$m/config.toml"
-  [ -f "models/$m/profile.toml" ] && cp "models/$m/profile.toml" "$REPO/$m/"
-done
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+bench_repo "$REPO" mlp resnet18
 $MARK serve --model-repo "$REPO" --listen 127.0.0.1:$PORT --grpc-listen 127.0.0.1:$GPORT \
   >/dev/null 2>"$OUT/serve.log" &
 PID=$!

@@ -15,21 +15,11 @@ pub(super) fn log_plan(
     load: &FleetLoad,
 ) -> String {
     let next = forecast.first().copied().unwrap_or(0.0);
-    let launch: Vec<String> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Launch {
-                instance_type,
-                market,
-                count,
-            } => Some(format!("{count}x {instance_type} {market}")),
-            _ => None,
-        })
+    let launch: Vec<String> = Action::launches(actions)
+        .into_iter()
+        .map(|(t, m, n)| format!("{n}x {t} {m}"))
         .collect();
-    let terminate = actions
-        .iter()
-        .filter(|a| matches!(a, Action::Terminate { .. }))
-        .count();
+    let terminate = Action::terminations(actions);
     let why = why(next, load.capacity_rps, &launch, terminate, plan);
     tracing::info!(
         last_peak = history.last().copied().unwrap_or(0.0),

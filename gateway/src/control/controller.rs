@@ -86,6 +86,31 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The launches among `actions`: (type, market, count).
+    pub fn launches(actions: &[Action]) -> Vec<(&str, Market, u32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Launch {
+                    instance_type,
+                    market,
+                    count,
+                } => Some((instance_type.as_str(), *market, *count)),
+                Action::Terminate { .. } => None,
+            })
+            .collect()
+    }
+
+    /// How many terminations `actions` holds.
+    pub fn terminations(actions: &[Action]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Terminate { .. }))
+            .count()
+    }
+}
+
 /// What one step decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {

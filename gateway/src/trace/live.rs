@@ -43,21 +43,11 @@ pub fn step(last_peak: f64, forecast: &[f64], plan: &Plan, actions: &[Action]) {
             .map(|x| (x.instance_type.clone(), x.market.to_string(), x.count))
             .collect(),
         lambda_share: plan.lambda_share,
-        launch: actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Launch {
-                    instance_type,
-                    market,
-                    count,
-                } => Some((instance_type.clone(), market.to_string(), *count)),
-                Action::Terminate { .. } => None,
-            })
+        launch: Action::launches(actions)
+            .into_iter()
+            .map(|(t, m, n)| (t.to_string(), m.to_string(), n))
             .collect(),
-        terminate: actions
-            .iter()
-            .filter(|a| matches!(a, Action::Terminate { .. }))
-            .count() as u32,
+        terminate: Action::terminations(actions) as u32,
     });
 }
 
