@@ -3,6 +3,9 @@
 # at 1x, 2x and 5x of it, with SLO-aware admission (on_deadline = "reject", the default) and
 # without it (on_deadline = "serve", the behaviour before issue 9). Prints the markdown table that
 # docs/reliability.md holds: goodput = answers within the SLO per second. ~4 minutes.
+# RUNS=5 LOADS=5 MODES=reject repeats the 5x run five times on a fresh gateway each (issue 25's
+# check: answered p99 within the SLO and goodput >= 90% of capacity in every run), and prints the
+# live batch-latency estimate the gateway planned with at the end of each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
@@ -31,19 +34,24 @@ CAP=$($MARK bench --json --url $U --model resnet18 --mode closed --concurrency 8
   | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read())["items_per_s"], 1))')
 stop
 echo "capacity (closed loop, 8 clients): $CAP req/s" >&2
+for run in $(seq 1 "${RUNS:-1}"); do
 for mode in ${MODES:-reject serve}; do
   start $mode
   for x in ${LOADS:-1 2 5}; do
     RATE=$(python3 -c "print($CAP * $x)")
     $MARK bench --json --url $U --model resnet18 --mode open --rate "$RATE" --duration $D --binary \
       --concurrency 100000 --slo-ms 300 | sed "s/^/$mode $x /" >> "$OUT/results"
+    # the live estimate admission planned with, beside the start-up profile (batch 1 and 8)
+    curl -s --max-time 10 $U/metrics | grep '^mark_batch_latency_estimate_seconds' \
+      | grep -E 'batch="(1|8)"' | sed "s/^/  run $run $mode ${x}x: /" >&2 || true
   done
   stop
+done
 done
 python3 - "$OUT/results" "$CAP" <<'PY'
 import json, sys
 cap = float(sys.argv[2])
-print(f"resnet18, SLO 300 ms, capacity {cap} req/s (closed loop); open-loop Poisson, {len(open(sys.argv[1]).readlines())//2} loads per mode\n")
+print(f"resnet18, SLO 300 ms, capacity {cap} req/s (closed loop); open-loop Poisson, {len(open(sys.argv[1]).readlines())} runs\n")
 print("| on_deadline | load | offered req/s | goodput req/s (within SLO) | goodput / capacity | answered 200 | p50 / p99 of 200s (ms) | 503 shed | 504 expired |")
 print("|---|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):

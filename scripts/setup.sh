@@ -24,3 +24,5 @@ if ! cmp -s scripts/requirements.txt .mark/requirements.installed; then
   cp scripts/requirements.txt .mark/requirements.installed
 fi
 "$VENV/bin/python" scripts/gen_models.py models
+# models whose outputs are not row-wise, for the tests of batchability (not served by the demo)
+"$VENV/bin/python" scripts/gen_test_models.py .mark/test-models

@@ -54,7 +54,14 @@ pub enum OnDeadline {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     /// Largest batch (in items along dim 0) the batcher sends; a single request above it is refused.
+    /// 0: never batch (one request per run, as Triton's `max_batch_size: 0`). A model is batched
+    /// only when its signature and a check with real rows show batching is the identity on each
+    /// row (`exec::batchability`), unless `force_batching` says otherwise.
     pub max_batch_size: usize,
+    /// Batch this model without the signature and data checks, for the reason given (shown in
+    /// the status and the log). For a model whose rows are independent but whose ONNX signature
+    /// cannot show it (outputs with differently named leading dimensions, say).
+    pub force_batching: Option<String>,
     /// Latency objective per request in milliseconds: the batcher never waits so long that the
     /// oldest request would miss it, given the profiled latency of the batch.
     pub slo_ms: f64,
@@ -80,6 +87,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             max_batch_size: 32,
+            force_batching: None,
             slo_ms: 100.0,
             execution_provider: ExecutionProvider::Cpu,
             executors: 1,
@@ -96,8 +104,18 @@ impl ModelConfig {
     /// Checks ranges; `origin` names the file in the error.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let err = |m: &str| Err(ConfigError::new(origin, m));
-        if self.max_batch_size == 0 || self.max_batch_size > 4096 {
-            return err("max_batch_size must be in 1..=4096");
+        if self.max_batch_size > 4096 {
+            return err("max_batch_size must be in 0..=4096 (0: never batch)");
+        }
+        if let Some(why) = &self.force_batching {
+            if why.trim().is_empty() {
+                return err(
+                    "force_batching must state the reason the model's rows are independent",
+                );
+            }
+            if self.max_batch_size == 0 {
+                return err("force_batching contradicts max_batch_size = 0");
+            }
         }
         if !(self.slo_ms.is_finite() && self.slo_ms > 0.0) {
             return err("slo_ms must be a positive number of milliseconds");
@@ -246,7 +264,17 @@ mod tests {
         let c = ModelConfig::parse("on_deadline = \"serve\"", "m").unwrap();
         assert_eq!(c.on_deadline, OnDeadline::Serve);
         assert!(ModelConfig::parse("on_deadline = \"later\"", "m").is_err());
-        assert!(ModelConfig::parse("max_batch_size = 0", "m").is_err());
+        assert_eq!(
+            ModelConfig::parse("max_batch_size = 0", "m")
+                .unwrap()
+                .max_batch_size,
+            0
+        );
+        assert!(ModelConfig::parse("max_batch_size = 4097", "m").is_err());
+        let c = ModelConfig::parse("force_batching = \"rows independent\"", "m").unwrap();
+        assert_eq!(c.force_batching.as_deref(), Some("rows independent"));
+        assert!(ModelConfig::parse("force_batching = \" \"", "m").is_err());
+        assert!(ModelConfig::parse("max_batch_size = 0\nforce_batching = \"x\"", "m").is_err());
         assert!(ModelConfig::parse("slo_ms = -1", "m").is_err());
         let e = ModelConfig::parse("bogus = 1", "m/config.toml").unwrap_err();
         assert!(e.to_string().contains("m/config.toml"), "{e}");

@@ -14,6 +14,7 @@ use crate::batching::queue::ModelQueue;
 use crate::batching::size_policy::PolicyFactory;
 use crate::config::{ModelConfig, OnDeadline};
 use crate::exec::batch_ctx::BatchCtx;
+use crate::exec::batchability::{self, Batching};
 use crate::exec::executor::{run_tensors, ExecutorPool};
 use crate::exec::measure;
 use crate::exec::session::{self, ActiveProvider, IoMeta};
@@ -39,8 +40,8 @@ pub struct Loaded {
     pub inputs: Vec<IoMeta>,
     /// Declared outputs.
     pub outputs: Vec<IoMeta>,
-    /// Whether every input has a dynamic dim 0 (requests can be concatenated).
-    pub batchable: bool,
+    /// Whether requests share runs, and why (`exec::batchability`).
+    pub batching: Batching,
     /// The model queue.
     pub queue: Arc<ModelQueue>,
     /// Profile in use.
@@ -51,6 +52,19 @@ pub struct Loaded {
     pub metrics: Arc<crate::metrics::ModelMetrics>,
     /// Fleet workers that run this model's batches (empty without a cloud driver).
     pub remotes: Arc<crate::exec::remote::RemoteSet>,
+}
+
+impl Loaded {
+    /// Whether requests share runs.
+    pub fn batchable(&self) -> bool {
+        self.batching.batches()
+    }
+
+    /// Most rows one run carries, for capacity and waiting-time estimates: the max batch when
+    /// batched, 1 when every request runs alone.
+    pub fn rows_per_run(&self) -> u32 {
+        self.batching.max_batch_size.max(1)
+    }
 }
 
 /// The model's state as the readiness endpoints report it.
@@ -92,6 +106,11 @@ impl Model {
         }
     }
 
+    /// Largest batch in rows the batcher forms; 0 when unbatched or not loaded yet.
+    pub fn max_batch(&self) -> u32 {
+        self.loaded().map_or(0, |l| l.batching.max_batch_size)
+    }
+
     /// Path of the model's profile file.
     pub fn profile_path(&self) -> PathBuf {
         self.dir.join("profile.toml")
@@ -129,7 +148,6 @@ impl Model {
             sessions.push(s);
         }
         let (inputs, outputs) = session::metadata(&self.name, &sessions[0])?;
-        let batchable = inputs.iter().all(|i| i.shape.first() == Some(&-1));
         let out_names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
         let warm = measure::synthetic_inputs(&inputs, 1);
         for s in sessions.iter_mut() {
@@ -140,11 +158,8 @@ impl Model {
                 })?;
             }
         }
-        let max_batch = if batchable {
-            self.cfg.max_batch_size as u32
-        } else {
-            0
-        };
+        let batching = self.decide_batching(&mut sessions[0], &inputs, &outputs, &out_names);
+        let max_batch = batching.max_batch_size;
         let profile =
             match LatencyProfile::load(&self.profile_path()).map_err(|m| ExecError::Load {
                 model: self.name.clone(),
@@ -168,6 +183,7 @@ impl Model {
             };
         let profile = Arc::new(profile);
         let mm = metrics.model(&self.name);
+        mm.live.set_base((*profile).clone());
         let slo = Duration::from_secs_f64(self.cfg.slo_ms / 1000.0);
         let executors = sessions.len() as u32;
         let pool = Arc::new(ExecutorPool::spawn(
@@ -208,19 +224,58 @@ impl Model {
             scaled: (1.0, Vec::new()),
             slo_us: slo.as_micros() as u64,
             max_batch,
+            live: (0, Vec::new()),
         };
         rt.spawn(batcher.run());
         let _ = self.loaded.set(Arc::new(Loaded {
             inputs,
             outputs,
-            batchable,
+            batching: batching.clone(),
             queue,
             profile,
             provider,
             metrics: mm,
             remotes,
         }));
-        tracing::info!(model = %self.name, ?provider, batchable, "model ready");
+        tracing::info!(model = %self.name, ?provider, batching = ?batching.mode, max_batch, "model ready");
         Ok(())
+    }
+
+    /// Whether this model's requests may share a run: its config, its ONNX signature and a check
+    /// with two random rows (`exec::batchability`). The log says which and why.
+    fn decide_batching(
+        &self,
+        session: &mut ort::session::Session,
+        inputs: &[IoMeta],
+        outputs: &[IoMeta],
+        out_names: &[String],
+    ) -> Batching {
+        let (in_syms, out_syms) = session::leading_symbols(session);
+        let io: Vec<(&IoMeta, &str, bool)> = inputs
+            .iter()
+            .zip(&in_syms)
+            .map(|(m, s)| (m, s.as_str(), true))
+            .chain(
+                outputs
+                    .iter()
+                    .zip(&out_syms)
+                    .map(|(m, s)| (m, s.as_str(), false)),
+            )
+            .collect();
+        let b = batchability::decide(&self.cfg, batchability::by_signature(&io), || {
+            batchability::rows_check(session, inputs, out_names)
+        });
+        match b.mode {
+            batchability::Mode::Batched => {
+                tracing::info!(model = %self.name, reason = %b.reason, "batched")
+            }
+            batchability::Mode::Forced => {
+                tracing::warn!(model = %self.name, reason = %b.reason, "batched by force")
+            }
+            batchability::Mode::Unbatched => {
+                tracing::warn!(model = %self.name, reason = %b.reason, "not batchable: one request per run")
+            }
+        }
+        b
     }
 }

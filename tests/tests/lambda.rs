@@ -392,3 +392,57 @@ async fn batches_of_killed_workers_are_retried_on_lambda() {
         let _ = cloud.interrupt(&i.id);
     }
 }
+
+/// Issue 25 through `mark lambda`: models whose outputs are not row-wise, invoked with distinct
+/// requests of 1 to 3 rows from 16 callers at once, each answered from its own rows alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_lambda_answers_non_row_wise_models_exactly() {
+    within(240, async {
+        let repo = repo_with(&[
+            ("transpose", "max_batch_size = 16\n"),
+            ("reduce_batch", "max_batch_size = 16\n"),
+            ("mlp", "max_batch_size = 8\n"),
+        ]);
+        let (_procs, endpoint) = start_lambda(&repo);
+        let l = Arc::new(LambdaBackend::connect(options(&endpoint), spec(16)).await);
+        invoke_until_up(&l, &[mlp_row(1)]).await;
+        for model in ["transpose", "reduce_batch"] {
+            let mut tasks = Vec::new();
+            for c in 0..16u32 {
+                let l = l.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut bad = 0;
+                    for k in (c..200).step_by(16) {
+                        let rows = util::rows::rows(k);
+                        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+                        let x = Tensor::from_f32("X", vec![rows.len() as i64, 4], &flat);
+                        let want = util::rows::expected(model, &rows);
+                        match l.invoke_tensors(model, &[x], CALL).await {
+                            Ok(outs) => {
+                                for (name, shape, values) in &want {
+                                    let t = outs.iter().find(|t| t.name == *name).expect("output");
+                                    if t.shape != *shape || t.to_f32() != *values {
+                                        bad += 1;
+                                        eprintln!("{model} {k}: {:?} {:?}", t.shape, t.to_f32());
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                bad += 1;
+                                eprintln!("{model} {k}: {e}");
+                            }
+                        }
+                    }
+                    bad
+                }));
+            }
+            let mut bad = 0;
+            for t in tasks {
+                bad += t.await.unwrap();
+            }
+            println!("mark lambda, {model}: 200 invocations, {bad} wrong");
+            assert_eq!(bad, 0, "{model}");
+        }
+    })
+    .await;
+}

@@ -50,11 +50,24 @@ fn chromium(url: &str, budget_ms: u32, screenshot: Option<&std::path::Path>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_fleet_live_and_only_with_the_token() {
     within(240, async {
-        let repo = repo_with(&[(
-            "mlp",
-            "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\n",
-        )]);
-        let (g, _) = start_local_cloud(&repo, CATALOG, "ops-page", "2", "4").await;
+        // a second model that sorts first and gets no traffic (issue 25: the charts showed the
+        // first model's latency and batches, empty while another model carried the load)
+        let repo = repo_with(&[
+            (
+                "mlp",
+                "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\n",
+            ),
+            ("center_batch", "max_batch_size = 8\n"),
+        ]);
+        let (g, _) = start_local_cloud_with(
+            &repo,
+            CATALOG,
+            "ops-page",
+            "2",
+            "4",
+            &["--control-model", "mlp"],
+        )
+        .await;
         let admin = g.admin.clone().unwrap();
         let url = format!("{}/v2/models/mlp/infer", g.base);
         let reference = Arc::new(output_f32(
@@ -160,11 +173,42 @@ async fn the_page_shows_the_fleet_live_and_only_with_the_token() {
             samples.last().unwrap()["control"]["fleet"].is_array(),
             "{h}"
         );
+        // after the load has stopped, a page opened now still draws latency and batch sizes from
+        // the backlog, labels a sub-cent cost axis legibly, and shows each model's batching
+        background.abort();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let dom = chromium(format!("{admin}/admin/#token=t"), 1500, None)
+            .await
+            .unwrap();
+        for chart in ["c-lat", "c-batch"] {
+            let at = dom.find(&format!("id=\"{chart}\"")).expect(chart);
+            let svg = &dom[at..at + dom[at..].find("</svg>").expect("svg end")];
+            let drawn = svg
+                .split("points=\"")
+                .skip(1)
+                .map(|s| {
+                    s.split('"')
+                        .next()
+                        .unwrap_or("")
+                        .split(' ')
+                        .filter(|p| !p.is_empty())
+                        .count()
+                })
+                .max()
+                .unwrap_or(0);
+            assert!(drawn >= 2, "{chart} is empty after the load stopped: {svg}");
+        }
+        let at = dom.find("id=\"c-cost\"").expect("c-cost");
+        let svg = &dom[at..at + dom[at..].find("</svg>").expect("svg end")];
+        assert!(!svg.contains(">0.00<"), "cost axis labels read 0.00: {svg}");
+        assert!(
+            dom.contains("<td>one request per run</td>") && dom.contains("<td>batches ≤ 32</td>"),
+            "models table shows batching modes"
+        );
         let shot = temp_dir("ops-shot").join("ops.png");
         chromium(format!("{admin}/admin/#token=t"), 12000, Some(shot.clone()))
             .await
             .unwrap();
-        background.abort();
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
         let render = dom
             .split(r#"<span id="render-ms">"#)

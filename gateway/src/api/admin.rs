@@ -333,7 +333,9 @@ pub(super) fn status_value(state: &AppState) -> serde_json::Value {
                     .collect();
                 (buckets, b, mm.batch_size.mean() * b as f64)
             });
-            serde_json::json!({"name": m.name, "state": format!("{:?}", m.state()), "slo_ms": m.cfg.slo_ms, "max_batch_size": m.cfg.max_batch_size, "execution_provider": provider,
+            serde_json::json!({"name": m.name, "state": format!("{:?}", m.state()), "slo_ms": m.cfg.slo_ms, "max_batch_size": m.max_batch(), "batching": m.loaded().map(|l| &l.batching), "execution_provider": provider,
+                "latency_live": m.loaded().map(|l| l.metrics.live.points()),
+                "backend_slowdown": m.loaded().map(|l| l.metrics.remote_slowdown.snapshot().into_iter().map(|(b, f, n)| serde_json::json!({"backend": b, "slowdown": f, "calls": n})).collect::<Vec<_>>()),
                 "latency_buckets_ms": latency, "batches": batches, "batch_items": items.round()})
         })
         .collect();

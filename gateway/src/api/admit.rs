@@ -28,6 +28,26 @@ pub struct Admitted {
 /// Validates `req` for `model`.
 pub fn admit(model: &Model, loaded: &Loaded, req: InferRequest) -> Result<Admitted, ApiError> {
     let name = &model.name;
+    // KServe's SDK names the model in the body too: it must be the URL's
+    if let Some(n) = req
+        .model_name
+        .as_deref()
+        .filter(|n| !n.is_empty() && *n != name)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the request body names model '{n}' but the URL names '{name}'"
+        )));
+    }
+    if let Some(v) = req
+        .model_version
+        .as_deref()
+        .filter(|v| !v.is_empty() && *v != model.cfg.version)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the request body names version '{v}' of model '{name}', which serves version '{}'",
+            model.cfg.version
+        )));
+    }
     let mut sent = req.inputs;
     for t in &sent {
         if !loaded.inputs.iter().any(|m| m.name == t.name) {
@@ -73,7 +93,7 @@ pub fn admit(model: &Model, loaded: &Loaded, req: InferRequest) -> Result<Admitt
         }
         inputs.push(t);
     }
-    let items = if loaded.batchable {
+    let items = if loaded.batchable() {
         let rows = inputs[0].shape[0];
         if let Some(t) = inputs.iter().find(|t| t.shape[0] != rows) {
             return Err(ApiError::bad_request(format!(
@@ -81,10 +101,10 @@ pub fn admit(model: &Model, loaded: &Loaded, req: InferRequest) -> Result<Admitt
                 t.name, t.shape[0], inputs[0].name
             )));
         }
-        if rows < 1 || rows as usize > model.cfg.max_batch_size {
+        if rows < 1 || rows > i64::from(loaded.batching.max_batch_size) {
             return Err(ApiError::bad_request(format!(
                 "batch of {rows} rows; model '{name}' accepts 1..={} per request",
-                model.cfg.max_batch_size
+                loaded.batching.max_batch_size
             )));
         }
         rows as u32

@@ -9,6 +9,7 @@ pub mod admit;
 pub mod body;
 pub mod error;
 pub mod grpc;
+pub mod model_config;
 pub mod ops;
 pub mod router;
 pub mod shadow;

@@ -45,6 +45,14 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
         ["metrics"] => (get("GET"), Ok(metrics(&state))),
         ["v2", "models", m] => (get("GET"), v2::model_metadata(&state, m, None)),
         ["v2", "models", m, "versions", v] => (get("GET"), v2::model_metadata(&state, m, Some(v))),
+        ["v2", "models", m, "config"] => (
+            get("GET"),
+            super::model_config::model_config(&state, m, None),
+        ),
+        ["v2", "models", m, "versions", v, "config"] => (
+            get("GET"),
+            super::model_config::model_config(&state, m, Some(v)),
+        ),
         ["v2", "models", m, "ready"] => (get("GET"), v2::model_ready(&state, m, None)),
         ["v2", "models", m, "versions", v, "ready"] => {
             (get("GET"), v2::model_ready(&state, m, Some(v)))

@@ -107,6 +107,9 @@ pub fn model_metadata(
         "platform": "onnxruntime_onnx",
         "inputs": l.inputs,
         "outputs": l.outputs,
+        // beyond the protocol's fields, as Triton's config has them: 0 = one request per run
+        "max_batch_size": l.batching.max_batch_size,
+        "batching": l.batching,
     })))
 }
 
@@ -376,16 +379,13 @@ pub async fn infer_decoded(model: &Model, decoded: InferRequest) -> Result<Answe
 /// now, is expected to be answered after `ADMIT_SHARE_OF_SLO` of its SLO on the backends there are (the gateway's
 /// executors and healthy fleet workers), and Lambda has no free slot to take it.
 fn shed_if_late(model: &Model, loaded: &Loaded, items: u32) -> Result<(), ApiError> {
-    let max_batch = if loaded.batchable {
-        model.cfg.max_batch_size as u32
-    } else {
-        1
-    };
+    let max_batch = loaded.rows_per_run();
     let backends = model.cfg.executors as f64 + loaded.remotes.capacity_units();
-    let capacity = admission::capacity_items_per_s(&loaded.profile, max_batch, backends);
+    // the worse of the start-up profile and what batches take now
+    let profile = loaded.metrics.live.profile();
+    let capacity = admission::capacity_items_per_s(&profile, max_batch, backends);
     let queued = loaded.queue.queued_items();
-    let expected_us =
-        admission::expected_latency_us(&loaded.profile, queued, items, capacity, max_batch);
+    let expected_us = admission::expected_latency_us(&profile, queued, items, capacity, max_batch);
     let slo_us = model.cfg.slo_ms * 1000.0;
     if admission::admits(expected_us, queued, slo_us) {
         return Ok(());

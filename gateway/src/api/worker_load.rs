@@ -23,14 +23,10 @@ pub fn load(model: &Model, loaded: &Loaded) -> f64 {
     if queued == 0 {
         return 0.0;
     }
-    let max_batch = if loaded.batchable {
-        model.cfg.max_batch_size as u32
-    } else {
-        1
-    };
-    let capacity =
-        admission::capacity_items_per_s(&loaded.profile, max_batch, model.cfg.executors as f64);
-    let expected = admission::expected_latency_us(&loaded.profile, queued, 1, capacity, max_batch);
+    let max_batch = loaded.rows_per_run();
+    let profile = loaded.metrics.live.profile();
+    let capacity = admission::capacity_items_per_s(&profile, max_batch, model.cfg.executors as f64);
+    let expected = admission::expected_latency_us(&profile, queued, 1, capacity, max_batch);
     expected / (admission::ADMIT_SHARE_OF_SLO * model.cfg.slo_ms * 1000.0)
 }
 

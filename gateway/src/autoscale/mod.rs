@@ -168,7 +168,7 @@ impl ControlLoop {
             &opts.model,
             &loaded.profile,
             model.cfg.slo_ms,
-            model.cfg.max_batch_size as u32,
+            loaded.rows_per_run(),
         );
         let cfg = ControlConfig {
             interval_s: opts.interval_s,
@@ -183,7 +183,7 @@ impl ControlLoop {
         crate::trace::set_context(crate::trace::schema::Context {
             model: opts.model.clone(),
             slo_ms: model.cfg.slo_ms,
-            max_batch: model.cfg.max_batch_size as u32,
+            max_batch: loaded.rows_per_run(),
             on_deadline: format!("{:?}", model.cfg.on_deadline).to_lowercase(),
             interval_s: opts.interval_s,
             window_s: opts.window_s,
@@ -289,7 +289,7 @@ impl ControlLoop {
                             model,
                             &self.loaded.profile,
                             cfg.slo_ms,
-                            cfg.max_batch_size as u32,
+                            self.loaded.rows_per_run(),
                         ),
                     // a type with its own curve gets batches sized from it
                     profile: catalog

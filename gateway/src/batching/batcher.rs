@@ -38,8 +38,11 @@ pub struct Batcher {
     pub scaled: (f64, Vec<ProfilePoint>),
     /// SLO, microseconds.
     pub slo_us: u64,
-    /// Largest batch; 0 when the model has no dynamic batch dimension (one request per run).
+    /// Largest batch; 0 when the model is not batchable (one request per run).
     pub max_batch: u32,
+    /// The executors' live profile (the worse of `profile` and what batches take now, from
+    /// `ctx.metrics.live`) and the generation it was read at; empty until it differs.
+    pub live: (u64, Vec<ProfilePoint>),
 }
 
 impl Batcher {
@@ -147,6 +150,10 @@ impl Batcher {
     /// or with its own curve `own` (a worker whose type the catalog profiles).
     async fn next_batch_size(&mut self, speed: f64, own: Option<Arc<Vec<ProfilePoint>>>) -> u32 {
         let scaled = own.is_none() && self.scale_profile(speed);
+        let live = &self.ctx.metrics.live;
+        if live.generation() != self.live.0 {
+            self.live = (live.generation(), live.profile().policy_points(1.0));
+        }
         // a worker with its own curve batches up to the largest batch that curve measured
         let max_batch = match own.as_deref().and_then(|p| p.last()) {
             Some(last) if self.max_batch > 0 => last.batch.clamp(1, self.max_batch),
@@ -174,6 +181,8 @@ impl Batcher {
                 profile: match &own {
                     Some(p) => p,
                     None if scaled => &self.scaled.1,
+                    // the executors: sized for what their batches take now, when it is worse
+                    None if !self.live.1.is_empty() => &self.live.1,
                     None => &self.profile,
                 },
             };
@@ -332,6 +341,7 @@ mod tests {
             scaled: (1.0, Vec::new()),
             slo_us: 50_000,
             max_batch,
+            live: (0, Vec::new()),
         };
         (b, seen)
     }

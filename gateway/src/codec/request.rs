@@ -12,10 +12,16 @@ use super::json_skim::skim;
 use super::{split_strings, DecodeError, MAX_RANK, MAX_TENSORS};
 use crate::tensor::{checked_numel, DType, Tensor, TensorData};
 
+// Unknown fields are ignored, at every level, as Triton, KServe and MLServer do: stock clients
+// and protocol extensions send more than the core protocol names (KServe's Python SDK sends
+// `model_name`, issue 25). What the gateway reads is still checked strictly.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RequestJson<'a> {
     id: Option<Value>,
+    /// Sent by KServe's SDK; must name the model of the URL when present.
+    model_name: Option<String>,
+    /// Sent by some clients; must name the URL's version (or the model's) when present.
+    model_version: Option<String>,
     #[serde(default)]
     parameters: Map<String, Value>,
     #[serde(borrow)]
@@ -25,7 +31,6 @@ struct RequestJson<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct InputJson<'a> {
     name: String,
     shape: Vec<i64>,
@@ -38,7 +43,6 @@ struct InputJson<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OutputJson {
     name: String,
     #[serde(default)]
@@ -65,6 +69,10 @@ pub struct InferRequest {
     pub outputs: Vec<RequestedOutput>,
     /// `binary_data_output` request parameter: default for outputs not listed.
     pub binary_default: bool,
+    /// `model_name` of the body, when sent (checked against the URL by the caller).
+    pub model_name: Option<String>,
+    /// `model_version` of the body, when sent.
+    pub model_version: Option<String>,
 }
 
 fn flag(params: &Map<String, Value>, key: &str) -> bool {
@@ -266,6 +274,8 @@ pub fn decode(body: &Bytes, header_len: Option<usize>) -> Result<InferRequest, D
         inputs,
         outputs,
         binary_default,
+        model_name: req.model_name,
+        model_version: req.model_version,
     })
 }
 
@@ -282,6 +292,25 @@ mod tests {
         assert_eq!(a.inputs, b.inputs);
         assert_eq!(b.id, Some(Value::String("a".into())));
         assert_eq!(a.inputs[0].to_f32(), vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn fields_of_stock_clients_and_extensions_are_accepted() {
+        // KServe's Python SDK (issue 25), plus fields of extensions at every level
+        let body = r#"{"id":"k","model_name":"mlp","model_version":"1","trace":{"x":1},
+            "inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2],"extra":{"data":[9]}}],
+            "outputs":[{"name":"y","classification":3}]}"#;
+        let r = decode(&Bytes::from(body), None).unwrap();
+        assert_eq!(r.model_name.as_deref(), Some("mlp"));
+        assert_eq!(r.model_version.as_deref(), Some("1"));
+        assert_eq!(r.inputs[0].to_f32(), vec![1.0, 2.0]);
+        assert_eq!(r.outputs[0].name, "y");
+        // what the gateway reads is still checked
+        let bad =
+            r#"{"model_name":7,"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#;
+        assert!(decode(&Bytes::from(bad), None).is_err());
+        let bad = r#"{"model_name":"m","inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#;
+        assert!(decode(&Bytes::from(bad), None).is_err());
     }
 
     #[test]

@@ -119,21 +119,30 @@ fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
         .busy_us
         .fetch_add(elapsed.as_micros() as u64, Relaxed);
     ctx.metrics.batch_size.observe(total as f64);
-    match result {
-        Ok(outs) => {
-            let split: Vec<Vec<Tensor>> = outs
-                .iter()
-                .map(|t| {
-                    if t.batch() == total && !t.shape.is_empty() {
-                        t.split(&sizes)
-                    } else {
-                        vec![t.clone(); sizes.len()]
-                    }
-                })
-                .collect();
-            for (i, p) in batch.into_iter().enumerate() {
-                let mine: Vec<Tensor> = split.iter().map(|parts| parts[i].clone()).collect();
+    if result.is_ok() {
+        ctx.metrics
+            .live
+            .observe(total as u32, elapsed.as_secs_f64() * 1e6);
+    }
+    match result.map(|outs| super::wire::split_rows(&outs, &sizes)) {
+        Ok(Some(split)) => {
+            for (p, mine) in batch.into_iter().zip(split) {
                 finish(p, Ok(mine), ctx);
+            }
+        }
+        Ok(None) => {
+            // outputs that are not one row per input row (a forced batch, or a batch a
+            // worker could not divide): every request runs again alone, so that none is
+            // answered from another's rows
+            tracing::error!(model = %ctx.model, requests = batch.len(), "batch outputs are not one row per input row; running its requests one by one");
+            for p in batch {
+                let alone = run_tensors(session, &p.inputs, &ctx.outputs).map_err(|message| {
+                    ExecError::Run {
+                        model: ctx.model.clone(),
+                        message,
+                    }
+                });
+                finish(p, alone, ctx);
             }
         }
         Err(message) => {

@@ -139,6 +139,7 @@ impl LambdaBackend {
     ) {
         let (merged, sizes) = wire::merge(&batch);
         let total: usize = sizes.iter().sum();
+        let started = std::time::Instant::now();
         let r = self
             .invoke_tensors(&ctx.model, &merged, self.deadline(ctx.slo))
             .await
@@ -149,6 +150,13 @@ impl LambdaBackend {
         drop((slot, merged));
         match r {
             Ok(outs) => {
+                // the call against the catalog's invocation latency plus the batch's profiled time
+                let items = u32::try_from(total).unwrap_or(u32::MAX);
+                ctx.metrics.remote_slowdown.observe(
+                    "lambda",
+                    self.spec.latency_s * 1e6 + ctx.profile.median_us(items),
+                    started.elapsed().as_secs_f64() * 1e6,
+                );
                 self.requests.fetch_add(batch.len() as u64, Relaxed);
                 ctx.metrics.lambda_batches.fetch_add(1, Relaxed);
                 wire::finish_batch(batch, &sizes, &outs, &ctx);

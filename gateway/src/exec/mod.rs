@@ -3,6 +3,8 @@
 //! - `ort_lib`: finding and loading the shared library.
 //! - `session`: building a session (execution provider, threads) and reading model metadata.
 //! - `values`: converting gateway tensors to ort values and back.
+//! - `batchability`: whether a model's requests may share a run (signature and a check with
+//!   real rows, at load).
 //! - `executor`: the per-model pool of executor threads that run batches.
 //! - `measure`: measuring a model's latency per batch size (`mark profile`; `mark serve` for a
 //!   model without a profile).
@@ -11,6 +13,7 @@
 //!   body is `crate::lambda_function`); `wire`: the batch format both use.
 
 pub mod batch_ctx;
+pub mod batchability;
 pub mod executor;
 pub mod lambda_client;
 pub mod measure;

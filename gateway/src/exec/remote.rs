@@ -251,6 +251,7 @@ impl RemoteSet {
         let (merged, sizes) = wire::merge(&batch);
         let total: usize = sizes.iter().sum();
         let deadline = ctx.remote_deadline(total, remote.speed);
+        let started = std::time::Instant::now();
         let r = match tokio::time::timeout(deadline, self.call(&remote, &ctx, &merged, total)).await
         {
             Ok(r) => r,
@@ -268,6 +269,27 @@ impl RemoteSet {
             Ok(outs) => {
                 remote.failures.store(0, Relaxed);
                 remote.batches.fetch_add(1, Relaxed);
+                // its call time against what its curve (or the profile at its speed) promised
+                let items = u32::try_from(total).unwrap_or(u32::MAX);
+                let expected = match remote.profile.as_deref() {
+                    Some(own) => crate::profile::LatencyProfile::new(
+                        "",
+                        own.iter()
+                            .map(|p| crate::profile::MeasuredPoint {
+                                batch: p.batch,
+                                p50_us: p.latency_us,
+                                p99_us: p.latency_us,
+                            })
+                            .collect(),
+                    )
+                    .latency_us(items),
+                    None => ctx.profile.median_us(items) / remote.speed.max(1e-9),
+                };
+                metrics.remote_slowdown.observe(
+                    &format!("worker {}", remote.id),
+                    expected,
+                    started.elapsed().as_secs_f64() * 1e6,
+                );
                 metrics.remote_batches.fetch_add(1, Relaxed);
                 wire::finish_batch(batch, &sizes, &outs, &ctx);
             }

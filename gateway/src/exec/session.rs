@@ -138,3 +138,18 @@ pub fn metadata(model: &str, session: &Session) -> Result<(Vec<IoMeta>, Vec<IoMe
         .collect::<Result<_, _>>()?;
     Ok((inputs, outputs))
 }
+
+/// The name ONNX gives each input's and output's leading dimension (empty when unnamed or fixed),
+/// in the order of `metadata`: what `batchability::by_signature` compares.
+pub fn leading_symbols(session: &Session) -> (Vec<String>, Vec<String>) {
+    let first = |ty: &ValueType| match ty {
+        ValueType::Tensor {
+            dimension_symbols, ..
+        } => dimension_symbols.first().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    (
+        session.inputs().iter().map(|o| first(o.dtype())).collect(),
+        session.outputs().iter().map(|o| first(o.dtype())).collect(),
+    )
+}

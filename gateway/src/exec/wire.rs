@@ -19,28 +19,47 @@ pub fn merge(batch: &[Pending]) -> (Vec<Tensor>, Vec<usize>) {
     (merged, sizes)
 }
 
+/// Each request's share of a batch's outputs, request by request: one request gets the outputs
+/// whole; several get their rows of each output, which must then lead with one row per input row.
+/// `None` when an output cannot be divided so (a scalar, a reduction over the batch, a
+/// transpose): no request may then be answered from this run, since every answer would hold
+/// other requests' data (issue 25).
+pub fn split_rows(outs: &[Tensor], sizes: &[usize]) -> Option<Vec<Vec<Tensor>>> {
+    if sizes.len() == 1 {
+        return Some(vec![outs.to_vec()]);
+    }
+    let total: usize = sizes.iter().sum();
+    if outs
+        .iter()
+        .any(|t| t.shape.is_empty() || t.batch() != total)
+    {
+        return None;
+    }
+    let split: Vec<Vec<Tensor>> = outs.iter().map(|t| t.split(sizes)).collect();
+    Some(
+        (0..sizes.len())
+            .map(|i| split.iter().map(|s| s[i].clone()).collect())
+            .collect(),
+    )
+}
+
 /// Answers every request of `batch` with its slice of the batch outputs `outs` (already checked
-/// by `check_outputs`).
+/// by `check_outputs`). Outputs that cannot be divided by rows (`split_rows`) fail the backend's
+/// answer: the batch is run again on the gateway's executors, which run such a batch request
+/// by request.
 pub fn finish_batch(batch: Vec<Pending>, sizes: &[usize], outs: &[Tensor], ctx: &BatchCtx) {
+    let Some(split) = split_rows(outs, sizes) else {
+        tracing::error!(model = %ctx.model, requests = sizes.len(), "a backend's batch answer is not one row per input row; running its requests one by one");
+        ctx.metrics
+            .remote_retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        retry_locally(batch, ctx);
+        return;
+    };
     let total: usize = sizes.iter().sum();
     ctx.metrics.batch_size.observe(total as f64);
-    let split: Vec<Vec<Tensor>> = outs
-        .iter()
-        .map(|t| {
-            if t.batch() == total && !t.shape.is_empty() {
-                t.split(sizes)
-            } else {
-                vec![t.clone(); sizes.len()]
-            }
-        })
-        .collect();
-    for (i, p) in batch.into_iter().enumerate() {
-        finish_pending(
-            p,
-            Ok(split.iter().map(|s| s[i].clone()).collect()),
-            &ctx.metrics,
-            ctx.slo,
-        );
+    for (p, mine) in batch.into_iter().zip(split) {
+        finish_pending(p, Ok(mine), &ctx.metrics, ctx.slo);
     }
 }
 

@@ -123,6 +123,11 @@ pub struct ModelMetrics {
     pub expired: AtomicU64,
     /// Requests refused at admission (503) because the expected wait would miss their deadline.
     pub shed: AtomicU64,
+    /// What the model's own executors' batches take now, beside the start-up profile: admission
+    /// and the batcher plan with the worse of the two.
+    pub live: crate::profile::live::LiveLatency,
+    /// Observed over expected call time of each fleet worker and of Lambda.
+    pub remote_slowdown: crate::profile::live::Slowdowns,
 }
 
 impl Default for ModelMetrics {
@@ -144,6 +149,8 @@ impl Default for ModelMetrics {
             cancelled: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             shed: AtomicU64::new(0),
+            live: Default::default(),
+            remote_slowdown: Default::default(),
         }
     }
 }
@@ -249,6 +256,45 @@ impl Metrics {
             models
                 .iter()
                 .map(|(m, mm)| (label(m), mm.busy_us.load(Relaxed) as f64 / 1e6)),
+        )?;
+        let live: Vec<(Labels, f64)> = models
+            .iter()
+            .flat_map(|(m, mm)| {
+                mm.live.points().into_iter().flat_map(move |p| {
+                    let l = |src: &str| {
+                        vec![
+                            ("model", m.clone()),
+                            ("batch", p.batch.to_string()),
+                            ("source", src.to_string()),
+                        ]
+                    };
+                    [
+                        (l("profile"), p.profile_p50_us / 1e6),
+                        (l("live"), p.live_p50_us / 1e6),
+                    ]
+                })
+            })
+            .collect();
+        exposition::gauge(
+            enc,
+            "mark_batch_latency_estimate_seconds",
+            "Median run time of a batch on the gateway's executors: the start-up profile and the live EWMA (admission and the batcher use the worse).",
+            live,
+        )?;
+        let slow: Vec<(Labels, f64)> = models
+            .iter()
+            .flat_map(|(m, mm)| {
+                mm.remote_slowdown
+                    .snapshot()
+                    .into_iter()
+                    .map(move |(b, f, _)| (vec![("model", m.clone()), ("backend", b)], f))
+            })
+            .collect();
+        exposition::gauge(
+            enc,
+            "mark_backend_slowdown",
+            "Observed over expected call time of each fleet worker and of Lambda (EWMA).",
+            slow,
         )?;
         let counters: [Series; 11] = [
             (

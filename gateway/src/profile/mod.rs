@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub mod live;
+
 /// One measured point of a profile (a batch size with its p50 and p99); what policies see of
 /// it is `mark_policies::types::MeasuredPoint` (the p99), made by [`LatencyProfile::policy_points`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

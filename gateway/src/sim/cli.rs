@@ -92,6 +92,14 @@ pub struct SimulateArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Every host's speed over time, as slowdown steps `SECONDS:FACTOR,...` (e.g.
+    /// `3600:1.5,7200:1`: 1.5x slower from the first hour to the second), for every strategy.
+    #[arg(long)]
+    pub host_slowdown: Option<String>,
+    /// `on`: mark-rs admission plans with the worse of the profile and what batches really took
+    /// (as `mark serve` does); `off`: with the profile alone (to price the rule).
+    #[arg(long, default_value = "on")]
+    pub live_latency: String,
     /// Write the workload's rates as CSV to this file and exit.
     #[arg(long)]
     pub export_workload: Option<PathBuf>,
@@ -234,6 +242,17 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
                 .into(),
         ));
     }
+    let slowdown = match &a.host_slowdown {
+        None => Vec::new(),
+        Some(s) => super::params::parse_slowdown(s)
+            .map_err(|e| Input(format!("--host-slowdown {s}: {e}")))?,
+    };
+    if a.live_latency != "on" && a.live_latency != "off" {
+        return Err(Input(format!(
+            "--live-latency {}: expected on or off",
+            a.live_latency
+        )));
+    }
     if a.on_deadline != "reject" && a.on_deadline != "serve" {
         return Err(Input(format!(
             "--on-deadline {}: expected reject or serve",
@@ -269,6 +288,8 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             sagemaker_markup: catalog.sagemaker_markup,
             reject_late: a.on_deadline == "reject",
             initial_fleet: rec_fleet.filter(|f| !f.is_empty()),
+            host_slowdown: slowdown,
+            live_latency: a.live_latency == "on",
             ..SimParams::default()
         },
         catalog,

@@ -44,6 +44,46 @@ pub struct SimParams {
     /// The fleet at t = 0 (type, market, count) instead of the strategy's own sizing: a replayed
     /// trace starts from the recorded fleet (mark-rs and mark-released).
     pub initial_fleet: Option<Vec<(String, mark_policies::types::Market, u32)>>,
+    /// Every host's speed over time: (from second, slowdown factor) steps, sorted; empty = the
+    /// profiled speed throughout (a noisy neighbour, a host whose cores the gateway shares).
+    pub host_slowdown: Vec<(f64, f64)>,
+    /// The mark-rs admission plans with the worse of the profile and an EWMA of what batches
+    /// really took (the live gateway's rule, issue 25); off: with the profile alone.
+    pub live_latency: bool,
+}
+
+impl SimParams {
+    /// The hosts' slowdown factor at time `t`.
+    pub fn slowdown_at(&self, t: f64) -> f64 {
+        self.host_slowdown
+            .iter()
+            .take_while(|(from, _)| *from <= t)
+            .last()
+            .map_or(1.0, |&(_, f)| f)
+    }
+}
+
+/// Parses `--host-slowdown`: `SECONDS:FACTOR,...` (e.g. `3600:1.5,7200:1`), factors in
+/// (0, 100], times ascending.
+pub fn parse_slowdown(s: &str) -> Result<Vec<(f64, f64)>, String> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (t, f) = part
+            .split_once(':')
+            .ok_or_else(|| format!("'{part}': expected SECONDS:FACTOR"))?;
+        let t: f64 = t.trim().parse().map_err(|e| format!("'{part}': {e}"))?;
+        let f: f64 = f.trim().parse().map_err(|e| format!("'{part}': {e}"))?;
+        if !(t.is_finite() && t >= 0.0) || !(f > 0.0 && f <= 100.0) {
+            return Err(format!(
+                "'{part}': time must be >= 0 and factor in (0, 100]"
+            ));
+        }
+        if out.last().is_some_and(|&(prev, _)| t <= prev) {
+            return Err(format!("'{part}': times must ascend"));
+        }
+        out.push((t, f));
+    }
+    Ok(out)
 }
 
 impl Default for SimParams {
@@ -66,6 +106,8 @@ impl Default for SimParams {
             sagemaker_markup: 1.4,
             reject_late: true,
             initial_fleet: None,
+            host_slowdown: Vec::new(),
+            live_latency: true,
         }
     }
 }
@@ -91,4 +133,26 @@ pub struct Policies {
     pub predict: Predict,
     /// Instance selection.
     pub provision: Provision,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slowdown_steps_parse_and_apply() {
+        let s = parse_slowdown("0:1, 3600:1.5,7200:1").unwrap();
+        let p = SimParams {
+            host_slowdown: s,
+            ..SimParams::default()
+        };
+        assert_eq!(p.slowdown_at(10.0), 1.0);
+        assert_eq!(p.slowdown_at(3600.0), 1.5);
+        assert_eq!(p.slowdown_at(7199.0), 1.5);
+        assert_eq!(p.slowdown_at(9000.0), 1.0);
+        assert_eq!(SimParams::default().slowdown_at(5.0), 1.0);
+        for bad in ["10", "5:0", "5:-1", "10:1,5:2", "x:1", "-1:2"] {
+            assert!(parse_slowdown(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -302,6 +302,36 @@ fn overload_is_refused_not_served_late_as_the_gateway_does() {
     assert!(serve.attainment < reject.attainment);
 }
 
+#[test]
+fn a_slow_host_is_planned_for_with_live_latency() {
+    // the same overload, on hosts that run 1.6x slower than profiled (a noisy neighbour, a
+    // burstable out of credits). Planning with the profile alone admits what the slow host cannot
+    // answer in time: answers land late. With the live rule (issue 25) admission sees what batches
+    // really take and refuses those at once: what is answered is answered within the SLO.
+    let catalog = ONE_TYPE.split("[[instance]]").nth(1).unwrap();
+    let catalog = format!("[[instance]]{catalog}");
+    let run = |live: bool| {
+        let mut o = opts(
+            Catalog::parse(&catalog, "test").unwrap(),
+            flat_profile(10.0),
+            uniform(300.0, 300.0),
+            &[(Strategy::MarkRs, false)],
+        );
+        o.params.max_instances = 1;
+        o.params.host_slowdown = vec![(0.0, 1.6)];
+        o.params.live_latency = live;
+        simulate(&o).policies.remove(0)
+    };
+    let (live, profile_only) = (run(true), run(false));
+    println!(
+        "host 1.6x slow at 3x load: live rule p99 {:.1} ms, attainment {:.3}; profile alone p99 {:.1} ms, attainment {:.3}",
+        live.p99_ms, live.attainment, profile_only.p99_ms, profile_only.attainment
+    );
+    assert!(live.p99_ms <= 100.0, "{}", live.p99_ms);
+    assert!(profile_only.p99_ms > live.p99_ms, "{}", profile_only.p99_ms);
+    assert!(live.attainment >= profile_only.attainment * 0.95);
+}
+
 /// mark-rs on the shipped catalog (GPU curves included), one strategy, on-demand.
 fn shipped_run(w: Workload) -> PolicyReport {
     let mut o = opts(

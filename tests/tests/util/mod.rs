@@ -1,6 +1,8 @@
 //! Shared helpers of the end-to-end tests: start the real `mark` binary, talk HTTP to it.
 #![allow(dead_code)]
 
+pub mod rows;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,11 +85,23 @@ pub async fn start_local_cloud(
     interval: &str,
     max_instances: &str,
 ) -> (Gateway, PathBuf) {
+    start_local_cloud_with(repo, catalog, tag, interval, max_instances, &[]).await
+}
+
+/// `start_local_cloud` with more flags for `mark serve`.
+pub async fn start_local_cloud_with(
+    repo: &Path,
+    catalog: &str,
+    tag: &str,
+    interval: &str,
+    max_instances: &str,
+    extra: &[&str],
+) -> (Gateway, PathBuf) {
     let dir = temp_dir(tag);
     let catalog_path = dir.join("catalog.toml");
     std::fs::write(&catalog_path, catalog).expect("catalog");
     let state_dir = dir.join("cloud");
-    let g = Gateway::start(&[
+    let mut args = vec![
         "--model-repo",
         repo.to_str().expect("utf-8 path"),
         "--admin-listen",
@@ -106,9 +120,9 @@ pub async fn start_local_cloud(
         state_dir.to_str().expect("utf-8 path"),
         "--max-instances",
         max_instances,
-    ])
-    .ready()
-    .await;
+    ];
+    args.extend_from_slice(extra);
+    let g = Gateway::start(&args).ready().await;
     // the workers outlive a killed gateway (a restarted one adopts them): end them with the test
     let mut g = g;
     let (state, repo, catalog) = (state_dir.clone(), repo.to_path_buf(), catalog.to_string());
@@ -168,11 +182,12 @@ fn rand_suffix() -> u128 {
 pub fn repo_with(models: &[(&str, &str)]) -> PathBuf {
     let dir = temp_dir("repo");
     for (name, cfg) in models {
-        let src = root().join("models").join(name);
-        assert!(
-            src.join("model.onnx").is_file(),
-            "run scripts/setup.sh to generate models/{name}"
-        );
+        // the demo's models, or the tests' own (scripts/gen_test_models.py)
+        let src = [root().join("models"), root().join(".mark/test-models")]
+            .into_iter()
+            .map(|d| d.join(name))
+            .find(|d| d.join("model.onnx").is_file())
+            .unwrap_or_else(|| panic!("run scripts/setup.sh to generate models/{name}"));
         let dst = dir.join(name);
         std::fs::create_dir_all(&dst).expect("model dir");
         std::os::unix::fs::symlink(src.join("model.onnx"), dst.join("model.onnx"))

@@ -69,6 +69,9 @@ pub fn decode(req: &mut ModelInferRequest) -> Result<(InferRequest, bool), Decod
             inputs,
             outputs,
             binary_default: false,
+            // the gRPC message's own model_name and model_version route it
+            model_name: None,
+            model_version: None,
         },
         use_raw,
     ))

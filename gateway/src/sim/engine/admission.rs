@@ -35,11 +35,17 @@ impl Sim<'_> {
                 .sum();
             self.capacity_at = (self.now, cap);
         }
-        let cap = self.capacity_at.1;
+        // the live rule: batches slower than profiled mean less capacity and a longer own batch
+        let slow = if self.p.live_latency {
+            self.live_slowdown.max(1.0)
+        } else {
+            1.0
+        };
+        let cap = self.capacity_at.1 / slow;
         if cap <= 0.0 {
             return false;
         }
-        len as f64 / cap + self.full_batch_s
+        len as f64 / cap + self.full_batch_s * slow
             > crate::batching::admission::ADMIT_SHARE_OF_SLO * self.slo_s()
     }
 }

@@ -88,6 +88,8 @@ struct Sim<'a> {
     full_batch_s: f64,
     /// Ready capacity (items/s) and when it was computed.
     capacity_at: (f64, f64),
+    /// EWMA of what batches took over what the profile promised (`profile::live`'s rule).
+    live_slowdown: f64,
 }
 
 fn key(t: f64) -> u64 {
@@ -305,7 +307,13 @@ impl<'a> Sim<'a> {
         batch.clear();
         batch.extend(self.queue.drain(..n));
         let ty = self.instances[idx].ty;
-        let s = self.instances[idx].start_service(&self.types[ty], n as u32, self.now);
+        let full = self.types[ty].service(n as u32);
+        let s = self.instances[idx].start_service(&self.types[ty], n as u32, self.now)
+            * self.p.slowdown_at(self.now);
+        if full > 0.0 {
+            let r = (s / full).clamp(0.25, 8.0);
+            self.live_slowdown += crate::profile::live::ALPHA * (r - self.live_slowdown);
+        }
         self.instances[idx].batch = batch;
         self.idle.remove(&idx);
         let epoch = self.instances[idx].epoch;

@@ -71,6 +71,7 @@ pub fn run(
         full_batch: 1,
         full_batch_s: 0.0,
         capacity_at: (-1.0, 0.0),
+        live_slowdown: 1.0,
     };
     sim.best_rate = (0..sim.types.len())
         .map(|ty| {
