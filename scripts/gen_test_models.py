@@ -9,7 +9,12 @@ answer a client from other clients' rows; the gateway must find that out by itse
   center_batch  X[N,4] -> Y[N,4]    = X - mean of X over the batch axis: its signature looks
                                       row-wise ("N" on both sides); only real rows show it is not
                                       (what batch norm in training mode does)
-  rowwise_anon  X[?,4] -> Y[?,4]    = 2X + 1 with unnamed dynamic dims: batchable, by the data check
+    rowwise_anon  X[?,4] -> Y[?,4]    = 2X + 1 with unnamed dynamic dims: batchable, by the data check
+    filter_rows   X[N,4] -> Y[M,4]    the rows whose sum is positive (Compress): a data-dependent row
+                                      count, as a detector's variable number of boxes. ONNX Runtime
+                                      reports dim 0 as N; only a run shows M != N. Forced to batch,
+                                      a batch whose rows do not add up must be rerun request by
+                                      request, never divided
 
 Usage: gen_test_models.py OUT_DIR   (idempotent)
 """
@@ -57,6 +62,13 @@ MODELS = {
         [helper.make_node("ReduceMean", ["X"], ["M"], axes=[0], keepdims=1),
          helper.make_node("Sub", ["X", "M"], ["Y"])],
         [x()], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4])], [], p),
+            "filter_rows": lambda p: save(
+        [helper.make_node("ReduceSum", ["X", "axes1"], ["S"], keepdims=0),
+         helper.make_node("Greater", ["S", "zero"], ["C"]),
+         helper.make_node("Compress", ["X", "C"], ["Y"], axis=0)],
+        [x()], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes1"),
+         numpy_helper.from_array(np.array(0.0, np.float32), "zero")], p),
     "rowwise_anon": lambda p: save(
         [helper.make_node("Mul", ["X", "two"], ["T"]), helper.make_node("Add", ["T", "one"], ["Y"])],
         [x(None)], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 4])],

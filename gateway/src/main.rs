@@ -143,7 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (inputs, outputs) = exec::session::metadata(&m.name, &s)?;
                 let outs: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
                 let sizes = if batch_sizes.is_empty() {
-                    measure::default_batch_sizes(m.cfg.max_batch_size as u32)
+                    measure::default_batch_sizes((m.cfg.max_batch_size as u32).max(1))
                 } else {
                     batch_sizes.clone()
                 };

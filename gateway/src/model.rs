@@ -190,6 +190,7 @@ impl Model {
             &self.name,
             sessions,
             out_names,
+            crate::exec::batch_ctx::divisible(&outputs),
             mm.clone(),
             slo,
         ));
@@ -211,6 +212,7 @@ impl Model {
             slo,
             outputs: outputs.clone(),
             profile: profile.clone(),
+            batched: batching.batches(),
         });
         let batcher = Batcher {
             model: self.name.clone(),

@@ -446,3 +446,52 @@ async fn mark_lambda_answers_non_row_wise_models_exactly() {
     })
     .await;
 }
+
+/// Issue 25 through the gateway's Lambda backend: an unbatchable model whose output rows are
+/// the request's own (`center_batch`, 1 to 3 rows a request) spills one request per invocation,
+/// every answer passes the answer check (none retried) and is the request's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbatchable_model_spills_to_lambda_one_request_per_invocation() {
+    within(240, async {
+        let repo = repo_with(&[(
+            "center_batch",
+            "max_batch_size = 16\nslo_ms = 2\nexecutors = 1\nintra_threads = 1\nqueue_capacity = 4096\non_deadline = \"serve\"\n",
+        )]);
+        let (_procs, endpoint) = start_lambda(&repo);
+        let dir = temp_dir("spill-rows");
+        let g = gateway_with_lambda(&repo, &endpoint, &dir, 4, 1000.0, 0).await;
+        let l = LambdaBackend::connect(options(&endpoint), spec(1)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while l
+            .invoke_tensors(
+                "center_batch",
+                &[Tensor::from_f32("X", vec![1, 4], &[1.0, 2.0, 3.0, 4.0])],
+                CALL,
+            )
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "function never answered");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let (mut ok, mut bad, mut spilled) = (0, 0, 0.0);
+        let mut round = 0;
+        while spilled < 20.0 {
+            assert!(Instant::now() < deadline, "nothing spilled: {spilled}");
+            let (o, b) =
+                util::rows::exact_under_concurrency(&g.base, "center_batch", 400, 48).await;
+            ok += o;
+            bad += b;
+            round += 1;
+            let text =
+                String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
+                    .to_string();
+            spilled = metric(&text, "mark_lambda_batches_total{model=\"center_batch\"}");
+            let retried = metric(&text, "mark_remote_retries_total{model=\"center_batch\"}");
+            assert_eq!(retried, 0.0, "a Lambda answer was refused by the check");
+        }
+        println!("center_batch, {round} rounds: {ok} exact, {bad} wrong; {spilled} batches on Lambda");
+        assert_eq!(bad, 0);
+    })
+    .await;
+}

@@ -94,11 +94,18 @@ pub fn admit(model: &Model, loaded: &Loaded, req: InferRequest) -> Result<Admitt
         inputs.push(t);
     }
     let items = if loaded.batchable() {
-        let rows = inputs[0].shape[0];
-        if let Some(t) = inputs.iter().find(|t| t.shape[0] != rows) {
+        // a batched model leads every input with the batch dimension (`exec::batchability`)
+        let rows = inputs
+            .first()
+            .and_then(|t| t.shape.first())
+            .copied()
+            .unwrap_or(0);
+        if let Some(t) = inputs.iter().find(|t| t.shape.first() != Some(&rows)) {
             return Err(ApiError::bad_request(format!(
-                "input '{}' has {} rows but input '{}' has {rows}: all inputs must share dim 0",
-                t.name, t.shape[0], inputs[0].name
+                "input '{}' has shape {} but input '{}' has {rows} rows: all inputs must share dim 0",
+                t.name,
+                shape_str(&t.shape),
+                inputs[0].name
             )));
         }
         if rows < 1 || rows > i64::from(loaded.batching.max_batch_size) {

@@ -28,7 +28,11 @@ fn triton_type(d: DType) -> &'static str {
 fn io(list: &[IoMeta], batched: bool) -> Vec<serde_json::Value> {
     list.iter()
         .map(|m| {
-            let dims = if batched { &m.shape[1..] } else { &m.shape[..] };
+            let dims = if batched {
+                m.shape.get(1..).unwrap_or(&[])
+            } else {
+                &m.shape[..]
+            };
             serde_json::json!({"name": m.name, "data_type": triton_type(m.dtype), "dims": dims})
         })
         .collect()

@@ -299,6 +299,12 @@ impl ControlLoop {
             })
             .collect();
         self.loaded.remotes.sync(&running);
+        // workers that left the fleet leave the slowdown series too
+        self.loaded.metrics.remote_slowdown.retain(|k| {
+            k == "lambda"
+                || k.strip_prefix("worker ")
+                    .is_some_and(|id| running.iter().any(|w| w.id == id))
+        });
         // workers out of rotation: probed; replaced once they stay so for two intervals (by the
         // controller only: a follower just keeps them out of its rotation)
         let grace = Duration::from_secs_f64((2.0 * self.opts.interval_s).max(10.0));

@@ -318,6 +318,7 @@ mod tests {
                 "m",
                 Vec::new(),
                 Vec::new(),
+                Vec::new(),
                 metrics.clone(),
                 slo,
             )),
@@ -325,6 +326,7 @@ mod tests {
             slo,
             outputs: Vec::new(),
             profile: Arc::default(),
+            batched: true,
         });
         let b = Batcher {
             model: "m".into(),

@@ -29,6 +29,9 @@ pub struct BatchCtx {
     pub outputs: Vec<IoMeta>,
     /// Latency profile of the gateway's executors.
     pub profile: Arc<LatencyProfile>,
+    /// Whether requests share runs (`exec::batchability`): when not, a backend's answer has
+    /// whatever rows the one request's inputs make, not `items` of them.
+    pub batched: bool,
 }
 
 impl BatchCtx {
@@ -46,6 +49,18 @@ impl BatchCtx {
         (self.slo * 2).max(self.slo + expected * 4)
     }
 
+    /// Per declared output: whether it may be divided among a batch's requests by rows (a
+    /// dynamic leading dimension).
+    pub fn divisible(&self) -> Vec<bool> {
+        divisible(&self.outputs)
+    }
+
+    /// The row count a backend's answer must carry for `items` rows: `None` when the model is
+    /// not batched (then its dim 0 is the request's own business).
+    pub fn answer_rows(&self, items: usize) -> Option<usize> {
+        self.batched.then_some(items)
+    }
+
     /// Bytes of the outputs of one item (0 when some output has no fixed row size).
     pub fn out_bytes_per_item(&self) -> usize {
         self.max_response_bytes(2)
@@ -56,6 +71,10 @@ impl BatchCtx {
     /// Largest answer a backend may send for `items` rows: the declared outputs' size plus room
     /// for the header, or `FALLBACK_MAX_RESPONSE_BYTES` when the outputs have no fixed row size.
     pub fn max_response_bytes(&self, items: usize) -> usize {
+        if !self.batched {
+            // one request of any number of rows: the declared outputs do not bound it
+            return FALLBACK_MAX_RESPONSE_BYTES;
+        }
         let mut total = HEADER_SLACK_BYTES;
         for o in &self.outputs {
             let Some(es) = o.dtype.size() else {
@@ -78,4 +97,12 @@ impl BatchCtx {
         }
         total.min(FALLBACK_MAX_RESPONSE_BYTES)
     }
+}
+
+/// Per output: whether its declared leading dimension is dynamic (it can be divided by rows).
+pub fn divisible(outputs: &[IoMeta]) -> Vec<bool> {
+    outputs
+        .iter()
+        .map(|o| o.shape.first().is_some_and(|&d| d < 0))
+        .collect()
 }

@@ -74,26 +74,48 @@ fn is_anonymous(symbol: &str) -> bool {
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Step 2: the ONNX signature. `symbols` are the names of each tensor's dimensions as ONNX
-/// declares them (empty for an unnamed one), inputs first, in the same order as `io`. `Ok(true)`
-/// when named dimensions prove the rule, `Ok(false)` when only unnamed `-1`s are there.
-pub fn by_signature(io: &[(&IoMeta, &str, bool)]) -> Result<bool, String> {
+/// Why a signature does not show batching is row-wise.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotRowWise {
+    /// Some tensor has no dynamic leading dimension (a scalar, a fixed dim 0): requests cannot
+    /// even be concatenated or divided, whatever the config says.
+    Shape(String),
+    /// The leading dimensions carry different names: maybe not the same batch dimension.
+    Names(String),
+}
+
+impl std::fmt::Display for NotRowWise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotRowWise::Shape(s) | NotRowWise::Names(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Step 2: the ONNX signature. Each entry is a tensor with the name ONNX gives its leading
+/// dimension (empty for an unnamed one) and whether it is an input. `Ok(true)` when named
+/// dimensions prove the rule, `Ok(false)` when only unnamed `-1`s are there.
+pub fn by_signature(io: &[(&IoMeta, &str, bool)]) -> Result<bool, NotRowWise> {
+    if !io.iter().any(|&(_, _, is_input)| is_input) {
+        return Err(NotRowWise::Shape("the model has no inputs".into()));
+    }
     let mut named: Option<(&str, &str)> = None;
     let mut all_named = true;
+    let mut mismatch = None;
     for &(m, symbol, is_input) in io {
         let what = if is_input { "input" } else { "output" };
         match m.shape.first() {
             None => {
-                return Err(format!(
+                return Err(NotRowWise::Shape(format!(
                     "{what} '{}' is a scalar: it has no batch dimension",
                     m.name
-                ))
+                )))
             }
             Some(&d) if d >= 0 => {
-                return Err(format!(
+                return Err(NotRowWise::Shape(format!(
                 "{what} '{}' has a fixed leading dimension {d} (shape {:?}), not a batch dimension",
                 m.name, m.shape
-            ))
+            )))
             }
             Some(_) => {}
         }
@@ -104,15 +126,19 @@ pub fn by_signature(io: &[(&IoMeta, &str, bool)]) -> Result<bool, String> {
         match named {
             None => named = Some((symbol, &m.name)),
             Some((first, first_name)) if first != symbol => {
-                return Err(format!(
+                // reported once every tensor's shape was checked (a shape problem wins)
+                mismatch.get_or_insert(format!(
                     "{what} '{}' has leading dimension '{symbol}' but '{first_name}' has '{first}': not the same batch dimension",
                     m.name
-                ))
+                ));
             }
             Some(_) => {}
         }
     }
-    Ok(all_named && named.is_some())
+    match mismatch {
+        Some(m) => Err(NotRowWise::Names(m)),
+        None => Ok(all_named && named.is_some()),
+    }
 }
 
 /// Inputs of one row whose values come from `rng`: floats in (-1, 1), integers in `0..int_range`,
@@ -227,7 +253,15 @@ pub fn rows_check(
     for (seed, int_range) in [(25u64, 8i64), (26, 2)] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let a = random_row(inputs, &mut rng, int_range);
-        let b = random_row(inputs, &mut rng, int_range);
+        // two equal rows would let a row-mixing model pass: draw until they differ (a model whose
+        // inputs hold a single bool has only two rows to offer)
+        let mut b = random_row(inputs, &mut rng, int_range);
+        for _ in 0..32 {
+            if b != a {
+                break;
+            }
+            b = random_row(inputs, &mut rng, int_range);
+        }
         let both: Vec<Tensor> = a
             .iter()
             .zip(&b)
@@ -265,7 +299,7 @@ pub fn rows_check(
 /// called only when steps 1 and 2 leave the question open.
 pub fn decide(
     cfg: &ModelConfig,
-    signature: Result<bool, String>,
+    signature: Result<bool, NotRowWise>,
     check: impl FnOnce() -> Result<(), String>,
 ) -> Batching {
     let max = cfg.max_batch_size as u32;
@@ -273,9 +307,17 @@ pub fn decide(
         return Batching::unbatched("max_batch_size = 0 in the model's config");
     }
     if let Some(why) = &cfg.force_batching {
+        // force overrides names and the data check (a model with random ops fails it), never
+        // shapes: requests that cannot be concatenated and divided by rows cannot share a run
         let note = match &signature {
-            Err(e) => format!("; the signature alone would not batch it: {e}"),
-            Ok(_) => String::new(),
+            Err(NotRowWise::Shape(e)) => {
+                return Batching::unbatched(format!("force_batching ignored: {e}"))
+            }
+            Err(NotRowWise::Names(e)) => format!("; the signature alone would not batch it: {e}"),
+            Ok(_) => match check() {
+                Err(e) => format!("; WARNING, the check with real rows failed: {e}"),
+                Ok(()) => String::new(),
+            },
         };
         return Batching {
             mode: Mode::Forced,
@@ -284,7 +326,7 @@ pub fn decide(
         };
     }
     let named = match signature {
-        Err(e) => return Batching::unbatched(e),
+        Err(e) => return Batching::unbatched(e.to_string()),
         Ok(named) => named,
     };
     match check() {
@@ -327,34 +369,61 @@ mod tests {
         assert!(by_signature(&[(&x, "unk_a", true), (&y, "unk__215", false)]).is_ok());
         assert!(by_signature(&[(&x, "unk_a", true), (&y, "b", false)]).is_err());
         let e = by_signature(&[(&x, "N", true), (&y, "M", false)]).unwrap_err();
-        assert!(e.contains("'y' has leading dimension 'M'"), "{e}");
+        assert!(
+            matches!(&e, NotRowWise::Names(m) if m.contains("'y' has leading dimension 'M'")),
+            "{e}"
+        );
         // the shapes: a reduction over the batch, a transpose, a scalar
         let reduce = io("y", &[4]);
         let e = by_signature(&[(&x, "N", true), (&reduce, "", false)]).unwrap_err();
-        assert!(e.contains("fixed leading dimension 4"), "{e}");
+        assert!(
+            matches!(&e, NotRowWise::Shape(m) if m.contains("fixed leading dimension 4")),
+            "{e}"
+        );
         let transpose = io("y", &[4, -1]);
         assert!(by_signature(&[(&x, "N", true), (&transpose, "", false)]).is_err());
         let scalar = io("y", &[]);
         let e = by_signature(&[(&x, "N", true), (&scalar, "", false)]).unwrap_err();
-        assert!(e.contains("scalar"), "{e}");
+        assert!(e.to_string().contains("scalar"), "{e}");
         let fixed_in = io("x", &[1, 4]);
         assert!(by_signature(&[(&fixed_in, "", true), (&y, "N", false)]).is_err());
+        // a shape problem wins over a name mismatch; no inputs at all is a shape problem
+        let e = by_signature(&[(&x, "N", true), (&y, "M", false), (&scalar, "", false)]);
+        assert!(matches!(e, Err(NotRowWise::Shape(_))), "{e:?}");
+        assert!(matches!(
+            by_signature(&[(&y, "N", false)]),
+            Err(NotRowWise::Shape(_))
+        ));
     }
 
     #[test]
     fn config_decides_first_then_signature_then_data() {
         let mut cfg = ModelConfig::default();
         let never = |_: ()| -> Result<(), String> { panic!("check must not run") };
+        let scalar = || Err(NotRowWise::Shape("output 'y' is a scalar".into()));
+        let names = || {
+            Err(NotRowWise::Names(
+                "output 'y' has leading dimension 'M'".into(),
+            ))
+        };
         cfg.max_batch_size = 0;
         let b = decide(&cfg, Ok(true), || never(()));
         assert_eq!((b.mode, b.max_batch_size), (Mode::Unbatched, 0));
         cfg.max_batch_size = 8;
         cfg.force_batching = Some("rows are independent by construction".into());
-        let b = decide(&cfg, Err("output 'y' is a scalar".into()), || never(()));
+        let b = decide(&cfg, names(), || never(()));
         assert_eq!((b.mode, b.max_batch_size), (Mode::Forced, 8));
-        assert!(b.reason.contains("by construction") && b.reason.contains("scalar"));
+        assert!(b.reason.contains("by construction") && b.reason.contains("'M'"));
+        // force never overrides a shape that cannot be divided by rows
+        let b = decide(&cfg, scalar(), || never(()));
+        assert_eq!(b.mode, Mode::Unbatched);
+        assert!(b.reason.contains("force_batching ignored"), "{}", b.reason);
+        // nor hides a failed data check
+        let b = decide(&cfg, Ok(true), || Err("output 'y' differs".into()));
+        assert_eq!(b.mode, Mode::Forced);
+        assert!(b.reason.contains("WARNING"), "{}", b.reason);
         cfg.force_batching = None;
-        let b = decide(&cfg, Err("output 'y' is a scalar".into()), || never(()));
+        let b = decide(&cfg, scalar(), || never(()));
         assert_eq!(b.mode, Mode::Unbatched);
         let b = decide(&cfg, Ok(false), || Err("output 'y' differs".into()));
         assert_eq!((b.mode, b.max_batch_size), (Mode::Unbatched, 0));

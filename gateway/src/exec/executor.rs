@@ -36,6 +36,7 @@ impl ExecutorPool {
         model: &str,
         sessions: Vec<Session>,
         outputs: Vec<String>,
+        divisible: Vec<bool>,
         metrics: Arc<ModelMetrics>,
         slo: Duration,
     ) -> Self {
@@ -46,6 +47,7 @@ impl ExecutorPool {
             let ctx = Ctx {
                 model: model.to_string(),
                 outputs: outputs.clone(),
+                divisible: divisible.clone(),
                 metrics: metrics.clone(),
                 slo,
             };
@@ -75,6 +77,8 @@ impl ExecutorPool {
 struct Ctx {
     model: String,
     outputs: Vec<String>,
+    /// Per output: declared with a dynamic leading dimension (`wire::split_rows`).
+    divisible: Vec<bool>,
     metrics: Arc<ModelMetrics>,
     slo: Duration,
 }
@@ -124,7 +128,7 @@ fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
             .live
             .observe(total as u32, elapsed.as_secs_f64() * 1e6);
     }
-    match result.map(|outs| super::wire::split_rows(&outs, &sizes)) {
+    match result.map(|outs| super::wire::split_rows(&outs, &sizes, &ctx.divisible)) {
         Ok(Some(split)) => {
             for (p, mine) in batch.into_iter().zip(split) {
                 finish(p, Ok(mine), ctx);

@@ -144,7 +144,7 @@ impl LambdaBackend {
             .invoke_tensors(&ctx.model, &merged, self.deadline(ctx.slo))
             .await
             .and_then(|outs| {
-                wire::check_outputs(outs, &ctx.outputs, total)
+                wire::check_outputs(outs, &ctx.outputs, ctx.answer_rows(total))
                     .map_err(|e| format!("function {} {e}", self.opts.function))
             });
         drop((slot, merged));

@@ -394,7 +394,7 @@ impl RemoteSet {
             );
         }
         decode_response(&body, hlen)
-            .and_then(|outs| wire::check_outputs(outs, &ctx.outputs, total))
+            .and_then(|outs| wire::check_outputs(outs, &ctx.outputs, ctx.answer_rows(total)))
             .map_err(|e| fail(format!("worker {} {e}", remote.addr)))
     }
 }

@@ -20,19 +20,24 @@ pub fn merge(batch: &[Pending]) -> (Vec<Tensor>, Vec<usize>) {
 }
 
 /// Each request's share of a batch's outputs, request by request: one request gets the outputs
-/// whole; several get their rows of each output, which must then lead with one row per input row.
+/// whole; several get their rows of each output, which must then be declared with a dynamic
+/// leading dimension (`divisible`, in the outputs' order) and lead with one row per input row.
 /// `None` when an output cannot be divided so (a scalar, a reduction over the batch, a
-/// transpose): no request may then be answered from this run, since every answer would hold
-/// other requests' data (issue 25).
-pub fn split_rows(outs: &[Tensor], sizes: &[usize]) -> Option<Vec<Vec<Tensor>>> {
+/// transpose, a fixed dim 0 that happens to equal the rows): no request may then be answered
+/// from this run, since every answer would hold other requests' data (issue 25).
+pub fn split_rows(
+    outs: &[Tensor],
+    sizes: &[usize],
+    divisible: &[bool],
+) -> Option<Vec<Vec<Tensor>>> {
     if sizes.len() == 1 {
         return Some(vec![outs.to_vec()]);
     }
     let total: usize = sizes.iter().sum();
-    if outs
-        .iter()
-        .any(|t| t.shape.is_empty() || t.batch() != total)
-    {
+    let rows_ok = |(i, t): (usize, &Tensor)| {
+        divisible.get(i).copied().unwrap_or(false) && !t.shape.is_empty() && t.batch() == total
+    };
+    if !outs.iter().enumerate().all(rows_ok) {
         return None;
     }
     let split: Vec<Vec<Tensor>> = outs.iter().map(|t| t.split(sizes)).collect();
@@ -48,7 +53,7 @@ pub fn split_rows(outs: &[Tensor], sizes: &[usize]) -> Option<Vec<Vec<Tensor>>> 
 /// answer: the batch is run again on the gateway's executors, which run such a batch request
 /// by request.
 pub fn finish_batch(batch: Vec<Pending>, sizes: &[usize], outs: &[Tensor], ctx: &BatchCtx) {
-    let Some(split) = split_rows(outs, sizes) else {
+    let Some(split) = split_rows(outs, sizes, &ctx.divisible()) else {
         tracing::error!(model = %ctx.model, requests = sizes.len(), "a backend's batch answer is not one row per input row; running its requests one by one");
         ctx.metrics
             .remote_retries
@@ -84,16 +89,21 @@ pub fn retry_locally(batch: Vec<Pending>, ctx: &BatchCtx) {
 /// Checks a backend's answer for a batch of `total` rows against the model's declared outputs
 /// before anything is split: every declared output exactly once, its datatype, its rank and fixed
 /// dimensions, `total` rows on a dynamic dim 0, and data that matches the shape. Returns the
-/// outputs in the declared order. A backend that fails this has failed the batch.
+/// outputs in the declared order. A backend that fails this has failed the batch. `total` is
+/// `None` for a model that is not batched: its dim 0 is whatever the one request's rows make.
 pub fn check_outputs(
     outs: Vec<Tensor>,
     expected: &[IoMeta],
-    total: usize,
+    total: Option<usize>,
 ) -> Result<Vec<Tensor>, WireError> {
     check(outs, expected, total).map_err(WireError::WrongBatch)
 }
 
-fn check(outs: Vec<Tensor>, expected: &[IoMeta], total: usize) -> Result<Vec<Tensor>, String> {
+fn check(
+    outs: Vec<Tensor>,
+    expected: &[IoMeta],
+    total: Option<usize>,
+) -> Result<Vec<Tensor>, String> {
     if outs.len() != expected.len() {
         let names: Vec<&str> = outs.iter().map(|t| t.name.as_str()).collect();
         return Err(format!(
@@ -123,17 +133,22 @@ fn check(outs: Vec<Tensor>, expected: &[IoMeta], total: usize) -> Result<Vec<Ten
                 .enumerate()
                 .all(|(i, (&a, &b))| {
                     a >= 0
-                        && (if i == 0 && b < 0 {
-                            a as u64 == total as u64
-                        } else {
-                            b < 0 || a == b
-                        })
+                        && match total {
+                            Some(total) if i == 0 && b < 0 => a as u64 == total as u64,
+                            _ => b < 0 || a == b,
+                        }
                 });
         if !dims_fit {
-            return Err(format!(
-                "output '{}' has shape {:?}; a batch of {total} needs {:?}",
-                m.name, t.shape, m.shape
-            ));
+            return Err(match total {
+                Some(total) => format!(
+                    "output '{}' has shape {:?}; a batch of {total} needs {:?}",
+                    m.name, t.shape, m.shape
+                ),
+                None => format!(
+                    "output '{}' has shape {:?}; the model declares {:?}",
+                    m.name, t.shape, m.shape
+                ),
+            });
         }
         let n = checked_numel(&t.shape)
             .ok_or_else(|| format!("output '{}' has shape {:?}", m.name, t.shape))?;
@@ -184,38 +199,79 @@ mod tests {
     }
 
     #[test]
+    fn only_outputs_declared_row_wise_are_divided_among_requests() {
+        let rows = |n: i64| Tensor::from_f32("y", vec![n, 2], &vec![1.0; (n * 2) as usize]);
+        // 1 + 3 rows, an output of 4 rows declared [N,2]: divided
+        let s = split_rows(&[rows(4)], &[1, 3], &[true]).unwrap();
+        assert_eq!(
+            (s[0][0].shape.clone(), s[1][0].shape.clone()),
+            (vec![1, 2], vec![3, 2])
+        );
+        // the same 4 rows from an output declared [4,2] (a reduction that happens to match): never
+        assert!(split_rows(&[rows(4)], &[1, 3], &[false]).is_none());
+        // rows that do not add up, a scalar, an output the flags do not cover: never
+        assert!(split_rows(&[rows(1)], &[1, 3], &[true]).is_none());
+        let scalar = Tensor::from_f32("s", vec![], &[1.0]);
+        assert!(split_rows(&[scalar.clone()], &[1, 1], &[true]).is_none());
+        assert!(split_rows(&[rows(2)], &[1, 1], &[]).is_none());
+        // one request gets its outputs whole, whatever they are
+        assert_eq!(
+            split_rows(&[scalar.clone()], &[3], &[false]).unwrap()[0][0],
+            scalar
+        );
+    }
+
+    #[test]
+    fn an_unbatched_models_answer_has_the_rows_its_request_made() {
+        // no row count to check: 3 rows for a request counted as one item
+        let outs = check_outputs(answer(3), &meta(), None).unwrap();
+        assert_eq!(outs[0].shape, vec![3, 2]);
+        assert!(check_outputs(answer(3), &meta(), Some(1)).is_err());
+        // its other dimensions are still checked
+        let wide = vec![
+            Tensor::from_f32("probs", vec![1, 3], &[0.0; 3]),
+            Tensor::from_f32("logits", vec![1, 2], &[0.0; 2]),
+        ];
+        let e = check_outputs(wide, &meta(), None).unwrap_err();
+        assert!(e.to_string().contains("the model declares"), "{e}");
+    }
+
+    #[test]
     fn a_good_answer_is_put_in_declared_order() {
-        let outs = check_outputs(answer(3), &meta(), 3).unwrap();
+        let outs = check_outputs(answer(3), &meta(), Some(3)).unwrap();
         assert_eq!(outs[0].name, "logits");
         assert_eq!(outs[1].name, "probs");
     }
 
     #[test]
     fn lying_answers_are_refused() {
-        let check_outputs =
-            |o, m: &[IoMeta], t| super::check_outputs(o, m, t).map_err(|e| e.to_string());
+        let check_outputs = |o, m: &[IoMeta], t: Option<usize>| {
+            super::check_outputs(o, m, t).map_err(|e| e.to_string())
+        };
         // the whole batch's rows for a batch of 2 (would send every client others' results)
-        let e = check_outputs(answer(3), &meta(), 2).unwrap_err();
+        let e = check_outputs(answer(3), &meta(), Some(2)).unwrap_err();
         assert!(e.contains("a batch of 2"), "{e}");
         // short data
         let mut short = answer(2);
         if let TensorData::Raw(r) = &mut short[0].data {
             r.truncate(5);
         }
-        let e = check_outputs(short, &meta(), 2).unwrap_err();
+        let e = check_outputs(short, &meta(), Some(2)).unwrap_err();
         assert!(e.contains("does not match its shape"), "{e}");
         // a missing output
         let mut missing = answer(2);
         missing.pop();
-        assert!(check_outputs(missing, &meta(), 2).is_err());
+        assert!(check_outputs(missing, &meta(), Some(2)).is_err());
         // a duplicated output instead of the other
         let mut dup = answer(2);
         dup[1].name = "probs".into();
-        let e = check_outputs(dup, &meta(), 2).unwrap_err();
+        let e = check_outputs(dup, &meta(), Some(2)).unwrap_err();
         assert!(e.contains("'logits' is missing"), "{e}");
         // wrong dtype
         let mut ty = answer(2);
         ty[0].dtype = DType::Int32;
-        assert!(check_outputs(ty, &meta(), 2).unwrap_err().contains("INT32"));
+        assert!(check_outputs(ty, &meta(), Some(2))
+            .unwrap_err()
+            .contains("INT32"));
     }
 }

@@ -12,7 +12,10 @@
 //! moment) are kept but never used: the effective profile is the worse of live and profiled.
 //! Pure: the caller passes the observed run time; no clock here.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -90,9 +93,12 @@ impl Slowdowns {
         }
     }
 
-    /// Forgets backend `name` (a worker that left the fleet).
-    pub fn forget(&self, name: &str) {
-        self.0.lock().expect("slowdowns lock").remove(name);
+    /// Keeps only the backends `keep` says (the workers still in the fleet, Lambda).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.0
+            .lock()
+            .expect("slowdowns lock")
+            .retain(|k, _| keep(k));
     }
 
     /// (name, factor, calls) of every backend seen.
@@ -147,17 +153,20 @@ impl LiveLatency {
     /// Starts over from `base` (the start-up profile): no run observed, effective = base.
     pub fn set_base(&self, base: LatencyProfile) {
         let n = base.points.len();
-        *self.points.lock().expect("live lock") = Points {
+        // under the lock: an `observe` in flight publishes from the old base before, not after
+        let mut pts = self.points.lock().expect("live lock");
+        *pts = Points {
             factor: vec![(1.0, 0); n],
             published: vec![1.0; n],
         };
         self.effective.store(Arc::new(base.clone()));
         self.base.store(Arc::new(base));
-        self.generation.fetch_add(1, Relaxed);
+        self.generation.fetch_add(1, Release);
     }
 
     /// Records one run of `batch` items that took `observed_us`.
     pub fn observe(&self, batch: u32, observed_us: f64) {
+        let mut pts = self.points.lock().expect("live lock");
         let base = self.base.load();
         let Some(r) = ratio(base.median_us(batch), observed_us) else {
             return;
@@ -167,7 +176,6 @@ impl LiveLatency {
             .iter()
             .position(|p| p.batch >= batch)
             .unwrap_or(base.points.len().saturating_sub(1));
-        let mut pts = self.points.lock().expect("live lock");
         let Some(slot) = pts.factor.get_mut(k) else {
             return;
         };
@@ -185,7 +193,7 @@ impl LiveLatency {
         if moved {
             self.effective.store(Arc::new(scaled(&base, &used)));
             pts.published = used;
-            self.generation.fetch_add(1, Relaxed);
+            self.generation.fetch_add(1, Release);
         }
     }
 
@@ -196,7 +204,7 @@ impl LiveLatency {
 
     /// Changes each time the effective profile does (the batcher rebuilds its points then).
     pub fn generation(&self) -> u64 {
-        self.generation.load(Relaxed)
+        self.generation.load(Acquire)
     }
 
     /// Profiled and live medians per point.

@@ -105,6 +105,9 @@ impl LatencyProfile {
                 if p.points.is_empty() {
                     return Err(format!("{}: no points", path.display()));
                 }
+                if p.points.iter().any(|q| q.batch == 0) {
+                    return Err(format!("{}: a point with batch 0", path.display()));
+                }
                 Ok(Some(LatencyProfile::new(p.measured_on, p.points)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -73,7 +73,7 @@ pub fn parse_slowdown(s: &str) -> Result<Vec<(f64, f64)>, String> {
             .ok_or_else(|| format!("'{part}': expected SECONDS:FACTOR"))?;
         let t: f64 = t.trim().parse().map_err(|e| format!("'{part}': {e}"))?;
         let f: f64 = f.trim().parse().map_err(|e| format!("'{part}': {e}"))?;
-        if !(t.is_finite() && t >= 0.0) || !(f > 0.0 && f <= 100.0) {
+        if !(t.is_finite() && t >= 0.0 && f > 0.0 && f <= 100.0) {
             return Err(format!(
                 "'{part}': time must be >= 0 and factor in (0, 100]"
             ));

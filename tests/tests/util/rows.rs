@@ -30,6 +30,18 @@ pub fn expected(model: &str, rows: &[[f32; 4]]) -> Vec<(&'static str, Vec<i64>, 
     match model {
         // reduce_forced: the same file, forced to batch
         "reduce_batch" | "reduce_forced" => vec![("Y", vec![4], (0..4).map(col).collect())],
+        // the rows whose sum is positive
+        "filter_forced" => {
+            let kept: Vec<&[f32; 4]> = rows
+                .iter()
+                .filter(|r| r.iter().sum::<f32>() > 0.0)
+                .collect();
+            vec![(
+                "Y",
+                vec![kept.len() as i64, 4],
+                kept.into_iter().flatten().copied().collect(),
+            )]
+        }
         "transpose" => vec![(
             "Y",
             vec![4, n as i64],
