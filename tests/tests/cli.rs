@@ -7,7 +7,7 @@ use util::*;
 
 #[test]
 fn bad_model_config_exits_64_naming_the_file() {
-    let repo = repo_with(&[("mlp", "max_batch_size = 0\n")]);
+    let repo = repo_with(&[("mlp", "max_batch_size = 4097\n")]);
     let out = Command::new(mark_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--model-repo"])
         .arg(&repo)

@@ -190,11 +190,18 @@ async fn cancelled_calls_are_never_run() {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        // 10 calls given up by their clients while queued
-        for _ in 0..10 {
-            let (mut c, req) = (c.clone(), batch(1));
-            let r = tokio::time::timeout(Duration::from_millis(100), c.model_infer(req)).await;
-            assert!(r.is_err(), "answered before the busy batches");
+                // 10 calls given up by their clients while queued, all at once (one after the other,
+        // the last ones outlived the busy batches on a faster machine)
+        let gave_up: Vec<_> = (0..10)
+            .map(|_| {
+                let (mut c, req) = (c.clone(), batch(1));
+                tokio::spawn(async move {
+                    tokio::time::timeout(Duration::from_millis(100), c.model_infer(req)).await
+                })
+            })
+            .collect();
+        for r in gave_up {
+            assert!(r.await.unwrap().is_err(), "answered before the busy batches");
         }
         for b in busy {
             b.await.unwrap().expect("busy batch answered");

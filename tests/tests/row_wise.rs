@@ -165,7 +165,7 @@ async fn non_row_wise_models_answer_every_concurrent_request_exactly() {
             mean("mlp_never"),
             mean("transpose")
         );
-                assert!(mean("mlp") > 1.0, "mlp still batches");
+        assert!(mean("mlp") > 1.0, "mlp still batches");
         // the forced model did form batches: their answers above came from the reruns
         println!("mean batch: filter_forced {:.2}", mean("filter_forced"));
         assert!(mean("filter_forced") > 1.0, "filter_forced was batched");
