@@ -28,13 +28,14 @@
 //!   and reading a trace back for `mark simulate --workload trace:DIR`.
 //!
 //! **Core** (no I/O: the server and the simulator share it):
-//! - `control`: catalog, peak rates, SLO monitor, controller step, the `Fleet` trait and `apply`,
-//!   cost ledger, monitors and emergency guard, the published status.
+//! - `control`, `profile`, `clock`, and `batching::{admission, spill}`: re-exported from the
+//!   `mark-core` crate (`core/`), which links no I/O runtime: catalog, peak rates, SLO monitor,
+//!   controller step, the `Fleet` trait and `apply`, cost ledger, monitors and emergency guard,
+//!   the published status; latency profiles (stored and live); wall and loop clocks.
 //! - `codec`: the v2 wire format, once: request decode (JSON `data` parsed straight into tensor
 //!   bytes: `json_skim`, `json_data`), response encode, and the client side.
 //! - `work`: the unit of work (a pending request and its reply channel) and its failures.
-//! - `profile`: latency per batch size, as stored (`exec::measure` measures one).
-//! - `clock`: the wall clock, and loop time vs the cloud's wall-clock stamps.
+
 //! - `config` / `tensor` / `metrics` / `secret` / `aws_sdk`: typed settings; tensors as dtype,
 //!   shape and bytes; Prometheus counters; constant-time compare; the AWS SDK configuration.
 //!
@@ -46,11 +47,11 @@ pub mod autoscale;
 pub mod aws_sdk;
 pub mod batching;
 pub mod cli;
-pub mod clock;
+pub use mark_core::clock;
 pub mod cloud;
 pub mod codec;
 pub mod config;
-pub mod control;
+pub use mark_core::control;
 pub mod exec;
 pub mod fuzzing;
 pub mod lambda_function;
@@ -58,7 +59,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod policy;
-pub mod profile;
+pub use mark_core::profile;
 pub mod replica;
 pub mod repo;
 pub mod secret;

@@ -203,7 +203,7 @@ impl ControlLoop {
             provisioner: PolicyCaller::new(engine, state.policies.provisioner.clone()),
             monitors: Monitors::new(opts.window_s, opts.interval_s),
             emergency: EmergencyGuard::new(opts.interval_s, opts.attainment_target),
-            last: Outcomes::read(&loaded.metrics),
+            last: loaded.metrics.outcomes(),
             next_control: opts.interval_s,
             budget: fleet::ChangeBudget::new(opts.launches_per_hour, opts.terminations_per_hour),
             clock: LoopClock::start(),
@@ -226,7 +226,7 @@ impl ControlLoop {
     /// Sample phase: this process's counts, or with replicas the fleet-wide ones (this
     /// replica's counters published, every replica's summed).
     async fn sample(&mut self, now: f64) {
-        let totals = Outcomes::read(&self.loaded.metrics);
+        let totals = self.loaded.metrics.outcomes();
         let window = totals.since(self.last);
         crate::trace::live::window(window.arrived, window.done, window.missed);
         match &self.replica {

@@ -1,8 +1,9 @@
 //! Dynamic batching: the bounded model queue, the batch-size policy, and the loop that forms
 //! batches whenever an executor is free, the rule for spilling to Lambda, and SLO-aware admission.
 
-pub mod admission;
+// the admission and spill rules are the simulator's too: they live in the I/O-free core
+pub use mark_core::admission;
 pub mod batcher;
 pub mod queue;
 pub mod size_policy;
-pub mod spill;
+pub use mark_core::spill;

@@ -212,11 +212,11 @@ mod tests {
         // rows that do not add up, a scalar, an output the flags do not cover: never
         assert!(split_rows(&[rows(1)], &[1, 3], &[true]).is_none());
         let scalar = Tensor::from_f32("s", vec![], &[1.0]);
-        assert!(split_rows(&[scalar.clone()], &[1, 1], &[true]).is_none());
+        assert!(split_rows(std::slice::from_ref(&scalar), &[1, 1], &[true]).is_none());
         assert!(split_rows(&[rows(2)], &[1, 1], &[]).is_none());
         // one request gets its outputs whole, whatever they are
         assert_eq!(
-            split_rows(&[scalar.clone()], &[3], &[false]).unwrap()[0][0],
+            split_rows(std::slice::from_ref(&scalar), &[3], &[false]).unwrap()[0][0],
             scalar
         );
     }

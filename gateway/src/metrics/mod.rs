@@ -130,6 +130,19 @@ pub struct ModelMetrics {
     pub remote_slowdown: crate::profile::live::Slowdowns,
 }
 
+impl ModelMetrics {
+    /// The demand and SLO outcomes so far, as the control loop samples them.
+    pub fn outcomes(&self) -> crate::control::demand::Outcomes {
+        crate::control::demand::Outcomes::from_counts(
+            self.arrived_items.load(Relaxed),
+            self.answered.load(Relaxed),
+            self.slo_missed.load(Relaxed),
+            self.shed.load(Relaxed),
+            self.expired.load(Relaxed),
+        )
+    }
+}
+
 impl Default for ModelMetrics {
     fn default() -> Self {
         ModelMetrics {

@@ -8,7 +8,7 @@ use mark_policies::types::{InstanceType, Market};
 use serde::{Deserialize, Serialize};
 
 use super::type_profile::{check_profile, ProfileSource, MAX_PROFILE_FILE_BYTES};
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::profile::LatencyProfile;
 
 /// Lambda (serverless) pricing and limits.

@@ -7,10 +7,8 @@
 //! or lost is made up by the next one, and a replica that restarts (a new `epoch`) counts from 0.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 
 use super::monitors::Monitors;
-use crate::metrics::ModelMetrics;
 
 /// Counters of a model's outcomes, to turn totals into per-window counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,15 +22,16 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
-    /// The model's totals now. Requests refused or dropped for their SLO (`on_deadline =
-    /// "reject"`) are misses too: the SLO monitor must see an overload that admission hides from
-    /// the latency figures.
-    pub fn read(mm: &ModelMetrics) -> Self {
-        let refused = mm.shed.load(Relaxed) + mm.expired.load(Relaxed);
+    /// Totals from a model's counters. Requests refused or dropped for their SLO (`on_deadline =
+    /// "reject"`: `shed`, `expired`) are misses too: the SLO monitor must see an overload that
+    /// admission hides from the latency figures. (The live gateway reads its metrics through
+    /// `ModelMetrics::outcomes`.)
+    pub fn from_counts(arrived: u64, answered: u64, late: u64, shed: u64, expired: u64) -> Self {
+        let refused = shed + expired;
         Outcomes {
-            arrived: mm.arrived_items.load(Relaxed),
-            done: mm.answered.load(Relaxed) + refused,
-            missed: mm.slo_missed.load(Relaxed) + refused,
+            arrived,
+            done: answered + refused,
+            missed: late + refused,
         }
     }
 
@@ -164,14 +163,9 @@ mod tests {
 
     #[test]
     fn samples_feed_the_monitors() {
-        let mm = ModelMetrics::default();
-        let before = Outcomes::read(&mm);
-        mm.arrived_items.fetch_add(120, Relaxed);
-        mm.answered.fetch_add(100, Relaxed);
-        mm.slo_missed.fetch_add(5, Relaxed);
-        mm.shed.fetch_add(15, Relaxed);
-        mm.expired.fetch_add(5, Relaxed);
-        let now = Outcomes::read(&mm);
+        let before = Outcomes::default();
+        // 120 arrived, 100 answered (5 late), 15 refused at admission, 5 expired in the queue
+        let now = Outcomes::from_counts(120, 100, 5, 15, 5);
         assert_eq!(
             now,
             Outcomes {
