@@ -3,7 +3,7 @@
 # time, and prints the markdown table docs/reliability.md holds: executions, corpus, crashes.
 # Needs nightly only here (never for the build): installs it and cargo-fuzz when missing.
 # A crash leaves fuzz/artifacts/<target>/crash-*: copy it to fuzz/regressions/<target>/ so that
-# tests/tests/fuzz_corpora.rs replays it on stable forever.
+# tests/tests/e2e/fuzz_corpora.rs replays it on stable forever.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}

@@ -2,8 +2,6 @@
 //! (`fuzz/regressions/<target>/`), replayed through the same entry points on stable: none may
 //! panic. `scripts/fuzz.sh` runs the fuzzers themselves (nightly).
 
-mod util;
-
 use mark_gateway::fuzzing::TARGETS;
 
 #[test]
@@ -11,7 +9,7 @@ fn seed_corpora_and_crash_regressions_replay_cleanly() {
     let mut total = 0;
     for (name, run) in TARGETS {
         for dir in ["fuzz/seeds", "fuzz/regressions"] {
-            let Ok(entries) = std::fs::read_dir(util::root().join(dir).join(name)) else {
+            let Ok(entries) = std::fs::read_dir(crate::util::root().join(dir).join(name)) else {
                 continue;
             };
             for e in entries.flatten() {
@@ -22,7 +20,7 @@ fn seed_corpora_and_crash_regressions_replay_cleanly() {
             }
         }
         assert!(
-            util::root().join("fuzz/seeds").join(name).is_dir(),
+            crate::util::root().join("fuzz/seeds").join(name).is_dir(),
             "no seed corpus for {name}"
         );
     }

@@ -2,14 +2,12 @@
 //! process, sockets that never finish, clients that leave, early errors the client must read.
 //! Each test ends with a normal request answered correctly: the gateway survived.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use serde_json::json;
-use util::*;
 
 const MLP: &str = "max_batch_size = 16\nslo_ms = 200\n";
 

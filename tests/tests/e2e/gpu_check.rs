@@ -1,13 +1,11 @@
 //! `scripts/gpu-check.sh` and `mark profile` on a machine without CUDA: a model configured for
 //! CUDA that ONNX Runtime quietly runs on the CPU fails the check, never passes for a GPU.
 
-mod util;
-
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use util::*;
+use crate::util::*;
 
 /// The CPU build of libonnxruntime that `scripts/setup.sh` installed (or `ORT_DYLIB_PATH`).
 fn cpu_ort_lib() -> PathBuf {

@@ -2,16 +2,14 @@
 //! `mark worker` instances, batches run on them, every request is answered correctly; killing
 //! the workers under load loses no request (batches are retried on the gateway).
 
-mod util;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use mark_gateway::cloud::local::LocalCloud;
 use mark_gateway::control::catalog::Catalog;
-use util::*;
 
-use util::ONE_TYPE_CATALOG as CATALOG;
+use crate::util::ONE_TYPE_CATALOG as CATALOG;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_step_scales_out_and_worker_loss_loses_nothing() {

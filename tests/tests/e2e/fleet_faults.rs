@@ -3,17 +3,15 @@
 //! for it or gets an error, it leaves the rotation, and the control loop terminates and
 //! replaces it.
 
-mod util;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use mark_gateway::cloud::local::LocalCloud;
 use mark_gateway::control::catalog::Catalog;
 use mark_gateway::control::fleet::InstanceState;
-use util::*;
 
-use util::ONE_TYPE_CATALOG as CATALOG;
+use crate::util::ONE_TYPE_CATALOG as CATALOG;
 
 fn pid_of(id: &str) -> u32 {
     // local instance ids are local-<pid>-<port>

@@ -7,14 +7,12 @@
 //!   replica fail;
 //! - a rolling restart of all three with SIGTERM under load: no request fails at the client.
 
-mod util;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use util::*;
+use crate::util::*;
 
 const LEASE_S: f64 = 3.0;
 

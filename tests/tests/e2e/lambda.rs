@@ -4,16 +4,14 @@
 //! endpoint override. Then a saturated gateway spills batches to that function, and every answer
 //! is still correct.
 
-mod util;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use mark_gateway::control::catalog::LambdaSpec;
 use mark_gateway::exec::lambda_client::{LambdaBackend, LambdaOptions};
 use mark_gateway::tensor::Tensor;
-use util::*;
 
 /// Kills its processes on drop.
 struct Procs(Vec<Child>);
@@ -413,10 +411,10 @@ async fn mark_lambda_answers_non_row_wise_models_exactly() {
                 tasks.push(tokio::spawn(async move {
                     let mut bad = 0;
                     for k in (c..200).step_by(16) {
-                        let rows = util::rows::rows(k);
+                        let rows = crate::util::rows::rows(k);
                         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
                         let x = Tensor::from_f32("X", vec![rows.len() as i64, 4], &flat);
-                        let want = util::rows::expected(model, &rows);
+                        let want = crate::util::rows::expected(model, &rows);
                         match l.invoke_tensors(model, &[x], CALL).await {
                             Ok(outs) => {
                                 for (name, shape, values) in &want {
@@ -479,7 +477,7 @@ async fn unbatchable_model_spills_to_lambda_one_request_per_invocation() {
         while spilled < 20.0 {
             assert!(Instant::now() < deadline, "nothing spilled: {spilled}");
             let (o, b) =
-                util::rows::exact_under_concurrency(&g.base, "center_batch", 400, 48).await;
+                crate::util::rows::exact_under_concurrency(&g.base, "center_batch", 400, 48).await;
             ok += o;
             bad += b;
             round += 1;

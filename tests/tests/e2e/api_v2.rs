@@ -1,9 +1,7 @@
 //! Every v2 endpoint and every error status of the data plane, against the real binary.
 
-mod util;
-
+use crate::util::*;
 use serde_json::json;
-use util::*;
 
 const MLP: &str = "max_batch_size = 16\nslo_ms = 50\nversion = \"3\"\n";
 

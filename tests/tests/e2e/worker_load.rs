@@ -2,12 +2,10 @@
 //! `x-mark-load`, and once its queue would make a new request miss its admission budget it fails
 //! readiness and refuses batches with 503 (and the header), so that replicas send them elsewhere.
 
-mod util;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::*;
+use crate::util::*;
 
 struct Worker(std::process::Child);
 

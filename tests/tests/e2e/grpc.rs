@@ -3,17 +3,15 @@
 //! built from the same proto (500 concurrent calls batched, every answer its own), and cancelled
 //! calls leaving the queue unrun as disconnected REST clients do.
 
-mod util;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::util::*;
 use bytes::Bytes;
 use mark_gateway::api::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mark_gateway::api::grpc::pb::model_infer_request::InferInputTensor;
 use mark_gateway::api::grpc::pb::{ModelInferRequest, ServerReadyRequest};
 use tonic::transport::Channel;
-use util::*;
 
 const LIMIT: &str = "4194304";
 

@@ -6,8 +6,6 @@
 //! clients hang up mid-queue. Every answer is checked against a reference per input: nothing may
 //! be lost or wrong.
 
-mod util;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
@@ -15,11 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use mark_gateway::cloud::local::LocalCloud;
 use mark_gateway::control::catalog::Catalog;
 use mark_gateway::control::fleet::InstanceState;
 use serde_json::json;
-use util::*;
 
 const RESNET_ROW: usize = 3 * 224 * 224;
 

@@ -2,14 +2,12 @@
 //! here): on-demand and spot launches with tags and user data, the fleet rebuilt from tags by a
 //! second driver (a restarted gateway), other fleets ignored, termination.
 
-mod util;
-
 use std::process::{Command, Stdio};
 
+use crate::util::*;
 use mark_gateway::cloud::ec2::{Ec2Cloud, Ec2Options};
 use mark_gateway::control::catalog::Catalog;
 use mark_policies::types::Market;
-use util::*;
 
 fn opts(endpoint: &str, fleet: &str) -> Ec2Options {
     Ec2Options {

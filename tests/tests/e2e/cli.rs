@@ -1,9 +1,7 @@
 //! Start-up failures of the binary: exit codes and messages.
 
-mod util;
-
+use crate::util::*;
 use std::process::Command;
-use util::*;
 
 #[test]
 fn bad_model_config_exits_64_naming_the_file() {

@@ -1,11 +1,9 @@
 //! `mark simulate` as a user runs it: the report files, the table, the shipped workloads in every
 //! format, a policy component under evaluation, and precise errors for bad input.
 
-mod util;
-
 use std::process::Command;
 
-use util::*;
+use crate::util::*;
 
 fn simulate(args: &[&str]) -> std::process::Output {
     Command::new(mark_bin())

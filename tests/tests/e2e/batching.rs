@@ -1,11 +1,9 @@
 //! Dynamic batching end to end: batched answers equal unbatched ones element for element,
 //! concurrent clients produce batches > 1, and a full queue answers 503 without losing requests.
 
-mod util;
-
 use std::collections::HashMap;
 
-use util::*;
+use crate::util::*;
 
 #[tokio::test]
 async fn concurrent_requests_batch_and_match_unbatched_answers() {

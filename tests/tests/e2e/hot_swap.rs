@@ -2,14 +2,12 @@
 //! alternating two modules whose decisions are observable in the batch-size histogram, zero
 //! failed or wrong answers; hostile modules refused while serving continues; admin auth.
 
-mod util;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use util::*;
+use crate::util::*;
 
 const TOKEN: &str = "test-token-123";
 

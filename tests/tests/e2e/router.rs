@@ -2,13 +2,12 @@
 //! server runs, without a socket or a built binary (as axum's `oneshot` tests call a router).
 //! The model is real (ONNX Runtime from `.mark/venv`, the generated `mlp`).
 
-mod util;
-
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::util::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -17,7 +16,6 @@ use mark_gateway::api::AppState;
 use mark_gateway::app::{self, PolicyOptions};
 use mark_gateway::config::ServerConfig;
 use serde_json::{json, Value};
-use util::*;
 
 const MLP: &str = "max_batch_size = 16\nslo_ms = 50\nversion = \"3\"\n";
 

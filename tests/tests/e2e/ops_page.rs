@@ -5,15 +5,13 @@
 //! and no data, and the status it reads needs the cookie or the token (401 otherwise); the cookie
 //! never authorizes a change.
 
-mod util;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use util::*;
+use crate::util::*;
 
-use util::ONE_TYPE_CATALOG as CATALOG;
+use crate::util::ONE_TYPE_CATALOG as CATALOG;
 
 /// Chromium's DOM after the page ran for `budget_ms` of virtual time (and a screenshot).
 fn chromium(url: &str, budget_ms: u32, screenshot: Option<&std::path::Path>) -> String {

@@ -2,15 +2,13 @@
 //! of a running fleet by a new driver (a restarted gateway), termination, spot interruption,
 //! billing.
 
-mod util;
-
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use mark_gateway::cloud::local::LocalCloud;
 use mark_gateway::control::catalog::Catalog;
 use mark_gateway::control::fleet::InstanceState;
 use mark_policies::types::Market;
-use util::*;
 
 const CATALOG: &str = r#"
 [[instance]]

@@ -4,12 +4,10 @@
 //! executors and on fleet workers; a model forced to batch is still answered exactly; the
 //! batchable models keep batching.
 
-mod util;
-
 use std::time::{Duration, Instant};
 
-use util::rows::*;
-use util::*;
+use crate::util::rows::*;
+use crate::util::*;
 
 const FORCED: &str = "force_batching = \"test: the operator is wrong on purpose\"\n";
 

@@ -2,12 +2,10 @@
 //! queries name is one that a live gateway with its control loop exports: checked against a real
 //! `/metrics` scrape.
 
-mod util;
-
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use serde_json::Value;
-use util::*;
 
 /// Every `mark_*` name in `expr`.
 fn metric_names(expr: &str, out: &mut Vec<String>) {

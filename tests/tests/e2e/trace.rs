@@ -3,12 +3,10 @@
 //! the replay's attainment and cost land within the stated tolerances of the live run's; a
 //! directory that is not a trace is refused with exit 64, naming the file.
 
-mod util;
-
 use std::process::Command;
 use std::sync::Arc;
 
-use util::*;
+use crate::util::*;
 
 /// The local workers' capacity comes from the model's own profile (no explicit `capacity_rps`):
 /// the simulator then runs instances as fast as the live workers are, which calibration needs.

@@ -1,10 +1,8 @@
 //! The stock Python `tritonclient[http]` works unchanged against the gateway, and the real
 //! pretrained magika model answers exactly as onnxruntime in Python does.
 
-mod util;
-
+use crate::util::*;
 use std::process::Command;
-use util::*;
 
 #[tokio::test]
 async fn tritonclient_and_magika_reference() {

@@ -3,15 +3,13 @@
 //! of that type, and under bursts the worker's batches stop at the largest batch its curve
 //! measured (4) while the gateway's own executor, profiled to 64, runs bigger ones.
 
-mod util;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use mark_gateway::cloud::local::LocalCloud;
 use mark_gateway::control::catalog::Catalog;
 use mark_gateway::control::fleet::InstanceState;
-use util::*;
 
 const CATALOG: &str = r#"
 [[instance]]

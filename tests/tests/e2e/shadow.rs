@@ -2,13 +2,12 @@
 //! its disagreements, traps and timeouts are reported; through the admin API: start, report,
 //! metrics, promote then roll back, and the refusals (wrong kind 422, no token 401).
 
-mod util;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::util::*;
 use mark_gateway::policy::caller::{Outcome, PolicyCaller};
 use mark_gateway::policy::engine::{PolicyEngine, PolicyLimits};
 use mark_gateway::policy::shadow::Shadow;
@@ -17,7 +16,6 @@ use mark_gateway::policy::validate::validate;
 use mark_gateway::policy::PolicyKind;
 use mark_policies::traces::Rng;
 use mark_policies::types as n;
-use util::*;
 
 const TOKEN: &str = "shadow-token-1";
 
