@@ -77,18 +77,52 @@ pub fn view(
         .collect()
 }
 
-/// A fleet that can be listed and changed: a cloud driver, or the simulator's instances.
+/// Why a fleet call failed, typed at the boundary between the control loop and a cloud: the act
+/// phase logs and counts it; `retryable` says whether the same call later may succeed. The cloud
+/// drivers' error (`mark_gateway::cloud::CloudError`) is this type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    /// The catalog (or the cloud) has no such type.
+    #[error("unknown instance type '{0}'")]
+    UnknownType(String),
+    /// A keyed launch whose key another controller already used: not launched again.
+    #[error("launch {0} was already made (by another controller): not launched twice")]
+    AlreadyLaunched(String),
+    /// No live instance with this id (already gone).
+    #[error("no live instance '{0}'")]
+    NoSuchInstance(String),
+    /// The fleet is at its bound.
+    #[error("the fleet is at its bound")]
+    AtBound,
+    /// This replica no longer holds the controller lease: it must not change the fleet.
+    #[error("this replica no longer holds the controller lease: not acting")]
+    NotLeader,
+    /// The call failed (an API error, a timeout, a process that would not start); retrying may
+    /// help.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl FleetError {
+    /// Whether the same call may succeed later (a failure of the call itself or a full fleet,
+    /// not of its arguments or of who made it).
+    pub fn retryable(&self) -> bool {
+        matches!(self, FleetError::Failed(_) | FleetError::AtBound)
+    }
+}
+
+/// A fleet the act phase changes: a cloud driver (through the lease fence), or the simulator's
+/// instances. Listing is each side's own business (the live loop lists through its driver, the
+/// simulator reads its instances), so it is not part of the trait.
 pub trait Fleet {
-    /// The instances now. An error means "unknown", never "empty".
-    fn list(&mut self) -> impl Future<Output = Result<Vec<Instance>, String>>;
     /// Launches one instance.
     fn launch(
         &mut self,
         instance_type: &str,
         market: Market,
-    ) -> impl Future<Output = Result<(), String>>;
+    ) -> impl Future<Output = Result<(), FleetError>>;
     /// Terminates one instance.
-    fn terminate(&mut self, id: &str) -> impl Future<Output = Result<(), String>>;
+    fn terminate(&mut self, id: &str) -> impl Future<Output = Result<(), FleetError>>;
 }
 
 /// What [`apply`] did.
@@ -239,22 +273,19 @@ mod tests {
     }
 
     impl Fleet for Book {
-        async fn list(&mut self) -> Result<Vec<Instance>, String> {
-            Ok(Vec::new())
-        }
-        async fn launch(&mut self, ty: &str, _: Market) -> Result<(), String> {
+        async fn launch(&mut self, ty: &str, _: Market) -> Result<(), FleetError> {
             if ty == "broken" {
-                return Err("no capacity".into());
+                return Err(FleetError::Failed("no capacity".into()));
             }
             self.next += 1;
             self.alive.push(format!("i-{}", self.next));
             Ok(())
         }
-        async fn terminate(&mut self, id: &str) -> Result<(), String> {
+        async fn terminate(&mut self, id: &str) -> Result<(), FleetError> {
             let n = self.alive.len();
             self.alive.retain(|a| a != id);
             if self.alive.len() == n {
-                return Err("no such instance".into());
+                return Err(FleetError::NoSuchInstance(id.into()));
             }
             Ok(())
         }
@@ -266,6 +297,24 @@ mod tests {
             market: Market::OnDemand,
             count,
         }
+    }
+
+    #[test]
+    fn fleet_errors_say_whether_a_retry_may_help() {
+        assert!(FleetError::Failed("throttled".into()).retryable());
+        assert!(FleetError::AtBound.retryable());
+        for e in [
+            FleetError::UnknownType("x".into()),
+            FleetError::AlreadyLaunched("g1".into()),
+            FleetError::NoSuchInstance("i-1".into()),
+            FleetError::NotLeader,
+        ] {
+            assert!(!e.retryable(), "{e}");
+        }
+        assert_eq!(
+            FleetError::NotLeader.to_string(),
+            "this replica no longer holds the controller lease: not acting"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use mark_policies::types::Market;
 
 use crate::cloud::driver::Driver;
-use crate::control::fleet::{Fleet, Instance};
+use crate::control::fleet::{Fleet, FleetError};
 use crate::replica::Replica;
 
 /// The driver, the plan key and the lease to check before each change.
@@ -17,11 +17,9 @@ pub(super) struct Keyed<'a> {
 }
 
 impl Keyed<'_> {
-    fn fenced(&self) -> Result<(), String> {
+    fn fenced(&self) -> Result<(), FleetError> {
         match self.replica {
-            Some(r) if !r.is_leader() => {
-                Err("this replica no longer holds the controller lease: not acting".into())
-            }
+            Some(r) if !r.is_leader() => Err(FleetError::NotLeader),
             _ => Ok(()),
         }
     }
@@ -35,22 +33,18 @@ pub(super) fn plan_key(wall_s: f64, interval_s: f64) -> String {
 }
 
 impl Fleet for Keyed<'_> {
-    async fn list(&mut self) -> Result<Vec<Instance>, String> {
-        self.cloud.list().await.map_err(|e| e.to_string())
-    }
-    async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), String> {
+    async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), FleetError> {
         self.fenced()?;
         let i = self
             .cloud
             .launch(instance_type, market, Some(&self.plan))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         tracing::info!(id = %i.id, r#type = %i.instance_type, plan = %self.plan, "launched");
         Ok(())
     }
-    async fn terminate(&mut self, id: &str) -> Result<(), String> {
+    async fn terminate(&mut self, id: &str) -> Result<(), FleetError> {
         self.fenced()?;
-        self.cloud.terminate(id).await.map_err(|e| e.to_string())
+        self.cloud.terminate(id).await
     }
 }
 

@@ -20,16 +20,6 @@ pub mod driver;
 pub mod ec2;
 pub mod local;
 
-/// Failures of a driver call.
-#[derive(Debug, thiserror::Error)]
-pub enum CloudError {
-    /// The catalog has no such type.
-    #[error("unknown instance type '{0}'")]
-    UnknownType(String),
-    /// A keyed launch whose key another controller already used: not launched again.
-    #[error("launch {0} was already made (by another controller): not launched twice")]
-    AlreadyLaunched(String),
-    /// The call failed; retrying may help.
-    #[error("{0}")]
-    Failed(String),
-}
+/// Failures of a driver call: the core's typed fleet error, so the act phase passes it through
+/// without turning it into a string.
+pub use crate::control::fleet::FleetError as CloudError;

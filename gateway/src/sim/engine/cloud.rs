@@ -2,6 +2,7 @@
 //! `control::fleet::apply` as the live loop's, and the fleet view the controller plans on.
 
 use super::*;
+use crate::control::fleet::FleetError;
 
 impl Sim<'_> {
     pub(super) fn terminate(&mut self, id: &str) -> bool {
@@ -77,14 +78,10 @@ impl Sim<'_> {
 /// The simulated cloud: launches are ready after the type's launch time (plus SageMaker's extra
 /// for that baseline), terminations drain a busy instance first.
 impl Fleet for Sim<'_> {
-    async fn list(&mut self) -> Result<Vec<Instance>, String> {
-        Ok(self.listed())
-    }
-
-    async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), String> {
+    async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), FleetError> {
         let ty = self
             .type_index(instance_type)
-            .ok_or_else(|| format!("unknown instance type '{instance_type}'"))?;
+            .ok_or_else(|| FleetError::UnknownType(instance_type.into()))?;
         let delay = self.types[ty].spec.launch_seconds
             + if self.strategy == Strategy::SageMaker {
                 crate::sim::baselines::SAGEMAKER_EXTRA_LAUNCH_S
@@ -94,15 +91,15 @@ impl Fleet for Sim<'_> {
         if self.launch(ty, market, delay, false) {
             Ok(())
         } else {
-            Err("at --max-instances".into())
+            Err(FleetError::AtBound)
         }
     }
 
-    async fn terminate(&mut self, id: &str) -> Result<(), String> {
+    async fn terminate(&mut self, id: &str) -> Result<(), FleetError> {
         if Sim::terminate(self, id) {
             Ok(())
         } else {
-            Err(format!("no live instance '{id}'"))
+            Err(FleetError::NoSuchInstance(id.into()))
         }
     }
 }
