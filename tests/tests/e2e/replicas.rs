@@ -295,10 +295,18 @@ async fn three_replicas_scale_once_sum_demand_and_survive_a_killed_leader() {
         );
         assert!(bad3 <= 10, "{bad3} requests failed: more than the killed replica held");
         // two control intervals on the new leader: it adopted the fleet, launched nothing twice
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let ns = replica_status(&reps[next]).await;
+                tokio::time::sleep(Duration::from_secs(4)).await;
+        // the status is the fleet as last observed: a termination acted on since shows at the
+        // next observation (one loop tick), so compare until both agree, for a few seconds
+        let mut ns = replica_status(&reps[next]).await;
+        let mut after = sh.fleet();
+        let settle = Instant::now() + Duration::from_secs(6);
+        while ns["fleet"].as_array().map_or(0, Vec::len) != after && Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            ns = replica_status(&reps[next]).await;
+            after = sh.fleet();
+        }
         let planned = plan_total(&ns);
-        let after = sh.fleet();
         println!(
             "fleet {before} before the kill, {after} after; the new leader plans {planned}, launched {}",
             ns["launches"]
