@@ -203,6 +203,11 @@ async fn the_page_shows_the_fleet_live_and_only_with_the_token() {
             dom.contains("<td>one request per run</td>") && dom.contains("<td>batches ≤ 32</td>"),
             "models table shows batching modes"
         );
+        // a policy's name in the swap history is whole (only hashes are shortened)
+        assert!(
+            dom.contains("native-default"),
+            "swap history names the native default"
+        );
         let shot = temp_dir("ops-shot").join("ops.png");
         chromium(format!("{admin}/admin/#token=t"), 12000, Some(shot.clone()))
             .await
