@@ -266,26 +266,28 @@ fn mass_spot_interruption_requeues_and_serves_everything() {
     );
 }
 
-#[test]
-fn overload_is_refused_not_served_late_as_the_gateway_does() {
-    // 3x the capacity of the one instance allowed (10 ms per request, 100 req/s), no Lambda:
-    // with on_deadline = reject, what is served is served within the SLO and the rest is refused
-    // (counted as misses); served late instead, everything misses by minutes
+/// mark-rs at 3x the capacity of the one instance allowed (10 ms per request, 100 req/s, the first
+/// type of `ONE_TYPE`, no Lambda), with `tune` applied to its parameters.
+fn one_instance_at_3x(tune: impl Fn(&mut SimParams)) -> PolicyReport {
     let catalog = ONE_TYPE.split("[[instance]]").nth(1).unwrap();
     let catalog = format!("[[instance]]{catalog}");
-    let run = |reject_late: bool| {
-        let mut o = opts(
-            Catalog::parse(&catalog, "test").unwrap(),
-            flat_profile(10.0),
-            uniform(300.0, 300.0),
-            &[(Strategy::MarkRs, false)],
-        );
-        o.params.max_instances = 1;
-        o.params.reject_late = reject_late;
-        simulate(&o).policies.remove(0)
-    };
-    let reject = run(true);
-    let serve = run(false);
+    let mut o = opts(
+        Catalog::parse(&catalog, "test").unwrap(),
+        flat_profile(10.0),
+        uniform(300.0, 300.0),
+        &[(Strategy::MarkRs, false)],
+    );
+    o.params.max_instances = 1;
+    tune(&mut o.params);
+    simulate(&o).policies.remove(0)
+}
+
+#[test]
+fn overload_is_refused_not_served_late_as_the_gateway_does() {
+    // with on_deadline = reject, what is served is served within the SLO and the rest is refused
+    // (counted as misses); served late instead, everything misses by minutes
+    let reject = one_instance_at_3x(|p| p.reject_late = true);
+    let serve = one_instance_at_3x(|p| p.reject_late = false);
     println!(
         "reject: attainment {:.3}, p99 {:.1} ms, rejected {}; serve: attainment {:.3}, p99 {:.0} ms",
         reject.attainment, reject.p99_ms, reject.rejected, serve.attainment, serve.p99_ms
@@ -308,19 +310,11 @@ fn a_slow_host_is_planned_for_with_live_latency() {
     // burstable out of credits). Planning with the profile alone admits what the slow host cannot
     // answer in time: answers land late. With the live rule (issue 25) admission sees what batches
     // really take and refuses those at once: what is answered is answered within the SLO.
-    let catalog = ONE_TYPE.split("[[instance]]").nth(1).unwrap();
-    let catalog = format!("[[instance]]{catalog}");
     let run = |live: bool| {
-        let mut o = opts(
-            Catalog::parse(&catalog, "test").unwrap(),
-            flat_profile(10.0),
-            uniform(300.0, 300.0),
-            &[(Strategy::MarkRs, false)],
-        );
-        o.params.max_instances = 1;
-        o.params.host_slowdown = vec![(0.0, 1.6)];
-        o.params.live_latency = live;
-        simulate(&o).policies.remove(0)
+        one_instance_at_3x(|p| {
+            p.host_slowdown = vec![(0.0, 1.6)];
+            p.live_latency = live;
+        })
     };
     let (live, profile_only) = (run(true), run(false));
     println!(

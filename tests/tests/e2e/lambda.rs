@@ -472,23 +472,15 @@ async fn unbatchable_model_spills_to_lambda_one_request_per_invocation() {
             assert!(Instant::now() < deadline, "function never answered");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let (mut ok, mut bad, mut spilled) = (0, 0, 0.0);
-        let mut round = 0;
-        while spilled < 20.0 {
-            assert!(Instant::now() < deadline, "nothing spilled: {spilled}");
-            let (o, b) =
-                crate::util::rows::exact_under_concurrency(&g.base, "center_batch", 400, 48).await;
-            ok += o;
-            bad += b;
-            round += 1;
-            let text =
-                String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
-                    .to_string();
-            spilled = metric(&text, "mark_lambda_batches_total{model=\"center_batch\"}");
-            let retried = metric(&text, "mark_remote_retries_total{model=\"center_batch\"}");
-            assert_eq!(retried, 0.0, "a Lambda answer was refused by the check");
-        }
-        println!("center_batch, {round} rounds: {ok} exact, {bad} wrong; {spilled} batches on Lambda");
+                let (ok, bad, spilled) = crate::util::rows::exact_until(
+            &g.base,
+            "center_batch",
+            "mark_lambda_batches_total",
+            20.0,
+            deadline,
+        )
+        .await;
+        println!("center_batch: {ok} exact, {bad} wrong; {spilled} batches on Lambda");
         assert_eq!(bad, 0);
     })
     .await;

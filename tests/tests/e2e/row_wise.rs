@@ -203,22 +203,14 @@ async fn unbatchable_model_on_fleet_workers_answers_exactly() {
 
         // load until workers have run batches of it, checking every answer
         let deadline = Instant::now() + Duration::from_secs(120);
-        let (mut ok, mut bad, mut remote) = (0, 0, 0.0);
-        while remote < 50.0 {
-            assert!(
-                Instant::now() < deadline,
-                "no worker ran center_batch batches: {remote}"
-            );
-            let (o, b) = exact_under_concurrency(&g.base, "center_batch", 400, 48).await;
-            ok += o;
-            bad += b;
-            let text =
-                String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
-                    .to_string();
-            remote = metric(&text, "mark_remote_batches_total{model=\"center_batch\"}");
-            let retried = metric(&text, "mark_remote_retries_total{model=\"center_batch\"}");
-            assert_eq!(retried, 0.0, "a worker's answer was refused by the check");
-        }
+        let (ok, bad, remote) = exact_until(
+            &g.base,
+            "center_batch",
+            "mark_remote_batches_total",
+            50.0,
+            deadline,
+        )
+        .await;
         println!("center_batch with workers: {ok} exact, {bad} wrong; {remote} batches on workers");
         assert_eq!(bad, 0);
     })

@@ -151,6 +151,38 @@ pub async fn exact_under_concurrency(
     (ok.load(Relaxed), bad.load(Relaxed))
 }
 
+/// Rounds of 400 distinct requests to `model` (48 at a time) until the counter `series` (a
+/// per-model counter of remote batches) reaches `at_least`, each answer checked, no backend answer
+/// refused by the answer check (`mark_remote_retries_total` stays 0). Returns (exact, wrong or
+/// failed, the counter). Fails past `deadline`.
+pub async fn exact_until(
+    base: &str,
+    model: &str,
+    series: &str,
+    at_least: f64,
+    deadline: std::time::Instant,
+) -> (u64, u64, f64) {
+    let (mut ok, mut bad, mut seen) = (0, 0, 0.0);
+    while seen < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} for {model} reached only {seen}"
+        );
+        let (o, b) = exact_under_concurrency(base, model, 400, 48).await;
+        ok += o;
+        bad += b;
+        let text = String::from_utf8_lossy(&get(&format!("{base}/metrics")).await.unwrap().body)
+            .to_string();
+        seen = metric(&text, &format!("{series}{{model=\"{model}\"}}"));
+        let retried = metric(
+            &text,
+            &format!("mark_remote_retries_total{{model=\"{model}\"}}"),
+        );
+        assert_eq!(retried, 0.0, "a backend's answer was refused by the check");
+    }
+    (ok, bad, seen)
+}
+
 /// A repository with `models` (name, config) where a name may stand for another model's file:
 /// `("reduce_forced", "reduce_batch", cfg)` serves `reduce_batch`'s ONNX file as `reduce_forced`.
 pub fn repo_aliased(models: &[(&str, &str, &str)]) -> PathBuf {
