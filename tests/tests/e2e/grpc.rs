@@ -3,7 +3,6 @@
 //! built from the same proto (500 concurrent calls batched, every answer its own), and cancelled
 //! calls leaving the queue unrun as disconnected REST clients do.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
@@ -68,20 +67,15 @@ async fn stock_tritonclient_grpc_matches_rest() {
         ])
         .ready()
         .await;
-        let out = Command::new(root().join(".mark/venv/bin/python"))
-            .arg(root().join("tests/py/grpc_clients.py"))
-            .arg(g.grpc.unwrap().to_string())
-            .arg(g.addr.to_string())
-            .arg(LIMIT)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{text}");
-        println!("{text}");
+        python_script(
+            "grpc_clients.py",
+            &[
+                g.grpc.unwrap().to_string().into(),
+                g.addr.to_string().into(),
+                LIMIT.into(),
+            ],
+        )
+        .await;
     })
     .await;
 }

@@ -2,7 +2,6 @@
 //! pretrained magika model answers exactly as onnxruntime in Python does.
 
 use crate::util::*;
-use std::process::Command;
 
 #[tokio::test]
 async fn tritonclient_and_magika_reference() {
@@ -13,20 +12,11 @@ async fn tritonclient_and_magika_reference() {
     let g = Gateway::start(&["--model-repo", repo.to_str().unwrap()])
         .ready()
         .await;
-    let py = root().join(".mark/venv/bin/python");
-    let out = Command::new(py)
-        .arg(root().join("tests/py/stock_clients.py"))
-        .arg(g.addr.to_string())
-        .arg(root().join("models"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    println!("{text}");
+    python_script(
+        "stock_clients.py",
+        &[g.addr.to_string().into(), root().join("models").into()],
+    )
+    .await;
 }
 
 /// Issue 25: KServe's own Python SDK (REST over HTTP/1.1 and HTTP/2, JSON and binary; gRPC)
@@ -42,21 +32,15 @@ async fn kserve_sdk_rest_and_grpc_on_every_bundled_model() {
         let g = Gateway::start(&["--model-repo", repo.to_str().unwrap()])
             .ready()
             .await;
-        let out = tokio::process::Command::new(root().join(".mark/venv/bin/python"))
-            .arg(root().join("tests/py/kserve_clients.py"))
-            .arg(g.addr.to_string())
-            .arg(g.grpc.unwrap().to_string())
-            .arg(&repo)
-            .output()
-            .await
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{text}");
-        println!("{text}");
+        python_script(
+            "kserve_clients.py",
+            &[
+                g.addr.to_string().into(),
+                g.grpc.unwrap().to_string().into(),
+                repo.clone().into(),
+            ],
+        )
+        .await;
     })
     .await;
 }

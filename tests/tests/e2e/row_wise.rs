@@ -149,9 +149,7 @@ async fn non_row_wise_models_answer_every_concurrent_request_exactly() {
         for t in tasks {
             t.await.unwrap();
         }
-        let text =
-            String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
-                .to_string();
+        let text = metrics_text(&g.base).await;
         let mean = |m: &str| {
             metric(&text, &format!("mark_batch_size_sum{{model=\"{m}\"}}"))
                 / metric(&text, &format!("mark_batch_size_count{{model=\"{m}\"}}"))

@@ -171,8 +171,7 @@ pub async fn exact_until(
         let (o, b) = exact_under_concurrency(base, model, 400, 48).await;
         ok += o;
         bad += b;
-        let text = String::from_utf8_lossy(&get(&format!("{base}/metrics")).await.unwrap().body)
-            .to_string();
+        let text = metrics_text(base).await;
         seen = metric(&text, &format!("{series}{{model=\"{model}\"}}"));
         let retried = metric(
             &text,
