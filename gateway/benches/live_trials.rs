@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use mark_gateway::app::DEFAULT_POLICIES_WASM;
 use mark_gateway::policy::caller::PolicyCaller;
 use mark_gateway::policy::engine::{PolicyEngine, PolicyLimits};
 use mark_gateway::policy::shadow::Shadow;
 use mark_gateway::policy::slot::Slot;
+use mark_gateway::policy::startup::DEFAULT_POLICIES_WASM;
 use mark_gateway::policy::validate::validate;
 use mark_gateway::policy::PolicyKind;
 use mark_policies::types as n;

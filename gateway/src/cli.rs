@@ -6,10 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use crate::app::profile_cmd::ProfileArgs;
 use crate::autoscale::AutoscaleOptions;
 use crate::cloud::ec2::Ec2Options;
 use crate::control::catalog::Catalog;
 use crate::exec::lambda_client::LambdaOptions;
+pub use crate::loadgen::BenchArgs;
+pub use crate::policy::commands::PolicyCmd;
 use crate::policy::PolicyKind;
 
 /// Flags of `mark serve` (and of `mark worker`, which serves with native policies, no admin
@@ -69,7 +72,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub admin_insecure: bool,
     /// Load a policy component at start: KIND=FILE.wasm (kind: batcher, predictor, provisioner).
-    #[arg(long = "policy", value_parser = crate::app::parse_policy)]
+    #[arg(long = "policy", value_parser = crate::policy::startup::parse_policy)]
     pub policies: Vec<(PolicyKind, PathBuf)>,
     /// Use the native default policies instead of the embedded mark-default.wasm.
     #[arg(long)]
@@ -149,27 +152,7 @@ pub enum Cmd {
     #[command(subcommand)]
     Policy(PolicyCmd),
     /// Measure latency per batch size and write DIR/<model>/profile.toml.
-    Profile {
-        /// Model repository.
-        #[arg(long, default_value = "models")]
-        model_repo: PathBuf,
-        /// Only this model.
-        #[arg(long)]
-        model: Option<String>,
-        /// Batch sizes (default: powers of two up to max_batch_size).
-        #[arg(long, value_delimiter = ',')]
-        batch_sizes: Vec<u32>,
-        /// Timed runs per batch size.
-        #[arg(long, default_value_t = 30)]
-        reps: usize,
-        /// Path to libonnxruntime.so.
-        #[arg(long)]
-        ort_lib: Option<PathBuf>,
-        /// Also print each profile as the TOML to paste into the catalog entry of this instance
-        /// type (run it on that type; see docs/operations.md).
-        #[arg(long, value_name = "TYPE")]
-        catalog_entry: Option<String>,
-    },
+    Profile(ProfileArgs),
     /// Load generator against a running gateway, or the raw-ort baseline in process.
     Bench(crate::loadgen::BenchArgs),
     /// Replay a workload on a simulated cloud with the serving policies and baselines; writes
@@ -201,7 +184,8 @@ pub struct ControlArgs {
     /// Where the local cloud keeps its tag files.
     #[arg(long, default_value = ".mark/cloud")]
     pub cloud_state: PathBuf,
-    /// Fleet name (instances are tagged with it).
+    /// Fleet name (instances are tagged with it): 1 to 32 of [A-Za-z0-9_-]; with `--cloud ec2`
+    /// an explicit one (not the default).
     #[arg(long, default_value = "mark")]
     pub fleet: String,
     /// Upper bound on instances.
@@ -290,31 +274,6 @@ impl ReplicaArgs {
     }
 }
 
-#[derive(Subcommand)]
-pub enum PolicyCmd {
-    /// Validate a component offline exactly as the admin endpoint does before a swap.
-    Check {
-        /// The component.
-        file: PathBuf,
-        /// Kinds to check it as (default: every kind it exports).
-        #[arg(long, value_parser = |s: &str| PolicyKind::parse(s).ok_or_else(|| format!("unknown kind '{s}'")))]
-        kind: Vec<PolicyKind>,
-    },
-    /// Cost of policy calls, native vs WASM, and validate/instantiate/swap times.
-    Bench {
-        /// Component exporting all three kinds (default: the embedded mark-default.wasm).
-        file: Option<PathBuf>,
-        /// Batcher calls to time (predictor and provisioner: a tenth).
-        #[arg(long, default_value_t = 100_000)]
-        calls: usize,
-    },
-    /// Write the embedded default component (mark-default.wasm) to a file.
-    ExportDefault {
-        /// Output path.
-        out: PathBuf,
-    },
-}
-
 impl ServeArgs {
     /// The settings `mark worker` serves with: the given repository, address and library, every
     /// other flag at its default, native policies, no admin API, no control loop.
@@ -372,6 +331,16 @@ impl ControlArgs {
         if cloud == "ec2" && self.ec2_image_id.is_none() {
             return Err("--cloud ec2 needs --ec2-image-id".into());
         }
+        crate::cloud::ec2::check_fleet_name(&self.fleet)?;
+        if cloud == "ec2" && self.fleet == "mark" {
+            // two deployments on the default name would list, route to and terminate each
+            // other's instances
+            return Err(
+                "--cloud ec2 needs an explicit --fleet NAME (not the default 'mark'): \
+                 instances are found by it, and two deployments must never share one"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -420,6 +389,7 @@ impl ControlArgs {
                     model,
                     worker_port: 8000,
                     max_attempts: 3,
+                    page_size: 1000,
                 }),
                 _ => None,
             },
@@ -505,6 +475,20 @@ launch_seconds = 40.0
             let e = serve(args).control.validate().unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");
         }
+        let unnamed = serve(&[
+            "--cloud",
+            "ec2",
+            "--catalog",
+            "c",
+            "--ec2-image-id",
+            "ami-1",
+        ]);
+        assert!(
+            unnamed.control.validate().unwrap_err().contains("--fleet"),
+            "EC2 needs an explicit fleet name"
+        );
+        let bad = serve(&["--cloud", "local", "--catalog", "c", "--fleet", "a b"]);
+        assert!(bad.control.validate().unwrap_err().contains("--fleet"));
         let ok = serve(&[
             "--cloud",
             "ec2",
@@ -512,6 +496,8 @@ launch_seconds = 40.0
             "c",
             "--ec2-image-id",
             "ami-1",
+            "--fleet",
+            "prod",
         ]);
         assert_eq!(ok.control.validate(), Ok(()));
     }
@@ -525,6 +511,8 @@ launch_seconds = 40.0
             "c",
             "--ec2-image-id",
             "ami-1",
+            "--fleet",
+            "prod",
             "--control-interval",
             "30",
             "--lambda-function",

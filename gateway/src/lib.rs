@@ -5,7 +5,8 @@
 //!
 //! **Front doors** (what `mark`'s subcommands run):
 //! - `cli`: every subcommand and flag of `mark`, and the checks on flags that go together.
-//! - `app` / `server`: wiring of `mark serve` and `mark worker`; listeners and connection limits.
+//! - `app` / `server`: every subcommand's body (`app::serve_cmd::Serve` for `mark serve` and
+//!   `mark worker`, `app::commands`, `app::profile_cmd`); listeners and connection limits.
 //! - `autoscale`: the live control loop, in phases: sample, observe, plan, act, publish.
 //! - `lambda_function`: `mark lambda`, the function body of the Lambda backend.
 //! - `loadgen`: `mark bench`, the load generator (open and closed loop) and raw-ort baseline.
@@ -35,6 +36,7 @@
 //! - `codec`: the v2 wire format, once: request decode (JSON `data` parsed straight into tensor
 //!   bytes: `json_skim`, `json_data`), response encode, and the client side.
 //! - `work`: the unit of work (a pending request and its reply channel) and its failures.
+//! - `failure`: why a subcommand stopped, and the exit code for it (64, 65, 69, 1).
 
 //! - `config` / `tensor` / `metrics` / `secret` / `aws_sdk`: typed settings; tensors as dtype,
 //!   shape and bytes; Prometheus counters; constant-time compare; the AWS SDK configuration.
@@ -53,6 +55,7 @@ pub mod codec;
 pub mod config;
 pub use mark_core::control;
 pub mod exec;
+pub mod failure;
 pub mod fuzzing;
 pub mod lambda_function;
 pub mod loadgen;

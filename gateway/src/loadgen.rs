@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -145,8 +144,48 @@ fn pct(lat_ms: &mut [f64]) -> (f64, f64, f64) {
     (p50, p90, p99)
 }
 
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(pub String);
+
+macro_rules! bench_error_from {
+    ($($t:ty),*) => {
+        $(impl From<$t> for BenchError {
+            fn from(e: $t) -> Self {
+                BenchError(e.to_string())
+            }
+        })*
+    };
+}
+bench_error_from!(
+    tokio::task::JoinError,
+    hyper::http::uri::InvalidUri,
+    hyper::Error,
+    serde_json::Error,
+    crate::work::ExecError,
+    crate::config::ConfigError
+);
+
+/// Context for a failure: what was being done.
+trait Ctx<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, BenchError>;
+}
+
+impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, BenchError> {
+        self.map_err(|e| BenchError(format!("{}: {e}", what())))
+    }
+}
+
+impl<T> Ctx<T> for Option<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, BenchError> {
+        self.ok_or_else(|| BenchError(what()))
+    }
+}
+
 /// Runs the benchmark described by `args`.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.raw {
         let a = args.clone();
         for r in tokio::task::spawn_blocking(move || raw(&a)).await?? {
@@ -160,15 +199,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-async fn get_json(client: &HttpClient, url: &str) -> anyhow::Result<serde_json::Value> {
+async fn get_json(client: &HttpClient, url: &str) -> Result<serde_json::Value, BenchError> {
     let resp = client
         .get(url.parse()?)
         .await
-        .with_context(|| format!("GET {url}"))?;
+        .ctx(|| format!("GET {url}"))?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+        return Err(BenchError(format!(
+            "GET {url}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
     }
     Ok(serde_json::from_slice(&body)?)
 }
@@ -328,7 +370,11 @@ impl Target {
     }
 }
 
-async fn target(a: &BenchArgs, client: &HttpClient, inputs: &[IoMeta]) -> anyhow::Result<Target> {
+async fn target(
+    a: &BenchArgs,
+    client: &HttpClient,
+    inputs: &[IoMeta],
+) -> Result<Target, BenchError> {
     if a.protocol == "grpc" {
         let mut clients = Vec::new();
         for _ in 0..a.concurrency.div_ceil(GRPC_CALLS_PER_CONNECTION) {
@@ -337,7 +383,7 @@ async fn target(a: &BenchArgs, client: &HttpClient, inputs: &[IoMeta]) -> anyhow
                 .timeout(REQUEST_DEADLINE)
                 .connect()
                 .await
-                .with_context(|| format!("connecting to {}", a.grpc_url))?;
+                .ctx(|| format!("connecting to {}", a.grpc_url))?;
             clients.push(
                 GrpcInferenceServiceClient::new(ch)
                     .max_decoding_message_size(usize::MAX)
@@ -361,7 +407,7 @@ async fn target(a: &BenchArgs, client: &HttpClient, inputs: &[IoMeta]) -> anyhow
     })
 }
 
-async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
+async fn gateway(a: &BenchArgs) -> Result<Report, BenchError> {
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(a.concurrency * 2)
         .build_http();
@@ -370,10 +416,10 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
         get_json(&client, &format!("{}/v2/models/{}", a.url, a.model)),
     )
     .await
-    .context("model metadata: no answer within 10 s")??;
+    .ctx(|| "model metadata: no answer within 10 s".into())??;
     let inputs: Vec<IoMeta> = meta["inputs"]
         .as_array()
-        .context("metadata without inputs")?
+        .ctx(|| "metadata without inputs".into())?
         .iter()
         .map(|i| IoMeta {
             name: i["name"].as_str().unwrap_or_default().to_string(),
@@ -498,7 +544,7 @@ async fn gateway(a: &BenchArgs) -> anyhow::Result<Report> {
     })
 }
 
-fn raw(a: &BenchArgs) -> anyhow::Result<Vec<Report>> {
+fn raw(a: &BenchArgs) -> Result<Vec<Report>, BenchError> {
     crate::exec::ort_lib::init(None)?;
     let dir = a.model_repo.join(&a.model);
     let cfg = match std::fs::read_to_string(dir.join("config.toml")) {

@@ -8,8 +8,6 @@
 
 use std::collections::HashMap;
 
-use super::monitors::Monitors;
-
 /// Counters of a model's outcomes, to turn totals into per-window counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outcomes {
@@ -51,15 +49,6 @@ impl Outcomes {
             done: self.done + o.done,
             missed: self.missed + o.missed,
         }
-    }
-
-    /// Sample phase: what happened since `self` (totals `now_totals`) goes into the monitors at
-    /// loop time `now`.
-    pub fn sample_into(&self, now_totals: Outcomes, now: f64, m: &mut Monitors) {
-        let d = now_totals.since(*self);
-        m.rates.arrive((now - 1e-6).max(0.0), d.arrived);
-        m.rates.advance(now);
-        m.slo.record(now, d.done.saturating_sub(d.missed), d.done);
     }
 }
 
@@ -159,26 +148,5 @@ mod tests {
         let a = f.absorb(&[row("a", "2", 7, 7, 15), row("b", "1", 60, 10, 0)], 20, 10);
         assert_eq!(a.arrived, 7, "b is stale: skipped; a restarted: all 7 new");
         assert_eq!(f.live_replicas, 1);
-    }
-
-    #[test]
-    fn samples_feed_the_monitors() {
-        let before = Outcomes::default();
-        // 120 arrived, 100 answered (5 late), 15 refused at admission, 5 expired in the queue
-        let now = Outcomes::from_counts(120, 100, 5, 15, 5);
-        assert_eq!(
-            now,
-            Outcomes {
-                arrived: 120,
-                done: 120,
-                missed: 25
-            }
-        );
-        let mut m = Monitors::new(5.0, 60.0);
-        before.sample_into(now, 5.0, &mut m);
-        let a = m.slo.attainment(5.0).unwrap();
-        assert!((a - 95.0 / 120.0).abs() < 1e-9, "{a}");
-        // 120 arrivals in the first 5 s window: a peak of 24/s
-        assert!((m.history()[0] - 24.0).abs() < 1e-9, "{:?}", m.history());
     }
 }

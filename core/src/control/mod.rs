@@ -4,9 +4,11 @@
 //! - `rates`: per-interval peak arrival rate (MArk's input to the predictor).
 //! - `slo`: sliding-window SLO attainment.
 //! - `controller`: one control step (predict → provision → fleet actions) and the SLO emergency.
+//! - `cycle`: the `Controller`, owner of the control cycle the live loop and the simulator drive.
 //! - `fleet`: instances as a cloud reports them, the `Fleet` trait (cloud drivers and the
 //!   simulated cloud) and `apply`, the one way actions reach a fleet.
 //! - `demand`: demand and SLO outcome counters, one process's and summed across replicas.
+//! - `launch_health`: the pending deadline, launch failures and the back-off of failing types.
 //! - `ledger`: cost and instance-hours per backend.
 //! - `monitors`: the demand and SLO monitors and the emergency-launch guard.
 //! - `type_profile`: a type's own latency curve per model: source, checks, the printed entry.
@@ -14,8 +16,10 @@
 
 pub mod catalog;
 pub mod controller;
+pub mod cycle;
 pub mod demand;
 pub mod fleet;
+pub mod launch_health;
 pub mod ledger;
 pub mod monitors;
 pub mod rates;

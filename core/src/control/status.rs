@@ -44,6 +44,13 @@ pub struct ControlStatus {
     pub terminations: u64,
     /// Out-of-cycle launches for SLO breaches.
     pub emergencies: u64,
+    /// Launches that never became ready within their pending deadline (terminated).
+    pub launch_failures: u64,
+    /// Pending instances past their deadline now (not counted as capacity).
+    pub overdue_pending: u32,
+    /// Types left out of plans after failed launches, with the wall-clock-free loop time (s)
+    /// their back-off ends.
+    pub backed_off_types: Vec<(String, f64)>,
     /// Launches in the last hour (bounded by `--max-launches-per-hour`).
     pub launches_last_hour: u32,
     /// Terminations in the last hour (bounded by `--max-terminations-per-hour`).

@@ -10,10 +10,7 @@ pub mod body;
 pub mod error;
 pub mod grpc;
 pub mod model_config;
-pub mod ops;
 pub mod router;
-pub mod shadow;
-pub mod trace_admin;
 pub mod v2;
 pub mod worker_load;
 

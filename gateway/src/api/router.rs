@@ -73,7 +73,10 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
                     .models
                     .get(&m)
                     .and_then(|md| md.loaded().map(|l| super::worker_load::load(md, l)));
-                super::worker_load::stamp(load.unwrap_or(0.0), &mut r);
+                // no load without a loaded model: its 503 is a failure, not saturation
+                if let Some(l) = load {
+                    super::worker_load::stamp(l, &mut r);
+                }
             }
             return r;
         }

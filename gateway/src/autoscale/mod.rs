@@ -28,11 +28,11 @@ use crate::clock::{wall_s, LoopClock};
 use crate::cloud::driver::Driver;
 use crate::cloud::local::LocalCloud;
 use crate::control::catalog::Catalog;
-use crate::control::controller::{step, Action, ControlConfig, SCALE_IN_GUARD};
+use crate::control::controller::{Action, ControlConfig, SCALE_IN_GUARD};
+use crate::control::cycle::Controller;
 pub use crate::control::demand::Outcomes;
 use crate::control::fleet::{self, Instance, InstanceState};
 use crate::control::ledger::{backend_key, Billed, CostLedger};
-use crate::control::monitors::{EmergencyGuard, FleetLoad, Monitors};
 use crate::control::status::SharedStatus;
 use crate::exec::lambda_client::LambdaBackend;
 use crate::exec::remote::WorkerSpec;
@@ -109,16 +109,14 @@ pub struct ControlLoop {
     model: Arc<Model>,
     loaded: Arc<Loaded>,
     catalog: Vec<InstanceType>,
-    cfg: ControlConfig,
     clock: LoopClock,
-    monitors: Monitors,
-    emergency: EmergencyGuard,
+    controller: Controller,
     predictor: PolicyCaller,
     provisioner: PolicyCaller,
     ledger: CostLedger,
     last: Outcomes,
-    next_control: f64,
     budget: fleet::ChangeBudget,
+    launch_keys: keyed::LaunchKeys,
     replica: Option<Arc<Replica>>,
     fleet_demand: crate::control::demand::FleetDemand,
     was_leader: bool,
@@ -201,13 +199,12 @@ impl ControlLoop {
         Some(ControlLoop {
             predictor: PolicyCaller::new(engine.clone(), state.policies.predictor.clone()),
             provisioner: PolicyCaller::new(engine, state.policies.provisioner.clone()),
-            monitors: Monitors::new(opts.window_s, opts.interval_s),
-            emergency: EmergencyGuard::new(opts.interval_s, opts.attainment_target),
+            controller: Controller::new(cfg, opts.window_s, opts.max_instances, true),
             last: loaded.metrics.outcomes(),
-            next_control: opts.interval_s,
             budget: fleet::ChangeBudget::new(opts.launches_per_hour, opts.terminations_per_hour),
             clock: LoopClock::start(),
             ledger: CostLedger::default(),
+            launch_keys: keyed::LaunchKeys::default(),
             replica: opts.replica.clone(),
             fleet_demand: Default::default(),
             was_leader: false,
@@ -218,7 +215,6 @@ impl ControlLoop {
             model,
             loaded,
             catalog,
-            cfg,
             opts,
         })
     }
@@ -230,7 +226,7 @@ impl ControlLoop {
         let window = totals.since(self.last);
         crate::trace::live::window(window.arrived, window.done, window.missed);
         match &self.replica {
-            None => self.last.sample_into(totals, now, &mut self.monitors),
+            None => self.controller.on_window(now, window),
             Some(r) => {
                 let window_ms = (self.opts.window_s * 1000.0) as u64;
                 r.publish(totals, window, (10 * window_ms / 1000).max(60))
@@ -241,7 +237,7 @@ impl ControlLoop {
                     Some((rows, at)) => self.fleet_demand.absorb(&rows, at, stale_ms),
                     None => Outcomes::default(),
                 };
-                Outcomes::default().sample_into(added, now, &mut self.monitors);
+                self.controller.on_window(now, added);
             }
         }
         self.last = totals;
@@ -253,7 +249,7 @@ impl ControlLoop {
         let leads = self.replica.as_ref().is_none_or(|r| r.is_leader());
         if leads && !self.was_leader && self.replica.is_some() {
             tracing::info!("controller lease held: planning on the fleet listed from its tags");
-            self.next_control = self.next_control.min(self.clock.now());
+            self.controller.plan_now(self.clock.now());
         }
         self.was_leader = leads;
         leads
@@ -321,12 +317,11 @@ impl ControlLoop {
         Some(fleet)
     }
 
-    /// Plan phase: an emergency launch when the SLO is breached (and an out-of-cycle plan), and
-    /// the controller step every interval.
+    /// Plan phase: the controller's tick (an emergency launch when the SLO is breached, which
+    /// also plans out of cycle, and the controller step every interval).
     fn plan(&mut self, now: f64, fleet: &[Instance]) -> Vec<Action> {
-        let mut actions = Vec::new();
         if !self.was_leader {
-            return actions;
+            return Vec::new();
         }
         let unhealthy = self.loaded.remotes.unhealthy_ids();
         let in_flight = self.loaded.remotes.in_flight();
@@ -337,42 +332,40 @@ impl ControlLoop {
             |t| self.clock.of_wall(t),
             |id| in_flight.iter().find(|(i, _)| i == id).map_or(0, |x| x.1),
         );
-        let load = FleetLoad::of(
-            fleet.len() as u32,
-            &view,
-            &self.catalog,
-            self.monitors.rates.recent_peak(),
-        );
-        let slo = &mut self.monitors.slo;
-        if let Some(a) =
-            self.emergency
-                .check(now, slo, load, self.opts.max_instances, &self.catalog)
-        {
-            tracing::warn!(
-                attainment = slo.attainment(now).unwrap_or(0.0),
-                "SLO attainment below target: out-of-cycle launch"
-            );
-            self.status.lock().expect("status lock").emergencies = self.emergency.fired;
-            actions.push(a);
-            self.next_control = now;
-        }
-        if now < self.next_control {
-            return actions;
-        }
-        self.next_control = now + self.opts.interval_s;
-        let history = self.monitors.history();
         let (predictor, provisioner) = (&mut self.predictor, &mut self.provisioner);
-        let r = step(
+        let d = self.controller.on_tick(
             now,
-            &history,
-            &self.cfg,
             &view,
+            fleet.len() as u32,
             &self.catalog,
             &mut |h, iv, n| predictor.predict(h, iv, n),
             &mut |f, iv, fl, c, s| provisioner.provision(f, iv, fl, c, s),
         );
-        match r {
-            Ok(s) => {
+        {
+            let l = &self.controller.launches;
+            let mut st = self.status.lock().expect("status lock");
+            st.launch_failures = l.failures;
+            st.overdue_pending = l.overdue;
+            st.backed_off_types = l.backed_off(now);
+            let m = &self.state.metrics;
+            m.set_gauge("mark_fleet_launch_failures", l.failures as f64);
+            m.set_gauge("mark_fleet_overdue_pending", f64::from(l.overdue));
+        }
+        for id in d.reaped.iter().filter_map(|a| match a {
+            Action::Terminate { id } => Some(id),
+            Action::Launch { .. } => None,
+        }) {
+            tracing::warn!(instance = %id, "launch never became ready: terminating it");
+        }
+        if d.emergency.is_some() {
+            tracing::warn!(
+                attainment = self.controller.monitors.slo.attainment(now).unwrap_or(0.0),
+                "SLO attainment below target: out-of-cycle launch"
+            );
+            self.status.lock().expect("status lock").emergencies = self.controller.emergencies();
+        }
+        match &d.step {
+            Some(Ok(s)) => {
                 let mut st = self.status.lock().expect("status lock");
                 st.forecast = s.forecast.clone();
                 st.plan = s
@@ -383,15 +376,15 @@ impl ControlLoop {
                     .collect();
                 st.lambda_share = s.plan.lambda_share;
                 drop(st);
-                let why = log::log_plan(&s.plan, &s.forecast, &history, &s.actions, &load);
+                let why = log::log_plan(&s.plan, &s.forecast, &d.history, &s.actions, &d.load);
                 self.status.lock().expect("status lock").last_step_why = why;
-                let last_peak = history.last().copied().unwrap_or(0.0);
+                let last_peak = d.history.last().copied().unwrap_or(0.0);
                 crate::trace::live::step(last_peak, &s.forecast, &s.plan, &s.actions);
-                actions.extend(s.actions);
             }
-            Err(e) => tracing::error!(cause = ?e, "control step failed"),
+            Some(Err(e)) => tracing::error!(cause = ?e, "control step failed"),
+            None => {}
         }
-        actions
+        d.actions()
     }
 
     /// Act phase.
@@ -400,9 +393,11 @@ impl ControlLoop {
             return;
         }
         let now = self.clock.now();
+        self.launch_keys
+            .at(keyed::plan_key(wall_s(), self.opts.interval_s));
         let mut cloud = keyed::Keyed {
             cloud: &self.cloud,
-            plan: keyed::plan_key(wall_s(), self.opts.interval_s),
+            keys: &mut self.launch_keys,
             replica: self.replica.as_deref(),
         };
         let done = fleet::apply(
@@ -447,9 +442,10 @@ impl ControlLoop {
         let now = self.clock.now();
         let wall = wall_s();
         self.ledger.observe(wall, fleet.iter().map(billed));
-        let attainment = self.monitors.slo.attainment(now);
+        let attainment = self.controller.monitors.slo.attainment(now);
         let mut st = self.status.lock().expect("status lock");
         st.history = self
+            .controller
             .monitors
             .rates
             .history

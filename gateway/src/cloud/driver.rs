@@ -1,7 +1,6 @@
 //! One interface over the cloud drivers, as the control loop uses them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mark_policies::types::Market;
 
@@ -21,7 +20,7 @@ pub enum Driver {
 
 impl Driver {
     /// The fleet. An error means "unknown", never "empty": the caller must not plan on it.
-    /// Running instances whose worker port does not answer yet are reported pending.
+    /// Running instances whose worker is not alive (models ready) are reported pending.
     pub async fn list(&self) -> Result<Vec<Instance>, CloudError> {
         match self {
             Driver::Local(c) => {
@@ -36,12 +35,8 @@ impl Driver {
                     .iter_mut()
                     .filter(|i| i.state == InstanceState::Running)
                 {
-                    let up = tokio::time::timeout(
-                        Duration::from_millis(300),
-                        tokio::net::TcpStream::connect(i.addr.as_str()),
-                    )
-                    .await;
-                    if !matches!(up, Ok(Ok(_))) {
+                    // running means our worker answers with its models ready, not a TCP accept
+                    if !crate::codec::readiness::serves(&i.addr).await {
                         i.state = InstanceState::Pending;
                     }
                 }
@@ -50,21 +45,22 @@ impl Driver {
         }
     }
 
-    /// Launches one instance, keyed by `plan` when a controller planned it (see `cloud`).
+    /// Launches one instance, under a launch `key` when a controller planned it
+    /// (`autoscale::keyed`).
     pub async fn launch(
         &self,
         instance_type: &str,
         market: Market,
-        plan: Option<&str>,
+        key: Option<&str>,
     ) -> Result<Instance, CloudError> {
         match self {
             Driver::Local(c) => {
-                let (c, ty, plan) = (c.clone(), instance_type.to_string(), plan.map(String::from));
-                tokio::task::spawn_blocking(move || c.launch_keyed(&ty, market, plan.as_deref()))
+                let (c, ty, key) = (c.clone(), instance_type.to_string(), key.map(String::from));
+                tokio::task::spawn_blocking(move || c.launch_keyed(&ty, market, key.as_deref()))
                     .await
                     .map_err(|e| CloudError::Failed(e.to_string()))?
             }
-            Driver::Ec2(c) => c.launch_keyed(instance_type, market, plan).await,
+            Driver::Ec2(c) => c.launch_keyed(instance_type, market, key).await,
         }
     }
 

@@ -33,6 +33,49 @@ pub struct Ec2Options {
     pub worker_port: u16,
     /// Attempts per API call (1 = no retries; tests against emulators use 1).
     pub max_attempts: u32,
+    /// Instances per DescribeInstances page (5..=1000; AWS's largest is 1000).
+    pub page_size: i32,
+}
+
+/// Pages of DescribeInstances read before the fleet is called unknown.
+const MAX_PAGES: usize = 100;
+
+/// EC2's limit on a `ClientToken`.
+const TOKEN_MAX: usize = 64;
+
+/// The `ClientToken` of the launch `key` in `fleet`: `<fleet>-<key>` when it fits EC2's 64
+/// characters, else the fleet and a 64-bit FNV-1a hash of the key (never a cut key: two keys
+/// that differ only past the cut would collapse into one launch).
+pub fn client_token(fleet: &str, key: &str) -> String {
+    let plain = format!("{fleet}-{key}");
+    if plain.len() <= TOKEN_MAX && plain.is_ascii() {
+        return plain;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let fleet: String = fleet
+        .chars()
+        .filter(char::is_ascii)
+        .take(TOKEN_MAX - 18)
+        .collect();
+    format!("{fleet}-h{h:016x}")
+}
+
+/// A fleet name the tags, launch keys and client tokens can carry: 1 to 32 of `[A-Za-z0-9_-]`.
+pub fn check_fleet_name(fleet: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&fleet.len())
+        && fleet
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--fleet {fleet:?}: 1 to 32 letters, digits, '-' or '_'"
+        ))
+    }
 }
 
 /// The EC2 driver.
@@ -105,14 +148,14 @@ impl Ec2Cloud {
         self.launch_keyed(instance_type, market, None).await
     }
 
-    /// Launches one instance for `plan` (tag `mark:plan`): its `ClientToken` is
-    /// `<fleet>-<plan>-k`, k the plan's instances listed now, so EC2 launches it once however
-    /// many controllers (or retries) ask with the same view.
+    /// Launches one instance under the launch `key` (tag `mark:plan`; `autoscale::keyed`):
+    /// its `ClientToken` is built from the fleet and the key alone ([`client_token`]), so EC2
+    /// launches it once however many controllers (or retries) ask for it.
     pub async fn launch_keyed(
         &self,
         instance_type: &str,
         market: Market,
-        plan: Option<&str>,
+        key: Option<&str>,
     ) -> Result<Instance, CloudError> {
         let spec = self
             .catalog
@@ -125,7 +168,7 @@ impl Ec2Cloud {
             .tags(tag("mark:model", &self.opts.model))
             .tags(tag("mark:market", market.as_str()))
             .tags(tag("mark:launched-at", &format!("{now:.3}")))
-            .tags(tag("mark:plan", plan.unwrap_or("")))
+            .tags(tag("mark:plan", key.unwrap_or("")))
             .build();
         let mut req = self
             .client
@@ -136,13 +179,8 @@ impl Ec2Cloud {
             .max_count(1)
             .user_data(base64(user_data(self.opts.worker_port).as_bytes()))
             .tag_specifications(tags);
-        if let Some(p) = plan {
-            let k = self.describe(&["pending", "running"], Some(p)).await?.len();
-            let token: String = format!("{}-{p}-{k}", self.opts.fleet)
-                .chars()
-                .take(64)
-                .collect();
-            req = req.client_token(token);
+        if let Some(k) = key {
+            req = req.client_token(client_token(&self.opts.fleet, k));
         }
         if market == Market::Spot {
             req = req.instance_market_options(
@@ -176,16 +214,16 @@ impl Ec2Cloud {
         })
     }
 
+    /// The fleet's instances (this fleet and model) in `states`, every page of them.
     async fn describe(
         &self,
         states: &[&str],
-        plan: Option<&str>,
     ) -> Result<Vec<aws_sdk_ec2::types::Instance>, CloudError> {
         let mut filter = Filter::builder().name("instance-state-name");
         for s in states {
             filter = filter.values(*s);
         }
-        let mut req = self
+        let req = self
             .client
             .describe_instances()
             .filters(
@@ -194,25 +232,45 @@ impl Ec2Cloud {
                     .values(&self.opts.fleet)
                     .build(),
             )
-            .filters(filter.build());
-        if let Some(p) = plan {
-            req = req.filters(Filter::builder().name("tag:mark:plan").values(p).build());
+            .filters(
+                Filter::builder()
+                    .name("tag:mark:model")
+                    .values(&self.opts.model)
+                    .build(),
+            )
+            .filters(filter.build())
+            .max_results(self.opts.page_size.clamp(5, 1000));
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        // a fleet larger than a page is listed whole: a partial list would look smaller and
+        // launch past --max-instances, and leave the rest unbilled, unrouted, never terminated
+        for _ in 0..MAX_PAGES {
+            let out = req
+                .clone()
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+            all.extend(
+                out.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances().iter().cloned()),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(all),
+            }
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances().iter().cloned())
-            .collect())
+        Err(err(format!(
+            "DescribeInstances: more than {MAX_PAGES} pages; the fleet is unknown"
+        )))
     }
 
     /// The fleet, rebuilt from the tags of pending and running instances.
     pub async fn list(&self) -> Result<Vec<Instance>, CloudError> {
         let mut out = Vec::new();
-        for i in self.describe(&["pending", "running"], None).await? {
+        let now = crate::clock::wall_s();
+        for i in self.describe(&["pending", "running"]).await? {
             let get = |k: &str| {
                 i.tags()
                     .iter()
@@ -238,9 +296,14 @@ impl Ec2Cloud {
                 model: get("mark:model").unwrap_or_default(),
                 instance_type: ty,
                 market,
-                launched_at: get("mark:launched-at")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0),
+                // EC2's own launch time: a tag can be missing, unparsable or skewed (it was
+                // written by whichever replica launched it); never 1970 (billed for 56 years)
+                launched_at: i
+                    .launch_time()
+                    .map(|t| t.as_secs_f64())
+                    .or_else(|| get("mark:launched-at").and_then(|v| v.parse().ok()))
+                    .filter(|t: &f64| t.is_finite() && *t > 0.0 && *t <= now + 300.0)
+                    .unwrap_or(now),
                 addr: i
                     .private_ip_address()
                     .map(|ip| format!("{ip}:{}", self.opts.worker_port))
@@ -264,7 +327,7 @@ impl Ec2Cloud {
     /// Instances of the fleet that the cloud reclaimed (spot interruption), by id.
     pub async fn interrupted(&self) -> Result<Vec<String>, CloudError> {
         Ok(self
-            .describe(&["shutting-down", "terminated"], None)
+            .describe(&["shutting-down", "terminated"])
             .await?
             .into_iter()
             .filter(|i| i.state_reason().and_then(|r| r.code()) == Some(SPOT_TERMINATION))
@@ -286,7 +349,32 @@ impl Ec2Cloud {
 
 #[cfg(test)]
 mod tests {
-    use super::base64;
+    use super::{base64, check_fleet_name, client_token};
+
+    #[test]
+    fn client_tokens_fit_ec2_and_never_collapse_two_keys() {
+        assert_eq!(
+            client_token("prod", "g5-c5.large-spot-1"),
+            "prod-g5-c5.large-spot-1"
+        );
+        let long = "x".repeat(32);
+        let a = client_token(&long, "g28401234-c7i.48xlarge-on-demand-10");
+        let b = client_token(&long, "g28401234-c7i.48xlarge-on-demand-11");
+        assert!(a.len() <= 64 && b.len() <= 64, "{a} {b}");
+        assert_ne!(a, b, "keys that differ only at the end stay apart");
+        assert_eq!(
+            a,
+            client_token(&long, "g28401234-c7i.48xlarge-on-demand-10")
+        );
+    }
+
+    #[test]
+    fn fleet_names_are_checked() {
+        assert!(check_fleet_name("prod-resnet_1").is_ok());
+        for bad in ["", "a b", "x/y", &"y".repeat(33), "ünï"] {
+            assert!(check_fleet_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

@@ -129,21 +129,22 @@ impl LocalCloud {
         self.launch_keyed(instance_type, market, None)
     }
 
-    /// Launches one instance for `plan`: its key is `plan-k`, k the plan's instances listed now;
-    /// a key already taken (by a controller that planned from the same view) launches nothing.
+    /// Launches one instance under the launch `key` (`autoscale::keyed`: interval, type, market,
+    /// ordinal); a key already taken (by a controller that made the same launch) launches
+    /// nothing.
     pub fn launch_keyed(
         &self,
         instance_type: &str,
         market: Market,
-        plan: Option<&str>,
+        key: Option<&str>,
     ) -> Result<Instance, CloudError> {
-        if let Some(p) = plan {
-            let k = self
-                .records()
-                .iter()
-                .filter(|(_, r)| r.plan.as_deref() == Some(p))
-                .count();
-            self.claim_key(&format!("{p}-{k}"))?;
+        if let Some(k) = key {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+                return Err(CloudError::Failed(format!(
+                    "launch key {k:?} is not a file name"
+                )));
+            }
+            self.claim_key(k)?;
         }
         let spec = self
             .catalog
@@ -190,7 +191,7 @@ impl LocalCloud {
             pid: child.id(),
             proc_start: proc_start(child.id()),
             boot_id: boot_id(),
-            plan: plan.map(str::to_string),
+            plan: key.map(str::to_string),
         };
         let body =
             serde_json::to_vec_pretty(&rec).map_err(|e| CloudError::Failed(e.to_string()))?;
@@ -377,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn a_launch_key_is_claimed_once_and_keys_count_from_the_plans_instances() {
+    fn a_launch_key_is_claimed_once() {
         let (c, dir) = cloud("keys");
         let other = LocalCloud::new(
             &dir,
@@ -393,23 +394,28 @@ mod tests {
             other.claim_key("g7-0"),
             Err(CloudError::AlreadyLaunched(k)) if k == "g7-0"
         ));
-        // a launch for plan g7 with one g7 instance listed takes key g7-1 (/bin/false stands in
-        // for the worker binary: it spawns, so the launch goes through)
-        std::fs::write(dir.join("f/a.json"), record(1, None, "127.0.0.1:9")).unwrap();
+        // a launch under a new key goes through (/bin/false stands in for the worker binary: it
+        // spawns); the same key asked again by another controller launches nothing
         let launched = other
-            .launch_keyed("local.small", Market::OnDemand, Some("g7"))
+            .launch_keyed(
+                "local.small",
+                Market::OnDemand,
+                Some("g7-local.small-on-demand-0"),
+            )
             .unwrap();
-        assert!(
-            dir.join("f/keys/g7-1").is_file(),
-            "key counted from the listed instance"
-        );
-        // a controller that planned from the view before that launch (one g7 instance) asks for
-        // g7-1 too: nothing is launched twice
+        assert!(dir.join("f/keys/g7-local.small-on-demand-0").is_file());
         std::fs::remove_file(dir.join(format!("f/{}.json", launched.id))).unwrap();
         assert!(matches!(
-            c.launch_keyed("local.small", Market::OnDemand, Some("g7")),
-            Err(CloudError::AlreadyLaunched(k)) if k == "g7-1"
+            c.launch_keyed(
+                "local.small",
+                Market::OnDemand,
+                Some("g7-local.small-on-demand-0")
+            ),
+            Err(CloudError::AlreadyLaunched(_))
         ));
+        assert!(c
+            .launch_keyed("local.small", Market::OnDemand, Some("../x"))
+            .is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod json_data;
 pub mod json_skim;
+pub mod readiness;
 pub mod request;
 pub mod response;
 

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use super::batch_ctx::BatchCtx;
 use super::wire;
 use crate::codec::client::{decode_response, encode_binary_request};
+use crate::codec::readiness::{load_of, probe_alive, refusal_is_saturation};
 use crate::tensor::Tensor;
 use crate::work::Pending;
 use mark_policies::types::ProfilePoint;
@@ -72,8 +73,6 @@ enum CallError {
 
 /// Consecutive failed batches after which a worker gets no more until its health probe passes.
 pub const FAILURES_TO_UNHEALTHY: u32 = 3;
-/// Deadline of one health probe.
-const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Remote {
     /// True while it gets no batches (failed `FAILURES_TO_UNHEALTHY` in a row, probe not passed).
@@ -215,18 +214,12 @@ impl RemoteSet {
     }
 
     /// Probes every worker out of rotation (`GET /v2/health/ready`, 1 s deadline): one that
-    /// answers 200 is back in rotation. Returns the ids of those out of rotation for longer than
+    /// is alive (its models ready: 200, or 503 because it is saturated) is back in rotation. Returns the ids of those out of rotation for longer than
     /// `grace`: they are to be terminated and replaced.
     pub async fn check_health(&self, grace: std::time::Duration) -> Vec<String> {
         let mut dead = Vec::new();
         for r in self.workers.load().iter().filter(|r| r.unhealthy()) {
-            let uri = format!("http://{}/v2/health/ready", r.addr);
-            let ok = match hyper::Request::get(uri).body(Full::new(Bytes::new())) {
-                Ok(req) => tokio::time::timeout(PROBE_TIMEOUT, self.client.request(req))
-                    .await
-                    .is_ok_and(|resp| resp.is_ok_and(|resp| resp.status().is_success())),
-                Err(_) => false,
-            };
+            let ok = probe_alive(&self.client, &r.addr).await;
             let mut since = r.unhealthy_since.lock().expect("remote lock");
             if ok {
                 tracing::info!(worker = %r.id, "health probe passed: worker back in rotation");
@@ -351,12 +344,7 @@ impl RemoteSet {
             .await
             .map_err(|e| fail(format!("worker {}: {e}", remote.addr)))?;
         let status = resp.status();
-        let load = resp
-            .headers()
-            .get("x-mark-load")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|l| l.is_finite() && *l >= 0.0);
+        let load = load_of(&resp);
         if let Some(l) = load {
             remote
                 .load_milli
@@ -384,14 +372,11 @@ impl RemoteSet {
                 remote.addr,
                 String::from_utf8_lossy(&body[..body.len().min(512)])
             );
-            // a worker that reports its load and refuses with 503 is saturated, not broken
-            return Err(
-                if status == http::StatusCode::SERVICE_UNAVAILABLE && load.is_some() {
-                    CallError::Saturated(msg)
-                } else {
-                    fail(msg)
-                },
-            );
+            return Err(if refusal_is_saturation(status, load) {
+                CallError::Saturated(msg)
+            } else {
+                fail(msg)
+            });
         }
         decode_response(&body, hlen)
             .and_then(|outs| wire::check_outputs(outs, &ctx.outputs, ctx.answer_rows(total)))

@@ -385,6 +385,12 @@ fn gauge_help(name: &str) -> &'static str {
     match name {
         "mark_fleet_instances" => "Fleet instances (pending and running).",
         "mark_fleet_dollars_per_hour" => "What the fleet costs per hour now.",
+        "mark_fleet_launch_failures" => {
+            "Launches that never became ready within their pending deadline (terminated)."
+        }
+        "mark_fleet_overdue_pending" => {
+            "Pending instances past their deadline now (not counted as capacity)."
+        }
         "mark_fleet_cost_dollars" => {
             "Cost so far: instances (billed as the cloud bills) and Lambda."
         }

@@ -31,7 +31,7 @@ fn time<F: FnMut()>(n: usize, mut f: F) -> (f64, f64) {
 }
 
 /// Runs the benchmark for `bytes` (a component exporting all three kinds) and prints a table.
-pub fn run(engine: &Arc<PolicyEngine>, bytes: &[u8], calls: usize) -> anyhow::Result<()> {
+pub fn run(engine: &Arc<PolicyEngine>, bytes: &[u8], calls: usize) -> Result<(), String> {
     let profile: Vec<n::ProfilePoint> = [1u32, 2, 4, 8, 16, 32]
         .iter()
         .map(|&b| n::ProfilePoint {
@@ -93,7 +93,7 @@ pub fn run(engine: &Arc<PolicyEngine>, bytes: &[u8], calls: usize) -> anyhow::Re
 
     for kind in PolicyKind::ALL {
         let t = Instant::now();
-        let p = validate(engine, bytes, kind, "bench")?;
+        let p = validate(engine, bytes, kind, "bench").map_err(|e| format!("{kind}: {e}"))?;
         let validate_ms = t.elapsed().as_secs_f64() * 1e3;
         let slot = Arc::new(Slot::new(kind, u32::MAX));
         let t = Instant::now();
@@ -113,11 +113,12 @@ pub fn run(engine: &Arc<PolicyEngine>, bytes: &[u8], calls: usize) -> anyhow::Re
                 ))
             }),
         };
-        anyhow::ensure!(
-            caller.last == Outcome::Wasm,
-            "{kind}: the WASM call did not answer: {:?}",
-            caller.last
-        );
+        if caller.last != Outcome::Wasm {
+            return Err(format!(
+                "{kind}: the WASM call did not answer: {:?}",
+                caller.last
+            ));
+        }
         row(&format!("{kind} wasm"), r);
         // instantiation from InstancePre, what a caller pays once per generation
         let inst = time(200, || {

@@ -16,7 +16,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::exports::mark::policy::{batcher, predictor, provisioner};
 use super::convert;
 use super::engine::{HostState, PolicyEngine};
-use super::shadow::{Offer, OwnedQueueState};
+use super::offer::{Offer, OwnedQueueState};
 use super::slot::{LoadedPolicy, Slot};
 use super::PolicyKind;
 

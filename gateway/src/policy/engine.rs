@@ -104,6 +104,20 @@ impl ResourceLimiter for HostState {
     }
 }
 
+/// Why the engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration.
+    #[error("wasmtime engine: {0}")]
+    Wasmtime(String),
+    /// The types-only interface could not be linked.
+    #[error("linker: {0}")]
+    Linker(String),
+    /// The epoch ticker thread could not start.
+    #[error("epoch ticker thread: {0}")]
+    Ticker(#[from] std::io::Error),
+}
+
 /// The shared engine.
 pub struct PolicyEngine {
     /// wasmtime engine.
@@ -117,7 +131,7 @@ pub struct PolicyEngine {
 
 impl PolicyEngine {
     /// Builds the engine and starts its epoch ticker thread.
-    pub fn new(limits: PolicyLimits) -> anyhow::Result<Arc<Self>> {
+    pub fn new(limits: PolicyLimits) -> Result<Arc<Self>, EngineError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(512)
             .total_core_instances(512)
@@ -128,12 +142,12 @@ impl PolicyEngine {
         cfg.epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .wasm_component_model(true);
-        let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
+        let engine = Engine::new(&cfg).map_err(|e| EngineError::Wasmtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         // The WIT's `types` interface holds only types; it is "imported" as an empty instance.
         linker
             .instance(&format!("mark:policy/types@{}", super::WIT_VERSION))
-            .map_err(|e| anyhow::anyhow!("linker: {e:#}"))?;
+            .map_err(|e| EngineError::Linker(format!("{e:#}")))?;
         let weak = engine.weak();
         let tick = limits.tick;
         std::thread::Builder::new()

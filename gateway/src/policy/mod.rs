@@ -7,20 +7,27 @@
 //! - `slot`: one swappable slot per policy kind, with history, stats and rollback.
 //! - `caller`: per-thread callers that keep one Store per policy generation and fall back to the
 //!   native default on any trap, timeout or malformed answer.
-//! - `convert`: between native (`mark-policies`) and WIT types (`From` impls).
+//! - `convert`: every host-side conversion: native (`mark-policies`) to and from WIT, and the
+//!   shadows' owned queue state.
 //! - `shadow`, `shadow_report`: a candidate called beside the live policy on the same inputs, off
 //!   the request path, and how its answers differ (`?mode=shadow`).
 //! - `call_cost`: `mark policy bench`, the cost of policy calls native vs WASM.
+//! - `startup`: the embedded default component, `--policy KIND=FILE`, engine and slots at start.
+//! - `commands`: `mark policy check | bench | export-default`.
+//! - `offer`: what a live call offers its slot's shadow (inputs and the live answer).
 
 pub mod bindings;
 pub mod call_cost;
 pub mod caller;
 pub mod code_cache;
+pub mod commands;
 pub mod convert;
 pub mod engine;
+pub mod offer;
 pub mod shadow;
 pub mod shadow_report;
 pub mod slot;
+pub mod startup;
 pub mod validate;
 
 #[cfg(test)]

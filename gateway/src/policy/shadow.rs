@@ -16,104 +16,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mark_policies::types as n;
 use serde::Serialize;
 
 use super::caller::{Outcome, PolicyCaller};
 use super::engine::PolicyEngine;
+use super::offer::Offer;
 use super::shadow_report::{Diff, ShadowReport};
 use super::slot::{LoadedPolicy, Slot};
 
 /// Offers queued for the shadow thread before new ones are skipped.
 const QUEUE: usize = 1024;
-
-/// A queue state the shadow can keep (the live one borrows its profile).
-#[derive(Debug, Clone)]
-pub struct OwnedQueueState {
-    /// The live state's fields.
-    pub queued_items: u32,
-    /// Requests queued.
-    pub queued_requests: u32,
-    /// Age of the oldest, µs.
-    pub oldest_wait_us: u64,
-    /// SLO, µs.
-    pub slo_us: u64,
-    /// Arrival rate, items/s.
-    pub arrival_rate: f64,
-    /// Largest batch.
-    pub max_batch: u32,
-    /// Executors.
-    pub executors: u32,
-    /// Latency profile.
-    pub profile: Vec<n::ProfilePoint>,
-}
-
-impl OwnedQueueState {
-    /// Copies a live state.
-    pub fn of(s: &n::QueueState<'_>) -> Self {
-        OwnedQueueState {
-            queued_items: s.queued_items,
-            queued_requests: s.queued_requests,
-            oldest_wait_us: s.oldest_wait_us,
-            slo_us: s.slo_us,
-            arrival_rate: s.arrival_rate,
-            max_batch: s.max_batch,
-            executors: s.executors,
-            profile: s.profile.to_vec(),
-        }
-    }
-
-    fn view(&self) -> n::QueueState<'_> {
-        n::QueueState {
-            queued_items: self.queued_items,
-            queued_requests: self.queued_requests,
-            oldest_wait_us: self.oldest_wait_us,
-            slo_us: self.slo_us,
-            arrival_rate: self.arrival_rate,
-            max_batch: self.max_batch,
-            executors: self.executors,
-            profile: &self.profile,
-        }
-    }
-}
-
-/// One live call, offered to the shadow: its inputs and the live answer.
-#[derive(Debug, Clone)]
-pub enum Offer {
-    /// A batch decision.
-    Batch {
-        /// Inputs.
-        state: OwnedQueueState,
-        /// What the live policy decided.
-        live: n::BatchDecision,
-    },
-    /// A forecast.
-    Predict {
-        /// Peak-rate history, oldest first.
-        history: Vec<f64>,
-        /// Seconds per interval.
-        interval_s: f64,
-        /// Intervals asked for.
-        horizon: u32,
-        /// The live forecast (empty when the live call failed).
-        live: Vec<f64>,
-    },
-    /// A fleet plan.
-    Provision {
-        /// Forecast.
-        forecast: Vec<f64>,
-        /// Seconds per interval.
-        interval_s: f64,
-        /// Fleet.
-        fleet: Vec<n::FleetEntry>,
-        /// Catalog.
-        catalog: Vec<n::InstanceType>,
-        /// SLO.
-        slo: n::Slo,
-        /// The live plan (`None` when the live call failed).
-        live: Option<n::Plan>,
-    },
-}
 
 /// A candidate running in shadow beside a slot's live policy.
 pub struct Shadow {

@@ -11,7 +11,8 @@ use serde::Serialize;
 use wasmtime::component::{Component, InstancePre};
 
 use super::engine::HostState;
-use super::shadow::{Offer, Shadow, ShadowBrief};
+use super::offer::Offer;
+use super::shadow::{Shadow, ShadowBrief};
 use super::PolicyKind;
 
 /// A validated policy component, ready to instantiate.

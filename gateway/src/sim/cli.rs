@@ -3,107 +3,12 @@
 
 use std::path::PathBuf;
 
+pub use super::args::SimulateArgs;
 use super::baselines::Strategy;
 use super::params::SimParams;
 use super::workload::Workload;
-use crate::app::{self, PolicyOptions};
 use crate::control::catalog::Catalog;
-use crate::policy::PolicyKind;
-
-/// Flags of `mark simulate`.
-#[derive(clap::Args, Debug)]
-pub struct SimulateArgs {
-    /// Instance catalog (TOML); default examples/catalog-us-east-1.toml, or with a
-    /// `trace:DIR` workload the catalog recorded in the trace (given, this one replaces it: to
-    /// replay the same traffic on corrected capacities or prices).
-    #[arg(long)]
-    pub catalog: Option<PathBuf>,
-    /// Workload: twitter-like[:SEED], steps[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S],
-    /// uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], trace:DIR (a recorded trace: its model,
-    /// SLO, catalog, profile, timing and starting fleet replace the flags'), or a path.
-    #[arg(long, default_value = "twitter-like")]
-    pub workload: String,
-    /// Multiply every arrival rate of the workload by this (e.g. 10 for the 10x day).
-    #[arg(long, default_value_t = 1.0)]
-    pub load_scale: f64,
-    /// Policy component for mark-rs: KIND=FILE.wasm (batcher, predictor, provisioner).
-    #[arg(long = "policy", value_parser = crate::app::parse_policy)]
-    pub policies: Vec<(PolicyKind, PathBuf)>,
-    /// Run mark-rs on the native defaults instead of the embedded mark-default.wasm.
-    #[arg(long)]
-    pub native_policies: bool,
-    /// Strategies: sagemaker, static-peak, lambda-only, mark-released, mark-rs (default: all).
-    #[arg(long = "baseline")]
-    pub baselines: Vec<String>,
-    /// Markets: on-demand, spot, or both (each strategy that can use spot runs twice).
-    #[arg(long, default_value = "both")]
-    pub spot: String,
-    /// Output directory.
-    #[arg(long, default_value = "sim-out")]
-    pub out: PathBuf,
-    /// Latency profile (profile.toml of `mark profile`); default: ResNet-18 on the dev VM.
-    #[arg(long)]
-    pub profile: Option<PathBuf>,
-    /// Model name for `capacity_rps.<model>` in the catalog.
-    #[arg(long, default_value = "resnet18")]
-    pub model: String,
-    /// Latency objective, ms.
-    #[arg(long, default_value_t = 300.0)]
-    pub slo_ms: f64,
-    /// SLO attainment target.
-    #[arg(long, default_value_t = 0.99)]
-    pub attainment_target: f64,
-    /// What the mark-rs gateway does with a request that would miss its SLO: `reject` (refuse it
-    /// at arrival or drop it before running; a miss either way) or `serve` (run it late), as
-    /// the model's `on_deadline`.
-    #[arg(long, default_value = "reject")]
-    pub on_deadline: String,
-    /// Largest batch the model takes; each type batches up to the largest batch its curve
-    /// measured (the CPU profile: 8), so a GPU curve to 32 batches to 32.
-    #[arg(long, default_value_t = 32)]
-    pub max_batch: u32,
-    /// Seed (arrivals, interruptions).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Seconds per control interval.
-    #[arg(long, default_value_t = 60.0)]
-    pub interval: f64,
-    /// Seconds per rate window.
-    #[arg(long, default_value_t = 5.0)]
-    pub window: f64,
-    /// Spot interruptions per spot instance-hour.
-    #[arg(long, default_value_t = 0.01)]
-    pub spot_interruptions_per_hour: f64,
-    /// A scheduled mass spot interruption: SECONDS:SHARE (e.g. 3600:0.8).
-    #[arg(long)]
-    pub mass_interruption: Option<String>,
-    /// Upper bound on instances.
-    #[arg(long, default_value_t = 1000)]
-    pub max_instances: u32,
-    /// Launches allowed per rolling hour (a safety net under every policy).
-    #[arg(long, default_value_t = crate::control::fleet::CHANGES_PER_HOUR)]
-    pub max_launches_per_hour: u32,
-    /// Terminations allowed per rolling hour.
-    #[arg(long, default_value_t = crate::control::fleet::CHANGES_PER_HOUR)]
-    pub max_terminations_per_hour: u32,
-    /// Strategies simulated at once.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Every host's speed over time, as slowdown steps `SECONDS:FACTOR,...` (e.g.
-    /// `3600:1.5,7200:1`: 1.5x slower from the first hour to the second), for every strategy.
-    #[arg(long)]
-    pub host_slowdown: Option<String>,
-    /// `on`: mark-rs admission plans with the worse of the profile and what batches really took
-    /// (as `mark serve` does); `off`: with the profile alone (to price the rule).
-    #[arg(long, default_value = "on")]
-    pub live_latency: String,
-    /// Write the workload's rates as CSV to this file and exit.
-    #[arg(long)]
-    pub export_workload: Option<PathBuf>,
-}
+use crate::policy::startup::{self, PolicyOptions};
 
 /// Why `mark simulate` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -267,7 +172,7 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             native_only: a.native_policies,
             limits: super::policy_limits(),
         };
-        match app::policies(&popts) {
+        match startup::policies(&popts) {
             Ok((e, s)) => super::PolicySource::Slots(e, s),
             Err(e) => return Err(Input(format!("{e:#}"))),
         }

@@ -10,6 +10,7 @@
 //! - `replay`: a recorded trace's setting, and the calibration of its replay against live;
 //! - `cli`: the command line.
 
+pub mod args;
 pub mod baselines;
 pub mod cli;
 pub mod engine;

@@ -7,7 +7,7 @@ use std::path::Path;
 use mark_policies::types::Market;
 use serde::Serialize;
 
-use super::cli::SimulateArgs;
+use super::args::SimulateArgs;
 use super::report::Summary;
 use crate::control::catalog::Catalog;
 use crate::profile::LatencyProfile;

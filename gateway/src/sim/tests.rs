@@ -231,11 +231,12 @@ fn baselines_behave_as_documented_on_a_step() {
 fn wasm_policies_equal_their_native_twins() {
     let mut o = step_opts(&[(Strategy::MarkRs, true)]);
     let native = simulate(&o);
-    let (engine, slots) = crate::app::policies(&crate::app::PolicyOptions {
-        limits: policy_limits(),
-        ..Default::default()
-    })
-    .unwrap();
+    let (engine, slots) =
+        crate::policy::startup::policies(&crate::policy::startup::PolicyOptions {
+            limits: policy_limits(),
+            ..Default::default()
+        })
+        .unwrap();
     o.policies = PolicySource::Slots(engine, slots.clone());
     let wasm = simulate(&o);
     assert_eq!(native, wasm);

@@ -19,6 +19,7 @@ fn opts(endpoint: &str, fleet: &str) -> Ec2Options {
         model: "resnet18".into(),
         worker_port: 8000,
         max_attempts: 1,
+        page_size: 5,
     }
 }
 
@@ -49,8 +50,10 @@ async fn ec2_driver_against_moto() {
     assert_eq!(spot.model, "resnet18");
     assert!((spot.price_per_hour - 0.2104).abs() < 1e-9);
     assert!(
-        (spot.launched_at - b.launched_at).abs() < 0.01,
-        "launch time comes back from the tag"
+        (spot.launched_at - b.launched_at).abs() < 2.0,
+        "launch time comes back from EC2's LaunchTime: {} vs {}",
+        spot.launched_at,
+        b.launched_at
     );
     assert_eq!(other.list().await.unwrap().len(), 1);
 
@@ -69,6 +72,26 @@ async fn ec2_driver_against_moto() {
         "a terminated on-demand instance is not a spot interruption"
     );
     println!("moto EC2: launched 3 (on-demand, spot, burstable), adopted by tags, terminated 1");
+}
+
+#[tokio::test]
+async fn a_fleet_larger_than_a_page_is_listed_whole_and_only_its_model() {
+    let (_moto, endpoint) = start_moto();
+    let catalog = Catalog::load(&root().join("examples/catalog-us-east-1.toml")).unwrap();
+    let cloud = Ec2Cloud::connect(opts(&endpoint, "big"), catalog.clone()).await;
+    for _ in 0..12 {
+        cloud.launch("c5.large", Market::OnDemand).await.unwrap();
+    }
+    // the same fleet name serving another model is another deployment's
+    let mut other = opts(&endpoint, "big");
+    other.model = "mlp".into();
+    let other = Ec2Cloud::connect(other, catalog).await;
+    other.launch("c5.large", Market::OnDemand).await.unwrap();
+    let fleet = cloud.list().await.unwrap();
+    assert_eq!(fleet.len(), 12, "three pages of 5 make one fleet of 12");
+    assert!(fleet.iter().all(|i| i.model == "resnet18"));
+    assert_eq!(other.list().await.unwrap().len(), 1);
+    println!("moto EC2: 12 instances listed over pages of 5; another model's 1 kept apart");
 }
 
 /// moto in-process with the side endpoint of `tests/moto_spot.py`; returns (process, EC2

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules of the core: no I/O, imported by everything, importing only each other.
 const CORE: &[&str] = &[
-    "aws_sdk", "clock", "codec", "config", "control", "metrics", "profile", "secret", "tensor",
-    "work",
+    "aws_sdk", "clock", "codec", "config", "control", "failure", "metrics", "profile", "secret",
+    "tensor", "work",
 ];
 /// The request path, in order: each may import the ones after it (and the side modules).
 const REQUEST_PATH: &[&str] = &["api", "repo", "model", "batching", "exec"];
@@ -62,22 +62,52 @@ fn code_before_tests(text: &str) -> String {
         .join("\n")
 }
 
-/// Top-level modules a file names through `crate::` or `super::` paths that leave its module.
+/// Top-level modules a file names through `crate::` paths, grouped ones (`use crate::{a, b::c}`)
+/// included.
 fn imports(text: &str) -> Vec<String> {
     let code = code_before_tests(text);
     let mut out = Vec::new();
-    let mut rest = code.as_str();
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+    let mut add = |name: String| {
         if !name.is_empty() && !out.contains(&name) {
             out.push(name);
         }
+    };
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // the names at the group's top level: `a`, `b::c`, `d::{e, f}` -> a, b, d
+            let mut depth = 0;
+            let mut start = true;
+            for (k, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => start = true,
+                    c if start && (c.is_ascii_alphanumeric() || c == '_') => {
+                        add(ident(&group[k..]));
+                        start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            add(ident(rest));
+        }
     }
     out
+}
+
+#[test]
+fn grouped_imports_are_seen() {
+    let found = imports("use crate::{api::AppState, control::{a, b}, model};\nuse crate::exec::x;");
+    assert_eq!(found, ["api", "control", "model", "exec"]);
 }
 
 fn allowed(from: &str, to: &str) -> bool {

@@ -221,7 +221,7 @@ async fn the_page_shows_the_fleet_live_and_only_with_the_token() {
             .to_string();
         println!(
             "fleet {n} instances; page {} bytes; {render}; screenshot {} ({size} bytes)",
-            mark_gateway::api::ops::PAGE.len(),
+            mark_gateway::api::admin::ops::PAGE.len(),
             shot.display()
         );
         assert!(

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use mark_gateway::app::DEFAULT_POLICIES_WASM;
 use mark_gateway::policy::caller::{Outcome, PolicyCaller};
 use mark_gateway::policy::engine::{PolicyEngine, PolicyLimits};
 use mark_gateway::policy::slot::Slot;
+use mark_gateway::policy::startup::DEFAULT_POLICIES_WASM;
 use mark_gateway::policy::validate::{sample_catalog, validate};
 use mark_gateway::policy::PolicyKind;
 use mark_policies::traces::Rng;

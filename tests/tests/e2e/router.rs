@@ -13,8 +13,9 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use mark_gateway::api::router::handle;
 use mark_gateway::api::AppState;
-use mark_gateway::app::{self, PolicyOptions};
+use mark_gateway::app;
 use mark_gateway::config::ServerConfig;
+use mark_gateway::policy::startup::{self, PolicyOptions};
 use serde_json::{json, Value};
 
 const MLP: &str = "max_batch_size = 16\nslo_ms = 50\nversion = \"3\"\n";
@@ -34,7 +35,7 @@ async fn state(load: bool) -> Arc<AppState> {
         native_only: true,
         ..PolicyOptions::default()
     };
-    let (engine, slots) = app::policies(&popts).expect("policies");
+    let (engine, slots) = startup::policies(&popts).expect("policies");
     let st = app::state(cfg, models, engine, slots);
     if load {
         app::spawn_loading(&st);

@@ -17,9 +17,9 @@ use super::report::{PolicyReport, Sample};
 use super::stats::LatencyHist;
 use super::workload::Workload;
 use crate::control::catalog::LambdaSpec;
-use crate::control::controller::{step, Action, ControlConfig, FleetInstance, SCALE_IN_GUARD};
+use crate::control::controller::{Action, ControlConfig, FleetInstance, SCALE_IN_GUARD};
+use crate::control::cycle::Controller;
 use crate::control::fleet::{self as fleet_ops, Fleet, Instance, InstanceState};
-use crate::control::monitors::{EmergencyGuard, FleetLoad, Monitors};
 
 use super::params::{Policies, SimParams};
 
@@ -54,8 +54,9 @@ struct Sim<'a> {
     lambda_batches: Vec<Option<Vec<f64>>>,
     lambda_free: Vec<usize>,
     hist: LatencyHist,
-    monitors: Monitors,
-    emergency: EmergencyGuard,
+    /// The control cycle `mark serve` runs (mark-rs and MArk as released; its SLO monitor
+    /// feeds nothing else for the other strategies).
+    controller: Controller,
     window_arrivals: u64,
     arrival_rate: f64,
     sample_arrivals: u64,
@@ -190,56 +191,43 @@ impl<'a> Sim<'a> {
         self.types.iter().position(|t| t.spec.name == name)
     }
 
-    fn control(&mut self) {
-        self.monitors.rates.advance(self.now);
+    /// The controller of `mark serve` for the MArk strategies: mark-rs makes before it breaks
+    /// and answers SLO breaches with emergency launches; MArk as released did neither.
+    pub(super) fn controller(p: &SimParams, strategy: Strategy) -> Controller {
         let cfg = ControlConfig {
-            interval_s: self.p.interval_s,
-            horizon: self.p.horizon,
-            min_age_s: self.p.interval_s,
+            interval_s: p.interval_s,
+            horizon: p.horizon,
+            min_age_s: p.interval_s,
             slo: Slo {
-                latency_ms: self.p.slo_ms,
-                attainment_target: self.p.attainment_target,
+                latency_ms: p.slo_ms,
+                attainment_target: p.attainment_target,
             },
-            // mark-rs makes before it breaks; MArk as released terminates the surplus at once
-            scale_in_guard: (self.strategy == Strategy::MarkRs).then_some(SCALE_IN_GUARD),
+            scale_in_guard: (strategy == Strategy::MarkRs).then_some(SCALE_IN_GUARD),
         };
-        let fleet = self.fleet();
-        let history = self.monitors.rates.history.clone();
-        let pol = &mut self.policies;
-        let r = step(
-            self.now,
-            &history,
-            &cfg,
-            &fleet,
-            &self.catalog,
-            &mut |h, iv, n| (pol.predict)(h, iv, n),
-            &mut |f, iv, fl, c, s| (pol.provision)(f, iv, fl, c, s),
-        );
-        if let Ok(s) = r {
-            self.apply(s.actions);
-        }
+        let mark_rs = strategy == Strategy::MarkRs;
+        Controller::new(cfg, p.window_s, p.max_instances, mark_rs)
     }
 
+    /// A rate window ends: the controller's tick for the MArk strategies (the same call as the
+    /// live loop's; arrivals and answers reached its monitors as they happened).
     fn window(&mut self) {
-        self.monitors.rates.advance(self.now);
+        self.controller.monitors.rates.advance(self.now);
         self.arrival_rate = self.window_arrivals as f64 / self.p.window_s;
         self.window_arrivals = 0;
-        if self.strategy == Strategy::MarkRs {
-            let load = FleetLoad::of(
-                self.alive(),
-                &self.fleet(),
-                &self.catalog,
-                self.monitors.rates.recent_peak(),
-            );
-            let emergency = self.emergency.check(
+        if matches!(self.strategy, Strategy::MarkRs | Strategy::MarkReleased) {
+            let fleet = self.fleet();
+            let pol = &mut self.policies;
+            let d = self.controller.on_tick(
                 self.now,
-                &mut self.monitors.slo,
-                load,
-                self.p.max_instances,
+                &fleet,
+                self.instances.iter().filter(|i| i.alive()).count() as u32,
                 &self.catalog,
+                &mut |h, iv, n| (pol.predict)(h, iv, n),
+                &mut |f, iv, fl, c, s| (pol.provision)(f, iv, fl, c, s),
             );
-            if let Some(a) = emergency {
-                self.apply(vec![a]);
+            let actions = d.actions();
+            if !actions.is_empty() {
+                self.apply(actions);
             }
         }
     }
@@ -283,7 +271,10 @@ impl<'a> Sim<'a> {
             met += u64::from(l <= slo);
         }
         self.sample_missed += batch.len() as u64 - met;
-        self.monitors.slo.record(self.now, met, batch.len() as u64);
+        self.controller
+            .monitors
+            .slo
+            .record(self.now, met, batch.len() as u64);
     }
 
     fn start_batch(&mut self, idx: usize, n: usize) {
@@ -448,26 +439,17 @@ impl<'a> Sim<'a> {
                 }
             }
             Ev::Control => {
-                match self.strategy {
-                    Strategy::MarkRs | Strategy::MarkReleased => self.control(),
-                    Strategy::SageMaker => {
-                        let fleet = self.fleet();
-                        let actions = self
-                            .sagemaker
-                            .as_mut()
-                            .expect("sagemaker scaler")
-                            .tick(self.now, &fleet);
-                        self.apply(actions);
-                    }
-                    Strategy::StaticPeak | Strategy::LambdaOnly => {}
-                }
-                let every = if self.strategy == Strategy::SageMaker {
-                    60.0
-                } else {
-                    self.p.interval_s
-                };
-                if self.now + every <= self.duration {
-                    self.at(self.now + every, Ev::Control);
+                // SageMaker's target tracking, every minute (the MArk strategies plan in
+                // `window`, through the controller)
+                let fleet = self.fleet();
+                let actions = self
+                    .sagemaker
+                    .as_mut()
+                    .expect("sagemaker scaler")
+                    .tick(self.now, &fleet);
+                self.apply(actions);
+                if self.now + 60.0 <= self.duration {
+                    self.at(self.now + 60.0, Ev::Control);
                 }
             }
             Ev::Sample => {

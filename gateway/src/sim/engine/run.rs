@@ -45,8 +45,7 @@ pub fn run(
         lambda_batches: Vec::new(),
         lambda_free: Vec::new(),
         hist: LatencyHist::default(),
-        monitors: Monitors::new(p.window_s, p.interval_s),
-        emergency: EmergencyGuard::new(p.interval_s, p.attainment_target),
+        controller: Sim::controller(p, strategy),
         window_arrivals: 0,
         arrival_rate: workload.mean_rate_at(0.0),
         sample_arrivals: 0,
@@ -117,7 +116,9 @@ pub fn run(
         sim.sagemaker = Some(SageMakerScaler::new(&sim.types, p));
     }
     sim.at(p.window_s, Ev::Window);
-    sim.at(p.interval_s.min(60.0), Ev::Control);
+    if strategy == Strategy::SageMaker {
+        sim.at(p.interval_s.min(60.0), Ev::Control);
+    }
     sim.at(p.sample_s, Ev::Sample);
     if let Some((t, _)) = p.mass_interruption {
         sim.at(t, Ev::Mass);
@@ -135,7 +136,7 @@ pub fn run(
                 arrivals.next();
                 sim.now = a;
                 // demand, refused or not, is what the controller forecasts
-                sim.monitors.rates.arrive(a, 1);
+                sim.controller.monitors.rates.arrive(a, 1);
                 if sim.late_at_arrival() {
                     sim.reject(1);
                 } else {

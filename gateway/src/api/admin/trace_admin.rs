@@ -14,10 +14,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use super::admin::{not_allowed, small_json};
-use super::body::ReqBody;
-use super::error::{json_ok, ApiError};
-use super::AppState;
+use super::common::{not_allowed, small_json};
+use crate::api::body::ReqBody;
+use crate::api::error::{json_ok, ApiError};
+use crate::api::AppState;
 
 /// `/admin/v1/trace/{action}`.
 pub async fn route(

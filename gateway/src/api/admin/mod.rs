@@ -1,5 +1,6 @@
 //! Admin API on its own listener: policy hot-reload, rollback, status, staged spot
-//! interruptions of the local fleet, and the operations page (`/admin/`, `api::ops`). Every call
+//! interruptions of the local fleet, and the operations page (`/admin/`, `ops`; helpers in `common`, shadows in `shadow`,
+//! trace recording in `trace_admin`). Every call
 //! needs `Authorization: Bearer <token>` (compared in constant time), or for reads the page's
 //! session cookie; 401 otherwise.
 
@@ -10,15 +11,18 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use super::body::{drain, read_limited, ReqBody};
-use super::error::{json_ok, ApiError};
-
-/// Longest time an admin request body may take to arrive.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-use super::AppState;
-use crate::policy::validate::validate;
+use crate::api::body::ReqBody;
+use crate::api::error::{json_ok, ApiError};
+use crate::api::AppState;
 use crate::policy::PolicyKind;
 use crate::secret::constant_time_eq;
+
+mod common;
+pub mod ops;
+mod shadow;
+mod trace_admin;
+
+use common::{not_allowed, receive, small_json, status_value, unknown_kind};
 
 fn authorized<B>(req: &Request<B>, token: &str) -> bool {
     let Some(v) = req
@@ -105,15 +109,15 @@ pub async fn handle(
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     // the operations page holds no data; signing in sets the cookie that lets it read
     match (path.as_str(), req.method()) {
-        ("admin", &Method::GET | &Method::HEAD) => return super::ops::page(),
+        ("admin", &Method::GET | &Method::HEAD) => return ops::page(),
         ("admin/login", &Method::POST) => {
-            return super::ops::login(&token, req)
+            return ops::login(&token, req)
                 .await
                 .unwrap_or_else(ApiError::into_response)
         }
         _ => {}
     }
-    let by_cookie = reading && super::ops::cookie_matches(req.headers(), &token);
+    let by_cookie = reading && ops::cookie_matches(req.headers(), &token);
     if !token.is_empty() && !authorized(&req, &token) && !by_cookie {
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -133,26 +137,24 @@ pub async fn handle(
             &PolicyKind::ALL.map(|k| state.policies.get(k).status()),
         )),
         (["admin", "v1", "policies", k], &Method::PUT) => match PolicyKind::parse(k) {
-            Some(kind) => match super::shadow::mode(req.uri().query()) {
+            Some(kind) => match shadow::mode(req.uri().query()) {
                 Ok(false) => upload(&state, kind, req).await,
-                Ok(true) => super::shadow::start(&state, kind, req).await,
+                Ok(true) => shadow::start(&state, kind, req).await,
                 Err(e) => Err(e),
             },
             None => Err(unknown_kind(k)),
         },
         (["admin", "v1", "policies", k, "shadow", rest @ ..], m) => match PolicyKind::parse(k) {
-            Some(kind) => super::shadow::route(&state, kind, rest, m).await,
+            Some(kind) => shadow::route(&state, kind, rest, m).await,
             None => Err(unknown_kind(k)),
         },
-        (["admin", "v1", "trace", action], m) => {
-            super::trace_admin::route(&state, action, m, req).await
-        }
+        (["admin", "v1", "trace", action], m) => trace_admin::route(&state, action, m, req).await,
         (["admin", "v1", "policies", k, "rollback"], &Method::POST) => match PolicyKind::parse(k) {
             Some(kind) => rollback(&state, kind),
             None => Err(unknown_kind(k)),
         },
         (["admin", "v1", "status"], &Method::GET) => Ok(status(&state)),
-        (["admin", "v1", "status", "history"], &Method::GET) => Ok(super::ops::history()),
+        (["admin", "v1", "status", "history"], &Method::GET) => Ok(ops::history()),
         (["admin", "v1", "fleet", "interrupt"], &Method::POST) => interrupt(&state, req).await,
         (["admin", "v1", "fleet", "interrupt"], _) => Err(not_allowed(&method, "POST")),
         (["admin", "v1", "policies"], _) => Err(not_allowed(&method, "GET")),
@@ -161,19 +163,6 @@ pub async fn handle(
         _ => Err(ApiError::not_found(format!("no admin route /{path}"))),
     };
     r.unwrap_or_else(ApiError::into_response)
-}
-
-pub(super) fn unknown_kind(k: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "unknown policy kind '{k}'; kinds: batcher, predictor, provisioner"
-    ))
-}
-
-pub(super) fn not_allowed(m: &Method, allowed: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("{m} not allowed here; use {allowed}"),
-    )
 }
 
 async fn upload(
@@ -194,74 +183,6 @@ async fn upload(
         "validate_ms": validate_ms,
         "swap_us": swap_us,
     })))
-}
-
-/// Reads an uploaded component (bounded) and validates it as a `kind` policy: the policy and
-/// the validation time (ms), or 413 / 422 with the reason.
-pub(super) async fn receive(
-    state: &Arc<AppState>,
-    kind: PolicyKind,
-    req: Request<impl ReqBody>,
-) -> Result<(Arc<crate::policy::slot::LoadedPolicy>, f64), ApiError> {
-    let limit = state.engine.limits.max_component_bytes;
-    let too_big = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("component exceeds the upload limit of {limit} bytes"),
-        )
-    };
-    if req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        // Read and discard (bounded) so the client gets the answer instead of a reset.
-        drain(req.into_body(), 4 * limit, BODY_TIMEOUT).await;
-        return Err(too_big());
-    }
-    let bytes = read_limited(req.into_body(), limit, BODY_TIMEOUT, too_big, "upload").await?;
-    let engine = state.engine.clone();
-    let started = Instant::now();
-    let validated =
-        tokio::task::spawn_blocking(move || validate(&engine, &bytes, kind, "admin upload"))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("validation task failed: {e}"),
-                )
-            })?;
-    let policy = validated.map_err(|r| {
-        tracing::warn!(%kind, reason = %r, "refused a policy upload; the running policy stays");
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{kind} policy refused: {r}"),
-        )
-    })?;
-    Ok((policy, started.elapsed().as_secs_f64() * 1e3))
-}
-
-/// An admin call's small JSON body (at most 4 KiB, within the body timeout); an empty body is
-/// `{}`. 413 above the limit, 400 when it is not JSON.
-pub(super) async fn small_json(
-    req: Request<impl ReqBody>,
-    what: &str,
-) -> Result<serde_json::Value, ApiError> {
-    let body = read_limited(
-        req.into_body(),
-        4096,
-        BODY_TIMEOUT,
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body over 4096 bytes"),
-        what,
-    )
-    .await?;
-    if body.is_empty() {
-        return Ok(serde_json::json!({}));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))
 }
 
 /// `POST /admin/v1/fleet/interrupt` with `{"share": 0.8}`: stages a spot interruption of that
@@ -311,39 +232,6 @@ fn rollback(state: &AppState, kind: PolicyKind) -> Result<Response<Full<Bytes>>,
 
 fn status(state: &AppState) -> Response<Full<Bytes>> {
     json_ok(&status_value(state))
-}
-
-/// What `GET /admin/v1/status` answers.
-pub(super) fn status_value(state: &AppState) -> serde_json::Value {
-    let models: Vec<serde_json::Value> = state
-        .models
-        .values()
-        .map(|m| {
-            // the provider the sessions got: "cuda" configured may have fallen back to "cpu"
-            let provider = m.loaded().map(|l| format!("{:?}", l.provider).to_lowercase());
-            // cumulative since start: the operations page takes differences between polls
-            let (latency, batches, items) = m.loaded().map_or((vec![], 0, 0.0), |l| {
-                let mm = &l.metrics;
-                let b = mm.batch_size.count();
-                let buckets: Vec<(Option<f64>, u64)> = mm
-                    .latency
-                    .buckets()
-                    .into_iter()
-                    .map(|(le, n)| (le.is_finite().then_some(le * 1e3), n))
-                    .collect();
-                (buckets, b, mm.batch_size.mean() * b as f64)
-            });
-            serde_json::json!({"name": m.name, "state": format!("{:?}", m.state()), "slo_ms": m.cfg.slo_ms, "max_batch_size": m.max_batch(), "batching": m.loaded().map(|l| &l.batching), "execution_provider": provider,
-                "latency_live": m.loaded().map(|l| l.metrics.live.points()),
-                "backend_slowdown": m.loaded().map(|l| l.metrics.remote_slowdown.snapshot().into_iter().map(|(b, f, n)| serde_json::json!({"backend": b, "slowdown": f, "calls": n})).collect::<Vec<_>>()),
-                "latency_buckets_ms": latency, "batches": batches, "batch_items": items.round()})
-        })
-        .collect();
-    serde_json::json!({
-        "models": models,
-        "policies": PolicyKind::ALL.map(|k| state.policies.get(k).status()),
-        "control": state.control.get().map(|c| c.lock().expect("status lock").clone()),
-    })
 }
 
 #[cfg(test)]

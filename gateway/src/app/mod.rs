@@ -2,7 +2,6 @@
 //! the data-plane and admin listeners.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -13,59 +12,12 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::policy::caller::PolicyCaller;
-use crate::policy::engine::{PolicyEngine, PolicyLimits};
+use crate::policy::engine::PolicyEngine;
 use crate::policy::slot::PolicySlots;
-use crate::policy::validate::validate;
-use crate::policy::PolicyKind;
 
-/// The default policy component (the `mark-policies` crate built for wasm by `build.rs`).
-pub static DEFAULT_POLICIES_WASM: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/mark-default.wasm"));
-
-/// Policy settings of `mark serve`.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyOptions {
-    /// Limits and deadlines.
-    pub limits: PolicyLimits,
-    /// Components to load at start, by kind (they replace the default component for that kind).
-    pub load: Vec<(PolicyKind, PathBuf)>,
-    /// Run the native defaults instead of loading `mark-default.wasm`.
-    pub native_only: bool,
-}
-
-/// Parses a `--policy KIND=FILE.wasm` flag.
-pub fn parse_policy(s: &str) -> Result<(PolicyKind, PathBuf), String> {
-    let (k, f) = s.split_once('=').ok_or("expected KIND=FILE.wasm")?;
-    let kind = PolicyKind::parse(k)
-        .ok_or_else(|| format!("unknown policy kind '{k}' (batcher, predictor, provisioner)"))?;
-    Ok((kind, PathBuf::from(f)))
-}
-
-/// Builds the engine and slots and loads the start-up policies. Errors name the file and reason.
-pub fn policies(opts: &PolicyOptions) -> anyhow::Result<(Arc<PolicyEngine>, Arc<PolicySlots>)> {
-    let engine = PolicyEngine::new(opts.limits.clone())?;
-    let slots = Arc::new(PolicySlots::new(opts.limits.rollback_after));
-    if !opts.native_only {
-        for kind in PolicyKind::ALL {
-            let p = validate(
-                &engine,
-                DEFAULT_POLICIES_WASM,
-                kind,
-                "embedded mark-default.wasm",
-            )
-            .map_err(|e| anyhow::anyhow!("embedded default {kind} policy: {e}"))?;
-            slots.get(kind).install(p);
-        }
-    }
-    for (kind, path) in &opts.load {
-        let bytes = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("--policy {kind}={}: {e}", path.display()))?;
-        let p = validate(&engine, &bytes, *kind, &path.display().to_string())
-            .map_err(|e| anyhow::anyhow!("--policy {kind}={}: {e}", path.display()))?;
-        slots.get(*kind).install(p);
-    }
-    Ok((engine, slots))
-}
+pub mod commands;
+pub mod profile_cmd;
+pub mod serve_cmd;
 
 /// Builds the state for `models`.
 pub fn state(
@@ -142,7 +94,7 @@ pub async fn serve(
     });
     if let Some((admin_listener, token)) = admin {
         // the operations page's backlog: status samples every 2 s
-        tokio::spawn(crate::api::ops::sample(state.clone()));
+        tokio::spawn(crate::api::admin::ops::sample(state.clone()));
         let st = state.clone();
         let token: Arc<str> = token.into();
         let handler = move |req| admin::handle(st.clone(), token.clone(), req);

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 
-use super::body::{read_limited, ReqBody};
-use super::error::ApiError;
+use crate::api::body::{read_limited, ReqBody};
+use crate::api::error::ApiError;
 use crate::secret::constant_time_eq;
 
 /// The page.
@@ -180,12 +180,12 @@ fn chart_fields(st: serde_json::Value) -> serde_json::Value {
 
 /// Samples the status every 2 s into the history (runs beside the admin listener), so a page
 /// opened now draws the last 10 minutes at once instead of starting empty.
-pub async fn sample(state: std::sync::Arc<super::AppState>) {
+pub async fn sample(state: std::sync::Arc<crate::api::AppState>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let v = chart_fields(super::admin::status_value(&state));
+        let v = chart_fields(super::common::status_value(&state));
         let mut h = HISTORY.lock().expect("history lock");
         if h.len() == HISTORY_LEN {
             h.pop_front();
@@ -196,7 +196,7 @@ pub async fn sample(state: std::sync::Arc<super::AppState>) {
 
 /// `GET /admin/v1/status/history`: the samples, oldest first.
 pub fn history() -> Response<Full<Bytes>> {
-    super::error::json_ok(&*HISTORY.lock().expect("history lock"))
+    crate::api::error::json_ok(&*HISTORY.lock().expect("history lock"))
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
 
-use super::admin::{not_allowed, receive};
-use super::body::ReqBody;
-use super::error::{json_ok, ApiError};
-use super::AppState;
+use super::common::{not_allowed, receive};
+use crate::api::body::ReqBody;
+use crate::api::error::{json_ok, ApiError};
+use crate::api::AppState;
 use crate::policy::shadow::Shadow;
 use crate::policy::PolicyKind;
 

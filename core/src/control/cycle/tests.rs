@@ -1,0 +1,264 @@
+//! The controller driven with a scripted fleet: plans on the interval, plans out of cycle after
+//! an emergency, takes over at once, and spreads a late tick's arrivals over the time it covers.
+
+use mark_policies::types::{InstanceType, Market, Slo};
+
+use super::*;
+
+fn catalog() -> Vec<InstanceType> {
+    vec![InstanceType {
+        name: "c".into(),
+        vcpus: 2,
+        gpus: 0,
+        memory_gib: 4.0,
+        price_on_demand: 0.1,
+        price_spot: 0.0,
+        launch_seconds: 60.0,
+        capacity_rps: 50.0,
+        burstable: false,
+    }]
+}
+
+fn cfg() -> ControlConfig {
+    ControlConfig {
+        slo: Slo {
+            latency_ms: 100.0,
+            attainment_target: 0.99,
+        },
+        ..ControlConfig::default()
+    }
+}
+
+fn ready(id: &str) -> FleetInstance {
+    FleetInstance {
+        id: id.into(),
+        instance_type: "c".into(),
+        market: Market::OnDemand,
+        launched_at: 0.0,
+        ready: true,
+        in_flight: 0,
+    }
+}
+
+fn tick(c: &mut Controller, now: f64, fleet: &[FleetInstance]) -> Decision {
+    c.on_tick(
+        now,
+        fleet,
+        fleet.len() as u32,
+        &catalog(),
+        &mut |h, i, n| mark_policies::predictor::predict(h, i, n),
+        &mut |f, i, fl, cat, slo| mark_policies::provisioner::provision(f, i, fl, cat, slo),
+    )
+}
+
+fn window(arrived: u64, missed: u64) -> Outcomes {
+    Outcomes {
+        arrived,
+        done: arrived,
+        missed,
+    }
+}
+
+fn launched(d: &Decision) -> u32 {
+    Action::launches(&d.actions()).iter().map(|l| l.2).sum()
+}
+
+#[test]
+fn plans_every_interval_on_the_peak_history() {
+    let mut c = Controller::new(cfg(), 5.0, 10, true);
+    let fleet = [ready("a")];
+    for k in 1..=24 {
+        let now = 5.0 * f64::from(k);
+        c.on_window(now, window(500, 0)); // 100 req/s, all met
+        let d = tick(&mut c, now, &fleet);
+        assert!(d.emergency.is_none(), "attainment is 1.0: no emergency");
+        if k % 12 == 0 {
+            let s = d
+                .step
+                .as_ref()
+                .expect("a plan at the interval")
+                .as_ref()
+                .unwrap();
+            assert_eq!(d.history.last().copied(), Some(100.0));
+            assert!(s.forecast[0] >= 100.0, "{:?}", s.forecast);
+            assert!(
+                launched(&d) >= 1,
+                "one instance of 50 req/s does not cover 100"
+            );
+        } else {
+            assert!(d.step.is_none(), "no plan inside the interval (t = {now})");
+        }
+    }
+}
+
+#[test]
+fn an_emergency_launches_and_plans_out_of_cycle() {
+    let mut c = Controller::new(cfg(), 5.0, 10, true);
+    let fleet = [ready("a")];
+    c.on_window(5.0, window(500, 0));
+    assert!(tick(&mut c, 5.0, &fleet).step.is_none());
+    // half the requests miss while demand (100 req/s) is twice the capacity (50)
+    c.on_window(10.0, window(500, 250));
+    let d = tick(&mut c, 10.0, &fleet);
+    assert!(d.emergency.is_some(), "{d:?}");
+    assert!(d.step.is_some(), "the emergency plans at once");
+    assert_eq!(
+        d.history,
+        vec![100.0],
+        "before an interval closed: the open peak"
+    );
+    assert_eq!(c.emergencies(), 1);
+    // the next plan comes an interval after the out-of-cycle one
+    c.on_window(15.0, window(500, 0));
+    assert!(tick(&mut c, 15.0, &fleet).step.is_none());
+    assert!(tick(&mut c, 70.0, &fleet).step.is_some());
+    // MArk as released had no emergency
+    let mut released = Controller::new(cfg(), 5.0, 10, false);
+    released.on_window(5.0, window(500, 250));
+    released.on_window(10.0, window(500, 250));
+    let d = tick(&mut released, 10.0, &fleet);
+    assert!(d.emergency.is_none() && d.step.is_none());
+}
+
+#[test]
+fn a_new_leader_plans_at_once() {
+    let mut c = Controller::new(cfg(), 5.0, 10, true);
+    c.on_window(5.0, window(200, 0));
+    c.plan_now(5.0);
+    let d = tick(&mut c, 5.0, &[]);
+    assert!(d.step.is_some());
+    assert_eq!(d.history, vec![40.0]);
+    assert!(tick(&mut c, 10.0, &[]).step.is_none());
+}
+
+#[test]
+fn a_late_tick_spreads_its_arrivals_over_the_time_it_covers() {
+    // 10 req/s throughout; the loop was held for 60 s by a slow cloud call
+    let mut c = Controller::new(cfg(), 5.0, 10, true);
+    c.on_window(5.0, window(50, 0));
+    c.on_window(65.0, window(600, 0));
+    assert!(
+        (c.monitors.rates.recent_peak() - 10.0).abs() < 1e-9,
+        "peak {} (all in one window would read 120)",
+        c.monitors.rates.recent_peak()
+    );
+    assert_eq!(c.monitors.rates.history, vec![10.0]);
+    // an on-time tick still counts its window as measured
+    c.on_window(70.0, window(150, 0));
+    c.on_window(75.0, window(0, 0));
+    assert!((c.monitors.rates.current_peak() - 30.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_window_of_counters_feeds_the_monitors() {
+    let before = Outcomes::default();
+    // 120 arrived, 100 answered (5 late), 15 refused at admission, 5 expired in the queue
+    let now = Outcomes::from_counts(120, 100, 5, 15, 5);
+    assert_eq!(
+        now,
+        Outcomes {
+            arrived: 120,
+            done: 120,
+            missed: 25
+        }
+    );
+    let mut c = Controller::new(cfg(), 5.0, 10, true);
+    c.on_window(5.0, now.since(before));
+    let a = c.monitors.slo.attainment(5.0).unwrap();
+    assert!((a - 95.0 / 120.0).abs() < 1e-9, "{a}");
+    // 120 arrivals in the first 5 s window: a peak of 24/s
+    assert!((c.monitors.history()[0] - 24.0).abs() < 1e-9);
+}
+
+fn pending(id: &str, ty: &str, at: f64) -> FleetInstance {
+    FleetInstance {
+        id: id.into(),
+        instance_type: ty.into(),
+        market: Market::OnDemand,
+        launched_at: at,
+        ready: false,
+        in_flight: 0,
+    }
+}
+
+#[test]
+fn a_launch_that_never_boots_is_terminated_not_counted_and_its_type_backed_off() {
+    // type c boots in 60 s: the deadline is 3 x 60 + 60 = 240 s after the launch
+    let mut cat = catalog();
+    let mut other = cat[0].clone();
+    other.name = "d".into();
+    other.price_on_demand = 0.2;
+    cat.push(other);
+    let mut c = Controller::new(cfg(), 5.0, 10, true);
+    let provision =
+        |f: &[f64], i: f64, fl: &[mark_policies::types::FleetEntry], cat: &[InstanceType], s| {
+            mark_policies::provisioner::provision(f, i, fl, cat, s)
+        };
+    let tick = |c: &mut Controller, now: f64, fleet: &[FleetInstance]| {
+        c.on_window(now, window(200, 0)); // 40 req/s: one instance of 50
+        c.on_tick(
+            now,
+            fleet,
+            fleet.len() as u32,
+            &cat,
+            &mut |h, i, n| mark_policies::predictor::predict(h, i, n),
+            &mut |f, i, fl, cat, s| provision(f, i, fl, cat, s),
+        )
+    };
+    let stuck = [pending("p1", "c", 0.0)];
+    for k in 1..=48 {
+        let d = tick(&mut c, 5.0 * f64::from(k), &stuck);
+        assert!(d.reaped.is_empty(), "within the deadline (t = {})", 5 * k);
+    }
+    let d = tick(&mut c, 245.0, &stuck);
+    assert_eq!(d.reaped, vec![Action::Terminate { id: "p1".into() }]);
+    assert_eq!((c.launches.failures, c.launches.overdue), (1, 1));
+    // still listed (the termination lags): asked again only after an interval, counted once
+    assert!(tick(&mut c, 250.0, &stuck).reaped.is_empty());
+    assert_eq!(tick(&mut c, 310.0, &stuck).reaped.len(), 1);
+    assert_eq!(c.launches.failures, 1);
+    // not capacity: the next plan launches a replacement of the cheaper type c
+    let d = tick(&mut c, 370.0, &stuck);
+    let s = d.step.expect("a plan").unwrap();
+    assert_eq!(
+        Action::launches(&s.actions),
+        vec![("c", Market::OnDemand, 1)]
+    );
+    // the replacement fails too: c is backed off and the plan takes d
+    let stuck2 = [pending("p2", "c", 370.0)];
+    let d = tick(&mut c, 615.0, &stuck2);
+    assert_eq!(d.reaped.len(), 1);
+    assert_eq!(c.launches.backed_off(615.0).len(), 1);
+    c.plan_now(620.0);
+    let d = tick(&mut c, 620.0, &[]);
+    let s = d.step.expect("a plan").unwrap();
+    assert_eq!(
+        Action::launches(&s.actions),
+        vec![("d", Market::OnDemand, 1)]
+    );
+    // after the back-off c is planned again; a c that serves clears its record
+    // (plans every interval from 620: 680, ..., 1160 inside the back-off, 1220 after it)
+    let mut last = Vec::new();
+    for k in 125..=244 {
+        let now = 5.0 * f64::from(k);
+        if let Some(Ok(s)) = tick(&mut c, now, &[]).step {
+            let l: Vec<(String, Market, u32)> = Action::launches(&s.actions)
+                .into_iter()
+                .map(|(t, m, n)| (t.to_string(), m, n))
+                .collect();
+            last.push((now, l));
+        }
+    }
+    for (t, l) in &last {
+        let ty = if *t < 1215.0 { "d" } else { "c" };
+        assert_eq!(
+            l,
+            &vec![(ty.to_string(), Market::OnDemand, 1)],
+            "plan at {t}"
+        );
+    }
+    let mut ok = ready("r1");
+    ok.launched_at = 1300.0;
+    tick(&mut c, 1400.0, &[ok]);
+    assert!(c.launches.backed_off(1400.0).is_empty());
+}

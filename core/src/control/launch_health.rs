@@ -1,0 +1,121 @@
+//! Launches that never become ready. On a real cloud a launch can succeed and the instance never
+//! serve (a broken image, a security group that blocks the worker port, a model that fails to
+//! load): it stays pending, billed, and — counted as capacity on its way — it would keep the plan
+//! and the emergency guard from replacing it. Every pending instance gets a deadline of three times
+//! its type's launch time plus a margin; one that misses it is terminated, counted as a launch
+//! failure and no longer counted as capacity, and a type whose launches keep failing is left out
+//! of the plans for a while (10 min after the second failure in a row, doubling up to 2 h).
+
+use std::collections::BTreeMap;
+
+use mark_policies::types::InstanceType;
+
+use super::controller::{Action, FleetInstance};
+
+/// Added to three launch times for the pending deadline, seconds.
+pub const PENDING_MARGIN_S: f64 = 60.0;
+/// Failures in a row of one type before it is left out of plans.
+pub const BACKOFF_AFTER: u32 = 2;
+/// First back-off, seconds (doubles with every further failure).
+pub const BACKOFF_S: f64 = 600.0;
+/// Longest back-off, seconds.
+pub const MAX_BACKOFF_S: f64 = 7200.0;
+
+/// How long an instance of a type that boots in `launch_seconds` may stay pending.
+pub fn pending_deadline_s(launch_seconds: f64) -> f64 {
+    3.0 * launch_seconds.max(1.0) + PENDING_MARGIN_S
+}
+
+#[derive(Debug, Clone, Default)]
+struct TypeRecord {
+    in_a_row: u32,
+    last_failure: f64,
+    until: f64,
+}
+
+/// The launches' health as the controller tracks it.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchHealth {
+    /// Launches that never became ready, in all.
+    pub failures: u64,
+    /// Pending instances past their deadline in the last check.
+    pub overdue: u32,
+    reaped: BTreeMap<String, f64>,
+    types: BTreeMap<String, TypeRecord>,
+}
+
+impl LaunchHealth {
+    /// Checks `fleet` at `now`: the instances that count as capacity (overdue pending ones do
+    /// not), and the terminations of overdue ones (asked again every `retry_s` while the cloud
+    /// still lists them).
+    pub fn check(
+        &mut self,
+        now: f64,
+        fleet: &[FleetInstance],
+        catalog: &[InstanceType],
+        retry_s: f64,
+    ) -> (Vec<FleetInstance>, Vec<Action>) {
+        let launch_s = |ty: &str| {
+            catalog
+                .iter()
+                .find(|t| t.name == ty)
+                .map_or(300.0, |t| t.launch_seconds)
+        };
+        let (mut counted, mut reap) = (Vec::with_capacity(fleet.len()), Vec::new());
+        self.overdue = 0;
+        for i in fleet {
+            if i.ready {
+                let r = self.types.entry(i.instance_type.clone()).or_default();
+                if i.launched_at > r.last_failure {
+                    // a launch after the last failure serves: the type boots again
+                    r.in_a_row = 0;
+                    r.until = 0.0;
+                }
+                counted.push(i.clone());
+                continue;
+            }
+            if now - i.launched_at <= pending_deadline_s(launch_s(&i.instance_type)) {
+                counted.push(i.clone());
+                continue;
+            }
+            self.overdue += 1;
+            match self.reaped.get(&i.id) {
+                None => {
+                    self.failures += 1;
+                    let r = self.types.entry(i.instance_type.clone()).or_default();
+                    r.in_a_row += 1;
+                    r.last_failure = now;
+                    if r.in_a_row >= BACKOFF_AFTER {
+                        let k = f64::from(r.in_a_row - BACKOFF_AFTER);
+                        r.until = now + (BACKOFF_S * 2f64.powf(k)).min(MAX_BACKOFF_S);
+                    }
+                }
+                Some(&asked) if now - asked < retry_s => continue,
+                Some(_) => {}
+            }
+            self.reaped.insert(i.id.clone(), now);
+            reap.push(Action::Terminate { id: i.id.clone() });
+        }
+        self.reaped
+            .retain(|id, _| fleet.iter().any(|i| &i.id == id));
+        (counted, reap)
+    }
+
+    /// The types a plan may use at `now`: those not backed off.
+    pub fn usable(&self, now: f64, catalog: &[InstanceType]) -> Vec<InstanceType> {
+        catalog
+            .iter()
+            .filter(|t| self.types.get(&t.name).is_none_or(|r| now >= r.until))
+            .cloned()
+            .collect()
+    }
+
+    /// Types backed off at `now`, with the time their back-off ends.
+    pub fn backed_off(&self, now: f64) -> Vec<(String, f64)> {
+        self.types
+            .iter()
+            .filter(|(_, r)| now < r.until)
+            .map(|(t, r)| (t.clone(), r.until))
+            .collect()
+    }
+}

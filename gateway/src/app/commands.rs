@@ -1,0 +1,52 @@
+//! The small subcommands' bodies: `mark worker` (a `mark serve` for one fleet instance),
+//! `mark lambda` (the function's runtime loop) and `mark bench` (the load generator).
+
+use std::path::PathBuf;
+
+use crate::cli::{BenchArgs, ServeArgs};
+use crate::config::ServerConfig;
+use crate::failure::{runtime, Failure};
+use crate::policy::startup::{policies, PolicyOptions};
+
+use super::serve_cmd::{load_repo, Serve};
+
+/// `mark worker`: waits `start_delay` seconds (the local cloud's stand-in for boot time), then
+/// serves the repository as a fleet instance.
+pub fn worker(
+    model_repo: PathBuf,
+    listen: std::net::SocketAddr,
+    start_delay: f64,
+    ort_lib: Option<PathBuf>,
+) -> Result<(), Failure> {
+    if start_delay > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(start_delay));
+    }
+    Serve::from_args(ServeArgs::for_worker(model_repo, listen, ort_lib))?.run()
+}
+
+/// `mark lambda`: the Lambda runtime loop over the repository, with the native policies.
+pub fn lambda(model_repo: PathBuf, ort_lib: Option<PathBuf>) -> Result<(), Failure> {
+    let cfg = ServerConfig {
+        model_repo,
+        ..ServerConfig::default()
+    };
+    let models = load_repo(&cfg.model_repo, ort_lib.as_deref())?;
+    let popts = PolicyOptions {
+        native_only: true,
+        ..PolicyOptions::default()
+    };
+    let (engine, slots) = policies(&popts).map_err(Failure::failed)?;
+    runtime()?
+        .block_on(async {
+            let state = super::state(cfg, models, engine, slots);
+            crate::lambda_function::run(state).await
+        })
+        .map_err(|e| Failure::failed(format!("lambda runtime: {e}")))
+}
+
+/// `mark bench`.
+pub fn bench(args: BenchArgs) -> Result<(), Failure> {
+    runtime()?
+        .block_on(crate::loadgen::run(args))
+        .map_err(Failure::failed)
+}

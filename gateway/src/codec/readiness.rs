@@ -1,0 +1,86 @@
+//! A fleet worker's readiness as a client reads it: its load header (`x-mark-load`), whether a
+//! refusal means "saturated, not now" or "broken", and the liveness probe the gateway and the
+//! cloud drivers use (an instance runs when our worker answers with its models ready, not when
+//! a port accepts a connection).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The HTTP client the probes use.
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// Deadline of one probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The worker's load header on an answer, when it is a number.
+pub fn load_of<B>(resp: &http::Response<B>) -> Option<f64> {
+    resp.headers()
+        .get("x-mark-load")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|l| l.is_finite() && *l >= 0.0)
+}
+
+/// A refusal is "not now" only when the worker says it is saturated: 503 with a load of at
+/// least 1. A 503 without it (a model that failed to load, a worker stopping) is a failure: the
+/// worker leaves the rotation and is replaced if it stays so.
+pub fn refusal_is_saturation(status: http::StatusCode, load: Option<f64>) -> bool {
+    status == http::StatusCode::SERVICE_UNAVAILABLE && load.is_some_and(|l| l >= 1.0)
+}
+
+/// `GET /v2/health/ready` on `addr` within the probe deadline: alive (see [`alive`]).
+pub async fn probe_alive(client: &HttpClient, addr: &str) -> bool {
+    let uri = format!("http://{addr}/v2/health/ready");
+    match hyper::Request::get(uri).body(Full::new(Bytes::new())) {
+        Ok(req) => tokio::time::timeout(PROBE_TIMEOUT, client.request(req))
+            .await
+            .is_ok_and(|resp| resp.is_ok_and(|resp| alive(&resp))),
+        Err(_) => false,
+    }
+}
+
+/// Whether a fleet instance at `addr` serves: its worker is alive (its models loaded), not
+/// merely accepting TCP connections. The cloud drivers report an instance running only then.
+pub async fn serves(addr: &str) -> bool {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    probe_alive(&client, addr).await
+}
+
+/// Liveness from a readiness answer: ready, or refusing only because it is saturated (a busy
+/// worker at peak is alive and must not be terminated for it).
+pub fn alive<B>(resp: &http::Response<B>) -> bool {
+    resp.status().is_success() || refusal_is_saturation(resp.status(), load_of(resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_saturated_worker_refuses_for_now() {
+        let busy = http::StatusCode::SERVICE_UNAVAILABLE;
+        assert!(refusal_is_saturation(busy, Some(1.0)));
+        assert!(refusal_is_saturation(busy, Some(3.5)));
+        // a model that failed to load answers 503 with no load (or a load below 1)
+        assert!(!refusal_is_saturation(busy, None));
+        assert!(!refusal_is_saturation(busy, Some(0.0)));
+        assert!(!refusal_is_saturation(
+            http::StatusCode::BAD_GATEWAY,
+            Some(2.0)
+        ));
+        let answer = |status: u16, load: Option<&str>| {
+            let mut r = http::Response::builder().status(status);
+            if let Some(l) = load {
+                r = r.header("x-mark-load", l);
+            }
+            r.body(()).unwrap()
+        };
+        assert!(alive(&answer(200, Some("0.000"))));
+        assert!(alive(&answer(503, Some("1.250"))), "saturated is alive");
+        assert!(!alive(&answer(503, None)), "models not ready");
+        assert!(!alive(&answer(503, Some("0.000"))));
+        assert!(!alive(&answer(404, None)), "not our worker");
+    }
+}
