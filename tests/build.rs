@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-#[path = "../gateway/guest_build.rs"]
+#[path = "../policy-host/guest_build.rs"]
 mod guest_build;
 
 fn main() {
@@ -16,7 +16,7 @@ fn main() {
         "examples/aimd-batcher",
         "sdk",
         "wit",
-        "gateway/guest_build.rs",
+        "policy-host/guest_build.rs",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }

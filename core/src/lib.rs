@@ -11,10 +11,12 @@
 //! - `spill`: when and how much to spill to Lambda.
 //! - `clock`: the wall clock, and loop time vs the cloud's wall-clock stamps.
 //! - `error`: the configuration error every parser here returns.
+//! - `secret`: comparing secrets in constant time.
 
 pub mod admission;
 pub mod clock;
 pub mod control;
 pub mod error;
 pub mod profile;
+pub mod secret;
 pub mod spill;

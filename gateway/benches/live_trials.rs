@@ -37,12 +37,13 @@ fn per_call(label: &str, calls: u32, mut f: impl FnMut(u32)) -> f64 {
 
 fn main() {
     let calls = 200_000;
+    let tracing = mark_gateway::trace::Tracing::default();
     per_call("trace::arrival, nothing recording", calls, |i| {
-        mark_gateway::trace::arrival("mlp", 1 + i % 2)
+        tracing.arrival("mlp", 1 + i % 2)
     });
     let dir = std::env::temp_dir().join(format!("mark-bench-trace-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    mark_gateway::trace::start(&dir, 1 << 30).expect("recording starts");
+    tracing.start(&dir, 1 << 30).expect("recording starts");
     // paced like a busy gateway: the writer drains every 10 ms and a 65,536-record buffer;
     // 200k in one go would overflow it and measure the drop path instead
     let mut on = f64::INFINITY;
@@ -50,11 +51,11 @@ fn main() {
         on = on.min(per_call(
             "trace::arrival, recording (x5 rounds)",
             10_000,
-            |i| mark_gateway::trace::arrival("mlp", 1 + i % 2),
+            |i| tracing.arrival("mlp", 1 + i % 2),
         ));
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let st = mark_gateway::trace::stop().expect("was recording");
+    let st = tracing.stop().expect("was recording");
     println!(
         "  recorded {} records, {} bytes, {} dropped; best {on:.1} ns per arrival",
         st.records, st.bytes, st.dropped

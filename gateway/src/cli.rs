@@ -6,13 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use crate::app::policy_cmd::PolicyCmd;
 pub use crate::app::profile_cmd::ProfileArgs;
 use crate::autoscale::AutoscaleOptions;
 use crate::cloud::ec2::Ec2Options;
 use crate::control::catalog::Catalog;
 use crate::exec::lambda_client::LambdaOptions;
 pub use crate::loadgen::BenchArgs;
-pub use crate::policy::commands::PolicyCmd;
 use crate::policy::PolicyKind;
 
 /// Flags of `mark serve` (and of `mark worker`, which serves with native policies, no admin

@@ -63,7 +63,7 @@ pub async fn handle(state: &AppState, req: LambdaRequest) -> Result<LambdaRespon
     let body = b64
         .decode(req.body.as_bytes())
         .map_err(|e| format!("400 Bad Request: body is not base64: {e}"))?;
-    let enc = v2::infer_body(model, Bytes::from(body), req.header_length)
+    let enc = v2::infer_body(state, model, Bytes::from(body), req.header_length)
         .await
         .map_err(|e| format!("{}: {}", e.status, e.message))?;
     Ok(LambdaResponse {

@@ -52,7 +52,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             ort_lib,
         } => commands::lambda(model_repo, ort_lib),
         Cmd::Profile(a) => mark_gateway::app::profile_cmd::run(a),
-        Cmd::Policy(c) => mark_gateway::policy::commands::run(c),
+        Cmd::Policy(c) => mark_gateway::app::policy_cmd::run(c),
         Cmd::Simulate(a) => mark_gateway::sim::cli::run(a).map_err(|e| match e {
             SimulateError::Input(reason) => Failure::Config(reason),
             e @ SimulateError::Output(_) => Failure::failed(e),

@@ -184,6 +184,20 @@ impl ChangeBudget {
         Self::left(&mut self.terminated, u32::MAX, now);
         self.terminated.len() as u32
     }
+
+    /// Takes the launches of the last hour from the cloud (`launched_at` of the instances it
+    /// lists) when it knows of more than this process made: a restart or a change of leader must
+    /// not reset the hour's budget. (Terminated instances leave the listing, so this is a floor.)
+    pub fn adopt_launches(&mut self, launched_at: impl Iterator<Item = f64>, now: f64) {
+        Self::left(&mut self.launched, u32::MAX, now);
+        let mut recent: Vec<f64> = launched_at
+            .filter(|&t| t > now - 3600.0 && t <= now)
+            .collect();
+        if recent.len() > self.launched.len() {
+            recent.sort_by(f64::total_cmp);
+            self.launched = recent.into();
+        }
+    }
 }
 
 impl Default for ChangeBudget {
@@ -419,5 +433,18 @@ mod tests {
     fn billing_has_a_one_minute_minimum() {
         assert_eq!(billed_seconds(5.0), 60.0);
         assert_eq!(billed_seconds(61.5), 61.5);
+    }
+
+    #[test]
+    fn the_hours_launch_budget_survives_a_restart() {
+        // a new process (or leader) sees 4 instances the cloud launched in the last hour and one
+        // older: 4 of its 5 launches are spent
+        let mut b = ChangeBudget::new(5, 5);
+        b.adopt_launches([100.0, 3000.0, 3100.0, 3200.0, 3300.0].into_iter(), 3800.0);
+        assert_eq!(b.launches_in_hour(3800.0), 4);
+        assert!(!ChangeBudget::left(&mut b.launched, 4, 3800.0));
+        // what this process counted itself is kept when the cloud lists fewer
+        b.adopt_launches([3300.0].into_iter(), 3800.0);
+        assert_eq!(b.launches_in_hour(3800.0), 4);
     }
 }

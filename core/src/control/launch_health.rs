@@ -2,7 +2,7 @@
 //! serve (a broken image, a security group that blocks the worker port, a model that fails to
 //! load): it stays pending, billed, and — counted as capacity on its way — it would keep the plan
 //! and the emergency guard from replacing it. Every pending instance gets a deadline of three times
-//! its type's launch time plus a margin; one that misses it is terminated, counted as a launch
+//! its type's launch time (checked every rate window); one that misses it is terminated, counted as a launch
 //! failure and no longer counted as capacity, and a type whose launches keep failing is left out
 //! of the plans for a while (10 min after the second failure in a row, doubling up to 2 h).
 
@@ -12,8 +12,8 @@ use mark_policies::types::InstanceType;
 
 use super::controller::{Action, FleetInstance};
 
-/// Added to three launch times for the pending deadline, seconds.
-pub const PENDING_MARGIN_S: f64 = 60.0;
+/// Launch times a pending instance may take before it counts as failed.
+pub const PENDING_LAUNCH_TIMES: f64 = 3.0;
 /// Failures in a row of one type before it is left out of plans.
 pub const BACKOFF_AFTER: u32 = 2;
 /// First back-off, seconds (doubles with every further failure).
@@ -23,7 +23,7 @@ pub const MAX_BACKOFF_S: f64 = 7200.0;
 
 /// How long an instance of a type that boots in `launch_seconds` may stay pending.
 pub fn pending_deadline_s(launch_seconds: f64) -> f64 {
-    3.0 * launch_seconds.max(1.0) + PENDING_MARGIN_S
+    PENDING_LAUNCH_TIMES * launch_seconds.max(1.0)
 }
 
 #[derive(Debug, Clone, Default)]

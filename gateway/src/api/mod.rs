@@ -45,4 +45,8 @@ pub struct AppState {
     /// Set on SIGTERM: readiness fails (the load balancer stops sending) before the listeners
     /// stop accepting.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The trace recording (`--record-trace`, `/admin/v1/trace/*`).
+    pub trace: Arc<crate::trace::Tracing>,
+    /// The operations page's status samples (`/admin/v1/status/history`).
+    pub ops_history: crate::api::admin::ops::History,
 }

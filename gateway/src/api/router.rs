@@ -111,7 +111,9 @@ fn metrics(state: &AppState) -> Response<Full<Bytes>> {
     let text = render(vec![
         Box::new(Collected(state.metrics.clone())),
         Box::new(Collected(state.policies.clone())),
-        Box::new(Collected(std::sync::Arc::new(crate::trace::TraceMetrics))),
+        Box::new(Collected(std::sync::Arc::new(crate::trace::TraceMetrics(
+            state.trace.clone(),
+        )))),
     ]);
     Response::builder()
         .header(header::CONTENT_TYPE, CONTENT_TYPE)

@@ -214,7 +214,7 @@ async fn infer_inner(
                 l.metrics
                     .arrived_items
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                crate::trace::arrival(&model.name, 1);
+                state.trace.arrival(&model.name, 1);
                 return Err(e);
             }
         }
@@ -236,7 +236,7 @@ async fn infer_inner(
         "request body",
     )
     .await?;
-    let enc = infer_body(model, body, hlen).await?;
+    let enc = infer_body(state, model, body, hlen).await?;
     let mut b = Response::builder().status(StatusCode::OK);
     b = match enc.header_len {
         Some(n) => b
@@ -277,6 +277,7 @@ const DECODE_OFF_THREAD_BYTES: usize = 256 << 10;
 /// Decodes, admits, queues and answers one v2 request body for `model` (the in-process path the
 /// HTTP handler and `mark lambda` share).
 pub async fn infer_body(
+    state: &AppState,
     model: &Model,
     body: Bytes,
     header_len: Option<usize>,
@@ -294,7 +295,7 @@ pub async fn infer_body(
     } else {
         decode(&body, header_len)?
     };
-    let answer = infer_decoded(model, decoded).await?;
+    let answer = infer_decoded(state, model, decoded).await?;
     let chosen: Vec<_> = answer.outputs.iter().map(|(t, b)| (t, *b)).collect();
     Ok(encode(
         &model.name,
@@ -315,7 +316,11 @@ pub struct Answer {
 
 /// Admits, queues and answers one decoded request: the one request path after decoding, shared
 /// by REST, gRPC and `mark lambda`.
-pub async fn infer_decoded(model: &Model, decoded: InferRequest) -> Result<Answer, ApiError> {
+pub async fn infer_decoded(
+    state: &AppState,
+    model: &Model,
+    decoded: InferRequest,
+) -> Result<Answer, ApiError> {
     let name = model.name.as_str();
     let loaded = ready(model)?;
     let id = decoded.id.clone();
@@ -333,7 +338,7 @@ pub async fn infer_decoded(model: &Model, decoded: InferRequest) -> Result<Answe
         .metrics
         .arrived_items
         .fetch_add(u64::from(adm.items), std::sync::atomic::Ordering::Relaxed);
-    crate::trace::arrival(name, adm.items);
+    state.trace.arrival(name, adm.items);
     if model.cfg.on_deadline == OnDeadline::Reject {
         shed_if_late(model, loaded, adm.items)?;
     }

@@ -16,6 +16,7 @@ use crate::policy::engine::PolicyEngine;
 use crate::policy::slot::PolicySlots;
 
 pub mod commands;
+pub mod policy_cmd;
 pub mod profile_cmd;
 pub mod serve_cmd;
 
@@ -40,6 +41,8 @@ pub fn state(
         control: std::sync::OnceLock::new(),
         cloud: std::sync::OnceLock::new(),
         draining: std::sync::atomic::AtomicBool::new(false),
+        trace: Default::default(),
+        ops_history: Default::default(),
     })
 }
 

@@ -221,7 +221,9 @@ impl Serve {
             super::spawn_autoscaling(&state, a);
         }
         if let Some((dir, max_bytes)) = &self.record_trace {
-            crate::trace::start(dir, *max_bytes)
+            state
+                .trace
+                .start(dir, *max_bytes)
                 .map_err(|e| Failure::failed(format!("--record-trace {}: {e}", dir.display())))?;
         }
         // a stop: readiness fails first, then after --drain-seconds the listeners stop
@@ -234,12 +236,12 @@ impl Serve {
             tracing::info!(drain_seconds, "stopping: readiness now fails");
             tokio::time::sleep(std::time::Duration::from_secs_f64(drain_seconds)).await;
         };
-        super::serve(state, listener, grpc, admin, shutdown).await;
+        super::serve(state.clone(), listener, grpc, admin, shutdown).await;
         if let Some(r) = &replica {
             r.release().await;
         }
         // what is queued is written, with the end record
-        crate::trace::stop();
+        state.trace.stop();
         Ok(())
     }
 }

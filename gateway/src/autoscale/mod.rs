@@ -178,7 +178,7 @@ impl ControlLoop {
             },
             scale_in_guard: Some(SCALE_IN_GUARD),
         };
-        crate::trace::set_context(crate::trace::schema::Context {
+        state.trace.set_context(crate::trace::schema::Context {
             model: opts.model.clone(),
             slo_ms: model.cfg.slo_ms,
             max_batch: loaded.rows_per_run(),
@@ -224,7 +224,12 @@ impl ControlLoop {
     async fn sample(&mut self, now: f64) {
         let totals = self.loaded.metrics.outcomes();
         let window = totals.since(self.last);
-        crate::trace::live::window(window.arrived, window.done, window.missed);
+        crate::trace::live::window(
+            &self.state.trace,
+            window.arrived,
+            window.done,
+            window.missed,
+        );
         match &self.replica {
             None => self.controller.on_window(now, window),
             Some(r) => {
@@ -332,6 +337,9 @@ impl ControlLoop {
             |t| self.clock.of_wall(t),
             |id| in_flight.iter().find(|(i, _)| i == id).map_or(0, |x| x.1),
         );
+        // the hour's launches as the cloud knows them (a restart or a new leader keeps the budget)
+        self.budget
+            .adopt_launches(view.iter().map(|i| i.launched_at), now);
         let (predictor, provisioner) = (&mut self.predictor, &mut self.provisioner);
         let d = self.controller.on_tick(
             now,
@@ -379,7 +387,13 @@ impl ControlLoop {
                 let why = log::log_plan(&s.plan, &s.forecast, &d.history, &s.actions, &d.load);
                 self.status.lock().expect("status lock").last_step_why = why;
                 let last_peak = d.history.last().copied().unwrap_or(0.0);
-                crate::trace::live::step(last_peak, &s.forecast, &s.plan, &s.actions);
+                crate::trace::live::step(
+                    &self.state.trace,
+                    last_peak,
+                    &s.forecast,
+                    &s.plan,
+                    &s.actions,
+                );
             }
             Some(Err(e)) => tracing::error!(cause = ?e, "control step failed"),
             None => {}
@@ -478,7 +492,14 @@ impl ControlLoop {
         let buckets = self.loaded.metrics.latency.buckets().into_iter();
         let buckets = buckets.map(|(le, n)| (le.is_finite().then_some(le * 1e3), n));
         let (dph, cost, answered) = (st.dollars_per_hour, st.cost_so_far, st.requests);
-        crate::trace::live::fleet(fleet, dph, cost, answered, buckets.collect());
+        crate::trace::live::fleet(
+            &self.state.trace,
+            fleet,
+            dph,
+            cost,
+            answered,
+            buckets.collect(),
+        );
         let m = &self.state.metrics;
         m.set_gauge("mark_fleet_instances", fleet.len() as f64);
         m.set_gauge("mark_fleet_dollars_per_hour", st.dollars_per_hour);

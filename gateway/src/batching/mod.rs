@@ -5,5 +5,5 @@
 pub use mark_core::admission;
 pub mod batcher;
 pub mod queue;
-pub mod size_policy;
 pub use mark_core::spill;
+pub use mark_policy_host::batch_policy as size_policy;

@@ -3,6 +3,7 @@
 //! ([`exposition`]: OpenMetrics text).
 
 pub mod exposition;
+mod policies;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};

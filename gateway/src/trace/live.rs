@@ -3,6 +3,7 @@
 use mark_policies::types::Plan;
 
 use super::schema::{InstanceRow, Rec};
+use super::Tracing;
 use crate::control::controller::Action;
 use crate::control::fleet::Instance;
 
@@ -22,8 +23,8 @@ pub fn fleet_rows(fleet: &[Instance]) -> Vec<InstanceRow> {
 }
 
 /// Sample phase: one window's demand and outcomes.
-pub fn window(arrived: u64, done: u64, missed: u64) {
-    super::record(|t| Rec::Window {
+pub fn window(tr: &Tracing, arrived: u64, done: u64, missed: u64) {
+    tr.record(|t| Rec::Window {
         t,
         arrived,
         done,
@@ -32,8 +33,8 @@ pub fn window(arrived: u64, done: u64, missed: u64) {
 }
 
 /// Plan phase: one controller step.
-pub fn step(last_peak: f64, forecast: &[f64], plan: &Plan, actions: &[Action]) {
-    super::record(|t| Rec::Step {
+pub fn step(tr: &Tracing, last_peak: f64, forecast: &[f64], plan: &Plan, actions: &[Action]) {
+    tr.record(|t| Rec::Step {
         t,
         last_peak,
         forecast: forecast.to_vec(),
@@ -53,6 +54,7 @@ pub fn step(last_peak: f64, forecast: &[f64], plan: &Plan, actions: &[Action]) {
 
 /// Publish phase: the fleet and the running totals; the fleet also goes to later headers.
 pub fn fleet(
+    tr: &Tracing,
     fleet: &[Instance],
     dollars_per_hour: f64,
     cost: f64,
@@ -60,8 +62,8 @@ pub fn fleet(
     latency_buckets_ms: Vec<(Option<f64>, u64)>,
 ) {
     let rows = fleet_rows(fleet);
-    super::set_fleet(rows.clone());
-    super::record(|t| Rec::Fleet {
+    tr.set_fleet(rows.clone());
+    tr.record(|t| Rec::Fleet {
         t,
         instances: rows,
         dollars_per_hour,

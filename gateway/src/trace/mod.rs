@@ -9,11 +9,11 @@
 //! bounded buffer under an uncontended lock when something does (the model's name is interned;
 //! nobody is woken: the writer takes the buffer every 10 ms). A full buffer drops the record
 //! (counted, and written as a `dropped` record) instead of delaying the request. One recording
-//! per process.
+//! at a time per [`Tracing`], which the application state holds (no process-wide statics: two
+//! gateways in one test process record apart).
 
 pub mod live;
-pub mod reader;
-pub mod schema;
+pub use mark_sim::trace::{reader, schema};
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -45,9 +45,30 @@ pub struct Pending {
 /// Smallest `--record-max-bytes`.
 pub const MIN_BYTES: u64 = 64 << 10;
 
-static RECORDER: ArcSwapOption<Recorder> = ArcSwapOption::const_empty();
-static CONTEXT: Mutex<Option<Context>> = Mutex::new(None);
-static FLEET: Mutex<Vec<InstanceRow>> = Mutex::new(Vec::new());
+/// A gateway's trace recording: none, or one running; and what the headers of segments to come
+/// carry.
+#[derive(Default)]
+pub struct Tracing {
+    recorder: ArcSwapOption<Recorder>,
+    header: Arc<Header>,
+}
+
+/// The control loop's setting and the fleet, for segment headers.
+#[derive(Default)]
+pub struct Header {
+    context: Mutex<Option<Context>>,
+    fleet: Mutex<Vec<InstanceRow>>,
+}
+
+impl Header {
+    pub(crate) fn context(&self) -> Option<Context> {
+        self.context.lock().expect("trace lock").clone()
+    }
+
+    pub(crate) fn fleet(&self) -> Vec<InstanceRow> {
+        self.fleet.lock().expect("trace lock").clone()
+    }
+}
 
 /// What the writer thread and the status share.
 #[derive(Debug, Default)]
@@ -153,119 +174,114 @@ impl Recorder {
     }
 }
 
-/// Starts recording into `dir` (created; it must not hold a trace already), at most
-/// `max_bytes` on disk.
-pub fn start(dir: &Path, max_bytes: u64) -> Result<Status, String> {
-    if max_bytes < MIN_BYTES {
-        return Err(format!(
-            "the trace bound {max_bytes} bytes is below the smallest, {MIN_BYTES}"
-        ));
+impl Tracing {
+    /// Starts recording into `dir` (created; it must not hold a trace already), at most
+    /// `max_bytes` on disk.
+    pub fn start(&self, dir: &Path, max_bytes: u64) -> Result<Status, String> {
+        if max_bytes < MIN_BYTES {
+            return Err(format!(
+                "the trace bound {max_bytes} bytes is below the smallest, {MIN_BYTES}"
+            ));
+        }
+        if let Some(r) = self.recorder.load_full() {
+            return Err(format!(
+                "already recording into {}; stop it first",
+                r.dir.display()
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if writer::segments(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .next()
+            .is_some()
+        {
+            return Err(format!(
+                "{} already holds a trace; choose another directory",
+                dir.display()
+            ));
+        }
+        let buffer = Arc::new(Mutex::new(Pending::default()));
+        let counters = Arc::new(Counters::default());
+        let started = Instant::now();
+        let unix = crate::clock::wall_s();
+        let w = writer::Writer::new(
+            dir.to_path_buf(),
+            max_bytes,
+            counters.clone(),
+            started,
+            unix,
+            self.header.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("trace-writer".into())
+            .spawn({
+                let buffer = buffer.clone();
+                move || w.run(&buffer)
+            })
+            .map_err(|e| format!("trace writer thread: {e}"))?;
+        let r = Arc::new(Recorder {
+            buffer,
+            started,
+            dir: dir.to_path_buf(),
+            max_bytes,
+            counters,
+            thread: Mutex::new(Some(thread)),
+        });
+        let st = r.status(true);
+        self.recorder.store(Some(r));
+        tracing::info!(dir = %dir.display(), max_bytes, "recording a trace");
+        Ok(st)
     }
-    if let Some(r) = RECORDER.load_full() {
-        return Err(format!(
-            "already recording into {}; stop it first",
-            r.dir.display()
-        ));
+
+    /// Stops recording: the writer writes what is queued and an `end` record, and closes.
+    pub fn stop(&self) -> Option<Status> {
+        let r = self.recorder.swap(None)?;
+        let t = r.started.elapsed().as_secs_f64();
+        r.buffer.lock().expect("trace buffer lock").end = Some(t);
+        if let Some(h) = r.thread.lock().expect("trace lock").take() {
+            let _ = h.join();
+        }
+        let st = r.status(false);
+        tracing::info!(dir = %st.dir, records = st.records, bytes = st.bytes, "trace recording stopped");
+        Some(st)
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if writer::segments(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .next()
-        .is_some()
-    {
-        return Err(format!(
-            "{} already holds a trace; choose another directory",
-            dir.display()
-        ));
+
+    /// The running recording's status.
+    pub fn status(&self) -> Option<Status> {
+        self.recorder.load_full().map(|r| r.status(true))
     }
-    let buffer = Arc::new(Mutex::new(Pending::default()));
-    let counters = Arc::new(Counters::default());
-    let started = Instant::now();
-    let unix = crate::clock::wall_s();
-    let w = writer::Writer::new(
-        dir.to_path_buf(),
-        max_bytes,
-        counters.clone(),
-        started,
-        unix,
-    );
-    let thread = std::thread::Builder::new()
-        .name("trace-writer".into())
-        .spawn({
-            let buffer = buffer.clone();
-            move || w.run(&buffer)
-        })
-        .map_err(|e| format!("trace writer thread: {e}"))?;
-    let r = Arc::new(Recorder {
-        buffer,
-        started,
-        dir: dir.to_path_buf(),
-        max_bytes,
-        counters,
-        thread: Mutex::new(Some(thread)),
-    });
-    let st = r.status(true);
-    RECORDER.store(Some(r));
-    tracing::info!(dir = %dir.display(), max_bytes, "recording a trace");
-    Ok(st)
-}
 
-/// Stops recording: the writer writes what is queued and an `end` record, and closes.
-pub fn stop() -> Option<Status> {
-    let r = RECORDER.swap(None)?;
-    let t = r.started.elapsed().as_secs_f64();
-    r.buffer.lock().expect("trace buffer lock").end = Some(t);
-    if let Some(h) = r.thread.lock().expect("trace lock").take() {
-        let _ = h.join();
+    /// One request's arrival (the request path).
+    #[inline]
+    pub fn arrival(&self, model: &str, items: u32) {
+        let g = self.recorder.load();
+        if let Some(r) = g.as_ref() {
+            r.arrive(model, items);
+        }
     }
-    let st = r.status(false);
-    tracing::info!(dir = %st.dir, records = st.records, bytes = st.bytes, "trace recording stopped");
-    Some(st)
-}
 
-/// The running recording's status.
-pub fn status() -> Option<Status> {
-    RECORDER.load_full().map(|r| r.status(true))
-}
-
-/// One request's arrival (the request path).
-#[inline]
-pub fn arrival(model: &str, items: u32) {
-    let g = RECORDER.load();
-    if let Some(r) = g.as_ref() {
-        r.arrive(model, items);
+    /// A control-loop record, made with the recording's time only when something records.
+    pub fn record(&self, make: impl FnOnce(f64) -> Rec) {
+        let g = self.recorder.load();
+        if let Some(r) = g.as_ref() {
+            r.send(make(r.started.elapsed().as_secs_f64()));
+        }
     }
-}
 
-/// A control-loop record, made with the recording's time only when something records.
-pub fn record(make: impl FnOnce(f64) -> Rec) {
-    let g = RECORDER.load();
-    if let Some(r) = g.as_ref() {
-        r.send(make(r.started.elapsed().as_secs_f64()));
+    /// The control loop's setting, for the headers of segments to come.
+    pub fn set_context(&self, c: Context) {
+        *self.header.context.lock().expect("trace lock") = Some(c.clone());
+        self.record(|t| Rec::Context { t, context: c });
     }
-}
 
-/// The control loop's setting, for the headers of segments to come.
-pub fn set_context(c: Context) {
-    *CONTEXT.lock().expect("trace lock") = Some(c.clone());
-    record(|t| Rec::Context { t, context: c });
-}
-
-/// The fleet now, for the headers of segments to come.
-pub fn set_fleet(f: Vec<InstanceRow>) {
-    *FLEET.lock().expect("trace lock") = f;
-}
-
-pub(crate) fn context() -> Option<Context> {
-    CONTEXT.lock().expect("trace lock").clone()
-}
-
-pub(crate) fn fleet() -> Vec<InstanceRow> {
-    FLEET.lock().expect("trace lock").clone()
+    /// The fleet now, for the headers of segments to come.
+    pub fn set_fleet(&self, f: Vec<InstanceRow>) {
+        *self.header.fleet.lock().expect("trace lock") = f;
+    }
 }
 
 /// The trace recorder in the `/metrics` exposition.
-pub struct TraceMetrics;
+pub struct TraceMetrics(pub Arc<Tracing>);
 
 impl crate::metrics::exposition::Encode for TraceMetrics {
     fn encode(
@@ -273,7 +289,7 @@ impl crate::metrics::exposition::Encode for TraceMetrics {
         enc: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> std::fmt::Result {
         use crate::metrics::exposition::{counter, gauge};
-        let st = status();
+        let st = self.0.status();
         let (rec, records, dropped, bytes) = st
             .as_ref()
             .map_or((0, 0, 0, 0), |s| (1, s.records, s.dropped, s.bytes));

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,19 +15,7 @@ use std::time::{Duration, Instant};
 use super::schema::{Rec, SCHEMA};
 use super::{Counters, Pending};
 
-/// The trace segments in `dir`, by name (so in order).
-pub fn segments(dir: &Path) -> std::io::Result<std::vec::IntoIter<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("trace-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    v.sort();
-    Ok(v.into_iter())
-}
+pub use super::reader::segments;
 
 /// The writer's state.
 pub struct Writer {
@@ -41,6 +29,7 @@ pub struct Writer {
     segment: u64,
     segment_bytes: u64,
     on_disk: VecDeque<(PathBuf, u64)>,
+    header: Arc<super::Header>,
 }
 
 impl Writer {
@@ -51,8 +40,10 @@ impl Writer {
         counters: Arc<Counters>,
         started: Instant,
         unix: f64,
+        header: Arc<super::Header>,
     ) -> Self {
         Writer {
+            header,
             dir,
             max_bytes,
             segment_limit: (max_bytes / 8).max(super::MIN_BYTES / 2),
@@ -89,8 +80,8 @@ impl Writer {
             segment: self.segment,
             t: self.now(),
             unix: self.unix,
-            context: super::context(),
-            fleet: super::fleet(),
+            context: self.header.context(),
+            fleet: self.header.fleet(),
         };
         self.write(&header)?;
         self.trim()
@@ -230,7 +221,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let c = Arc::new(Counters::default());
         let max = 256 << 10;
-        let w = Writer::new(dir.clone(), max, c.clone(), Instant::now(), 0.0);
+        let w = Writer::new(
+            dir.clone(),
+            max,
+            c.clone(),
+            Instant::now(),
+            0.0,
+            Default::default(),
+        );
         let p = Pending {
             arrivals: (0..40_000u32)
                 .map(|i| (f64::from(i) * 1e-3, 0, 1))

@@ -165,6 +165,57 @@ fn every_import_points_down() {
     );
 }
 
+/// The `[dependencies]` of a workspace crate's manifest, one per line.
+fn dependencies(krate: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../{krate}/Cargo.toml"));
+    let manifest = std::fs::read_to_string(&path).expect("a manifest");
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .expect("a [dependencies] table");
+    deps.split("\n[")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(['=', '.', ' ']).next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The simulator is its own crate on the core and the policy host: no server, no ONNX Runtime,
+/// no AWS SDK; the policy host links wasmtime but no server or runtime either.
+#[test]
+fn the_simulator_and_the_policy_host_link_no_server() {
+    for (krate, banned) in [
+        (
+            "sim",
+            &["tokio", "hyper", "tonic", "ort", "aws", "mark-gateway"][..],
+        ),
+        (
+            "policy-host",
+            &[
+                "tokio",
+                "hyper",
+                "tonic",
+                "ort",
+                "aws",
+                "mark-gateway",
+                "mark-sim",
+            ][..],
+        ),
+    ] {
+        let deps = dependencies(krate);
+        assert!(deps.len() >= 3, "{krate}: {deps:?}");
+        for b in banned {
+            assert!(
+                !deps.iter().any(|d| d.starts_with(b)),
+                "{krate}/Cargo.toml depends on {b}: {deps:?}"
+            );
+        }
+    }
+}
+
 /// The decision core is its own crate (`core/`, `mark-core`): the compiler keeps tokio, hyper,
 /// tonic, ort, wasmtime and the AWS SDK out of it as long as its manifest does not name them;
 /// what a compiler cannot see (std's own sockets, processes, files) is checked here.

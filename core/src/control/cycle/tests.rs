@@ -183,8 +183,9 @@ fn pending(id: &str, ty: &str, at: f64) -> FleetInstance {
 
 #[test]
 fn a_launch_that_never_boots_is_terminated_not_counted_and_its_type_backed_off() {
-    // type c boots in 60 s: the deadline is 3 x 60 + 60 = 240 s after the launch
+    // type c boots in 80 s: the deadline is 3 x 80 = 240 s after the launch
     let mut cat = catalog();
+    cat[0].launch_seconds = 80.0;
     let mut other = cat[0].clone();
     other.name = "d".into();
     other.price_on_demand = 0.2;

@@ -154,7 +154,7 @@ pub async fn handle(
             None => Err(unknown_kind(k)),
         },
         (["admin", "v1", "status"], &Method::GET) => Ok(status(&state)),
-        (["admin", "v1", "status", "history"], &Method::GET) => Ok(ops::history()),
+        (["admin", "v1", "status", "history"], &Method::GET) => Ok(ops::history(&state)),
         (["admin", "v1", "fleet", "interrupt"], &Method::POST) => interrupt(&state, req).await,
         (["admin", "v1", "fleet", "interrupt"], _) => Err(not_allowed(&method, "POST")),
         (["admin", "v1", "policies"], _) => Err(not_allowed(&method, "GET")),

@@ -135,8 +135,8 @@ pub async fn login(
 
 /// Status samples kept for the page's first draw: 10 minutes at one per 2 s.
 pub const HISTORY_LEN: usize = 300;
-static HISTORY: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>> =
-    std::sync::Mutex::new(std::collections::VecDeque::new());
+/// The page's status samples, oldest first (held by the application state).
+pub type History = std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>;
 
 /// The part of a status the page's charts read: models' cumulative latency and batch figures,
 /// and the control loop's rates, fleet (type and market), events, attainment and cost.
@@ -186,7 +186,7 @@ pub async fn sample(state: std::sync::Arc<crate::api::AppState>) {
     loop {
         tick.tick().await;
         let v = chart_fields(super::common::status_value(&state));
-        let mut h = HISTORY.lock().expect("history lock");
+        let mut h = state.ops_history.lock().expect("history lock");
         if h.len() == HISTORY_LEN {
             h.pop_front();
         }
@@ -195,8 +195,8 @@ pub async fn sample(state: std::sync::Arc<crate::api::AppState>) {
 }
 
 /// `GET /admin/v1/status/history`: the samples, oldest first.
-pub fn history() -> Response<Full<Bytes>> {
-    crate::api::error::json_ok(&*HISTORY.lock().expect("history lock"))
+pub fn history(state: &crate::api::AppState) -> Response<Full<Bytes>> {
+    crate::api::error::json_ok(&*state.ops_history.lock().expect("history lock"))
 }
 
 #[cfg(test)]

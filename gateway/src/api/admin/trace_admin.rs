@@ -29,16 +29,20 @@ pub async fn route(
     match (action, m) {
         ("start", &Method::POST) => start(state, req).await,
         ("stop", &Method::POST) => {
-            let st = tokio::task::spawn_blocking(crate::trace::stop)
+            let tr = state.trace.clone();
+            let st = tokio::task::spawn_blocking(move || tr.stop())
                 .await
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             st.map(|s| json_ok(&s))
                 .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no trace is being recorded"))
         }
         ("status", &Method::GET | &Method::HEAD) => Ok(json_ok(
-            &crate::trace::status().map_or(serde_json::json!({ "recording": false }), |s| {
-                serde_json::json!(s)
-            }),
+            &state
+                .trace
+                .status()
+                .map_or(serde_json::json!({ "recording": false }), |s| {
+                    serde_json::json!(s)
+                }),
         )),
         ("start" | "stop", _) => Err(not_allowed(m, "POST")),
         ("status", _) => Err(not_allowed(m, "GET")),
@@ -78,7 +82,8 @@ async fn start(
                 ))
             })?,
     };
-    let st = tokio::task::spawn_blocking(move || crate::trace::start(&dir, max_bytes))
+    let tr = state.trace.clone();
+    let st = tokio::task::spawn_blocking(move || tr.start(&dir, max_bytes))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("trace not started: {e}")))?;

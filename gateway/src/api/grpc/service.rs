@@ -43,7 +43,7 @@ impl V2Grpc {
         v2::ready(model)?;
         let (decoded, raw) = convert::decode(&mut req)?;
         drop(req);
-        let answer = infer_decoded(model, decoded).await?;
+        let answer = infer_decoded(&self.state, model, decoded).await?;
         Ok(convert::encode(
             &model.name,
             &model.cfg.version,

@@ -1,4 +1,6 @@
-//! WebAssembly policy host: load, validate, hot-swap and call policy components.
+//! MArk-rs's WebAssembly policy host (crate `mark-policy-host`): load, validate, hot-swap and call
+//! policy components. The gateway (`mark_gateway::policy`) and the simulator (`mark-sim`) both use
+//! it; it links wasmtime but no server, ONNX Runtime or AWS crate.
 //!
 //! - `bindings`: host bindings generated from `wit/` (world `all-policies`).
 //! - `engine`: the wasmtime engine (pooling allocator, epoch ticker, memory limits, code cache).
@@ -13,14 +15,15 @@
 //!   the request path, and how its answers differ (`?mode=shadow`).
 //! - `call_cost`: `mark policy bench`, the cost of policy calls native vs WASM.
 //! - `startup`: the embedded default component, `--policy KIND=FILE`, engine and slots at start.
-//! - `commands`: `mark policy check | bench | export-default`.
+//! - `batch_policy`: the batch-size policy the batch loop asks (WASM slot or native), shared with
+//!   the simulator.
 //! - `offer`: what a live call offers its slot's shadow (inputs and the live answer).
 
+pub mod batch_policy;
 pub mod bindings;
 pub mod call_cost;
 pub mod caller;
 pub mod code_cache;
-pub mod commands;
 pub mod convert;
 pub mod engine;
 pub mod offer;
@@ -32,6 +35,8 @@ pub mod validate;
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) use mark_core::{clock, secret};
 
 use std::fmt;
 

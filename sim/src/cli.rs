@@ -122,6 +122,14 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             runs.push((s, spot));
         }
     }
+    let faults = match &a.cloud_faults {
+        None => crate::faults::CloudFaults::default(),
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| Input(format!("--cloud-faults {}: {e}", f.display())))?;
+            crate::faults::CloudFaults::parse(&text, &f.display().to_string()).map_err(Input)?
+        }
+    };
     let mass = match &a.mass_interruption {
         None => None,
         Some(m) => match m
@@ -195,6 +203,7 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             initial_fleet: rec_fleet.filter(|f| !f.is_empty()),
             host_slowdown: slowdown,
             live_latency: a.live_latency == "on",
+            faults,
             ..SimParams::default()
         },
         catalog,

@@ -17,11 +17,14 @@ impl Sim<'_> {
         true
     }
 
-    /// The simulated cloud's `list`: instances alive and not draining.
+    /// The simulated cloud's `list`: instances alive, not draining, not under a reclaim notice,
+    /// and launched at least `list_lag_s` ago (`--cloud-faults`: EC2's eventually consistent
+    /// listing).
     pub(super) fn listed(&self) -> Vec<Instance> {
+        let lag = self.p.faults.list_lag_s;
         self.instances
             .iter()
-            .filter(|i| i.alive() && !i.draining)
+            .filter(|i| i.alive() && !i.draining && !i.noticed && self.now - i.launched_at >= lag)
             .map(|i| Instance {
                 id: i.id.to_string(),
                 fleet: String::new(),
@@ -79,12 +82,19 @@ impl Sim<'_> {
 /// for that baseline), terminations drain a busy instance first.
 impl Fleet for Sim<'_> {
     async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), FleetError> {
+        let refuse = self.p.faults.launch_error_rate;
+        if self.p.faults.throttled(self.now) || (refuse > 0.0 && self.rng.uniform() < refuse) {
+            self.launch_errors += 1;
+            return Err(FleetError::Failed(
+                "InsufficientInstanceCapacity / RequestLimitExceeded (--cloud-faults)".into(),
+            ));
+        }
         let ty = self
             .type_index(instance_type)
             .ok_or_else(|| FleetError::UnknownType(instance_type.into()))?;
         let delay = self.types[ty].spec.launch_seconds
             + if self.strategy == Strategy::SageMaker {
-                crate::sim::baselines::SAGEMAKER_EXTRA_LAUNCH_S
+                crate::baselines::SAGEMAKER_EXTRA_LAUNCH_S
             } else {
                 0.0
             };

@@ -61,6 +61,8 @@ pub fn run(
         skipped_by_rate: 0,
         budget: fleet_ops::ChangeBudget::new(p.launches_per_hour, p.terminations_per_hour),
         interruptions: 0,
+        launch_errors: 0,
+        notices: 0,
         forced: 0,
         requeued: 0,
         duration,
@@ -98,7 +100,7 @@ pub fn run(
                 Some((ty, *market, *n))
             })
             .collect(),
-        _ => crate::sim::baselines::initial_fleet(
+        _ => crate::baselines::initial_fleet(
             strategy,
             workload,
             &sim.types,
@@ -122,6 +124,9 @@ pub fn run(
     sim.at(p.sample_s, Ev::Sample);
     if let Some((t, _)) = p.mass_interruption {
         sim.at(t, Ev::Mass);
+    }
+    for (k, r) in p.faults.reclaim.iter().enumerate() {
+        sim.at(r.at_s, Ev::Reclaim(k));
     }
     let mut arrivals = workload.arrivals(p.seed).peekable();
     let report_every = (duration / 100.0).max(1.0);

@@ -41,6 +41,16 @@ impl Sim<'_> {
             by_backend.insert("lambda".into(), lambda_cost);
         }
         let requests = self.hist.count + unserved + self.rejected;
+        let unserving = || {
+            self.instances
+                .iter()
+                .filter(|i| !i.boots)
+                .map(|i| (i.ended_at.unwrap_or(end) - i.launched_at, i.ty))
+        };
+        let max_unserving_billed_s = unserving().map(|(s, _)| s).fold(0.0, f64::max);
+        let max_unserving_launch_times = unserving()
+            .map(|(s, ty)| s / self.types[ty].spec.launch_seconds.max(1.0))
+            .fold(0.0, f64::max);
         PolicyReport {
             name: strategy.name().to_string(),
             spot: spot && strategy != Strategy::SageMaker,
@@ -66,6 +76,11 @@ impl Sim<'_> {
             terminations: self.terminations,
             changes_skipped_by_rate: self.skipped_by_rate,
             interruptions: self.interruptions,
+            launch_errors: self.launch_errors,
+            launch_failures: self.controller.launches.failures,
+            notices: self.notices,
+            max_unserving_billed_s,
+            max_unserving_launch_times,
             requeued: self.requeued,
             forced_batches: self.forced,
             lambda_invocations,

@@ -72,6 +72,10 @@ pub struct SimulateArgs {
     /// A scheduled mass spot interruption: SECONDS:SHARE (e.g. 3600:0.8).
     #[arg(long)]
     pub mass_interruption: Option<String>,
+    /// Cloud faults to run under (TOML: list_lag_s, boot_failure_rate, launch_error_rate,
+    /// [[stall]], [[throttle]], [[reclaim]]; see docs/simulation.md).
+    #[arg(long, value_name = "FILE.toml")]
+    pub cloud_faults: Option<PathBuf>,
     /// Upper bound on instances.
     #[arg(long, default_value_t = 1000)]
     pub max_instances: u32,

@@ -118,6 +118,10 @@ pub struct SimInstance {
     pub credits: f64,
     /// Time of the last credit update.
     pub credits_at: f64,
+    /// It becomes ready after its launch time (false: a boot failure, `--cloud-faults`).
+    pub boots: bool,
+    /// A spot reclaim notice came: it takes no new batch and is gone at the reclaim.
+    pub noticed: bool,
 }
 
 impl SimInstance {
@@ -237,6 +241,8 @@ mod tests {
             draining: false,
             credits: 0.0,
             credits_at: 0.0,
+            boots: true,
+            noticed: false,
         };
         assert!(
             (i.start_service(t, 1, 0.0) - 0.05).abs() < 1e-12,

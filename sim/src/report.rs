@@ -69,6 +69,16 @@ pub struct PolicyReport {
     pub changes_skipped_by_rate: u64,
     /// Spot interruptions.
     pub interruptions: u64,
+    /// Launch calls the cloud refused (`--cloud-faults`: capacity errors, throttling).
+    pub launch_errors: u64,
+    /// Launches that never became ready, terminated at their pending deadline.
+    pub launch_failures: u64,
+    /// Spot reclaim notices received (`[[reclaim]]`).
+    pub notices: u64,
+    /// Longest time an instance that never served was billed, seconds.
+    pub max_unserving_billed_s: f64,
+    /// The same, in launch times of its type (the pending deadline is 3).
+    pub max_unserving_launch_times: f64,
     /// Requests whose batch an interruption cut off (served again).
     pub requeued: u64,
     /// Batches sent against the batcher's wait because a request had waited a whole SLO.

@@ -9,7 +9,6 @@
 //! Store) and compares. A full queue skips the offer (counted) rather than wait: a slow or
 //! spinning candidate can never delay a batch. Dropping the shadow ends the thread.
 
-use prometheus_client::encoding::DescriptorEncoder;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -208,89 +207,4 @@ pub struct ShadowBrief {
     pub calls: u64,
     /// Share of compared calls where it agreed with the live policy.
     pub agreement: Option<f64>,
-}
-
-/// The policy slots and their shadows in the `/metrics` exposition.
-impl crate::metrics::exposition::Encode for super::slot::PolicySlots {
-    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-        use crate::metrics::exposition::{counter, gauge};
-        let statuses = super::PolicyKind::ALL.map(|k| (k, self.get(k).status()));
-        let reports =
-            super::PolicyKind::ALL.map(|k| (k, self.get(k).shadow.load_full().map(|s| s.report())));
-        let kind = |k: &super::PolicyKind| vec![("kind", k.to_string())];
-        type Live = fn(&super::slot::SlotStatus) -> u64;
-        let live: [(&str, &str, Live); 4] = [
-            (
-                "mark_policy_calls_total",
-                "Calls of the live policy in each slot (WASM or native default).",
-                |s| s.calls,
-            ),
-            (
-                "mark_policy_failures_total",
-                "Live policy calls that trapped or timed out.",
-                |s| s.failures,
-            ),
-            (
-                "mark_policy_fallbacks_total",
-                "Live policy calls answered by the native default instead.",
-                |s| s.fallbacks,
-            ),
-            (
-                "mark_policy_rollbacks_total",
-                "Automatic rollbacks of a slot after repeated failures.",
-                |s| s.auto_rollbacks,
-            ),
-        ];
-        for (name, help, f) in live {
-            counter(
-                enc,
-                name,
-                help,
-                statuses.iter().map(|(k, s)| (kind(k), f(s))),
-            )?;
-        }
-        gauge(
-            enc,
-            "mark_policy_shadow_active",
-            "A candidate runs in shadow in the slot (1) or not (0).",
-            reports
-                .iter()
-                .map(|(k, r)| (kind(k), f64::from(u8::from(r.is_some())))),
-        )?;
-        type Sh = fn(&super::shadow_report::ShadowReport) -> u64;
-        let shadow: [(&str, &str, Sh); 5] = [
-            (
-                "mark_policy_shadow_calls_total",
-                "Calls made to the shadow candidate.",
-                |r| r.head.calls,
-            ),
-            (
-                "mark_policy_shadow_agreements_total",
-                "Shadow answers equal to the live policy's.",
-                |r| r.agreements,
-            ),
-            (
-                "mark_policy_shadow_disagreements_total",
-                "Shadow answers that differ from the live policy's.",
-                |r| r.disagreements,
-            ),
-            (
-                "mark_policy_shadow_failures_total",
-                "Shadow calls that trapped or timed out.",
-                |r| r.head.failures,
-            ),
-            (
-                "mark_policy_shadow_skipped_total",
-                "Live calls not offered to the shadow: its queue was full.",
-                |r| r.head.skipped,
-            ),
-        ];
-        for (name, help, f) in shadow {
-            let samples = reports
-                .iter()
-                .filter_map(|(k, r)| r.as_ref().map(|r| (kind(k), f(r))));
-            counter(enc, name, help, samples)?;
-        }
-        Ok(())
-    }
 }

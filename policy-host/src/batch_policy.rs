@@ -6,7 +6,7 @@
 
 pub use mark_policies::types::{BatchDecision, ProfilePoint, QueueState};
 
-use crate::policy::caller::PolicyCaller;
+use crate::caller::PolicyCaller;
 
 /// Chooses batch sizes. Asked once per batch decision, never per request, only when an executor
 /// is free. `&mut self`: each batch loop owns its policy (and, for WASM, its own Store).

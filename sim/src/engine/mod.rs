@@ -28,6 +28,7 @@ enum Ev {
     BatchDone(usize, u32),
     Ready(usize, u32),
     Interrupt(usize, u32),
+    Reclaim(usize),
     LambdaDone(usize),
     Wake,
     Window,
@@ -75,6 +76,10 @@ struct Sim<'a> {
     skipped_by_rate: u64,
     budget: fleet_ops::ChangeBudget,
     interruptions: u64,
+    /// Launch calls refused by `--cloud-faults` (capacity, throttling).
+    launch_errors: u64,
+    /// Spot reclaim notices.
+    notices: u64,
     forced: u64,
     requeued: u64,
     duration: f64,
@@ -152,11 +157,17 @@ impl<'a> Sim<'a> {
             draining: false,
             credits: t.credits_per_hour,
             credits_at: self.now,
+            boots: true,
+            noticed: false,
         });
         self.launches += 1;
+        let fails = self.p.faults.boot_failure_rate;
         if ready_now {
             self.instances[idx].ready = true;
             self.idle.insert(idx);
+        } else if fails > 0.0 && self.rng.uniform() < fails {
+            // billed, never serving, until the controller's pending deadline terminates it
+            self.instances[idx].boots = false;
         } else {
             self.at(self.now + delay_s, Ev::Ready(idx, 0));
         }
@@ -187,6 +198,32 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// The reclaim wave `k` of `--cloud-faults`: notices to a share of the running spot
+    /// instances (oldest first); each takes no new batch from now and is gone `notice_s` later.
+    /// The controller no longer lists it, so its replacement is planned at the notice.
+    fn reclaim(&mut self, k: usize) {
+        let r = self.p.faults.reclaim[k].clone();
+        let spot: Vec<usize> = (0..self.instances.len())
+            .filter(|&i| {
+                let x = &self.instances[i];
+                x.alive()
+                    && !x.noticed
+                    && x.market == Market::Spot
+                    && r.instance_type
+                        .as_ref()
+                        .is_none_or(|t| *t == self.types[x.ty].spec.name)
+            })
+            .collect();
+        let n = (spot.len() as f64 * r.share).ceil() as usize;
+        for &i in spot.iter().take(n) {
+            self.notices += 1;
+            self.instances[i].noticed = true;
+            self.idle.remove(&i);
+            let epoch = self.instances[i].epoch;
+            self.at(self.now + r.notice_s, Ev::Interrupt(i, epoch));
+        }
+    }
+
     fn type_index(&self, name: &str) -> Option<usize> {
         self.types.iter().position(|t| t.spec.name == name)
     }
@@ -214,7 +251,9 @@ impl<'a> Sim<'a> {
         self.controller.monitors.rates.advance(self.now);
         self.arrival_rate = self.window_arrivals as f64 / self.p.window_s;
         self.window_arrivals = 0;
-        if matches!(self.strategy, Strategy::MarkRs | Strategy::MarkReleased) {
+        // a stalled cloud API: the controller can neither list nor act (demand is still counted)
+        let stalled = self.p.faults.stalled(self.now);
+        if !stalled && matches!(self.strategy, Strategy::MarkRs | Strategy::MarkReleased) {
             let fleet = self.fleet();
             let pol = &mut self.policies;
             let d = self.controller.on_tick(
@@ -406,7 +445,7 @@ impl<'a> Sim<'a> {
                 self.instances[idx].batch.clear();
                 if self.instances[idx].draining {
                     self.end(idx);
-                } else {
+                } else if !self.instances[idx].noticed {
                     self.idle.insert(idx);
                 }
             }
@@ -414,7 +453,9 @@ impl<'a> Sim<'a> {
                 let i = &mut self.instances[idx];
                 if i.epoch == epoch && i.alive() {
                     i.ready = true;
-                    self.idle.insert(idx);
+                    if !i.noticed {
+                        self.idle.insert(idx);
+                    }
                 }
             }
             Ev::Interrupt(idx, epoch) => {
@@ -436,6 +477,12 @@ impl<'a> Sim<'a> {
                 self.window();
                 if self.now + self.p.window_s <= self.duration {
                     self.at(self.now + self.p.window_s, Ev::Window);
+                }
+            }
+            Ev::Reclaim(k) => self.reclaim(k),
+            Ev::Control if self.p.faults.stalled(self.now) => {
+                if self.now + 60.0 <= self.duration {
+                    self.at(self.now + 60.0, Ev::Control);
                 }
             }
             Ev::Control => {

@@ -1,4 +1,5 @@
-//! `mark policy check | bench | export-default`: the policy tools of the command line.
+//! `mark policy check | bench | export-default`: the policy tools of the command line, on the
+//! policy host (`mark_gateway::policy`).
 
 use std::path::{Path, PathBuf};
 
@@ -6,10 +7,10 @@ use clap::Subcommand;
 
 use crate::failure::Failure;
 
-use super::engine::{PolicyEngine, PolicyLimits};
-use super::startup::DEFAULT_POLICIES_WASM;
-use super::validate::{validate, Rejected};
-use super::PolicyKind;
+use crate::policy::engine::{PolicyEngine, PolicyLimits};
+use crate::policy::startup::DEFAULT_POLICIES_WASM;
+use crate::policy::validate::{validate, Rejected};
+use crate::policy::PolicyKind;
 
 /// `mark policy ...`.
 #[derive(Subcommand)]
@@ -50,7 +51,7 @@ pub fn run(cmd: PolicyCmd) -> Result<(), Failure> {
                 None => DEFAULT_POLICIES_WASM.to_vec(),
             };
             let engine = PolicyEngine::new(PolicyLimits::default()).map_err(Failure::failed)?;
-            super::call_cost::run(&engine, &bytes, calls).map_err(Failure::failed)
+            crate::policy::call_cost::run(&engine, &bytes, calls).map_err(Failure::failed)
         }
         PolicyCmd::ExportDefault { out } => {
             std::fs::write(&out, DEFAULT_POLICIES_WASM)

@@ -50,6 +50,8 @@ pub struct SimParams {
     /// The mark-rs admission plans with the worse of the profile and an EWMA of what batches
     /// really took (the live gateway's rule, issue 25); off: with the profile alone.
     pub live_latency: bool,
+    /// Cloud faults (`--cloud-faults`): none by default.
+    pub faults: crate::faults::CloudFaults,
 }
 
 impl SimParams {
@@ -108,6 +110,7 @@ impl Default for SimParams {
             initial_fleet: None,
             host_slowdown: Vec::new(),
             live_latency: true,
+            faults: Default::default(),
         }
     }
 }

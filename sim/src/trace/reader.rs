@@ -1,7 +1,7 @@
 //! Reading a trace directory back: the arrivals, the control loop's windows, the fleet at the
 //! start and the live figures (cost, attainment, p99) a replay is compared with.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::schema::{Context, InstanceRow, Rec, SCHEMA};
 
@@ -69,7 +69,7 @@ pub fn read(dir: &Path, model: Option<&str>) -> Result<Trace, TraceError> {
     if !dir.is_dir() {
         return Err(err(format!("{}: not a directory", dir.display())));
     }
-    let files: Vec<_> = super::writer::segments(dir)
+    let files: Vec<_> = segments(dir)
         .map_err(|e| err(format!("{}: {e}", dir.display())))?
         .collect();
     if files.is_empty() {
@@ -272,6 +272,20 @@ impl Trace {
             p99_ms: p99,
         }
     }
+}
+
+/// The trace segments in `dir`, by name (so in order).
+pub fn segments(dir: &Path) -> std::io::Result<std::vec::IntoIter<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("trace-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    v.sort();
+    Ok(v.into_iter())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `mark simulate`: trace-driven, discrete-event simulation of serving a workload on a simulated
+//! `mark simulate` (crate `mark-sim`): trace-driven, discrete-event simulation of serving a workload on a simulated
 //! cloud, with the same controller, policies, catalog and batcher logic as `mark serve`.
 //!
 //! - `workload`: arrival streams (CSV rates, MAP/MMPP, generators);
@@ -6,14 +6,21 @@
 //! - `lambda`: the simulated function (warm/cold, concurrency, GB-s billing);
 //! - `baselines`: the strategies compared and their assumptions;
 //! - `params`: a run's knobs and policies; `engine`: the event loop;
+//! - `faults`: cloud faults (`--cloud-faults`): list lag, boot failures, refused launches,
+//!   stalls, throttling, spot reclaims with notice;
 //! - `stats`, `report`, `plot`: latency histogram, summary and table, SVG figures;
 //! - `replay`: a recorded trace's setting, and the calibration of its replay against live;
-//! - `cli`: the command line.
+//! - `cli`, `args`: the command line;
+//! - `trace`: the records of a live trace (`schema`) and reading a trace directory (`reader`),
+//!   which the gateway's recorder writes.
+//!
+//! Built on `mark-core` and `mark-policy-host` only: no server, ONNX Runtime or AWS crate.
 
 pub mod args;
 pub mod baselines;
 pub mod cli;
 pub mod engine;
+pub mod faults;
 pub mod fleet;
 pub mod lambda_model;
 pub mod params;
@@ -21,10 +28,19 @@ pub mod plot;
 pub mod replay;
 pub mod report;
 pub mod stats;
+pub mod trace;
 pub mod workload;
 
 #[cfg(test)]
 mod tests;
+
+// the core and the policy host under the names the gateway gives them
+pub(crate) use mark_core::{control, profile};
+pub(crate) use mark_policy_host as policy;
+pub(crate) mod batching {
+    pub(crate) use mark_core::{admission, spill};
+    pub(crate) use mark_policy_host::batch_policy as size_policy;
+}
 
 use std::io::Write as _;
 use std::path::Path;
@@ -44,7 +60,7 @@ use crate::policy::slot::PolicySlots;
 use crate::profile::LatencyProfile;
 
 /// The profile `mark simulate` uses without `--profile` (ResNet-18 on the development VM).
-pub const DEFAULT_PROFILE: &str = include_str!("../../../examples/sim/profile-resnet18.toml");
+pub const DEFAULT_PROFILE: &str = include_str!("../../examples/sim/profile-resnet18.toml");
 
 /// Where mark-rs's policies come from.
 #[derive(Clone)]

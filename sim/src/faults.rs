@@ -1,0 +1,161 @@
+//! Cloud faults as an input of `mark simulate --cloud-faults FILE.toml`, so policies are priced
+//! under the failures a real account sees in its first week (issue 31): listings that lag,
+//! launches that never boot, launch calls refused (capacity, throttling), the whole API stalled,
+//! and spot reclaims with EC2's two-minute notice. Times are seconds from the workload's start.
+//!
+//! ```toml
+//! list_lag_s = 30            # a new instance stays invisible to listing this long
+//! boot_failure_rate = 0.05   # share of launches that never become ready
+//! launch_error_rate = 0.02   # share of launch calls refused (capacity, throttling)
+//! [[stall]]                  # every cloud call hangs from at_s for for_s
+//! at_s = 36000
+//! for_s = 180
+//! [[throttle]]               # every launch call refused (RequestLimitExceeded) from at_s for for_s
+//! at_s = 50000
+//! for_s = 300
+//! [[reclaim]]                # spot reclaim with the notice: a share of the spot fleet
+//! at_s = 43200               # (instance_type = "..." to reclaim one type only)
+//! share = 0.6
+//! notice_s = 120             # the default; 0: reclaimed without notice
+//! ```
+//! Unknown keys and values out of range are refused (exit 64), naming the key.
+
+use serde::Deserialize;
+
+/// A span of time: from `at_s` for `for_s` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Span {
+    /// Start, seconds from the workload's start.
+    pub at_s: f64,
+    /// Length, seconds.
+    pub for_s: f64,
+}
+
+impl Span {
+    fn holds(&self, t: f64) -> bool {
+        t >= self.at_s && t < self.at_s + self.for_s
+    }
+}
+
+/// A spot reclaim wave.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reclaim {
+    /// When the notices arrive.
+    pub at_s: f64,
+    /// Share of the running spot instances (of `instance_type`, if given) reclaimed.
+    pub share: f64,
+    /// Only this type.
+    #[serde(default)]
+    pub instance_type: Option<String>,
+    /// Seconds from the notice to the reclaim (EC2: 120).
+    #[serde(default = "two_minutes")]
+    pub notice_s: f64,
+}
+
+fn two_minutes() -> f64 {
+    120.0
+}
+
+/// The faults of one run.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudFaults {
+    /// A new instance stays invisible to the controller's listing this long, seconds.
+    #[serde(default)]
+    pub list_lag_s: f64,
+    /// Share of launches that never become ready (billed until terminated).
+    #[serde(default)]
+    pub boot_failure_rate: f64,
+    /// Share of launch calls refused.
+    #[serde(default)]
+    pub launch_error_rate: f64,
+    /// Spans in which every cloud call hangs: the controller neither lists nor acts.
+    #[serde(default)]
+    pub stall: Vec<Span>,
+    /// Spans in which every launch call is refused (throttling).
+    #[serde(default)]
+    pub throttle: Vec<Span>,
+    /// Spot reclaim waves.
+    #[serde(default)]
+    pub reclaim: Vec<Reclaim>,
+}
+
+impl CloudFaults {
+    /// Parses and checks a fault file (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
+        let f: CloudFaults = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        let time = |k: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{origin}: {k} = {v}: must be a time >= 0"))
+            }
+        };
+        let share = |k: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{origin}: {k} = {v}: must be in [0, 1]"))
+            }
+        };
+        time("list_lag_s", f.list_lag_s)?;
+        share("boot_failure_rate", f.boot_failure_rate)?;
+        share("launch_error_rate", f.launch_error_rate)?;
+        for s in f.stall.iter().chain(&f.throttle) {
+            time("at_s", s.at_s)?;
+            time("for_s", s.for_s)?;
+        }
+        for r in &f.reclaim {
+            time("reclaim.at_s", r.at_s)?;
+            time("reclaim.notice_s", r.notice_s)?;
+            share("reclaim.share", r.share)?;
+        }
+        Ok(f)
+    }
+
+    /// Every cloud call hangs at `t`.
+    pub fn stalled(&self, t: f64) -> bool {
+        self.stall.iter().any(|s| s.holds(t))
+    }
+
+    /// Every launch call is refused at `t`.
+    pub fn throttled(&self, t: f64) -> bool {
+        self.throttle.iter().any(|s| s.holds(t))
+    }
+
+    /// No fault at all.
+    pub fn is_empty(&self) -> bool {
+        *self == CloudFaults::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issues_file_parses_and_bad_ones_name_the_key() {
+        let f = CloudFaults::parse(
+            "list_lag_s = 30\nboot_failure_rate = 0.05\nlaunch_error_rate = 0.02\n\
+             [[stall]]\nat_s = 36000\nfor_s = 180\n\
+             [[reclaim]]\nat_s = 43200\nshare = 0.6\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(f.list_lag_s, 30.0);
+        assert!(f.stalled(36000.0) && f.stalled(36179.0) && !f.stalled(36180.0));
+        assert_eq!(f.reclaim[0].notice_s, 120.0);
+        assert!(!f.is_empty() && CloudFaults::default().is_empty());
+        for (bad, key) in [
+            ("boot_failure_rate = 1.5", "boot_failure_rate"),
+            ("list_lag_s = -1", "list_lag_s"),
+            ("lag = 3", "lag"),
+            ("[[reclaim]]\nat_s = 1\nshare = 2", "reclaim.share"),
+        ] {
+            let e = CloudFaults::parse(bad, "f.toml").unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+}
