@@ -137,6 +137,14 @@ pub enum Cmd {
         /// Path to libonnxruntime.so.
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        /// Instance metadata (IMDSv2) to watch for spot interruption notices and rebalance
+        /// recommendations; on one the worker drains (on EC2: http://169.254.169.254). Off
+        /// when absent.
+        #[arg(long, env = "MARK_IMDS_ENDPOINT")]
+        imds_endpoint: Option<String>,
+        /// Seconds between metadata polls.
+        #[arg(long, default_value_t = 5.0, env = "MARK_NOTICE_POLL_SECS")]
+        notice_poll_secs: f64,
     },
     /// Run as the Lambda function body of the spill-over backend (`lambda_runtime`; needs the
     /// Lambda environment: AWS_LAMBDA_RUNTIME_API and friends, as on AWS or `cargo lambda watch`).
@@ -184,6 +192,10 @@ pub struct ControlArgs {
     /// Where the local cloud keeps its tag files.
     #[arg(long, default_value = ".mark/cloud")]
     pub cloud_state: PathBuf,
+    /// Cloud faults to run the fleet under (the `mark simulate --cloud-faults` file: list lag,
+    /// boot failures, refused launches, stalls, throttling), for tests and rehearsals.
+    #[arg(long, value_name = "FILE.toml")]
+    pub cloud_faults: Option<PathBuf>,
     /// Fleet name (instances are tagged with it): 1 to 32 of [A-Za-z0-9_-]; with `--cloud ec2`
     /// an explicit one (not the default).
     #[arg(long, default_value = "mark")]
@@ -394,6 +406,17 @@ impl ControlArgs {
                 _ => None,
             },
             replica: None,
+            faults: match &self.cloud_faults {
+                None => None,
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .map_err(|e| format!("--cloud-faults {}: {e}", f.display()))?;
+                    Some(crate::control::faults::CloudFaults::parse(
+                        &text,
+                        &format!("--cloud-faults {}", f.display()),
+                    )?)
+                }
+            },
         })
     }
 }

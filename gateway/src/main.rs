@@ -46,7 +46,15 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             listen,
             start_delay,
             ort_lib,
-        } => commands::worker(model_repo, listen, start_delay, ort_lib),
+            imds_endpoint,
+            notice_poll_secs,
+        } => commands::worker(
+            model_repo,
+            listen,
+            start_delay,
+            ort_lib,
+            imds_endpoint.map(|e| (e, notice_poll_secs)),
+        ),
         Cmd::Lambda {
             model_repo,
             ort_lib,

@@ -20,7 +20,7 @@ pub mod args;
 pub mod baselines;
 pub mod cli;
 pub mod engine;
-pub mod faults;
+pub use mark_core::control::faults;
 pub mod fleet;
 pub mod lambda_model;
 pub mod params;

@@ -76,6 +76,14 @@ impl Controller {
         }
     }
 
+    /// What the act phase reported at `now`: launches the cloud refused count toward their
+    /// type's back-off, so the next plan tries another type.
+    pub fn on_applied(&mut self, now: f64, applied: &super::fleet::Applied) {
+        for t in &applied.refused {
+            self.launches.refused(t, now);
+        }
+    }
+
     /// Emergency launches asked for so far.
     pub fn emergencies(&self) -> u64 {
         self.emergency.as_ref().map_or(0, |g| g.fired)

@@ -138,6 +138,9 @@ pub struct Applied {
     pub skipped_by_rate: u32,
     /// Calls that failed, with the cause.
     pub failures: Vec<String>,
+    /// Types whose launch the cloud refused (capacity, throttling): the rest of that launch
+    /// action was not attempted, and the controller backs the type off (see `launch_health`).
+    pub refused: Vec<String>,
 }
 
 /// Default launches (and terminations) allowed per rolling hour.
@@ -240,7 +243,15 @@ pub async fn apply<F: Fleet>(
                             done.launched += 1;
                             budget.launched.push_back(now);
                         }
-                        Err(e) => done.failures.push(format!("launch {instance_type}: {e}")),
+                        Err(e) => {
+                            done.failures.push(format!("launch {instance_type}: {e}"));
+                            if matches!(e, FleetError::Failed(_)) {
+                                // capacity or throttling: asking again at once would only fail
+                                // again; the next plan picks another type if it keeps failing
+                                done.refused.push(instance_type.clone());
+                                break;
+                            }
+                        }
                     }
                 }
             }

@@ -40,6 +40,8 @@ pub struct LaunchHealth {
     pub failures: u64,
     /// Pending instances past their deadline in the last check.
     pub overdue: u32,
+    /// Launch calls the cloud refused (capacity, throttling).
+    pub refusals: u64,
     reaped: BTreeMap<String, f64>,
     types: BTreeMap<String, TypeRecord>,
 }
@@ -82,13 +84,7 @@ impl LaunchHealth {
             match self.reaped.get(&i.id) {
                 None => {
                     self.failures += 1;
-                    let r = self.types.entry(i.instance_type.clone()).or_default();
-                    r.in_a_row += 1;
-                    r.last_failure = now;
-                    if r.in_a_row >= BACKOFF_AFTER {
-                        let k = f64::from(r.in_a_row - BACKOFF_AFTER);
-                        r.until = now + (BACKOFF_S * 2f64.powf(k)).min(MAX_BACKOFF_S);
-                    }
+                    self.fail(&i.instance_type, now);
                 }
                 Some(&asked) if now - asked < retry_s => continue,
                 Some(_) => {}
@@ -99,6 +95,23 @@ impl LaunchHealth {
         self.reaped
             .retain(|id, _| fleet.iter().any(|i| &i.id == id));
         (counted, reap)
+    }
+
+    /// The cloud refused a launch of `instance_type` at `now` (capacity, throttling): it counts
+    /// toward the type's back-off like a launch that never booted.
+    pub fn refused(&mut self, instance_type: &str, now: f64) {
+        self.refusals += 1;
+        self.fail(instance_type, now);
+    }
+
+    fn fail(&mut self, instance_type: &str, now: f64) {
+        let r = self.types.entry(instance_type.to_string()).or_default();
+        r.in_a_row += 1;
+        r.last_failure = now;
+        if r.in_a_row >= BACKOFF_AFTER {
+            let k = f64::from(r.in_a_row - BACKOFF_AFTER);
+            r.until = now + (BACKOFF_S * 2f64.powf(k)).min(MAX_BACKOFF_S);
+        }
     }
 
     /// The types a plan may use at `now`: those not backed off.
@@ -117,5 +130,32 @@ impl LaunchHealth {
             .filter(|(_, r)| now < r.until)
             .map(|(t, r)| (t.clone(), r.until))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_launches_back_a_type_off_and_a_serving_launch_clears_it() {
+        let mut h = LaunchHealth::default();
+        h.refused("c5.large", 100.0);
+        assert!(h.backed_off(100.0).is_empty(), "one refusal is weather");
+        h.refused("c5.large", 160.0);
+        assert_eq!(h.backed_off(160.0), vec![("c5.large".to_string(), 760.0)]);
+        h.refused("c5.large", 800.0);
+        assert_eq!(h.backed_off(800.0)[0].1, 2000.0, "doubling");
+        assert_eq!(h.refusals, 3);
+        let ready = FleetInstance {
+            id: "i".into(),
+            instance_type: "c5.large".into(),
+            market: mark_policies::types::Market::Spot,
+            launched_at: 900.0,
+            ready: true,
+            in_flight: 0,
+        };
+        h.check(1000.0, &[ready], &[], 60.0);
+        assert!(h.backed_off(1000.0).is_empty());
     }
 }

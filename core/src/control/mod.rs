@@ -5,6 +5,8 @@
 //! - `slo`: sliding-window SLO attainment.
 //! - `controller`: one control step (predict → provision → fleet actions) and the SLO emergency.
 //! - `cycle`: the `Controller`, owner of the control cycle the live loop and the simulator drive.
+//! - `faults`: cloud faults as an input (`--cloud-faults FILE.toml`), for the simulator and the
+//!   local cloud.
 //! - `fleet`: instances as a cloud reports them, the `Fleet` trait (cloud drivers and the
 //!   simulated cloud) and `apply`, the one way actions reach a fleet.
 //! - `demand`: demand and SLO outcome counters, one process's and summed across replicas.
@@ -18,6 +20,7 @@ pub mod catalog;
 pub mod controller;
 pub mod cycle;
 pub mod demand;
+pub mod faults;
 pub mod fleet;
 pub mod launch_health;
 pub mod ledger;

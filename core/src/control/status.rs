@@ -46,6 +46,12 @@ pub struct ControlStatus {
     pub emergencies: u64,
     /// Launches that never became ready within their pending deadline (terminated).
     pub launch_failures: u64,
+    /// Interruption notices (spot reclaim or rebalance) workers reported; each replacement is
+    /// planned at the notice.
+    pub notices: u64,
+    /// Launch calls the cloud refused (capacity, throttling); the type backs off as for
+    /// launch failures.
+    pub launch_refusals: u64,
     /// Pending instances past their deadline now (not counted as capacity).
     pub overdue_pending: u32,
     /// Types left out of plans after failed launches, with the wall-clock-free loop time (s)

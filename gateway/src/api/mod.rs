@@ -10,6 +10,7 @@ pub mod body;
 pub mod error;
 pub mod grpc;
 pub mod model_config;
+mod policy_metrics;
 pub mod router;
 pub mod v2;
 pub mod worker_load;

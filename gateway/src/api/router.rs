@@ -38,6 +38,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
                 v2::server_ready(&state).unwrap_or_else(ApiError::into_response)
             };
             super::worker_load::stamp(load, &mut r);
+            if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                r.headers_mut().insert(
+                    super::worker_load::DRAINING_HEADER,
+                    http::HeaderValue::from_static("1"),
+                );
+            }
             return r;
         }
         ["v2", "health", "ready"] => (get("GET"), v2::server_ready(&state)),
@@ -62,6 +68,21 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
         {
             let _ = m;
             (Some("POST".into()), Ok(json_ok(&())))
+        }
+        ["v2", "models", _, "infer"]
+            if state.cfg.worker && state.draining.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            // a worker under an interruption notice finishes what it holds and takes nothing new
+            let mut r = ApiError::unavailable(
+                "draining: this instance is going away (spot interruption notice); send elsewhere",
+                1,
+            )
+            .into_response();
+            r.headers_mut().insert(
+                super::worker_load::DRAINING_HEADER,
+                http::HeaderValue::from_static("1"),
+            );
+            return r;
         }
         ["v2", "models", m, "infer"] => {
             let m = m.to_string();

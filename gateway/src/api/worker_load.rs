@@ -15,6 +15,8 @@ use crate::model::{Loaded, Model};
 
 /// The header carrying the load.
 pub const LOAD_HEADER: &str = "x-mark-load";
+/// The header a draining worker (an interruption notice) sets on its refusals and readiness.
+pub const DRAINING_HEADER: &str = "x-mark-draining";
 
 /// Load of `model`: expected microseconds before a new one-row request is answered, over
 /// `ADMIT_SHARE_OF_SLO` of its SLO; 0 with nothing queued.

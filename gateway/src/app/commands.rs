@@ -17,11 +17,21 @@ pub fn worker(
     listen: std::net::SocketAddr,
     start_delay: f64,
     ort_lib: Option<PathBuf>,
+    spot_notices: Option<(String, f64)>,
 ) -> Result<(), Failure> {
     if start_delay > 0.0 {
         std::thread::sleep(std::time::Duration::from_secs_f64(start_delay));
     }
-    Serve::from_args(ServeArgs::for_worker(model_repo, listen, ort_lib))?.run()
+    let mut s = Serve::from_args(ServeArgs::for_worker(model_repo, listen, ort_lib))?;
+    if let Some((endpoint, every)) = spot_notices {
+        if !(every.is_finite() && (0.1..=300.0).contains(&every)) {
+            return Err(Failure::config(format!(
+                "--notice-poll-secs {every}: must be in [0.1, 300]"
+            )));
+        }
+        s = s.with_spot_notices(endpoint, every);
+    }
+    s.run()
 }
 
 /// `mark lambda`: the Lambda runtime loop over the repository, with the native policies.

@@ -19,6 +19,7 @@ pub mod commands;
 pub mod policy_cmd;
 pub mod profile_cmd;
 pub mod serve_cmd;
+pub mod spot_notice;
 
 /// Builds the state for `models`.
 pub fn state(

@@ -34,6 +34,7 @@ pub struct Serve {
     replica: Option<ReplicaOptions>,
     record_trace: Option<(PathBuf, u64)>,
     drain_seconds: f64,
+    spot_notices: Option<(String, f64)>,
 }
 
 /// A duration from a seconds flag; a negative or non-finite value becomes zero (refused by
@@ -151,7 +152,15 @@ impl Serve {
             replica,
             record_trace: record_trace.map(|d| (d, record_max_bytes)),
             drain_seconds,
+            spot_notices: None,
         })
+    }
+
+    /// A worker that watches instance metadata at `endpoint` every `every_s` seconds for spot
+    /// interruption notices and drains on one (`app::spot_notice`).
+    pub fn with_spot_notices(mut self, endpoint: String, every_s: f64) -> Self {
+        self.spot_notices = Some((endpoint.trim_end_matches('/').to_string(), every_s));
+        self
     }
 
     /// Serves until SIGINT/SIGTERM on its own runtime.
@@ -219,6 +228,13 @@ impl Serve {
             }
             a.replica = replica.clone();
             super::spawn_autoscaling(&state, a);
+        }
+        if let Some((endpoint, every)) = self.spot_notices.clone() {
+            tokio::spawn(super::spot_notice::watch(
+                state.clone(),
+                endpoint,
+                std::time::Duration::from_secs_f64(every),
+            ));
         }
         if let Some((dir, max_bytes)) = &self.record_trace {
             state

@@ -77,6 +77,8 @@ pub struct AutoscaleOptions {
     pub lambda: Option<crate::exec::lambda_client::LambdaOptions>,
     /// This replica's lease and counters, when replicas share the fleet (`--lease-table`).
     pub replica: Option<Arc<Replica>>,
+    /// Faults the cloud calls go through (`--cloud-faults`).
+    pub faults: Option<crate::control::faults::CloudFaults>,
 }
 
 /// Runs the loop forever (returns at once for an unknown model).
@@ -117,6 +119,7 @@ pub struct ControlLoop {
     last: Outcomes,
     budget: fleet::ChangeBudget,
     launch_keys: keyed::LaunchKeys,
+    noticed: std::collections::HashSet<String>,
     replica: Option<Arc<Replica>>,
     fleet_demand: crate::control::demand::FleetDemand,
     was_leader: bool,
@@ -152,6 +155,7 @@ impl ControlLoop {
                 opts.catalog.clone(),
             ))),
         };
+        let cloud = crate::cloud::faults::wrap(cloud, opts.faults.clone());
         let _ = state.cloud.set(cloud.clone());
         let lambda = match (&opts.lambda, &opts.catalog.lambda) {
             (Some(o), Some(spec)) => {
@@ -205,6 +209,7 @@ impl ControlLoop {
             clock: LoopClock::start(),
             ledger: CostLedger::default(),
             launch_keys: keyed::LaunchKeys::default(),
+            noticed: Default::default(),
             replica: opts.replica.clone(),
             fleet_demand: Default::default(),
             was_leader: false,
@@ -329,11 +334,21 @@ impl ControlLoop {
             return Vec::new();
         }
         let unhealthy = self.loaded.remotes.unhealthy_ids();
+        let draining = self.loaded.remotes.draining_ids();
+        for id in &draining {
+            if self.noticed.insert(id.clone()) {
+                // a spot notice: its replacement is planned now, not at the next interval
+                tracing::warn!(instance = %id, "interruption notice: planning its replacement now");
+                self.status.lock().expect("status lock").notices += 1;
+                self.controller.plan_now(now);
+            }
+        }
+        self.noticed.retain(|id| fleet.iter().any(|i| &i.id == id));
         let in_flight = self.loaded.remotes.in_flight();
-        // only healthy capacity counts: a worker out of rotation serves nothing
+        // only healthy capacity counts: a worker out of rotation or going away serves nothing
         let view = fleet::view(
             fleet,
-            |id| !unhealthy.iter().any(|u| u == id),
+            |id| !unhealthy.iter().any(|u| u == id) && !draining.iter().any(|u| u == id),
             |t| self.clock.of_wall(t),
             |id| in_flight.iter().find(|(i, _)| i == id).map_or(0, |x| x.1),
         );
@@ -353,6 +368,7 @@ impl ControlLoop {
             let l = &self.controller.launches;
             let mut st = self.status.lock().expect("status lock");
             st.launch_failures = l.failures;
+            st.launch_refusals = l.refusals;
             st.overdue_pending = l.overdue;
             st.backed_off_types = l.backed_off(now);
             let m = &self.state.metrics;
@@ -441,6 +457,7 @@ impl ControlLoop {
         for f in &done.failures {
             tracing::error!(cause = %f, "fleet action failed");
         }
+        self.controller.on_applied(now, &done);
         let launched_hour = self.budget.launches_in_hour(now);
         let terminated_hour = self.budget.terminations_in_hour(now);
         let mut st = self.status.lock().expect("status lock");

@@ -16,6 +16,8 @@ pub enum Driver {
     Local(Arc<LocalCloud>),
     /// AWS EC2.
     Ec2(Arc<Ec2Cloud>),
+    /// Either, behind the fault layer (`--cloud-faults`).
+    Faulty(Arc<super::faults::FaultLayer>),
 }
 
 impl Driver {
@@ -42,6 +44,7 @@ impl Driver {
                 }
                 Ok(fleet)
             }
+            Driver::Faulty(f) => f.list().await,
         }
     }
 
@@ -61,6 +64,7 @@ impl Driver {
                     .map_err(|e| CloudError::Failed(e.to_string()))?
             }
             Driver::Ec2(c) => c.launch_keyed(instance_type, market, key).await,
+            Driver::Faulty(f) => f.launch(instance_type, market, key).await,
         }
     }
 
@@ -74,6 +78,7 @@ impl Driver {
                     .map_err(|e| CloudError::Failed(e.to_string()))?
             }
             Driver::Ec2(c) => c.terminate(id).await,
+            Driver::Faulty(f) => f.terminate(id).await,
         }
     }
 
@@ -81,7 +86,11 @@ impl Driver {
     /// share is positive), oldest first: the local cloud kills them at once, as AWS reclaims a
     /// spot instance. EC2 reclaims come from AWS, so the EC2 driver refuses. Returns the ids.
     pub async fn interrupt_share(&self, share: f64) -> Result<Vec<String>, CloudError> {
-        let Driver::Local(c) = self else {
+        let local = match self {
+            Driver::Faulty(f) => f.inner(),
+            d => d,
+        };
+        let Driver::Local(c) = local else {
             return Err(CloudError::Failed(
                 "spot interruptions on EC2 come from AWS; stage them in an emulator".into(),
             ));

@@ -109,7 +109,7 @@ fn base64(bytes: &[u8]) -> String {
 /// The user data a worker instance boots with: start `mark worker` on the AMI's model repo.
 pub fn user_data(port: u16) -> String {
     format!(
-        "#!/bin/bash\n# MArk-rs worker: the AMI carries /opt/mark (binary, models, .mark/venv)\ncd /opt/mark\nexec ./mark worker --model-repo models --listen 0.0.0.0:{port} >>/var/log/mark-worker.log 2>&1\n"
+        "#!/bin/bash\n# MArk-rs worker: the AMI carries /opt/mark (binary, models, .mark/venv)\ncd /opt/mark\nexec ./mark worker --model-repo models --listen 0.0.0.0:{port} --imds-endpoint http://169.254.169.254 >>/var/log/mark-worker.log 2>&1\n"
     )
 }
 

@@ -129,6 +129,17 @@ impl LocalCloud {
         self.launch_keyed(instance_type, market, None)
     }
 
+    /// Launches an instance whose worker never becomes ready (`--cloud-faults` boot failures):
+    /// its process lives, billed, and never listens.
+    pub fn launch_never_booting(
+        &self,
+        instance_type: &str,
+        market: Market,
+        key: Option<&str>,
+    ) -> Result<Instance, CloudError> {
+        self.spawn(instance_type, market, key, 1e9)
+    }
+
     /// Launches one instance under the launch `key` (`autoscale::keyed`: interval, type, market,
     /// ordinal); a key already taken (by a controller that made the same launch) launches
     /// nothing.
@@ -137,6 +148,20 @@ impl LocalCloud {
         instance_type: &str,
         market: Market,
         key: Option<&str>,
+    ) -> Result<Instance, CloudError> {
+        let delay = self
+            .catalog
+            .get(instance_type)
+            .map_or(0.0, |s| s.launch_seconds);
+        self.spawn(instance_type, market, key, delay)
+    }
+
+    fn spawn(
+        &self,
+        instance_type: &str,
+        market: Market,
+        key: Option<&str>,
+        start_delay: f64,
     ) -> Result<Instance, CloudError> {
         if let Some(k) = key {
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
@@ -164,7 +189,7 @@ impl LocalCloud {
             .map_err(|e| CloudError::Failed(e.to_string()))?;
         let child = Command::new(&self.mark_bin)
             .args(["worker", "--listen", &addr, "--start-delay"])
-            .arg(spec.launch_seconds.to_string())
+            .arg(start_delay.to_string())
             .arg("--model-repo")
             .arg(&self.model_repo)
             .stdin(Stdio::null())
@@ -269,10 +294,8 @@ impl LocalCloud {
                 continue;
             }
             let mut i = rec.instance;
-            let listening = i.addr.parse().is_ok_and(|a| {
-                std::net::TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok()
-            });
-            i.state = if listening {
+            // running means its worker is alive with its models loaded, not a TCP accept
+            i.state = if crate::codec::readiness::serves_blocking(&i.addr) {
                 InstanceState::Running
             } else {
                 InstanceState::Pending

@@ -7,17 +7,18 @@
 //! What an instance is, and the billing rule, are control-plane vocabulary (`control::fleet`);
 //! the drivers implement its `Fleet` trait through `driver::Driver`.
 //!
-//! Launches are keyed when a controller plans them (`plan`: the wall-clock control interval):
-//! the k-th launch of a plan carries key `plan-k`, k counted from the instances of that plan
-//! the cloud lists, so two controllers that planned from the same view launch once (EC2: the
+//! Launches are keyed when a controller plans them (`autoscale::keyed`: interval, type, market
+//! and the controller's own ordinal), so a launch asked twice happens once (EC2: the
 //! `ClientToken`; local: a key file created exclusively).
 //!
 //! - `local`: `mark worker` processes on loopback ports with the catalog's launch delay.
 //! - `ec2`: AWS EC2 through `aws-sdk-ec2` (tested against moto), configured by `crate::aws_sdk`
 //!   as the Lambda backend is.
+//! - `faults`: the fault layer over either (`--cloud-faults FILE.toml`).
 
 pub mod driver;
 pub mod ec2;
+pub mod faults;
 pub mod local;
 
 /// Failures of a driver call: the core's typed fleet error, so the act phase passes it through

@@ -48,10 +48,62 @@ pub async fn serves(addr: &str) -> bool {
     probe_alive(&client, addr).await
 }
 
+/// [`serves`] without a runtime, for the local cloud's listing (a blocking thread): one
+/// HTTP/1.0 `GET /v2/health/ready`, 200 ms to connect, 1 s to answer.
+pub fn serves_blocking(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(sa) = addr.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut s) =
+        std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(PROBE_TIMEOUT));
+    let _ = s.set_write_timeout(Some(PROBE_TIMEOUT));
+    if s.write_all(format!("GET /v2/health/ready HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::with_capacity(1024);
+    let _ = s.take(4096).read_to_end(&mut buf);
+    let head = String::from_utf8_lossy(&buf);
+    let head = head.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| http::StatusCode::from_u16(c).ok());
+    let load = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-mark-load"))
+        .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+        .filter(|l| l.is_finite() && *l >= 0.0);
+    let draining = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("x-mark-draining:"));
+    status.is_some_and(|st| {
+        st.is_success()
+            || refusal_is_saturation(st, load)
+            || (st == http::StatusCode::SERVICE_UNAVAILABLE && draining)
+    })
+}
+
+/// Whether the answer says the worker drains (an interruption notice: `x-mark-draining`).
+pub fn draining_of<B>(resp: &http::Response<B>) -> bool {
+    resp.headers().contains_key("x-mark-draining")
+}
+
 /// Liveness from a readiness answer: ready, or refusing only because it is saturated (a busy
-/// worker at peak is alive and must not be terminated for it).
+/// worker at peak is alive and must not be terminated for it) or draining under an interruption
+/// notice (it still finishes what it holds; the cloud takes it away).
 pub fn alive<B>(resp: &http::Response<B>) -> bool {
-    resp.status().is_success() || refusal_is_saturation(resp.status(), load_of(resp))
+    resp.status().is_success()
+        || refusal_is_saturation(resp.status(), load_of(resp))
+        || (resp.status() == http::StatusCode::SERVICE_UNAVAILABLE && draining_of(resp))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use super::batch_ctx::BatchCtx;
 use super::wire;
 use crate::codec::client::{decode_response, encode_binary_request};
-use crate::codec::readiness::{load_of, probe_alive, refusal_is_saturation};
+use crate::codec::readiness::{draining_of, load_of, probe_alive, refusal_is_saturation};
 use crate::tensor::Tensor;
 use crate::work::Pending;
 use mark_policies::types::ProfilePoint;
@@ -54,6 +54,8 @@ pub struct Remote {
     pub saturated_until_ms: AtomicU64,
     /// Batches it refused as saturated.
     pub refusals: AtomicU64,
+    /// It said it drains (a spot interruption notice): no more batches, ever.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// How long a worker that refused a batch as saturated gets no more.
@@ -65,6 +67,8 @@ fn wall_ms() -> u64 {
 
 /// Why a call to a worker did not give outputs.
 enum CallError {
+    /// It drains under an interruption notice: not broken, and never again.
+    Draining(String),
     /// It refused the batch: saturated (503), not broken.
     Saturated(String),
     /// It failed.
@@ -146,6 +150,7 @@ impl RemoteSet {
                             load_milli: AtomicU32::new(0),
                             saturated_until_ms: AtomicU64::new(0),
                             refusals: AtomicU64::new(0),
+                            draining: std::sync::atomic::AtomicBool::new(false),
                         })
                     })
             })
@@ -161,7 +166,10 @@ impl RemoteSet {
         let mut usable: Vec<&Arc<Remote>> = workers
             .iter()
             .filter(|r| {
-                !r.unhealthy() && !r.busy.load(Relaxed) && r.saturated_until_ms.load(Relaxed) <= now
+                !r.unhealthy()
+                    && !r.draining.load(Relaxed)
+                    && !r.busy.load(Relaxed)
+                    && r.saturated_until_ms.load(Relaxed) <= now
             })
             .collect();
         usable.sort_by_key(|r| r.load_milli.load(Relaxed));
@@ -201,6 +209,16 @@ impl RemoteSet {
             .iter()
             .filter(|r| !r.unhealthy())
             .count() as u32
+    }
+
+    /// Ids of the workers draining under an interruption notice.
+    pub fn draining_ids(&self) -> Vec<String> {
+        self.workers
+            .load()
+            .iter()
+            .filter(|r| r.draining.load(Relaxed))
+            .map(|r| r.id.clone())
+            .collect()
     }
 
     /// Ids of the workers out of rotation.
@@ -292,6 +310,14 @@ impl RemoteSet {
                         remote.failed();
                         e
                     }
+                    CallError::Draining(e) => {
+                        // going away (spot notice): out of rotation at once, not a failure; the
+                        // control loop plans its replacement
+                        if !remote.draining.swap(true, Relaxed) {
+                            tracing::warn!(worker = %remote.id, "worker drains (interruption notice): no more batches to it");
+                        }
+                        e
+                    }
                     CallError::Saturated(e) => {
                         // another replica's batches fill it: not broken, just not now
                         remote.refusals.fetch_add(1, Relaxed);
@@ -345,6 +371,7 @@ impl RemoteSet {
             .map_err(|e| fail(format!("worker {}: {e}", remote.addr)))?;
         let status = resp.status();
         let load = load_of(&resp);
+        let draining = status == http::StatusCode::SERVICE_UNAVAILABLE && draining_of(&resp);
         if let Some(l) = load {
             remote
                 .load_milli
@@ -372,7 +399,9 @@ impl RemoteSet {
                 remote.addr,
                 String::from_utf8_lossy(&body[..body.len().min(512)])
             );
-            return Err(if refusal_is_saturation(status, load) {
+            return Err(if draining {
+                CallError::Draining(msg)
+            } else if refusal_is_saturation(status, load) {
                 CallError::Saturated(msg)
             } else {
                 fail(msg)

@@ -3,7 +3,6 @@
 //! ([`exposition`]: OpenMetrics text).
 
 pub mod exposition;
-mod policies;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};

@@ -73,6 +73,7 @@ impl Sim<'_> {
         let (now, mut budget) = (self.now, std::mem::take(&mut self.budget));
         let done = fleet_ops::ready(fleet_ops::apply(self, actions, size, max, &mut budget, now));
         self.budget = budget;
+        self.controller.on_applied(now, &done);
         self.terminations += u64::from(done.terminated);
         self.skipped_by_rate += u64::from(done.skipped_by_rate);
     }

@@ -80,6 +80,8 @@ struct Sim<'a> {
     launch_errors: u64,
     /// Spot reclaim notices.
     notices: u64,
+    /// Launches left to fail at boot (`boot_failures`).
+    boot_failures_left: u32,
     forced: u64,
     requeued: u64,
     duration: f64,
@@ -165,7 +167,8 @@ impl<'a> Sim<'a> {
         if ready_now {
             self.instances[idx].ready = true;
             self.idle.insert(idx);
-        } else if fails > 0.0 && self.rng.uniform() < fails {
+        } else if self.boot_failures_left > 0 || (fails > 0.0 && self.rng.uniform() < fails) {
+            self.boot_failures_left = self.boot_failures_left.saturating_sub(1);
             // billed, never serving, until the controller's pending deadline terminates it
             self.instances[idx].boots = false;
         } else {

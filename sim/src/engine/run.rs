@@ -63,6 +63,7 @@ pub fn run(
         interruptions: 0,
         launch_errors: 0,
         notices: 0,
+        boot_failures_left: p.faults.boot_failures,
         forced: 0,
         requeued: 0,
         duration,

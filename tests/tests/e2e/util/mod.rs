@@ -93,6 +93,20 @@ pub async fn start_local_cloud_with(
     max_instances: &str,
     extra: &[&str],
 ) -> (Gateway, PathBuf) {
+    start_local_cloud_env(repo, catalog, tag, interval, max_instances, extra, &[]).await
+}
+
+/// `start_local_cloud_with` and environment variables for `mark serve` (its workers inherit
+/// them).
+pub async fn start_local_cloud_env(
+    repo: &Path,
+    catalog: &str,
+    tag: &str,
+    interval: &str,
+    max_instances: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (Gateway, PathBuf) {
     let dir = temp_dir(tag);
     let catalog_path = dir.join("catalog.toml");
     std::fs::write(&catalog_path, catalog).expect("catalog");
@@ -118,7 +132,7 @@ pub async fn start_local_cloud_with(
         max_instances,
     ];
     args.extend_from_slice(extra);
-    let g = Gateway::start(&args).ready().await;
+    let g = Gateway::start_env(&args, envs).ready().await;
     // the workers outlive a killed gateway (a restarted one adopts them): end them with the test
     let mut g = g;
     let (state, repo, catalog) = (state_dir.clone(), repo.to_path_buf(), catalog.to_string());

@@ -7,6 +7,7 @@
 //! list_lag_s = 30            # a new instance stays invisible to listing this long
 //! boot_failure_rate = 0.05   # share of launches that never become ready
 //! launch_error_rate = 0.02   # share of launch calls refused (capacity, throttling)
+//! boot_failures = 0          # the first N launches never become ready (deterministic)
 //! [[stall]]                  # every cloud call hangs from at_s for for_s
 //! at_s = 36000
 //! for_s = 180
@@ -18,7 +19,10 @@
 //! share = 0.6
 //! notice_s = 120             # the default; 0: reclaimed without notice
 //! ```
-//! Unknown keys and values out of range are refused (exit 64), naming the key.
+//! Unknown keys and values out of range are refused (exit 64), naming the key. `mark simulate`
+//! applies them all; `mark serve --cloud local --cloud-faults` (the end-to-end tests) applies the
+//! list lag, boot failures, refused launches, stalls and throttling to the local cloud.
+//! Times are seconds from the workload's (or the control loop's) start.
 
 use serde::Deserialize;
 
@@ -71,6 +75,9 @@ pub struct CloudFaults {
     /// Share of launch calls refused.
     #[serde(default)]
     pub launch_error_rate: f64,
+    /// The first this many launches never become ready (deterministic, for tests).
+    #[serde(default)]
+    pub boot_failures: u32,
     /// Spans in which every cloud call hangs: the controller neither lists nor acts.
     #[serde(default)]
     pub stall: Vec<Span>,
@@ -118,6 +125,15 @@ impl CloudFaults {
     /// Every cloud call hangs at `t`.
     pub fn stalled(&self, t: f64) -> bool {
         self.stall.iter().any(|s| s.holds(t))
+    }
+
+    /// When the stall holding `t` ends, if one does.
+    pub fn stall_end(&self, t: f64) -> Option<f64> {
+        self.stall
+            .iter()
+            .filter(|s| s.holds(t))
+            .map(|s| s.at_s + s.for_s)
+            .reduce(f64::max)
     }
 
     /// Every launch call is refused at `t`.

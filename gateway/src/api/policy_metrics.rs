@@ -4,7 +4,7 @@
 use prometheus_client::encoding::DescriptorEncoder;
 
 /// The policy slots and their shadows in the `/metrics` exposition.
-impl super::exposition::Encode for crate::policy::slot::PolicySlots {
+impl crate::metrics::exposition::Encode for crate::policy::slot::PolicySlots {
     fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         use crate::metrics::exposition::{counter, gauge};
         let statuses = crate::policy::PolicyKind::ALL.map(|k| (k, self.get(k).status()));
