@@ -210,9 +210,16 @@ pub struct ControlArgs {
     /// Terminations allowed per rolling hour.
     #[arg(long, default_value_t = crate::control::fleet::CHANGES_PER_HOUR)]
     pub max_terminations_per_hour: u32,
-    /// EC2: AMI of the workers (required with --cloud ec2).
+    /// EC2: AMI of the workers (with --cloud ec2, this or a launch template naming one).
     #[arg(long)]
     pub ec2_image_id: Option<String>,
+    /// EC2: launch template NAME[:VERSION] of the workers (AMI, security groups, instance
+    /// profile, IMDSv2 required); the driver sets type, market, tags, user data and subnet.
+    #[arg(long)]
+    pub ec2_launch_template: Option<String>,
+    /// EC2: subnets (comma-separated, one per AZ), tried in turn when one lacks capacity.
+    #[arg(long, value_delimiter = ',')]
+    pub ec2_subnets: Vec<String>,
     /// EC2: region.
     #[arg(long, default_value = "us-east-1")]
     pub ec2_region: String,
@@ -340,8 +347,8 @@ impl ControlArgs {
         if self.max_launches_per_hour == 0 {
             return Err("--max-launches-per-hour 0: the fleet could never grow".into());
         }
-        if cloud == "ec2" && self.ec2_image_id.is_none() {
-            return Err("--cloud ec2 needs --ec2-image-id".into());
+        if cloud == "ec2" && self.ec2_image_id.is_none() && self.ec2_launch_template.is_none() {
+            return Err("--cloud ec2 needs --ec2-image-id or --ec2-launch-template".into());
         }
         crate::cloud::ec2::check_fleet_name(&self.fleet)?;
         if cloud == "ec2" && self.fleet == "mark" {
@@ -391,12 +398,14 @@ impl ControlArgs {
             max_instances: self.max_instances,
             launches_per_hour: self.max_launches_per_hour,
             terminations_per_hour: self.max_terminations_per_hour,
-            ec2: match (self.cloud.as_deref(), &self.ec2_image_id) {
-                (Some("ec2"), Some(image_id)) => Some(Ec2Options {
+            ec2: match self.cloud.as_deref() {
+                Some("ec2") => Some(Ec2Options {
                     region: self.ec2_region.clone(),
                     endpoint: self.ec2_endpoint.clone(),
                     credentials: None,
-                    image_id: image_id.clone(),
+                    image_id: self.ec2_image_id.clone().unwrap_or_default(),
+                    launch_template: self.ec2_launch_template.clone(),
+                    subnets: self.ec2_subnets.clone(),
                     fleet: self.fleet.clone(),
                     model,
                     worker_port: 8000,

@@ -5,8 +5,8 @@
 //! Credentials and endpoint come from the standard AWS chain, overridable for emulators.
 
 use aws_sdk_ec2::types::{
-    Filter, InstanceMarketOptionsRequest, InstanceStateName, MarketType, ResourceType, Tag,
-    TagSpecification,
+    Filter, InstanceMarketOptionsRequest, InstanceStateName, LaunchTemplateSpecification,
+    MarketType, ResourceType, Tag, TagSpecification,
 };
 use mark_policies::types::Market;
 
@@ -23,8 +23,15 @@ pub struct Ec2Options {
     pub endpoint: Option<String>,
     /// Static credentials (access key, secret); `None` for the standard chain.
     pub credentials: Option<(String, String)>,
-    /// AMI with `mark` and the models installed (see docs/operations.md).
+    /// AMI with `mark` and the models installed (see docs/operations.md); empty when the launch
+    /// template names it.
     pub image_id: String,
+    /// Launch template `NAME[:VERSION]` (AMI, security groups, instance profile, IMDSv2, ...);
+    /// RunInstances' own parameters (type, market, tags, user data, subnet) override it.
+    pub launch_template: Option<String>,
+    /// Subnets to launch into, tried in turn when one has no capacity for the type
+    /// (`InsufficientInstanceCapacity`, `Unsupported`); empty: the default VPC's choice.
+    pub subnets: Vec<String>,
     /// Fleet name (tag `mark:fleet`).
     pub fleet: String,
     /// Model (tag `mark:model`).
@@ -173,14 +180,22 @@ impl Ec2Cloud {
         let mut req = self
             .client
             .run_instances()
-            .image_id(&self.opts.image_id)
             .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
             .min_count(1)
             .max_count(1)
             .user_data(base64(user_data(self.opts.worker_port).as_bytes()))
             .tag_specifications(tags);
-        if let Some(k) = key {
-            req = req.client_token(client_token(&self.opts.fleet, k));
+        if !self.opts.image_id.is_empty() {
+            req = req.image_id(&self.opts.image_id);
+        }
+        if let Some(t) = &self.opts.launch_template {
+            let (name, version) = t.split_once(':').unwrap_or((t, "$Default"));
+            req = req.launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_name(name)
+                    .version(version)
+                    .build(),
+            );
         }
         if market == Market::Spot {
             req = req.instance_market_options(
@@ -189,10 +204,58 @@ impl Ec2Cloud {
                     .build(),
             );
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| err(aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        // each subnet in turn while the type has no capacity there (spread: start at a different
+        // one per launch); a launch asked again retries the same subnets under the same tokens
+        let subnets: Vec<Option<&str>> = if self.opts.subnets.is_empty() {
+            vec![None]
+        } else {
+            let n = self.opts.subnets.len();
+            let start = key.map_or(0, |k| k.bytes().map(usize::from).sum::<usize>() % n);
+            (0..n)
+                .map(|j| Some(self.opts.subnets[(start + j) % n].as_str()))
+                .collect()
+        };
+        let mut last = None;
+        let mut out = None;
+        for (j, subnet) in subnets.iter().enumerate() {
+            let mut r = req.clone().set_subnet_id(subnet.map(str::to_string));
+            if let Some(k) = key {
+                let k = if j == 0 {
+                    k.to_string()
+                } else {
+                    format!("{k}-s{j}")
+                };
+                r = r.client_token(client_token(&self.opts.fleet, &k));
+            }
+            match r.send().await {
+                Ok(o) => {
+                    out = Some(o);
+                    break;
+                }
+                Err(e) => {
+                    use aws_sdk_ec2::error::ProvideErrorMetadata;
+                    let capacity = matches!(
+                        e.code(),
+                        Some("InsufficientInstanceCapacity" | "Unsupported")
+                    );
+                    let msg = format!(
+                        "{}{}",
+                        subnet.map_or(String::new(), |s| format!("subnet {s}: ")),
+                        aws_sdk_ec2::error::DisplayErrorContext(e)
+                    );
+                    if !capacity {
+                        return Err(err(msg));
+                    }
+                    tracing::warn!(cause = %msg, r#type = instance_type, "no capacity; trying the next subnet");
+                    last = Some(msg);
+                }
+            }
+        }
+        let Some(out) = out else {
+            return Err(err(
+                last.unwrap_or_else(|| "no subnet to launch into".into())
+            ));
+        };
         let i = out
             .instances()
             .first()

@@ -20,6 +20,8 @@ fn opts(endpoint: &str, fleet: &str) -> Ec2Options {
         worker_port: 8000,
         max_attempts: 1,
         page_size: 5,
+        launch_template: None,
+        subnets: Vec::new(),
     }
 }
 
@@ -164,4 +166,78 @@ async fn launch_spot(cloud: &Ec2Cloud, n: usize) -> Vec<String> {
         ids.push(cloud.launch("c5.large", Market::Spot).await.unwrap().id);
     }
     ids
+}
+
+#[tokio::test]
+async fn launches_from_a_launch_template_into_the_given_subnet() {
+    use aws_sdk_ec2::types::{
+        LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataOptionsRequest,
+        RequestLaunchTemplateData,
+    };
+    let (_moto, endpoint) = start_moto();
+    let creds = ("testing".to_string(), "testing".to_string());
+    let conf =
+        mark_gateway::aws_sdk::sdk_config("us-east-1", Some(&endpoint), Some(&creds), 1).await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.9.1.0/24")
+        .availability_zone("us-east-1b")
+        .send()
+        .await
+        .unwrap();
+    let subnet = subnet
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .unwrap()
+        .to_string();
+    // the template names the AMI and requires IMDSv2 (session tokens), as docs/operations.md asks
+    ec2.create_launch_template()
+        .launch_template_name("mark-workers")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id("ami-0abcdef1234567890")
+                .metadata_options(
+                    LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                        .http_tokens(LaunchTemplateHttpTokensState::Required)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let catalog = Catalog::load(&root().join("examples/catalog-us-east-1.toml")).unwrap();
+    let mut o = opts(&endpoint, "templated");
+    o.image_id = String::new();
+    o.launch_template = Some("mark-workers".into());
+    o.subnets = vec![subnet.clone()];
+    let cloud = Ec2Cloud::connect(o, catalog).await;
+    let i = cloud
+        .launch_keyed("c5.large", Market::Spot, Some("g1-c5.large-spot-0"))
+        .await
+        .unwrap();
+    let d = ec2
+        .describe_instances()
+        .instance_ids(&i.id)
+        .send()
+        .await
+        .unwrap();
+    let inst = &d.reservations()[0].instances()[0];
+    assert_eq!(
+        inst.image_id(),
+        Some("ami-0abcdef1234567890"),
+        "the AMI comes from the template"
+    );
+    assert_eq!(inst.subnet_id(), Some(subnet.as_str()));
+    assert_eq!(cloud.list().await.unwrap().len(), 1);
+    println!("moto EC2: launched from launch template mark-workers into {subnet}");
 }
