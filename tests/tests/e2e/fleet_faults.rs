@@ -317,3 +317,64 @@ async fn a_spot_notice_under_load_loses_no_request_and_is_replaced_at_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_cloud_api_does_not_inflate_demand_or_grow_the_fleet() {
+    within(180, async {
+        let repo = repo_with(&[(
+            "mlp",
+            "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
+        )]);
+        // every cloud call hangs for 12 s from 4 s after the loop starts: the loop's tick is held
+        // for 24 windows of 0.5 s; the demand measured meanwhile must be spread over them
+        let faults = temp_dir("stall-faults").join("faults.toml");
+        std::fs::write(&faults, "[[stall]]\nat_s = 4\nfor_s = 12\n").unwrap();
+        let (g, state_dir) = start_local_cloud_with(
+            &repo,
+            CATALOG,
+            "stall",
+            "2",
+            "4",
+            &["--cloud-faults", faults.to_str().unwrap()],
+        )
+        .await;
+        let admin = g.admin.clone().unwrap();
+        let cloud = LocalCloud::new(&state_dir, "mark", "mlp", &mark_bin(), &repo, Catalog::parse(CATALOG, "c").unwrap());
+        let url = format!("{}/v2/models/mlp/infer", g.base);
+        let reference = Arc::new(output_f32(&post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(), "probs"));
+        let rate = 100.0;
+        let load = tokio::spawn({
+            let (url, reference) = (url.clone(), reference.clone());
+            async move { open_loop(&url, rate, 26.0, &reference).await }
+        });
+        let mut peak_fleet = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(25) {
+            peak_fleet = peak_fleet.max(cloud.list().len());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let (ok, bad) = load.await.unwrap();
+        let st = admin_status(&admin, "t").await;
+        let history: Vec<f64> = st["control"]["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_f64())
+            .collect();
+        let peak = history.iter().copied().fold(0.0, f64::max);
+        println!(
+            "12 s API stall under {rate} req/s: interval peaks {history:?} (max {peak:.0}), \
+             fleet at most {peak_fleet}, launches {}, {ok} answered, {bad} lost",
+            st["control"]["launches"]
+        );
+        assert_eq!(bad, 0);
+        // counted in the window the stall ended, 12 s of arrivals would read as 2,400 req/s
+        assert!(peak <= 2.0 * rate, "a peak of {peak} req/s for {rate} offered: {history:?}");
+        assert!(peak_fleet <= 3, "the fleet grew to {peak_fleet} for a load 2 workers carry");
+        drop(g);
+        for i in cloud.list() {
+            let _ = cloud.interrupt(&i.id);
+        }
+    })
+    .await;
+}
