@@ -220,6 +220,10 @@ pub struct ControlArgs {
     /// EC2: subnets (comma-separated, one per AZ), tried in turn when one lacks capacity.
     #[arg(long, value_delimiter = ',')]
     pub ec2_subnets: Vec<String>,
+    /// EC2: route to each instance's `mark:addr` tag, not its private IP (tests against an
+    /// emulator such as moto, whose invented addresses must never be contacted).
+    #[arg(long)]
+    pub ec2_addr_from_tag: bool,
     /// EC2: region.
     #[arg(long, default_value = "us-east-1")]
     pub ec2_region: String,
@@ -411,6 +415,7 @@ impl ControlArgs {
                     worker_port: 8000,
                     max_attempts: 3,
                     page_size: 1000,
+                    addr_from_tag: self.ec2_addr_from_tag,
                 }),
                 _ => None,
             },

@@ -443,15 +443,15 @@ fn cloud_faults_cost_little_and_no_launch_is_billed_long_without_serving() {
     );
     assert_eq!((clean.launch_failures, clean.notices), (0, 0));
     assert!(faulty.launch_failures >= 1 && faulty.launch_errors >= 1 && faulty.notices >= 1);
-    // the slowest type boots in 150 s: 3 x 150 s, and the window the check runs in
-    let deadline = 3.0 * 150.0 + 5.0;
+    // the slowest type boots in 150 s: 3 x 150 s (checked a window early, never late)
+    let deadline = 3.0 * 150.0;
     assert!(
         faulty.max_unserving_billed_s <= deadline,
         "{} s",
         faulty.max_unserving_billed_s
     );
     assert!(
-        faulty.max_unserving_launch_times <= 3.0 + 5.0 / 60.0,
+        faulty.max_unserving_launch_times <= 3.0 + 1e-9,
         "{} launch times",
         faulty.max_unserving_launch_times
     );

@@ -139,9 +139,9 @@ impl Controller {
         provision: &mut ProvisionFn<'_>,
     ) -> Decision {
         self.monitors.rates.advance(now);
-        let (counted, reaped) = self
-            .launches
-            .check(now, fleet, catalog, self.cfg.interval_s);
+        let (counted, reaped) =
+            self.launches
+                .check(now, fleet, catalog, self.cfg.interval_s, self.window_s);
         let usable = self.launches.usable(now, catalog);
         let load = FleetLoad::of(size, &counted, catalog, self.monitors.rates.recent_peak());
         let emergency = self.emergency.as_mut().and_then(|g| {

@@ -49,13 +49,15 @@ pub struct LaunchHealth {
 impl LaunchHealth {
     /// Checks `fleet` at `now`: the instances that count as capacity (overdue pending ones do
     /// not), and the terminations of overdue ones (asked again every `retry_s` while the cloud
-    /// still lists them).
+    /// still lists them). Checked every `window_s`, an instance is called overdue one window
+    /// early rather than late, so none is billed past its deadline without serving.
     pub fn check(
         &mut self,
         now: f64,
         fleet: &[FleetInstance],
         catalog: &[InstanceType],
         retry_s: f64,
+        window_s: f64,
     ) -> (Vec<FleetInstance>, Vec<Action>) {
         let launch_s = |ty: &str| {
             catalog
@@ -76,7 +78,8 @@ impl LaunchHealth {
                 counted.push(i.clone());
                 continue;
             }
-            if now - i.launched_at <= pending_deadline_s(launch_s(&i.instance_type)) {
+            let deadline = pending_deadline_s(launch_s(&i.instance_type)) - window_s.max(0.0);
+            if now - i.launched_at <= deadline {
                 counted.push(i.clone());
                 continue;
             }
@@ -155,7 +158,7 @@ mod tests {
             ready: true,
             in_flight: 0,
         };
-        h.check(1000.0, &[ready], &[], 60.0);
+        h.check(1000.0, &[ready], &[], 60.0, 5.0);
         assert!(h.backed_off(1000.0).is_empty());
     }
 }

@@ -374,6 +374,8 @@ impl ControlLoop {
             let m = &self.state.metrics;
             m.set_gauge("mark_fleet_launch_failures", l.failures as f64);
             m.set_gauge("mark_fleet_overdue_pending", f64::from(l.overdue));
+            m.set_gauge("mark_fleet_launch_refusals", l.refusals as f64);
+            m.set_gauge("mark_fleet_notices", st.notices as f64);
         }
         for id in d.reaped.iter().filter_map(|a| match a {
             Action::Terminate { id } => Some(id),

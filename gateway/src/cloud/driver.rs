@@ -38,7 +38,7 @@ impl Driver {
                     .filter(|i| i.state == InstanceState::Running)
                 {
                     // running means our worker answers with its models ready, not a TCP accept
-                    if !crate::codec::readiness::serves(&i.addr).await {
+                    if i.addr.is_empty() || !crate::codec::readiness::serves(&i.addr).await {
                         i.state = InstanceState::Pending;
                     }
                 }

@@ -42,6 +42,10 @@ pub struct Ec2Options {
     pub max_attempts: u32,
     /// Instances per DescribeInstances page (5..=1000; AWS's largest is 1000).
     pub page_size: i32,
+    /// Route to the address in each instance's `mark:addr` tag instead of its private IP: for
+    /// tests against an emulator, whose instances have invented addresses that must never be
+    /// contacted (an instance without the tag is never routed to).
+    pub addr_from_tag: bool,
 }
 
 /// Pages of DescribeInstances read before the fleet is called unknown.
@@ -268,10 +272,13 @@ impl Ec2Cloud {
             instance_type: instance_type.into(),
             market,
             launched_at: now,
-            addr: i
-                .private_ip_address()
-                .map(|ip| format!("{ip}:{}", self.opts.worker_port))
-                .unwrap_or_default(),
+            addr: if self.opts.addr_from_tag {
+                String::new()
+            } else {
+                i.private_ip_address()
+                    .map(|ip| format!("{ip}:{}", self.opts.worker_port))
+                    .unwrap_or_default()
+            },
             state: InstanceState::Pending,
             price_per_hour: price,
         })
@@ -367,10 +374,13 @@ impl Ec2Cloud {
                     .or_else(|| get("mark:launched-at").and_then(|v| v.parse().ok()))
                     .filter(|t: &f64| t.is_finite() && *t > 0.0 && *t <= now + 300.0)
                     .unwrap_or(now),
-                addr: i
-                    .private_ip_address()
-                    .map(|ip| format!("{ip}:{}", self.opts.worker_port))
-                    .unwrap_or_default(),
+                addr: if self.opts.addr_from_tag {
+                    get("mark:addr").unwrap_or_default()
+                } else {
+                    i.private_ip_address()
+                        .map(|ip| format!("{ip}:{}", self.opts.worker_port))
+                        .unwrap_or_default()
+                },
                 state: if i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running) {
                     InstanceState::Running
                 } else {

@@ -388,6 +388,12 @@ fn gauge_help(name: &str) -> &'static str {
         "mark_fleet_launch_failures" => {
             "Launches that never became ready within their pending deadline (terminated)."
         }
+        "mark_fleet_launch_refusals" => {
+            "Launch calls the cloud refused (capacity, throttling); the type backs off."
+        }
+        "mark_fleet_notices" => {
+            "Spot interruption notices and rebalance recommendations the workers reported."
+        }
         "mark_fleet_overdue_pending" => {
             "Pending instances past their deadline now (not counted as capacity)."
         }

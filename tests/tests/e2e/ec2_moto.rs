@@ -22,6 +22,7 @@ fn opts(endpoint: &str, fleet: &str) -> Ec2Options {
         page_size: 5,
         launch_template: None,
         subnets: Vec::new(),
+        addr_from_tag: false,
     }
 }
 

@@ -216,6 +216,42 @@ fn the_simulator_and_the_policy_host_link_no_server() {
     }
 }
 
+/// One controller: the control step, the monitors and the emergency guard are assembled only by
+/// `mark-core`'s `Controller` (`control::cycle`); the live loop and the simulator call it and
+/// spell no step of their own.
+#[test]
+fn only_the_controller_assembles_the_control_step() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in ["gateway/src", "sim/src", "policy-host/src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 60, "{}", files.len());
+    for f in &files {
+        let code = code_before_tests(&std::fs::read_to_string(f).expect("readable"));
+        for spelled in [
+            "controller::step",
+            "controller::{step",
+            "EmergencyGuard::new",
+            "Monitors::new",
+            "sample_into",
+        ] {
+            assert!(
+                !code.contains(spelled),
+                "{} spells `{spelled}` itself",
+                f.display()
+            );
+        }
+        assert!(
+            !code.contains("step(")
+                || !code.contains("use crate::control::controller::{")
+                || !code.contains(" step,"),
+            "{} imports the control step",
+            f.display()
+        );
+    }
+}
+
 /// The decision core is its own crate (`core/`, `mark-core`): the compiler keeps tokio, hyper,
 /// tonic, ort, wasmtime and the AWS SDK out of it as long as its manifest does not name them;
 /// what a compiler cannot see (std's own sockets, processes, files) is checked here.

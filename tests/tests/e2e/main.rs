@@ -14,6 +14,7 @@ mod batching;
 mod cli;
 mod dashboard;
 mod ec2_moto;
+mod ec2_serve;
 mod fleet_faults;
 mod fuzz_corpora;
 mod gpu_check;
