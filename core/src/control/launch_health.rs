@@ -162,3 +162,86 @@ mod tests {
         assert!(h.backed_off(1000.0).is_empty());
     }
 }
+
+/// Seconds after an interruption notice at which an instance still listed is terminated: EC2
+/// reclaims a noticed spot instance after 120 s; one that is still there (a rebalance
+/// recommendation, which reclaims nothing) drains, serves nothing and would be billed forever.
+pub const NOTICE_GRACE_S: f64 = 150.0;
+
+/// Instances that reported an interruption notice (or rebalance recommendation).
+#[derive(Debug, Clone, Default)]
+pub struct Notices {
+    /// Notices seen, in all.
+    pub seen: u64,
+    at: std::collections::BTreeMap<String, (f64, bool)>,
+}
+
+impl Notices {
+    /// Takes the ids that drain now (`draining`) among the listed `fleet` at `now`: whether a
+    /// new notice came (its replacement is to be planned now), and the terminations of noticed
+    /// instances still listed [`NOTICE_GRACE_S`] after their notice (asked once).
+    pub fn observe(
+        &mut self,
+        now: f64,
+        draining: &[String],
+        fleet: &[FleetInstance],
+    ) -> (bool, Vec<Action>) {
+        let mut new = false;
+        for id in draining {
+            if !self.at.contains_key(id) {
+                self.at.insert(id.clone(), (now, false));
+                self.seen += 1;
+                new = true;
+            }
+        }
+        self.at.retain(|id, _| fleet.iter().any(|i| &i.id == id));
+        let mut reap = Vec::new();
+        for (id, (at, asked)) in &mut self.at {
+            if !*asked && now - *at >= NOTICE_GRACE_S {
+                *asked = true;
+                reap.push(Action::Terminate { id: id.clone() });
+            }
+        }
+        (new, reap)
+    }
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+
+    fn inst(id: &str) -> FleetInstance {
+        FleetInstance {
+            id: id.into(),
+            instance_type: "c5.large".into(),
+            market: mark_policies::types::Market::Spot,
+            launched_at: 0.0,
+            ready: true,
+            in_flight: 0,
+        }
+    }
+
+    #[test]
+    fn a_notice_plans_at_once_and_an_instance_still_there_after_the_grace_is_terminated() {
+        let mut n = Notices::default();
+        let fleet = [inst("a"), inst("b")];
+        let (new, reap) = n.observe(10.0, &["a".into()], &fleet);
+        assert!(new && reap.is_empty());
+        assert!(
+            !n.observe(20.0, &["a".into()], &fleet).0,
+            "the same notice once"
+        );
+        // reclaimed (a spot notice): gone from the listing, nothing to do
+        let (_, reap) = n.observe(200.0, &[], &fleet[1..]);
+        assert!(reap.is_empty());
+        // a rebalance recommendation on b: b stays; terminated 150 s later, asked once
+        n.observe(300.0, &["b".into()], &fleet[1..]);
+        assert!(n.observe(449.0, &["b".into()], &fleet[1..]).1.is_empty());
+        assert_eq!(
+            n.observe(450.0, &["b".into()], &fleet[1..]).1,
+            vec![Action::Terminate { id: "b".into() }]
+        );
+        assert!(n.observe(500.0, &["b".into()], &fleet[1..]).1.is_empty());
+        assert_eq!(n.seen, 2);
+    }
+}

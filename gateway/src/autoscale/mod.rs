@@ -119,7 +119,7 @@ pub struct ControlLoop {
     last: Outcomes,
     budget: fleet::ChangeBudget,
     launch_keys: keyed::LaunchKeys,
-    noticed: std::collections::HashSet<String>,
+    noticed: crate::control::launch_health::Notices,
     replica: Option<Arc<Replica>>,
     fleet_demand: crate::control::demand::FleetDemand,
     was_leader: bool,
@@ -315,6 +315,7 @@ impl ControlLoop {
         // controller only: a follower just keeps them out of its rotation)
         let grace = Duration::from_secs_f64((2.0 * self.opts.interval_s).max(10.0));
         let dead = self.loaded.remotes.check_health(grace).await;
+        self.loaded.remotes.check_draining().await;
         if !self.leads() {
             return Some(fleet);
         }
@@ -335,15 +336,6 @@ impl ControlLoop {
         }
         let unhealthy = self.loaded.remotes.unhealthy_ids();
         let draining = self.loaded.remotes.draining_ids();
-        for id in &draining {
-            if self.noticed.insert(id.clone()) {
-                // a spot notice: its replacement is planned now, not at the next interval
-                tracing::warn!(instance = %id, "interruption notice: planning its replacement now");
-                self.status.lock().expect("status lock").notices += 1;
-                self.controller.plan_now(now);
-            }
-        }
-        self.noticed.retain(|id| fleet.iter().any(|i| &i.id == id));
         let in_flight = self.loaded.remotes.in_flight();
         // only healthy capacity counts: a worker out of rotation or going away serves nothing
         let view = fleet::view(
@@ -352,6 +344,18 @@ impl ControlLoop {
             |t| self.clock.of_wall(t),
             |id| in_flight.iter().find(|(i, _)| i == id).map_or(0, |x| x.1),
         );
+        // interruption notices: the replacement is planned now, not at the next interval; one
+        // still listed after the grace (a rebalance recommendation reclaims nothing) is ended
+        let listed = fleet::view(fleet, |_| true, |t| self.clock.of_wall(t), |_| 0);
+        let (new_notice, stale) = self.noticed.observe(now, &draining, &listed);
+        if new_notice {
+            tracing::warn!(
+                ?draining,
+                "interruption notice: planning the replacement now"
+            );
+            self.status.lock().expect("status lock").notices = self.noticed.seen;
+            self.controller.plan_now(now);
+        }
         // the hour's launches as the cloud knows them (a restart or a new leader keeps the budget)
         self.budget
             .adopt_launches(view.iter().map(|i| i.launched_at), now);
@@ -416,7 +420,9 @@ impl ControlLoop {
             Some(Err(e)) => tracing::error!(cause = ?e, "control step failed"),
             None => {}
         }
-        d.actions()
+        let mut actions = d.actions();
+        actions.extend(stale);
+        actions
     }
 
     /// Act phase.

@@ -48,6 +48,17 @@ pub async fn serves(addr: &str) -> bool {
     probe_alive(&client, addr).await
 }
 
+/// Whether the worker at `addr` says it drains (its readiness carries `x-mark-draining`).
+pub async fn probe_draining(client: &HttpClient, addr: &str) -> bool {
+    let uri = format!("http://{addr}/v2/health/ready");
+    match hyper::Request::get(uri).body(Full::new(Bytes::new())) {
+        Ok(req) => tokio::time::timeout(PROBE_TIMEOUT, client.request(req))
+            .await
+            .is_ok_and(|resp| resp.is_ok_and(|resp| draining_of(&resp))),
+        Err(_) => false,
+    }
+}
+
 /// [`serves`] without a runtime, for the local cloud's listing (a blocking thread): one
 /// HTTP/1.0 `GET /v2/health/ready`, 200 ms to connect, 1 s to answer.
 pub fn serves_blocking(addr: &str) -> bool {

@@ -211,6 +211,26 @@ impl RemoteSet {
             .count() as u32
     }
 
+    /// Asks every worker not yet known to drain whether it does (its readiness, all at once, 1 s
+    /// each): a notice is seen within a tick even when this gateway sends that worker nothing.
+    pub async fn check_draining(&self) {
+        let mut probes = tokio::task::JoinSet::new();
+        for r in self.workers.load().iter() {
+            if r.draining.load(Relaxed) {
+                continue;
+            }
+            let (client, r) = (self.client.clone(), r.clone());
+            probes.spawn(async move {
+                if crate::codec::readiness::probe_draining(&client, &r.addr).await
+                    && !r.draining.swap(true, Relaxed)
+                {
+                    tracing::warn!(worker = %r.id, "worker drains (interruption notice): no more batches to it");
+                }
+            });
+        }
+        while probes.join_next().await.is_some() {}
+    }
+
     /// Ids of the workers draining under an interruption notice.
     pub fn draining_ids(&self) -> Vec<String> {
         self.workers
