@@ -21,6 +21,61 @@ fn pid_of(id: &str) -> u32 {
         .expect("local id")
 }
 
+/// One `mlp` (batches up to 32, 100 ms SLO, served late rather than refused) on the local cloud
+/// (interval 2 s, at most 4 instances) with `extra` flags and `envs` for `mark serve`.
+struct MlpFleet {
+    g: Gateway,
+    admin: String,
+    cloud: LocalCloud,
+    url: String,
+    reference: Arc<Vec<f32>>,
+}
+
+impl MlpFleet {
+    async fn start(tag: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
+        let repo = repo_with(&[(
+            "mlp",
+            "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
+        )]);
+        let (g, state_dir) =
+            start_local_cloud_env(&repo, CATALOG, tag, "2", "4", extra, envs).await;
+        let admin = g.admin.clone().unwrap();
+        let cloud = LocalCloud::new(
+            &state_dir,
+            "mark",
+            "mlp",
+            &mark_bin(),
+            &repo,
+            Catalog::parse(CATALOG, "c").unwrap(),
+        );
+        let url = format!("{}/v2/models/mlp/infer", g.base);
+        let reference = Arc::new(output_f32(
+            &post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(),
+            "probs",
+        ));
+        MlpFleet {
+            g,
+            admin,
+            cloud,
+            url,
+            reference,
+        }
+    }
+
+    /// Open-loop load at `rate` for `secs`, every answer checked: (right, lost or wrong).
+    fn load(&self, rate: f64, secs: f64) -> tokio::task::JoinHandle<(u64, u64)> {
+        let (url, reference) = (self.url.clone(), self.reference.clone());
+        tokio::spawn(async move { open_loop(&url, rate, secs, &reference).await })
+    }
+
+    /// A fault file with `text`, for `--cloud-faults`.
+    fn faults(tag: &str, text: &str) -> String {
+        let f = temp_dir(tag).join("faults.toml");
+        std::fs::write(&f, text).unwrap();
+        f.to_str().unwrap().to_string()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_loses_nothing_and_is_replaced() {
     within(180, async {
@@ -93,40 +148,29 @@ async fn a_frozen_worker_loses_nothing_and_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_that_never_boots_is_terminated_counted_and_replaced() {
     within(180, async {
-        let repo = repo_with(&[(
-            "mlp",
-            "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
-        )]);
         // the first launch starts a worker that never listens (a broken image); the type boots
         // in 1 s, so its pending deadline is 3 s
-        let faults = temp_dir("never-boots-faults").join("faults.toml");
-        std::fs::write(&faults, "boot_failures = 1\n").unwrap();
-        let (g, state_dir) = start_local_cloud_with(
-            &repo,
-            CATALOG,
-            "never-boots",
-            "2",
-            "4",
-            &["--cloud-faults", faults.to_str().unwrap()],
-        )
-        .await;
-        let admin = g.admin.clone().unwrap();
-        let cloud = LocalCloud::new(&state_dir, "mark", "mlp", &mark_bin(), &repo, Catalog::parse(CATALOG, "c").unwrap());
-        let url = format!("{}/v2/models/mlp/infer", g.base);
-        let reference = Arc::new(output_f32(&post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(), "probs"));
-        let load = tokio::spawn({
-            let (url, reference) = (url.clone(), reference.clone());
-            async move { open_loop(&url, 150.0, 20.0, &reference).await }
-        });
+        let faults = MlpFleet::faults("never-boots-faults", "boot_failures = 1\n");
+        let f = MlpFleet::start("never-boots", &["--cloud-faults", &faults], &[]).await;
+        let (g, admin, cloud) = (&f.g, &f.admin, &f.cloud);
+        let load = f.load(150.0, 20.0);
         // the broken launch shows up pending, then goes; a worker that serves takes its place
         let deadline = Instant::now() + Duration::from_secs(40);
         let mut broken = None;
         loop {
-            let st = admin_status(&admin, "t").await;
+            let st = admin_status(admin, "t").await;
             let failures = st["control"]["launch_failures"].as_u64().unwrap_or(0);
-            let running = cloud.list().iter().filter(|i| i.state == InstanceState::Running).count();
+            let running = cloud
+                .list()
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count();
             if broken.is_none() {
-                broken = cloud.list().into_iter().find(|i| i.state == InstanceState::Pending).map(|i| i.id);
+                broken = cloud
+                    .list()
+                    .into_iter()
+                    .find(|i| i.state == InstanceState::Pending)
+                    .map(|i| i.id);
             }
             if failures >= 1 && running >= 1 {
                 println!(
@@ -135,7 +179,10 @@ async fn a_launch_that_never_boots_is_terminated_counted_and_replaced() {
                 );
                 break;
             }
-            assert!(Instant::now() < deadline, "no failure counted or no replacement: {st}");
+            assert!(
+                Instant::now() < deadline,
+                "no failure counted or no replacement: {st}"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let broken = broken.expect("the never-booting instance was listed pending");
@@ -143,15 +190,15 @@ async fn a_launch_that_never_boots_is_terminated_counted_and_replaced() {
             !cloud.list().iter().any(|i| i.id == broken),
             "the instance that never booted is terminated"
         );
-        let text = String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body).to_string();
+        let text =
+            String::from_utf8_lossy(&get(&format!("{}/metrics", g.base)).await.unwrap().body)
+                .to_string();
         assert!(metric(&text, "mark_fleet_launch_failures") >= 1.0, "{text}");
         let (ok, bad) = load.await.unwrap();
         println!("{ok} answered correctly under the broken launch, {bad} lost or wrong");
         assert_eq!(bad, 0);
-        drop(g);
-        for i in cloud.list() {
-            let _ = cloud.interrupt(&i.id);
-        }
+        // the gateway's cleanup ends the fleet's workers
+        drop(f);
     })
     .await;
 }
@@ -248,36 +295,32 @@ async fn draining_worker(cloud: &LocalCloud) -> Option<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spot_notice_under_load_loses_no_request_and_is_replaced_at_once() {
     within(180, async {
-        let repo = repo_with(&[(
-            "mlp",
-            "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
-        )]);
         let notice = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let endpoint = imds(notice.clone()).await;
-        let (g, state_dir) = start_local_cloud_env(
-            &repo,
-            CATALOG,
-            "spot-notice",
-            "2",
-            "4",
-            &[],
-            &[("MARK_IMDS_ENDPOINT", &endpoint), ("MARK_NOTICE_POLL_SECS", "0.5")],
-        )
-        .await;
-        let admin = g.admin.clone().unwrap();
-        let cloud = LocalCloud::new(&state_dir, "mark", "mlp", &mark_bin(), &repo, Catalog::parse(CATALOG, "c").unwrap());
-        let url = format!("{}/v2/models/mlp/infer", g.base);
-        let reference = Arc::new(output_f32(&post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(), "probs"));
-        let load = tokio::spawn({
-            let (url, reference) = (url.clone(), reference.clone());
-            async move { open_loop(&url, 150.0, 24.0, &reference).await }
-        });
+        let envs = [
+            ("MARK_IMDS_ENDPOINT", endpoint.as_str()),
+            ("MARK_NOTICE_POLL_SECS", "0.5"),
+        ];
+        let f = MlpFleet::start("spot-notice", &[], &envs).await;
+        let (admin, cloud) = (&f.admin, &f.cloud);
+        let load = f.load(150.0, 24.0);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while cloud.list().iter().filter(|i| i.state == InstanceState::Running).count() < 2 {
-            assert!(Instant::now() < deadline, "the fleet never reached 2 running workers");
+        while cloud
+            .list()
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count()
+            < 2
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the fleet never reached 2 running workers"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let launches_before = admin_status(&admin, "t").await["control"]["launches"].as_u64().unwrap_or(0);
+        let launches_before = admin_status(admin, "t").await["control"]["launches"]
+            .as_u64()
+            .unwrap_or(0);
         // the notice: the worker drains; the gateway stops routing to it and plans its replacement
         notice.store(true, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -290,30 +333,37 @@ async fn a_spot_notice_under_load_loses_no_request_and_is_replaced_at_once() {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let st = admin_status(&admin, "t").await;
+            let st = admin_status(admin, "t").await;
             if st["control"]["notices"].as_u64().unwrap_or(0) >= 1 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the gateway never saw the notice: {st}");
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never saw the notice: {st}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // the reclaim (shortened from EC2's 2 minutes): the instance dies
         tokio::time::sleep(Duration::from_secs(3)).await;
         cloud.interrupt(&id).unwrap();
         let (ok, bad) = load.await.unwrap();
-        let st = admin_status(&admin, "t").await;
+        let st = admin_status(admin, "t").await;
         let launches = st["control"]["launches"].as_u64().unwrap_or(0);
         println!(
             "spot notice to {id} under 150 req/s: {ok} answered correctly, {bad} lost or wrong; \
              launches {launches_before} -> {launches}, notices {}",
             st["control"]["notices"]
         );
-        assert_eq!(bad, 0, "no request lost or wrong across the notice and the reclaim");
-        assert!(launches > launches_before, "a replacement was launched: {st}");
-        drop(g);
-        for i in cloud.list() {
-            let _ = cloud.interrupt(&i.id);
-        }
+        assert_eq!(
+            bad, 0,
+            "no request lost or wrong across the notice and the reclaim"
+        );
+        assert!(
+            launches > launches_before,
+            "a replacement was launched: {st}"
+        );
+        // the gateway's cleanup ends the fleet's workers
+        drop(f);
     })
     .await;
 }
@@ -321,32 +371,13 @@ async fn a_spot_notice_under_load_loses_no_request_and_is_replaced_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_cloud_api_does_not_inflate_demand_or_grow_the_fleet() {
     within(180, async {
-        let repo = repo_with(&[(
-            "mlp",
-            "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
-        )]);
         // every cloud call hangs for 12 s from 4 s after the loop starts: the loop's tick is held
         // for 24 windows of 0.5 s; the demand measured meanwhile must be spread over them
-        let faults = temp_dir("stall-faults").join("faults.toml");
-        std::fs::write(&faults, "[[stall]]\nat_s = 4\nfor_s = 12\n").unwrap();
-        let (g, state_dir) = start_local_cloud_with(
-            &repo,
-            CATALOG,
-            "stall",
-            "2",
-            "4",
-            &["--cloud-faults", faults.to_str().unwrap()],
-        )
-        .await;
-        let admin = g.admin.clone().unwrap();
-        let cloud = LocalCloud::new(&state_dir, "mark", "mlp", &mark_bin(), &repo, Catalog::parse(CATALOG, "c").unwrap());
-        let url = format!("{}/v2/models/mlp/infer", g.base);
-        let reference = Arc::new(output_f32(&post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(), "probs"));
+        let faults = MlpFleet::faults("stall-faults", "[[stall]]\nat_s = 4\nfor_s = 12\n");
+        let f = MlpFleet::start("stall", &["--cloud-faults", &faults], &[]).await;
+        let (admin, cloud) = (&f.admin, &f.cloud);
         let rate = 100.0;
-        let load = tokio::spawn({
-            let (url, reference) = (url.clone(), reference.clone());
-            async move { open_loop(&url, rate, 26.0, &reference).await }
-        });
+        let load = f.load(rate, 26.0);
         let mut peak_fleet = 0;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(25) {
@@ -354,7 +385,7 @@ async fn a_stalled_cloud_api_does_not_inflate_demand_or_grow_the_fleet() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let (ok, bad) = load.await.unwrap();
-        let st = admin_status(&admin, "t").await;
+        let st = admin_status(admin, "t").await;
         let history: Vec<f64> = st["control"]["history"]
             .as_array()
             .unwrap()
@@ -369,12 +400,16 @@ async fn a_stalled_cloud_api_does_not_inflate_demand_or_grow_the_fleet() {
         );
         assert_eq!(bad, 0);
         // counted in the window the stall ended, 12 s of arrivals would read as 2,400 req/s
-        assert!(peak <= 2.0 * rate, "a peak of {peak} req/s for {rate} offered: {history:?}");
-        assert!(peak_fleet <= 3, "the fleet grew to {peak_fleet} for a load 2 workers carry");
-        drop(g);
-        for i in cloud.list() {
-            let _ = cloud.interrupt(&i.id);
-        }
+        assert!(
+            peak <= 2.0 * rate,
+            "a peak of {peak} req/s for {rate} offered: {history:?}"
+        );
+        assert!(
+            peak_fleet <= 3,
+            "the fleet grew to {peak_fleet} for a load 2 workers carry"
+        );
+        // the gateway's cleanup ends the fleet's workers
+        drop(f);
     })
     .await;
 }
