@@ -325,7 +325,7 @@ async fn a_spot_notice_under_load_loses_no_request_and_is_replaced_at_once() {
         notice.store(true, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_secs(20);
         let (id, _addr) = loop {
-            if let Some(w) = draining_worker(&cloud).await {
+            if let Some(w) = draining_worker(cloud).await {
                 break w;
             }
             assert!(Instant::now() < deadline, "no worker drained on the notice");
