@@ -32,6 +32,7 @@ fn main() {
         "bad-answer",
         "bomb",
         "contrary",
+        "v01-provisioner",
     ] {
         let c =
             guest_build::build_guest(&root, &out, "mark-test-policies", f, "mark_test_policies");

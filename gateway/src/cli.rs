@@ -177,9 +177,15 @@ pub struct ControlArgs {
     /// Instance catalog (TOML); see examples/catalog-us-east-1.toml.
     #[arg(long)]
     pub catalog: Option<PathBuf>,
-    /// Model whose demand drives the fleet (default: the first model).
+    /// Plan the fleet for this model's demand alone (default: one fleet for every model of
+    /// the repository, planned for their mix).
     #[arg(long)]
     pub control_model: Option<String>,
+    /// Fewest instances the fleet keeps. 0: the fleet goes to zero while Lambda
+    /// (`--lambda-function`) carries the forecast for less than the cheapest instance would
+    /// cost, and comes back when the forecast pays for one. Default: the plan as it is.
+    #[arg(long)]
+    pub min_instances: Option<u32>,
     /// Seconds per control interval.
     #[arg(long, default_value_t = 60.0)]
     pub control_interval: f64,
@@ -333,6 +339,22 @@ impl ControlArgs {
         if cloud != "local" && cloud != "ec2" {
             return Err(format!("--cloud {cloud}: unknown driver (local, ec2)"));
         }
+        match self.min_instances {
+            Some(n) if n > self.max_instances => {
+                return Err(format!(
+                    "--min-instances {n} is above --max-instances {}",
+                    self.max_instances
+                ))
+            }
+            Some(0) if self.lambda_function.is_none() => {
+                return Err(
+                    "--min-instances 0 needs --lambda-function: Lambda carries the load \
+                            while the fleet is at zero"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
         if self.catalog.is_none() {
             return Err("--cloud needs --catalog FILE".into());
         }
@@ -390,6 +412,8 @@ impl ControlArgs {
             }),
             catalog,
             model: model.clone(),
+            models: self.control_model.iter().cloned().collect(),
+            min_instances: self.min_instances,
             interval_s: self.control_interval,
             window_s: self.control_window,
             horizon: 5,

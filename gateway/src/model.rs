@@ -52,6 +52,9 @@ pub struct Loaded {
     pub metrics: Arc<crate::metrics::ModelMetrics>,
     /// Fleet workers that run this model's batches (empty without a cloud driver).
     pub remotes: Arc<crate::exec::remote::RemoteSet>,
+    /// Memory the model took to load (resident set growth over building its sessions and
+    /// warming them up, at least its ONNX file per executor), bytes: what it needs on a worker.
+    pub footprint_bytes: u64,
 }
 
 impl Loaded {
@@ -65,6 +68,14 @@ impl Loaded {
     pub fn rows_per_run(&self) -> u32 {
         self.batching.max_batch_size.max(1)
     }
+}
+
+/// This process's resident set, bytes (0 where `/proc` does not say).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 /// The model's state as the readiness endpoints report it.
@@ -140,6 +151,7 @@ impl Model {
         rt: &tokio::runtime::Handle,
     ) -> Result<(), ExecError> {
         let path = self.dir.join("model.onnx");
+        let rss_before = resident_bytes();
         let mut sessions = Vec::with_capacity(self.cfg.executors);
         let mut provider = ActiveProvider::Cpu;
         for _ in 0..self.cfg.executors {
@@ -158,6 +170,10 @@ impl Model {
                 })?;
             }
         }
+        let file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let footprint_bytes = resident_bytes()
+            .saturating_sub(rss_before)
+            .max(file_bytes * sessions.len() as u64);
         let batching = self.decide_batching(&mut sessions[0], &inputs, &outputs, &out_names);
         let max_batch = batching.max_batch_size;
         let profile =
@@ -238,6 +254,7 @@ impl Model {
             provider,
             metrics: mm,
             remotes,
+            footprint_bytes,
         }));
         tracing::info!(model = %self.name, ?provider, batching = ?batching.mode, max_batch, "model ready");
         Ok(())

@@ -50,6 +50,7 @@ impl b::Batcher for Default {
 
 impl p::Predictor for Default {
     fn predict(
+        _model: String,
         history: Vec<f64>,
         interval_seconds: f64,
         horizon: u32,
@@ -65,13 +66,19 @@ fn market_in(m: v::Market) -> types::Market {
     }
 }
 
+fn slo_in(s: v::Slo) -> types::Slo {
+    types::Slo {
+        latency_ms: s.latency_ms,
+        attainment_target: s.attainment_target,
+    }
+}
+
 impl v::Provisioner for Default {
     fn provision(
-        forecast: Vec<f64>,
+        models: Vec<v::ModelDemand>,
         interval_seconds: f64,
         fleet: Vec<v::FleetEntry>,
         catalog: Vec<v::InstanceType>,
-        slo: v::Slo,
     ) -> Result<v::Plan, v::PolicyError> {
         let fleet: Vec<types::FleetEntry> = fleet
             .into_iter()
@@ -97,12 +104,27 @@ impl v::Provisioner for Default {
                 burstable: t.burstable,
             })
             .collect();
-        let slo = types::Slo {
-            latency_ms: slo.latency_ms,
-            attainment_target: slo.attainment_target,
-        };
+        let models: Vec<types::ModelDemand> = models
+            .into_iter()
+            .map(|m| types::ModelDemand {
+                model: m.model,
+                forecast: m.forecast,
+                slo: slo_in(m.slo),
+                capacity: m
+                    .capacity
+                    .into_iter()
+                    .map(|c| types::TypeCapacity {
+                        instance_type: c.instance_type,
+                        capacity_rps: c.capacity_rps,
+                    })
+                    .collect(),
+                footprint_gib: m.footprint_gib,
+                attainment: m.attainment,
+                p99_ms: m.p99_ms,
+            })
+            .collect();
         let plan =
-            crate::provisioner::provision(&forecast, interval_seconds, &fleet, &catalog, slo)
+            crate::provisioner::provision_models(&models, interval_seconds, &fleet, &catalog)
                 .map_err(prov_err)?;
         Ok(v::Plan {
             targets: plan

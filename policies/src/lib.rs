@@ -9,9 +9,11 @@
 //! - `batcher`: SLO-aware batch sizing from a latency profile.
 //! - `predictor`: peak-rate forecast (Holt + adaptive margin) and MArk-as-released's flat baseline.
 //! - `provisioner`: MArk's greedy cost-per-request instance selection.
+//! - `mix`: many models on one fleet: the time-share rule (per-model forecasts to one plan).
 //! - `traces`: deterministic generated traces for scoring predictors.
 
 pub mod batcher;
+pub mod mix;
 pub mod predictor;
 pub mod provisioner;
 pub mod traces;

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::types::{FleetEntry, FleetTarget, InstanceType, Market, Plan, PolicyError, Slo};
+use crate::types::{
+    FleetEntry, FleetTarget, InstanceType, Market, ModelDemand, Plan, PolicyError, Slo,
+};
 
 /// Upper bound on instances one plan may add (guards against a runaway forecast).
 pub const MAX_NEW_PER_PLAN: u32 = 1000;
@@ -151,6 +153,28 @@ pub fn provision(
         targets,
         lambda_share,
     })
+}
+
+/// Plans one fleet for several models (WIT 0.2.0): the per-model forecasts become one total
+/// and each type's capacity its capacity for the mix (`mix::mixed_catalog`, the time-share
+/// rule), then [`provision`] plans that. `slo` is the strictest of the models' objectives.
+pub fn provision_models(
+    models: &[ModelDemand],
+    interval_seconds: f64,
+    fleet: &[FleetEntry],
+    catalog: &[InstanceType],
+) -> Result<Plan, PolicyError> {
+    if models.is_empty() {
+        return Err(PolicyError::InvalidInput("no model".into()));
+    }
+    let forecast = crate::mix::total_forecast(models);
+    let mixed = crate::mix::mixed_catalog(models, catalog);
+    let slo = models
+        .iter()
+        .map(|m| m.slo)
+        .min_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
+        .expect("a model");
+    provision(&forecast, interval_seconds, fleet, &mixed, slo)
 }
 
 /// Requests one instance of `capacity` would serve against `residual`, and the seconds it is

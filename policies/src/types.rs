@@ -175,6 +175,35 @@ pub struct Plan {
     pub lambda_share: f64,
 }
 
+/// What one instance of a type serves of one model alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeCapacity {
+    /// Type name.
+    pub instance_type: String,
+    /// Requests per second of this model one instance serves within the model's SLO (0: the
+    /// type has no curve for it and does not serve it).
+    pub capacity_rps: f64,
+}
+
+/// One model's part in a plan for several (WIT 0.2.0 `model-demand`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelDemand {
+    /// Model name.
+    pub model: String,
+    /// Predicted peak rate per interval, req/s.
+    pub forecast: Vec<f64>,
+    /// The model's latency objective.
+    pub slo: Slo,
+    /// `cap(T, m)` for every catalog type.
+    pub capacity: Vec<TypeCapacity>,
+    /// Memory the model takes on an instance once loaded, GiB (measured at load).
+    pub footprint_gib: f64,
+    /// Attainment of recent intervals (None before any request).
+    pub attainment: Option<f64>,
+    /// p99 latency of recent intervals, ms (None before any request).
+    pub p99_ms: Option<f64>,
+}
+
 /// Why a policy declined to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyError {

@@ -91,6 +91,29 @@ pub fn run(engine: &Arc<PolicyEngine>, bytes: &[u8], calls: usize) -> Result<(),
         }),
     );
 
+    let models = [mark_policies::types::ModelDemand {
+        model: "m".into(),
+        forecast: forecast.to_vec(),
+        slo,
+        capacity: catalog
+            .iter()
+            .map(|t| mark_policies::types::TypeCapacity {
+                instance_type: t.name.clone(),
+                capacity_rps: t.capacity_rps,
+            })
+            .collect(),
+        footprint_gib: 0.0,
+        attainment: None,
+        p99_ms: None,
+    }];
+    let input = mark_core::control::controller::ProvisionInput {
+        forecast: &forecast,
+        interval_s: 60.0,
+        fleet: &fleet,
+        catalog: &catalog,
+        slo,
+        models: &models,
+    };
     for kind in PolicyKind::ALL {
         let t = Instant::now();
         let p = validate(engine, bytes, kind, "bench").map_err(|e| format!("{kind}: {e}"))?;
@@ -105,12 +128,10 @@ pub fn run(engine: &Arc<PolicyEngine>, bytes: &[u8], calls: usize) -> Result<(),
                 std::hint::black_box(caller.decide(&state));
             }),
             PolicyKind::Predictor => time(calls / 10, || {
-                drop(std::hint::black_box(caller.predict(&history, 60.0, 5)))
+                drop(std::hint::black_box(caller.predict("m", &history, 60.0, 5)))
             }),
             PolicyKind::Provisioner => time(calls / 10, || {
-                drop(std::hint::black_box(
-                    caller.provision(&forecast, 60.0, &fleet, &catalog, slo),
-                ))
+                drop(std::hint::black_box(caller.provision(&input)))
             }),
         };
         if caller.last != Outcome::Wasm {

@@ -13,19 +13,55 @@ use mark_policies::types as n;
 use wasmtime::component::Instance;
 use wasmtime::{Store, Trap};
 
-use super::bindings::exports::mark::policy::{batcher, predictor, provisioner};
+use mark_core::control::controller::ProvisionInput;
+
+use super::bindings::{v1, v2};
 use super::convert;
 use super::engine::{HostState, PolicyEngine};
 use super::offer::{Offer, OwnedQueueState};
 use super::slot::{LoadedPolicy, Slot};
 use super::PolicyKind;
 
+/// A loaded export of either contract version.
+enum Versioned<A, B> {
+    V1(A),
+    V2(B),
+}
+
+type Batcher =
+    Versioned<v1::exports::mark::policy::batcher::Guest, v2::exports::mark::policy::batcher::Guest>;
+type Predictor = Versioned<
+    v1::exports::mark::policy::predictor::Guest,
+    v2::exports::mark::policy::predictor::Guest,
+>;
+type Provisioner = Versioned<
+    v1::exports::mark::policy::provisioner::Guest,
+    v2::exports::mark::policy::provisioner::Guest,
+>;
+
 struct Cached {
     policy: Arc<LoadedPolicy>,
     store: Store<HostState>,
-    batcher: Option<batcher::Guest>,
-    predictor: Option<predictor::Guest>,
-    provisioner: Option<provisioner::Guest>,
+    batcher: Option<Batcher>,
+    predictor: Option<Predictor>,
+    provisioner: Option<Provisioner>,
+}
+
+/// Loads the `kind` export of `instance` as 0.2.0, else as 0.1.0 (validation has checked the
+/// version already).
+macro_rules! load_versioned {
+    ($kind:ident, $pre:expr, $store:expr, $instance:expr) => {{
+        let err = |e: wasmtime::Error| format!("export check failed: {e:#}");
+        match v2::exports::mark::policy::$kind::GuestIndices::new($pre) {
+            Ok(ix) => Versioned::V2(ix.load($store, $instance).map_err(err)?),
+            Err(_) => Versioned::V1(
+                v1::exports::mark::policy::$kind::GuestIndices::new($pre)
+                    .map_err(err)?
+                    .load($store, $instance)
+                    .map_err(err)?,
+            ),
+        }
+    }};
 }
 
 /// Outcome of one policy call, for callers that want to know (validation, tests).
@@ -132,31 +168,30 @@ impl PolicyCaller {
             predictor: None,
             provisioner: None,
         };
-        let err = |e: wasmtime::Error| format!("export check failed: {e:#}");
         match policy.kind {
             PolicyKind::Batcher => {
-                c.batcher = Some(
-                    batcher::GuestIndices::new(&policy.pre)
-                        .map_err(err)?
-                        .load(&mut c.store, &instance)
-                        .map_err(err)?,
-                )
+                c.batcher = Some(load_versioned!(
+                    batcher,
+                    &policy.pre,
+                    &mut c.store,
+                    &instance
+                ))
             }
             PolicyKind::Predictor => {
-                c.predictor = Some(
-                    predictor::GuestIndices::new(&policy.pre)
-                        .map_err(err)?
-                        .load(&mut c.store, &instance)
-                        .map_err(err)?,
-                )
+                c.predictor = Some(load_versioned!(
+                    predictor,
+                    &policy.pre,
+                    &mut c.store,
+                    &instance
+                ))
             }
             PolicyKind::Provisioner => {
-                c.provisioner = Some(
-                    provisioner::GuestIndices::new(&policy.pre)
-                        .map_err(err)?
-                        .load(&mut c.store, &instance)
-                        .map_err(err)?,
-                )
+                c.provisioner = Some(load_versioned!(
+                    provisioner,
+                    &policy.pre,
+                    &mut c.store,
+                    &instance
+                ))
             }
         }
         Ok(c)
@@ -220,15 +255,10 @@ impl PolicyCaller {
     }
 
     /// The component declined with a policy error: the native default answers, nothing is wrong.
-    fn declined(
-        &mut self,
-        policy: &LoadedPolicy,
-        t: Instant,
-        e: super::bindings::types::PolicyError,
-    ) {
+    fn declined(&mut self, policy: &LoadedPolicy, t: Instant, e: String) {
         policy.stats.record(t.elapsed());
         policy.stats.fallbacks.fetch_add(1, Relaxed);
-        self.last = Outcome::Fallback(format!("policy declined: {}", convert::error(e)));
+        self.last = Outcome::Fallback(format!("policy declined: {e}"));
     }
 
     fn ok(&mut self, policy: &LoadedPolicy, t: Instant) {
@@ -251,12 +281,14 @@ impl PolicyCaller {
     /// Forecast of the next `horizon` intervals (and the same offered to a shadow).
     pub fn predict(
         &mut self,
+        model: &str,
         history: &[f64],
         interval_seconds: f64,
         horizon: u32,
     ) -> Result<Vec<f64>, n::PolicyError> {
-        let f = self.predict_live(history, interval_seconds, horizon);
+        let f = self.predict_live(model, history, interval_seconds, horizon);
         self.slot.offer_shadow(|| Offer::Predict {
+            model: model.to_string(),
             history: history.to_vec(),
             interval_s: interval_seconds,
             horizon,
@@ -266,21 +298,15 @@ impl PolicyCaller {
     }
 
     /// Fleet plan (and the same offered to a shadow).
-    pub fn provision(
-        &mut self,
-        forecast: &[f64],
-        interval_seconds: f64,
-        fleet: &[n::FleetEntry],
-        catalog: &[n::InstanceType],
-        slo: n::Slo,
-    ) -> Result<n::Plan, n::PolicyError> {
-        let p = self.provision_live(forecast, interval_seconds, fleet, catalog, slo);
+    pub fn provision(&mut self, i: &ProvisionInput<'_>) -> Result<n::Plan, n::PolicyError> {
+        let p = self.provision_live(i);
         self.slot.offer_shadow(|| Offer::Provision {
-            forecast: forecast.to_vec(),
-            interval_s: interval_seconds,
-            fleet: fleet.to_vec(),
-            catalog: catalog.to_vec(),
-            slo,
+            forecast: i.forecast.to_vec(),
+            interval_s: i.interval_s,
+            fleet: i.fleet.to_vec(),
+            catalog: i.catalog.to_vec(),
+            slo: i.slo,
+            models: i.models.to_vec(),
             live: p.clone().ok(),
         });
         p
@@ -293,14 +319,16 @@ impl PolicyCaller {
         };
         let t = Instant::now();
         let c = self.cache.as_mut().expect("instantiated");
-        let r = c
-            .batcher
-            .as_ref()
-            .expect("batcher loaded")
-            .call_decide(&mut c.store, &convert::queue_state(s));
+        let r = match c.batcher.as_ref().expect("batcher loaded") {
+            Versioned::V1(g) => g
+                .call_decide(&mut c.store, &convert::v1::queue_state(s))
+                .map(convert::v1::decision),
+            Versioned::V2(g) => g
+                .call_decide(&mut c.store, &convert::v2::queue_state(s))
+                .map(convert::v2::decision),
+        };
         match r {
             Ok(d) => {
-                let d = convert::decision(d);
                 let valid = match d {
                     n::BatchDecision::Send(b) => b >= 1 && b <= s.max_batch.max(1),
                     n::BatchDecision::Wait(us) => us <= 60_000_000,
@@ -330,6 +358,7 @@ impl PolicyCaller {
 
     fn predict_live(
         &mut self,
+        model: &str,
         history: &[f64],
         interval_seconds: f64,
         horizon: u32,
@@ -340,11 +369,14 @@ impl PolicyCaller {
         };
         let t = Instant::now();
         let c = self.cache.as_mut().expect("instantiated");
-        let r = c
-            .predictor
-            .as_ref()
-            .expect("predictor loaded")
-            .call_predict(&mut c.store, history, interval_seconds, horizon);
+        let r = match c.predictor.as_ref().expect("predictor loaded") {
+            Versioned::V1(g) => g
+                .call_predict(&mut c.store, history, interval_seconds, horizon)
+                .map(|r| r.map_err(convert::v1::error)),
+            Versioned::V2(g) => g
+                .call_predict(&mut c.store, model, history, interval_seconds, horizon)
+                .map(|r| r.map_err(convert::v2::error)),
+        };
         match r {
             Ok(Ok(f))
                 if f.len() == horizon as usize && f.iter().all(|x| x.is_finite() && *x >= 0.0) =>
@@ -379,37 +411,38 @@ impl PolicyCaller {
         }
     }
 
-    fn provision_live(
-        &mut self,
-        forecast: &[f64],
-        interval_seconds: f64,
-        fleet: &[n::FleetEntry],
-        catalog: &[n::InstanceType],
-        slo: n::Slo,
-    ) -> Result<n::Plan, n::PolicyError> {
-        let native = || {
-            mark_policies::provisioner::provision(forecast, interval_seconds, fleet, catalog, slo)
-        };
+    fn provision_live(&mut self, i: &ProvisionInput<'_>) -> Result<n::Plan, n::PolicyError> {
+        let catalog = i.catalog;
+        let native = || i.native();
         let Some(policy) = self.begin() else {
             return native();
         };
         let t = Instant::now();
         let c = self.cache.as_mut().expect("instantiated");
-        let r = c
-            .provisioner
-            .as_ref()
-            .expect("provisioner loaded")
-            .call_provision(
-                &mut c.store,
-                forecast,
-                interval_seconds,
-                &convert::fleet(fleet),
-                &convert::catalog(catalog),
-                convert::slo(slo),
-            );
+        let r = match c.provisioner.as_ref().expect("provisioner loaded") {
+            // 0.1.0: the sum of the forecasts, each type's capacity for their mix
+            Versioned::V1(g) => g
+                .call_provision(
+                    &mut c.store,
+                    i.forecast,
+                    i.interval_s,
+                    &convert::v1::fleet(i.fleet),
+                    &convert::v1::catalog(catalog),
+                    convert::v1::slo(i.slo),
+                )
+                .map(|r| r.map(convert::v1::plan).map_err(convert::v1::error)),
+            Versioned::V2(g) => g
+                .call_provision(
+                    &mut c.store,
+                    &convert::v2::models(i.models),
+                    i.interval_s,
+                    &convert::v2::fleet(i.fleet),
+                    &convert::v2::catalog(catalog),
+                )
+                .map(|r| r.map(convert::v2::plan).map_err(convert::v2::error)),
+        };
         match r {
             Ok(Ok(p)) => {
-                let p = convert::plan(p);
                 let unknown = p
                     .targets
                     .iter()

@@ -145,9 +145,11 @@ impl PolicyEngine {
         let engine = Engine::new(&cfg).map_err(|e| EngineError::Wasmtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         // The WIT's `types` interface holds only types; it is "imported" as an empty instance.
-        linker
-            .instance(&format!("mark:policy/types@{}", super::WIT_VERSION))
-            .map_err(|e| EngineError::Linker(format!("{e:#}")))?;
+        for v in std::iter::once(super::WIT_VERSION).chain(super::OLDER_WIT_VERSIONS) {
+            linker
+                .instance(&format!("mark:policy/types@{v}"))
+                .map_err(|e| EngineError::Linker(format!("{e:#}")))?;
+        }
         let weak = engine.weak();
         let tick = limits.tick;
         std::thread::Builder::new()

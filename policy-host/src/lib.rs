@@ -41,7 +41,10 @@ pub(crate) use mark_core::{clock, secret};
 use std::fmt;
 
 /// WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
+
+/// Older contract versions this host still loads (their components run through `bindings::v1`).
+pub const OLDER_WIT_VERSIONS: [&str; 1] = ["0.1.0"];
 
 /// The kinds of policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -37,6 +37,8 @@ pub enum Offer {
     },
     /// A forecast.
     Predict {
+        /// The model forecast.
+        model: String,
         /// Peak-rate history, oldest first.
         history: Vec<f64>,
         /// Seconds per interval.
@@ -58,6 +60,8 @@ pub enum Offer {
         catalog: Vec<n::InstanceType>,
         /// SLO.
         slo: n::Slo,
+        /// Per-model demands.
+        models: Vec<n::ModelDemand>,
         /// The live plan (`None` when the live call failed).
         live: Option<n::Plan>,
     },

@@ -165,12 +165,13 @@ fn offer(caller: &mut PolicyCaller, diff: &Mutex<Diff>, o: Offer) {
                 diff.lock().expect("shadow lock").batch(live, shadow, why);
             }
             Offer::Predict {
+                model,
                 history,
                 interval_s,
                 horizon,
                 live,
             } => {
-                let shadow = caller.predict(&history, interval_s, horizon);
+                let shadow = caller.predict(&model, &history, interval_s, horizon);
                 let why = failed(caller);
                 let shadow = shadow.unwrap_or_default();
                 diff.lock()
@@ -183,9 +184,17 @@ fn offer(caller: &mut PolicyCaller, diff: &Mutex<Diff>, o: Offer) {
                 fleet,
                 catalog,
                 slo,
+                models,
                 live,
             } => {
-                let shadow = caller.provision(&forecast, interval_s, &fleet, &catalog, slo);
+                let shadow = caller.provision(&mark_core::control::controller::ProvisionInput {
+                    forecast: &forecast,
+                    interval_s,
+                    fleet: &fleet,
+                    catalog: &catalog,
+                    slo,
+                    models: &models,
+                });
                 let why = failed(caller);
                 diff.lock().expect("shadow lock").provision(
                     live.as_ref(),

@@ -63,7 +63,7 @@ fn the_default_component_answers_as_the_native_code_does() {
     slot.install(validate(&e, DEFAULT_WASM, PolicyKind::Predictor, "test").expect("valid"));
     let mut c = PolicyCaller::new(e.clone(), slot.clone());
     let history = [100.0, 120.0, 150.0, 140.0, 180.0];
-    let got = c.predict(&history, 60.0, 5).unwrap();
+    let got = c.predict("m", &history, 60.0, 5).unwrap();
     assert_eq!(c.last, Outcome::Wasm);
     assert_eq!(
         got,
@@ -78,12 +78,42 @@ fn the_default_component_answers_as_the_native_code_does() {
         attainment_target: 0.99,
     };
     let cat = sample_catalog();
-    let plan = c.provision(&got, 60.0, &[], &cat, slo).unwrap();
+    // two models: the 0.2.0 component gets them one by one and plans their mix as the native
+    // code does
+    let demand = |m: &str, f: &[f64], share: f64| n::ModelDemand {
+        model: m.into(),
+        forecast: f.to_vec(),
+        slo,
+        capacity: cat
+            .iter()
+            .map(|t| n::TypeCapacity {
+                instance_type: t.name.clone(),
+                capacity_rps: t.capacity_rps * share,
+            })
+            .collect(),
+        footprint_gib: 0.0,
+        attainment: None,
+        p99_ms: None,
+    };
+    let models = [demand("a", &got, 1.0), demand("b", &[30.0; 5], 0.25)];
+    let forecast = mark_core::control::mix::total_forecast(&models);
+    let mixed = mark_core::control::mix::mixed_catalog(&models, &cat);
+    let input = mark_core::control::controller::ProvisionInput {
+        forecast: &forecast,
+        interval_s: 60.0,
+        fleet: &[],
+        catalog: &mixed,
+        slo,
+        models: &models,
+    };
+    let plan = c.provision(&input).unwrap();
     assert_eq!(c.last, Outcome::Wasm);
+    assert_eq!(plan, input.native().unwrap());
     assert_eq!(
         plan,
-        mark_policies::provisioner::provision(&got, 60.0, &[], &cat, slo).unwrap()
+        mark_policies::provisioner::provision_models(&models, 60.0, &[], &cat).unwrap()
     );
+    assert!(!plan.targets.is_empty());
 }
 
 #[test]

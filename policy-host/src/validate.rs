@@ -12,7 +12,9 @@ use wasmtime::component::types::ComponentItem;
 use super::caller::{Outcome, PolicyCaller};
 use super::engine::PolicyEngine;
 use super::slot::{next_generation, CallStats, LoadedPolicy, Slot};
-use super::{PolicyKind, WIT_VERSION};
+use mark_core::control::controller::ProvisionInput;
+
+use super::{PolicyKind, OLDER_WIT_VERSIONS, WIT_VERSION};
 use crate::clock::wall_secs;
 
 /// Why a component was refused. `NotExported` is the one a caller branches on: `mark policy
@@ -37,11 +39,23 @@ fn reject<T>(m: impl Into<String>) -> Result<T, Rejected> {
     Err(Rejected::Invalid(m.into()))
 }
 
-/// Versions compatible with this host: same major, and for 0.x the same minor.
+/// Versions compatible with this host: those of the current contract or an older one it still
+/// loads (same major, and for 0.x the same minor).
 fn compatible(v: &str) -> bool {
-    let mine: Vec<&str> = WIT_VERSION.split('.').collect();
     let theirs: Vec<&str> = v.split('.').collect();
-    theirs.len() == 3 && theirs[0] == mine[0] && (mine[0] != "0" || theirs[1] == mine[1])
+    std::iter::once(WIT_VERSION)
+        .chain(OLDER_WIT_VERSIONS)
+        .any(|known| {
+            let mine: Vec<&str> = known.split('.').collect();
+            theirs.len() == 3 && theirs[0] == mine[0] && (mine[0] != "0" || theirs[1] == mine[1])
+        })
+}
+
+fn implemented() -> String {
+    format!(
+        "this gateway implements mark:policy@{WIT_VERSION} (and loads {})",
+        OLDER_WIT_VERSIONS.join(", ")
+    )
 }
 
 /// Validates `bytes` as a `kind` policy and returns it ready to install.
@@ -83,7 +97,7 @@ pub fn validate(
                 continue;
             }
             if !compatible(v) {
-                return reject(format!("built against mark:policy@{v}; this gateway implements mark:policy@{WIT_VERSION}"));
+                return reject(format!("built against mark:policy@{v}; {}", implemented()));
             }
         }
         return reject(format!(
@@ -103,7 +117,10 @@ pub fn validate(
     };
     let version = export[prefix.len()..].to_string();
     if !compatible(&version) {
-        return reject(format!("built against mark:policy@{version}; this gateway implements mark:policy@{WIT_VERSION}"));
+        return reject(format!(
+            "built against mark:policy@{version}; {}",
+            implemented()
+        ));
     }
     let pre = engine
         .linker
@@ -201,7 +218,7 @@ fn smoke_test(engine: &Arc<PolicyEngine>, policy: &Arc<LoadedPolicy>) -> Result<
                 .map(|i| 100.0 + 50.0 * (f64::from(i) / 10.0).sin())
                 .collect();
             for (h, horizon) in [(&history[..], 5u32), (&history[..1], 1), (&[][..], 3)] {
-                let _ = caller.predict(h, 60.0, horizon);
+                let _ = caller.predict("m", h, 60.0, horizon);
                 check(
                     &caller,
                     &format!("predict(history of {}, horizon {horizon})", h.len()),
@@ -221,10 +238,53 @@ fn smoke_test(engine: &Arc<PolicyEngine>, policy: &Arc<LoadedPolicy>) -> Result<
                 latency_ms: 100.0,
                 attainment_target: 0.99,
             };
-            let _ = caller.provision(&[300.0, 320.0, 280.0], 60.0, &fleet, &cat, slo);
-            check(&caller, "provision(3 intervals, 2 running)")?;
-            let _ = caller.provision(&[0.0], 60.0, &[], &cat, slo);
-            check(&caller, "provision(no load, empty fleet)")?;
+            let demand = |model: &str, forecast: &[f64], share: f64| n::ModelDemand {
+                model: model.into(),
+                forecast: forecast.to_vec(),
+                slo,
+                capacity: cat
+                    .iter()
+                    .map(|t| n::TypeCapacity {
+                        instance_type: t.name.clone(),
+                        capacity_rps: t.capacity_rps * share,
+                    })
+                    .collect(),
+                footprint_gib: 0.2,
+                attainment: Some(0.995),
+                p99_ms: Some(60.0),
+            };
+            for (what, models, fleet) in [
+                (
+                    "provision(3 intervals, 2 running)",
+                    vec![demand("m", &[300.0, 320.0, 280.0], 1.0)],
+                    &fleet[..],
+                ),
+                (
+                    "provision(no load, empty fleet)",
+                    vec![demand("m", &[0.0], 1.0)],
+                    &[][..],
+                ),
+                (
+                    "provision(two models, 2 running)",
+                    vec![
+                        demand("a", &[200.0, 210.0], 1.0),
+                        demand("b", &[20.0, 40.0], 0.1),
+                    ],
+                    &fleet[..],
+                ),
+            ] {
+                let forecast = mark_core::control::mix::total_forecast(&models);
+                let catalog = mark_core::control::mix::mixed_catalog(&models, &cat);
+                let _ = caller.provision(&ProvisionInput {
+                    forecast: &forecast,
+                    interval_s: 60.0,
+                    fleet,
+                    catalog: &catalog,
+                    slo,
+                    models: &models,
+                });
+                check(&caller, what)?;
+            }
         }
     }
     Ok(())
@@ -236,9 +296,12 @@ mod tests {
 
     #[test]
     fn version_compatibility() {
-        assert!(compatible("0.1.0"));
+        assert!(compatible("0.2.0"));
+        assert!(compatible("0.2.3"));
+        assert!(compatible("0.1.0"), "0.1.0 components still load");
         assert!(compatible("0.1.7"));
-        assert!(!compatible("0.2.0"));
+        assert!(!compatible("0.3.0"));
+        assert!(!compatible("0.0.1"));
         assert!(!compatible("1.0.0"));
         assert!(!compatible("garbage"));
     }

@@ -41,7 +41,7 @@ extern crate alloc;
 pub use alloc::{string::String, vec, vec::Vec};
 
 /// The WIT package version this SDK builds against.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 pub use batcher::export_batcher;
 pub use predictor::export_predictor;
@@ -86,7 +86,42 @@ pub mod provisioner {
     });
     pub use self::exports::mark::policy::provisioner::Guest as Provisioner;
     pub use self::mark::policy::types::{
-        FleetEntry, FleetTarget, InstanceType, Market, Plan, PolicyError, Slo,
+        FleetEntry, FleetTarget, InstanceType, Market, ModelDemand, Plan, PolicyError, Slo,
+        TypeCapacity,
     };
     pub use crate::{String, Vec};
+}
+
+/// The previous contract, `mark:policy@0.1.0` (one forecast, one SLO): for components that
+/// must keep its signatures. The gateway still loads them; new policies use the modules above.
+pub mod v0_1 {
+    /// A 0.1.0 predictor (`predict(history, interval-seconds, horizon)`).
+    pub mod predictor {
+        wit_bindgen::generate!({
+            world: "predictor-policy-v0-1",
+            path: "../wit/0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "export_predictor_v0_1",
+            default_bindings_module: "mark_policy_sdk::v0_1::predictor",
+        });
+        pub use self::exports::mark::policy::predictor::Guest as Predictor;
+        pub use self::mark::policy::types::PolicyError;
+        pub use crate::{String, Vec};
+    }
+
+    /// A 0.1.0 provisioner (`provision(forecast, interval-seconds, fleet, catalog, slo)`).
+    pub mod provisioner {
+        wit_bindgen::generate!({
+            world: "provisioner-policy-v0-1",
+            path: "../wit/0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "export_provisioner_v0_1",
+            default_bindings_module: "mark_policy_sdk::v0_1::provisioner",
+        });
+        pub use self::exports::mark::policy::provisioner::Guest as Provisioner;
+        pub use self::mark::policy::types::{
+            FleetEntry, FleetTarget, InstanceType, Market, Plan, PolicyError, Slo,
+        };
+        pub use crate::{String, Vec};
+    }
 }

@@ -130,7 +130,29 @@ pub fn initial_fleet(
             let plan = if strategy == Strategy::StaticPeak {
                 mark_policies::provisioner::provision(&[rate], p.interval_s, &[], catalog, slo)
             } else {
-                (policies.provision)(&[rate], p.interval_s, &[], catalog, slo)
+                let models = [mark_policies::types::ModelDemand {
+                    model: String::new(),
+                    forecast: vec![rate],
+                    slo,
+                    capacity: catalog
+                        .iter()
+                        .map(|t| mark_policies::types::TypeCapacity {
+                            instance_type: t.name.clone(),
+                            capacity_rps: t.capacity_rps,
+                        })
+                        .collect(),
+                    footprint_gib: 0.0,
+                    attainment: None,
+                    p99_ms: None,
+                }];
+                (policies.provision)(&crate::control::controller::ProvisionInput {
+                    forecast: &[rate],
+                    interval_s: p.interval_s,
+                    fleet: &[],
+                    catalog,
+                    slo,
+                    models: &models,
+                })
             };
             plan.map(|plan| {
                 plan.targets

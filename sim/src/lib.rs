@@ -113,13 +113,9 @@ pub struct SimOptions {
 /// The policies one strategy runs with.
 pub fn policies_for(strategy: Strategy, src: &PolicySource) -> Policies {
     let native_predict = || -> params::Predict {
-        Box::new(|h: &[f64], iv: f64, n: u32| mark_policies::predictor::predict(h, iv, n))
+        Box::new(|_: &str, h: &[f64], iv: f64, n: u32| mark_policies::predictor::predict(h, iv, n))
     };
-    let native_provision = || -> params::Provision {
-        Box::new(|f: &[f64], iv: f64, fl: &[_], c: &[_], s| {
-            mark_policies::provisioner::provision(f, iv, fl, c, s)
-        })
-    };
+    let native_provision = || -> params::Provision { Box::new(|i: &_| i.native()) };
     match (strategy, src) {
         (Strategy::MarkRs, PolicySource::Slots(engine, slots)) => {
             let mut pred = PolicyCaller::new(engine.clone(), slots.predictor.clone());
@@ -129,15 +125,15 @@ pub fn policies_for(strategy: Strategy, src: &PolicySource) -> Policies {
                     engine.clone(),
                     slots.batcher.clone(),
                 ))),
-                predict: Box::new(move |h: &[f64], iv: f64, n: u32| pred.predict(h, iv, n)),
-                provision: Box::new(move |f: &[f64], iv: f64, fl: &[_], c: &[_], s| {
-                    prov.provision(f, iv, fl, c, s)
+                predict: Box::new(move |m: &str, h: &[f64], iv: f64, n: u32| {
+                    pred.predict(m, h, iv, n)
                 }),
+                provision: Box::new(move |i: &_| prov.provision(i)),
             }
         }
         (Strategy::MarkReleased, _) => Policies {
             batch: Box::new(SloMaxBatch) as Box<dyn BatchPolicy>,
-            predict: Box::new(|h: &[f64], _iv: f64, n: u32| {
+            predict: Box::new(|_: &str, h: &[f64], _iv: f64, n: u32| {
                 mark_policies::predictor::flat_baseline(h, n)
             }),
             provision: native_provision(),

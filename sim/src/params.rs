@@ -1,6 +1,6 @@
 //! What one simulation run is given: its knobs and its policies.
 
-use mark_policies::types::{InstanceType, PolicyError, Slo};
+use mark_policies::types::PolicyError;
 
 use crate::batching::size_policy::BatchPolicy;
 
@@ -115,16 +115,12 @@ impl Default for SimParams {
     }
 }
 
-/// A predictor as the controller calls it.
-pub type Predict = Box<dyn FnMut(&[f64], f64, u32) -> Result<Vec<f64>, PolicyError>>;
+/// A predictor as the controller calls it: (model, history, interval seconds, horizon).
+pub type Predict = Box<dyn FnMut(&str, &[f64], f64, u32) -> Result<Vec<f64>, PolicyError>>;
 /// A provisioner as the controller calls it.
 pub type Provision = Box<
     dyn FnMut(
-        &[f64],
-        f64,
-        &[mark_policies::types::FleetEntry],
-        &[InstanceType],
-        Slo,
+        &crate::control::controller::ProvisionInput<'_>,
     ) -> Result<mark_policies::types::Plan, PolicyError>,
 >;
 

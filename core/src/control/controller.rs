@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use mark_policies::types::{FleetEntry, InstanceType, Market, Plan, PolicyError, Slo};
+use mark_policies::types::{FleetEntry, InstanceType, Market, ModelDemand, Plan, PolicyError, Slo};
+
+use super::mix::{capacity_by_model, driver, mixed_catalog, total_forecast, Floor};
 
 /// One instance as the controller sees it (rebuilt from the cloud's tags, not kept in memory).
 #[derive(Debug, Clone, PartialEq)]
@@ -114,12 +116,18 @@ impl Action {
 /// What one step decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
-    /// Predicted peak rate per interval.
+    /// Predicted peak rate per interval, all models summed.
     pub forecast: Vec<f64>,
-    /// The provisioner's plan.
+    /// The provisioner's plan (after the fleet's floor).
     pub plan: Plan,
     /// Actions to take now.
     pub actions: Vec<Action>,
+    /// Each model's forecast, SLO and capacities, as the provisioner received them.
+    pub models: Vec<ModelDemand>,
+    /// The plan's capacity per model (its mixed capacity split by the peak's demand), req/s.
+    pub capacity_by_model: Vec<(String, f64)>,
+    /// The model that took the most instance time at the forecast's peak.
+    pub driver: Option<String>,
 }
 
 /// Groups the fleet the way the provisioner sees it.
@@ -145,31 +153,90 @@ pub fn fleet_entries(now: f64, fleet: &[FleetInstance]) -> Vec<FleetEntry> {
     by.into_values().collect()
 }
 
-/// A predictor: (history, interval seconds, horizon) -> forecast.
-pub type PredictFn<'a> = dyn FnMut(&[f64], f64, u32) -> Result<Vec<f64>, PolicyError> + 'a;
-/// A provisioner: (forecast, interval seconds, fleet, catalog, SLO) -> plan.
-pub type ProvisionFn<'a> =
-    dyn FnMut(&[f64], f64, &[FleetEntry], &[InstanceType], Slo) -> Result<Plan, PolicyError> + 'a;
+/// A predictor: (model, history, interval seconds, horizon) -> forecast.
+pub type PredictFn<'a> = dyn FnMut(&str, &[f64], f64, u32) -> Result<Vec<f64>, PolicyError> + 'a;
 
-/// Runs one control step.
+/// What a provisioner is asked. A single-model provisioner (the native one, a component built
+/// for WIT 0.1.0) plans `forecast` with `catalog`, whose capacities are each type's capacity for
+/// the forecast's mix of models (`mark_policies::mix`); a 0.2.0 component gets `models` too.
+#[derive(Debug, Clone, Copy)]
+pub struct ProvisionInput<'a> {
+    /// Predicted peak rate per interval, all models summed.
+    pub forecast: &'a [f64],
+    /// Seconds per interval.
+    pub interval_s: f64,
+    /// The fleet.
+    pub fleet: &'a [FleetEntry],
+    /// The usable types, with capacity for the mix.
+    pub catalog: &'a [InstanceType],
+    /// The strictest model's SLO.
+    pub slo: Slo,
+    /// Per model: forecast, SLO, `cap(T, m)`, footprint, measured attainment.
+    pub models: &'a [ModelDemand],
+}
+
+impl ProvisionInput<'_> {
+    /// The native default's plan.
+    pub fn native(&self) -> Result<Plan, PolicyError> {
+        mark_policies::provisioner::provision(
+            self.forecast,
+            self.interval_s,
+            self.fleet,
+            self.catalog,
+            self.slo,
+        )
+    }
+}
+
+/// A provisioner.
+pub type ProvisionFn<'a> = dyn FnMut(&ProvisionInput<'_>) -> Result<Plan, PolicyError> + 'a;
+
+/// Runs one control step on predicted `models`: one plan for their mix by the provisioner, the
+/// fleet's floor, and the actions that move `fleet` there. `all`: every catalog type (any
+/// model's capacities: they are replaced by the mix's), `usable`: those the plan may launch.
+#[allow(clippy::too_many_arguments)]
 pub fn step(
     now: f64,
-    history: &[f64],
     cfg: &ControlConfig,
     fleet: &[FleetInstance],
-    catalog: &[InstanceType],
-    predict: &mut PredictFn<'_>,
+    models: Vec<ModelDemand>,
+    all: &[InstanceType],
+    usable: &[InstanceType],
+    floor: &Floor,
     provision: &mut ProvisionFn<'_>,
 ) -> Result<Step, PolicyError> {
-    let forecast = predict(history, cfg.interval_s, cfg.horizon)?;
+    let forecast = total_forecast(&models);
+    let mixed_all = mixed_catalog(&models, all);
+    let mixed_usable = mixed_catalog(&models, usable);
     let entries = fleet_entries(now, fleet);
-    let plan = provision(&forecast, cfg.interval_s, &entries, catalog, cfg.slo)?;
+    let slo = models
+        .iter()
+        .map(|m| m.slo)
+        .min_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
+        .unwrap_or(cfg.slo);
+    let plan = provision(&ProvisionInput {
+        forecast: &forecast,
+        interval_s: cfg.interval_s,
+        fleet: &entries,
+        catalog: &mixed_usable,
+        slo,
+        models: &models,
+    })?;
+    let plan = floor.apply(plan, &forecast, cfg.interval_s, &mixed_usable);
     let peak = forecast.iter().copied().fold(0.0, f64::max);
-    let actions = diff(now, cfg, fleet, &plan, catalog, peak);
+    let actions = diff(now, cfg, fleet, &plan, &mixed_all, peak);
+    let planned: f64 = plan
+        .targets
+        .iter()
+        .map(|t| f64::from(t.count) * capacity_of(&mixed_all, &t.instance_type))
+        .sum();
     Ok(Step {
+        capacity_by_model: capacity_by_model(&models, planned),
+        driver: driver(&models),
         forecast,
         plan,
         actions,
+        models,
     })
 }
 
@@ -373,15 +440,24 @@ mod tests {
             capacity_rps: 100.0,
             burstable: false,
         }];
-        let history = vec![250.0; 30];
+        let cfg = ControlConfig::default();
+        let model = super::super::mix::ModelInput {
+            name: "m".into(),
+            slo: cfg.slo,
+            catalog: cat.clone(),
+            footprint_gib: 0.0,
+        };
+        let f = mark_policies::predictor::predict(&[250.0; 30], 60.0, 5).unwrap();
+        let models = super::super::mix::demands(&[model], &[f], &[None], &cat);
         let s = step(
             0.0,
-            &history,
-            &ControlConfig::default(),
+            &cfg,
             &[],
+            models,
             &cat,
-            &mut |h, i, n| mark_policies::predictor::predict(h, i, n),
-            &mut |f, i, fl, c, slo| mark_policies::provisioner::provision(f, i, fl, c, slo),
+            &cat,
+            &Floor::default(),
+            &mut |i| i.native(),
         )
         .unwrap();
         assert_eq!(
@@ -393,6 +469,7 @@ mod tests {
             }]
         );
         assert_eq!(s.plan.lambda_share, 1.0);
+        assert_eq!(s.driver.as_deref(), Some("m"));
     }
 
     fn ty(n: &str, price: f64, launch_s: f64, capacity: f64, burstable: bool) -> InstanceType {

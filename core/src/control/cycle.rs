@@ -13,7 +13,18 @@ use mark_policies::types::{InstanceType, PolicyError};
 use super::controller::{step, Action, ControlConfig, FleetInstance, PredictFn, ProvisionFn, Step};
 use super::demand::Outcomes;
 use super::launch_health::LaunchHealth;
+use super::mix::{demands, mixed_catalog, Floor, ModelInput};
 use super::monitors::{EmergencyGuard, FleetLoad, Monitors};
+use super::rates::PeakRates;
+
+/// One model's own monitors (its arrivals and SLO outcomes), beside the fleet-wide ones.
+#[derive(Debug, Clone)]
+pub struct ModelTrack {
+    /// Model name.
+    pub name: String,
+    /// Its peak rates and attainment.
+    pub monitors: Monitors,
+}
 
 /// What one tick decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +62,10 @@ pub struct Controller {
     pub monitors: Monitors,
     /// Launches that never became ready, and the types backed off for it.
     pub launches: LaunchHealth,
+    /// Per model, in the order of the `models` given to [`Controller::on_tick`].
+    pub tracks: Vec<ModelTrack>,
+    /// `--min-instances` and the function that carries the load at zero.
+    pub floor: Floor,
     emergency: Option<EmergencyGuard>,
     max_instances: u32,
     window_s: f64,
@@ -65,6 +80,11 @@ impl Controller {
     pub fn new(cfg: ControlConfig, window_s: f64, max_instances: u32, emergency: bool) -> Self {
         Controller {
             monitors: Monitors::new(window_s, cfg.interval_s),
+            tracks: vec![ModelTrack {
+                name: String::new(),
+                monitors: Monitors::new(window_s, cfg.interval_s),
+            }],
+            floor: Floor::default(),
             emergency: emergency
                 .then(|| EmergencyGuard::new(cfg.interval_s, cfg.slo.attainment_target)),
             launches: LaunchHealth::default(),
@@ -74,6 +94,57 @@ impl Controller {
             sampled_at: 0.0,
             cfg,
         }
+    }
+
+    /// The models the fleet serves, in the order `on_window` and `on_tick` give them (one
+    /// unnamed model until called).
+    pub fn with_models(mut self, names: &[String]) -> Self {
+        self.tracks = names
+            .iter()
+            .map(|n| ModelTrack {
+                name: n.clone(),
+                monitors: Monitors::new(self.window_s, self.cfg.interval_s),
+            })
+            .collect();
+        self
+    }
+
+    /// The fleet's floor (`--min-instances`).
+    pub fn with_floor(mut self, floor: Floor) -> Self {
+        self.floor = floor;
+        self
+    }
+
+    /// `n` items of model `m` arrived at `t` (the simulator, which sees every arrival).
+    pub fn arrive(&mut self, m: usize, t: f64, n: u64) {
+        self.monitors.rates.arrive(t, n);
+        if let Some(tr) = self.tracks.get_mut(m) {
+            tr.monitors.rates.arrive(t, n);
+        }
+    }
+
+    /// `done` requests of model `m` had an outcome at `now`, `met` of them within the SLO.
+    pub fn outcome(&mut self, m: usize, now: f64, met: u64, done: u64) {
+        self.monitors.slo.record(now, met, done);
+        if let Some(tr) = self.tracks.get_mut(m) {
+            tr.monitors.slo.record(now, met, done);
+        }
+    }
+
+    /// Every monitor's rate windows advanced to `now`.
+    pub fn advance(&mut self, now: f64) {
+        self.monitors.rates.advance(now);
+        for t in &mut self.tracks {
+            t.monitors.rates.advance(now);
+        }
+    }
+
+    /// Each model's attainment over the SLO monitor's window.
+    pub fn attainment_by_model(&mut self, now: f64) -> Vec<(String, Option<f64>)> {
+        self.tracks
+            .iter_mut()
+            .map(|t| (t.name.clone(), t.monitors.slo.attainment(now)))
+            .collect()
     }
 
     /// What the act phase reported at `now`: launches the cloud refused count toward their
@@ -94,35 +165,26 @@ impl Controller {
         self.next_control = self.next_control.min(now);
     }
 
-    /// What happened since the last call (`window`: counts, not totals) at time `now`. Arrivals
-    /// are spread over the time that really passed, window by window: a late tick (a slow cloud
-    /// call held the loop) reports several windows' arrivals at once, and counting them all in
-    /// the newest window would multiply the peak rate the predictor sees.
-    pub fn on_window(&mut self, now: f64, window: Outcomes) {
+    /// What happened since the last call, per model in the order of the tracks (counts, not
+    /// totals) at time `now`. Arrivals are spread over the time that really passed, window by
+    /// window: a late tick (a slow cloud call held the loop) reports several windows' arrivals
+    /// at once, and counting them all in the newest window would multiply the peak rate the
+    /// predictor sees.
+    pub fn on_window(&mut self, now: f64, windows: &[Outcomes]) {
         let from = self.sampled_at.min(now);
         self.sampled_at = now;
-        let span = now - from;
-        let rates = &mut self.monitors.rates;
-        if span <= 1.5 * self.window_s || window.arrived == 0 {
-            rates.arrive((now - 1e-6).max(0.0), window.arrived);
-        } else {
-            let pieces = (span / self.window_s).ceil() as u64;
-            let mut given = 0;
-            for k in 1..=pieces {
-                let end = if k == pieces {
-                    now
-                } else {
-                    from + k as f64 * self.window_s
-                };
-                let upto = (window.arrived as f64 * (end - from) / span).round() as u64;
-                let upto = if k == pieces { window.arrived } else { upto };
-                rates.arrive((end - 1e-6).max(0.0), upto - given);
-                given = upto;
-            }
+        let total = windows.iter().fold(Outcomes::default(), |a, w| a.plus(*w));
+        let window_s = self.window_s;
+        spread(&mut self.monitors.rates, window_s, from, now, total.arrived);
+        self.monitors
+            .slo
+            .record(now, total.done.saturating_sub(total.missed), total.done);
+        for (t, w) in self.tracks.iter_mut().zip(windows) {
+            spread(&mut t.monitors.rates, window_s, from, now, w.arrived);
+            t.monitors
+                .slo
+                .record(now, w.done.saturating_sub(w.missed), w.done);
         }
-        rates.advance(now);
-        let met = window.done.saturating_sub(window.missed);
-        self.monitors.slo.record(now, met, window.done);
     }
 
     /// One tick at time `now`: launches past their pending deadline terminated (and no longer
@@ -134,23 +196,36 @@ impl Controller {
         now: f64,
         fleet: &[FleetInstance],
         size: u32,
-        catalog: &[InstanceType],
+        models: &[ModelInput],
         predict: &mut PredictFn<'_>,
         provision: &mut ProvisionFn<'_>,
     ) -> Decision {
-        self.monitors.rates.advance(now);
+        self.advance(now);
+        let all: &[InstanceType] = models.first().map_or(&[], |m| &m.catalog);
+        // the fleet's capacity for the mix arriving now (each model's recent peak)
+        let recent: Vec<Vec<f64>> = (0..models.len())
+            .map(|i| {
+                vec![self
+                    .tracks
+                    .get(i)
+                    .map_or(self.monitors.rates.recent_peak(), |t| {
+                        t.monitors.rates.recent_peak()
+                    })]
+            })
+            .collect();
+        let now_mix = mixed_catalog(&demands(models, &recent, &[], all), all);
         let (counted, reaped) =
             self.launches
-                .check(now, fleet, catalog, self.cfg.interval_s, self.window_s);
-        let usable = self.launches.usable(now, catalog);
-        let load = FleetLoad::of(size, &counted, catalog, self.monitors.rates.recent_peak());
+                .check(now, fleet, &now_mix, self.cfg.interval_s, self.window_s);
+        let usable_now = self.launches.usable(now, &now_mix);
+        let load = FleetLoad::of(size, &counted, &now_mix, self.monitors.rates.recent_peak());
         let emergency = self.emergency.as_mut().and_then(|g| {
             g.check(
                 now,
                 &mut self.monitors.slo,
                 load,
                 self.max_instances,
-                &usable,
+                &usable_now,
             )
         });
         if emergency.is_some() {
@@ -163,25 +238,65 @@ impl Controller {
             load,
             reaped,
         };
-        if now < self.next_control {
+        if now < self.next_control || models.is_empty() {
             return d;
         }
         self.next_control = now + self.cfg.interval_s;
         d.history = self.monitors.history();
+        let mut forecasts = Vec::with_capacity(models.len());
+        let mut attainment = Vec::with_capacity(models.len());
+        for (i, m) in models.iter().enumerate() {
+            let t = self.tracks.get_mut(i);
+            let history = t
+                .as_ref()
+                .map_or(d.history.clone(), |t| t.monitors.history());
+            attainment.push(t.and_then(|t| t.monitors.slo.attainment(now)));
+            match predict(&m.name, &history, self.cfg.interval_s, self.cfg.horizon) {
+                Ok(f) => forecasts.push(f),
+                Err(e) => {
+                    d.step = Some(Err(e));
+                    return d;
+                }
+            }
+        }
         // the provisioner plans with the usable types; the fleet's own are priced from them all
-        let mut plan_with =
-            |f: &[f64], iv: f64, fl: &[_], _: &[InstanceType], s| provision(f, iv, fl, &usable, s);
+        let usable = self.launches.usable(now, all);
+        let planned = demands(models, &forecasts, &attainment, &usable);
         d.step = Some(step(
             now,
-            &d.history,
             &self.cfg,
             &counted,
-            catalog,
-            predict,
-            &mut plan_with,
+            planned,
+            all,
+            &usable,
+            &self.floor,
+            provision,
         ));
         d
     }
+}
+
+/// `arrived` items counted from `from` to `now` into `rates`, window by window.
+fn spread(rates: &mut PeakRates, window_s: f64, from: f64, now: f64, arrived: u64) {
+    let span = now - from;
+    if span <= 1.5 * window_s || arrived == 0 {
+        rates.arrive((now - 1e-6).max(0.0), arrived);
+    } else {
+        let pieces = (span / window_s).ceil() as u64;
+        let mut given = 0;
+        for k in 1..=pieces {
+            let end = if k == pieces {
+                now
+            } else {
+                from + k as f64 * window_s
+            };
+            let upto = (arrived as f64 * (end - from) / span).round() as u64;
+            let upto = if k == pieces { arrived } else { upto };
+            rates.arrive((end - 1e-6).max(0.0), upto - given);
+            given = upto;
+        }
+    }
+    rates.advance(now);
 }
 
 #[cfg(test)]

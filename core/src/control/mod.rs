@@ -11,6 +11,8 @@
 //!   simulated cloud) and `apply`, the one way actions reach a fleet.
 //! - `demand`: demand and SLO outcome counters, one process's and summed across replicas.
 //! - `launch_health`: the pending deadline, launch failures and the back-off of failing types.
+//! - `mix`: many models on one fleet: per-model inputs and demands, the model that drove a
+//!   plan, the fleet's floor (`--min-instances`, scale to zero).
 //! - `ledger`: cost and instance-hours per backend.
 //! - `monitors`: the demand and SLO monitors and the emergency-launch guard.
 //! - `type_profile`: a type's own latency curve per model: source, checks, the printed entry.
@@ -24,6 +26,7 @@ pub mod faults;
 pub mod fleet;
 pub mod launch_health;
 pub mod ledger;
+pub mod mix;
 pub mod monitors;
 pub mod rates;
 pub mod slo;

@@ -73,6 +73,28 @@ pub struct ControlStatus {
     pub target_attainment: f64,
     /// This replica and the fleet-wide view, when replicas share a lease (`--lease-table`).
     pub replica: Option<ReplicaStatus>,
+    /// Per model the fleet serves: demand, forecast, the plan's capacity, attainment.
+    pub models: Vec<ModelStatus>,
+}
+
+/// One model of the fleet, as the status shows it.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct ModelStatus {
+    /// Model name.
+    pub model: String,
+    /// Its latency objective, ms.
+    pub slo_ms: f64,
+    /// Peak arrival rate of the recent windows, req/s.
+    pub demand_rps: f64,
+    /// Its forecast at the last plan, req/s per interval.
+    pub forecast: Vec<f64>,
+    /// The last plan's capacity for it (the plan's capacity for the mix, split by its share of
+    /// the forecast peak), req/s.
+    pub planned_capacity_rps: f64,
+    /// Its SLO attainment over the monitor's window.
+    pub attainment: Option<f64>,
+    /// Whether it drove the last plan (took the most instance time at the forecast's peak).
+    pub drove_last_plan: bool,
 }
 
 /// One replica among several: its lease and its own vs the fleet-wide demand.

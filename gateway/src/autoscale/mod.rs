@@ -15,13 +15,14 @@
 
 mod keyed;
 mod log;
+mod served;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mark_policies::types::{InstanceType, Slo};
+use mark_policies::types::InstanceType;
 
 use crate::api::AppState;
 use crate::clock::{wall_s, LoopClock};
@@ -35,8 +36,6 @@ use crate::control::fleet::{self, Instance, InstanceState};
 use crate::control::ledger::{backend_key, Billed, CostLedger};
 use crate::control::status::SharedStatus;
 use crate::exec::lambda_client::LambdaBackend;
-use crate::exec::remote::WorkerSpec;
-use crate::model::{Loaded, Model};
 use crate::policy::caller::PolicyCaller;
 use crate::replica::Replica;
 
@@ -45,8 +44,14 @@ use crate::replica::Replica;
 pub struct AutoscaleOptions {
     /// The catalog.
     pub catalog: Catalog,
-    /// The model whose demand drives the fleet.
+    /// The model the fleet's instances are tagged with (the first the fleet serves).
     pub model: String,
+    /// The models whose demand the fleet plans for (one fleet for their mix); empty: every
+    /// model of the repository.
+    pub models: Vec<String>,
+    /// `--min-instances`: None, the plan as it is; Some(0), zero instances while Lambda carries
+    /// the forecast for less; Some(n), at least n.
+    pub min_instances: Option<u32>,
     /// Seconds per control interval (MArk: 60).
     pub interval_s: f64,
     /// Seconds per rate window inside an interval (MArk: 5).
@@ -108,21 +113,22 @@ pub struct ControlLoop {
     status: SharedStatus,
     cloud: Driver,
     lambda: Option<Arc<LambdaBackend>>,
-    model: Arc<Model>,
-    loaded: Arc<Loaded>,
+    served: served::ServedModels,
+    /// Each type's capacity for the mix of the last plan (the lead model's before one).
     catalog: Vec<InstanceType>,
     clock: LoopClock,
     controller: Controller,
     predictor: PolicyCaller,
     provisioner: PolicyCaller,
     ledger: CostLedger,
-    last: Outcomes,
     budget: fleet::ChangeBudget,
     launch_keys: keyed::LaunchKeys,
     noticed: crate::control::launch_health::Notices,
     replica: Option<Arc<Replica>>,
     fleet_demand: crate::control::demand::FleetDemand,
     was_leader: bool,
+    /// This process's counters, all models, at the last sample.
+    own_totals: Outcomes,
 }
 
 impl ControlLoop {
@@ -132,16 +138,13 @@ impl ControlLoop {
         opts: AutoscaleOptions,
         status: SharedStatus,
     ) -> Option<Self> {
-        let Some(model) = state.models.get(&opts.model).cloned() else {
-            tracing::error!(model = %opts.model, "autoscaling: unknown model");
+        let Some(served) = served::ServedModels::wait(&state, &opts.models, &opts.model).await
+        else {
+            tracing::error!(model = %opts.model, "autoscaling: no model to serve");
             return None;
         };
-        let loaded = loop {
-            if let Some(l) = model.loaded() {
-                break l.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let lead = served.lead();
+        let (model, loaded) = (lead.model.clone(), lead.loaded.clone());
         let cloud = match &opts.ec2 {
             Some(e) => Driver::Ec2(Arc::new(
                 crate::cloud::ec2::Ec2Cloud::connect(e.clone(), opts.catalog.clone()).await,
@@ -160,7 +163,10 @@ impl ControlLoop {
         let lambda = match (&opts.lambda, &opts.catalog.lambda) {
             (Some(o), Some(spec)) => {
                 let l = Arc::new(LambdaBackend::connect(o.clone(), spec.clone()).await);
-                loaded.remotes.lambda.store(Some(l.clone()));
+                // one function serves the repository: the model is named in each payload
+                for s in &served.list {
+                    s.loaded.remotes.lambda.store(Some(l.clone()));
+                }
                 tracing::info!(function = %o.function, "Lambda spill-over on");
                 Some(l)
             }
@@ -172,15 +178,19 @@ impl ControlLoop {
             model.cfg.slo_ms,
             loaded.rows_per_run(),
         );
+        let inputs = served.inputs(&opts.catalog, opts.attainment_target);
         let cfg = ControlConfig {
             interval_s: opts.interval_s,
             horizon: opts.horizon,
             min_age_s: opts.min_age_s,
-            slo: Slo {
-                latency_ms: model.cfg.slo_ms,
-                attainment_target: opts.attainment_target,
-            },
+            slo: crate::control::mix::strictest(&inputs),
             scale_in_guard: Some(SCALE_IN_GUARD),
+        };
+        let names: Vec<String> = served.list.iter().map(|s| s.name.clone()).collect();
+        tracing::info!(models = ?names, "one fleet for these models");
+        let floor = crate::control::mix::Floor {
+            min_instances: opts.min_instances,
+            lambda: lambda.as_ref().and(opts.catalog.lambda.clone()),
         };
         state.trace.set_context(crate::trace::schema::Context {
             model: opts.model.clone(),
@@ -203,8 +213,9 @@ impl ControlLoop {
         Some(ControlLoop {
             predictor: PolicyCaller::new(engine.clone(), state.policies.predictor.clone()),
             provisioner: PolicyCaller::new(engine, state.policies.provisioner.clone()),
-            controller: Controller::new(cfg, opts.window_s, opts.max_instances, true),
-            last: loaded.metrics.outcomes(),
+            controller: Controller::new(cfg, opts.window_s, opts.max_instances, true)
+                .with_models(&names)
+                .with_floor(floor),
             budget: fleet::ChangeBudget::new(opts.launches_per_hour, opts.terminations_per_hour),
             clock: LoopClock::start(),
             ledger: CostLedger::default(),
@@ -213,12 +224,12 @@ impl ControlLoop {
             replica: opts.replica.clone(),
             fleet_demand: Default::default(),
             was_leader: false,
+            own_totals: Outcomes::default(),
             state,
             status,
             cloud,
             lambda,
-            model,
-            loaded,
+            served,
             catalog,
             opts,
         })
@@ -227,8 +238,8 @@ impl ControlLoop {
     /// Sample phase: this process's counts, or with replicas the fleet-wide ones (this
     /// replica's counters published, every replica's summed).
     async fn sample(&mut self, now: f64) {
-        let totals = self.loaded.metrics.outcomes();
-        let window = totals.since(self.last);
+        let (windows, totals) = self.served.windows();
+        let window = windows.iter().fold(Outcomes::default(), |a, w| a.plus(*w));
         crate::trace::live::window(
             &self.state.trace,
             window.arrived,
@@ -236,7 +247,7 @@ impl ControlLoop {
             window.missed,
         );
         match &self.replica {
-            None => self.controller.on_window(now, window),
+            None => self.controller.on_window(now, &windows),
             Some(r) => {
                 let window_ms = (self.opts.window_s * 1000.0) as u64;
                 r.publish(totals, window, (10 * window_ms / 1000).max(60))
@@ -247,10 +258,12 @@ impl ControlLoop {
                     Some((rows, at)) => self.fleet_demand.absorb(&rows, at, stale_ms),
                     None => Outcomes::default(),
                 };
-                self.controller.on_window(now, added);
+                // the rows carry totals; each model gets its share of this replica's own
+                self.controller
+                    .on_window(now, &served::split_like(added, &windows));
             }
         }
-        self.last = totals;
+        self.own_totals = totals;
     }
 
     /// True when this process may change the fleet: no replicas, or it holds the lease. A
@@ -275,47 +288,14 @@ impl ControlLoop {
                 return None;
             }
         };
-        let (model, cfg) = (&self.opts.model, &self.model.cfg);
-        let catalog = &self.opts.catalog;
-        let running: Vec<WorkerSpec> = fleet
-            .iter()
-            .filter(|i| i.state == InstanceState::Running)
-            .map(|i| {
-                // a burstable's batches are sized for the speed it sustains without credits:
-                // once they are spent, full-speed batches would all miss the SLO
-                let sustained = catalog
-                    .get(&i.instance_type)
-                    .map_or(1.0, |t| t.baseline_share());
-                WorkerSpec {
-                    id: i.id.clone(),
-                    addr: i.addr.clone(),
-                    speed: sustained
-                        * catalog.speed(
-                            &i.instance_type,
-                            model,
-                            &self.loaded.profile,
-                            cfg.slo_ms,
-                            self.loaded.rows_per_run(),
-                        ),
-                    // a type with its own curve gets batches sized from it
-                    profile: catalog
-                        .profile_of(&i.instance_type, model)
-                        .map(|p| Arc::new(p.policy_points(sustained))),
-                }
-            })
-            .collect();
-        self.loaded.remotes.sync(&running);
-        // workers that left the fleet leave the slowdown series too
-        self.loaded.metrics.remote_slowdown.retain(|k| {
-            k == "lambda"
-                || k.strip_prefix("worker ")
-                    .is_some_and(|id| running.iter().any(|w| w.id == id))
-        });
+        self.served.sync(&fleet, &self.opts.catalog);
         // workers out of rotation: probed; replaced once they stay so for two intervals (by the
         // controller only: a follower just keeps them out of its rotation)
         let grace = Duration::from_secs_f64((2.0 * self.opts.interval_s).max(10.0));
-        let dead = self.loaded.remotes.check_health(grace).await;
-        self.loaded.remotes.check_draining().await;
+        let dead = self.served.lead().loaded.remotes.check_health(grace).await;
+        for s in &self.served.list {
+            s.loaded.remotes.check_draining().await;
+        }
         if !self.leads() {
             return Some(fleet);
         }
@@ -334,9 +314,9 @@ impl ControlLoop {
         if !self.was_leader {
             return Vec::new();
         }
-        let unhealthy = self.loaded.remotes.unhealthy_ids();
-        let draining = self.loaded.remotes.draining_ids();
-        let in_flight = self.loaded.remotes.in_flight();
+        let lead = &self.served.lead().loaded.remotes;
+        let (unhealthy, draining) = (lead.unhealthy_ids(), lead.draining_ids());
+        let in_flight = self.served.in_flight();
         // only healthy capacity counts: a worker out of rotation or going away serves nothing
         let view = fleet::view(
             fleet,
@@ -360,13 +340,16 @@ impl ControlLoop {
         self.budget
             .adopt_launches(view.iter().map(|i| i.launched_at), now);
         let (predictor, provisioner) = (&mut self.predictor, &mut self.provisioner);
+        let inputs = self
+            .served
+            .inputs(&self.opts.catalog, self.opts.attainment_target);
         let d = self.controller.on_tick(
             now,
             &view,
             fleet.len() as u32,
-            &self.catalog,
-            &mut |h, iv, n| predictor.predict(h, iv, n),
-            &mut |f, iv, fl, c, s| provisioner.provision(f, iv, fl, c, s),
+            &inputs,
+            &mut |m, h, iv, n| predictor.predict(m, h, iv, n),
+            &mut |i| provisioner.provision(i),
         );
         {
             let l = &self.controller.launches;
@@ -405,8 +388,13 @@ impl ControlLoop {
                     .map(|t| (t.instance_type.clone(), t.market.to_string(), t.count))
                     .collect();
                 st.lambda_share = s.plan.lambda_share;
+                st.models = served::model_status(s, &st.models);
                 drop(st);
-                let why = log::log_plan(&s.plan, &s.forecast, &d.history, &s.actions, &d.load);
+                self.catalog = crate::control::mix::mixed_catalog(&s.models, &inputs[0].catalog);
+                let mut why = log::log_plan(&s.plan, &s.forecast, &d.history, &s.actions, &d.load);
+                if let (Some(m), true) = (&s.driver, s.models.len() > 1) {
+                    why = format!("{why}; driven by {m}");
+                }
                 self.status.lock().expect("status lock").last_step_why = why;
                 let last_peak = d.history.last().copied().unwrap_or(0.0);
                 crate::trace::live::step(
@@ -501,7 +489,8 @@ impl ControlLoop {
             by_backend.insert("lambda".into(), l.cost());
             st.lambda_invocations = l.invocations.load(Relaxed);
         }
-        st.requests = self.loaded.metrics.answered.load(Relaxed);
+        st.requests = self.served.answered();
+        served::observed(&mut st.models, &mut self.controller, now);
         let lambda_requests = self.lambda.as_ref().map_or(0, |l| l.requests.load(Relaxed));
         st.lambda_share_actual = lambda_requests as f64 / st.requests.max(1) as f64;
         st.cost_so_far = by_backend.values().sum();
@@ -514,7 +503,14 @@ impl ControlLoop {
             .map(|i| crate::control::controller::capacity_of(&self.catalog, &i.instance_type))
             .sum();
         st.target_attainment = self.opts.attainment_target;
-        let buckets = self.loaded.metrics.latency.buckets().into_iter();
+        let buckets = self
+            .served
+            .lead()
+            .loaded
+            .metrics
+            .latency
+            .buckets()
+            .into_iter();
         let buckets = buckets.map(|(le, n)| (le.is_finite().then_some(le * 1e3), n));
         let (dph, cost, answered) = (st.dollars_per_hour, st.cost_so_far, st.requests);
         crate::trace::live::fleet(
@@ -547,7 +543,7 @@ impl ControlLoop {
             let mut rs = r.status();
             let fd = &self.fleet_demand;
             rs.live_replicas = fd.live_replicas;
-            rs.own_arrived = self.last.arrived;
+            rs.own_arrived = self.own_totals.arrived;
             (rs.fleet_arrived, rs.fleet_done, rs.fleet_missed) =
                 (fd.totals.arrived, fd.totals.done, fd.totals.missed);
             m.set_gauge("mark_replica_leader", f64::from(u8::from(rs.leader)));

@@ -12,7 +12,7 @@ impl Sim<'_> {
     pub(super) fn reject(&mut self, k: u64) {
         self.rejected += k;
         self.sample_missed += k;
-        self.controller.monitors.slo.record(self.now, 0, k);
+        self.controller.outcome(0, self.now, 0, k);
     }
 
     /// The live gateway's admission rule (`batching::admission`) on the simulated fleet: true

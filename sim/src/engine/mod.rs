@@ -20,6 +20,7 @@ use crate::control::catalog::LambdaSpec;
 use crate::control::controller::{Action, ControlConfig, FleetInstance, SCALE_IN_GUARD};
 use crate::control::cycle::Controller;
 use crate::control::fleet::{self as fleet_ops, Fleet, Instance, InstanceState};
+use crate::control::mix::ModelInput;
 
 use super::params::{Policies, SimParams};
 
@@ -251,7 +252,7 @@ impl<'a> Sim<'a> {
     /// A rate window ends: the controller's tick for the MArk strategies (the same call as the
     /// live loop's; arrivals and answers reached its monitors as they happened).
     fn window(&mut self) {
-        self.controller.monitors.rates.advance(self.now);
+        self.controller.advance(self.now);
         self.arrival_rate = self.window_arrivals as f64 / self.p.window_s;
         self.window_arrivals = 0;
         // a stalled cloud API: the controller can neither list nor act (demand is still counted)
@@ -259,13 +260,19 @@ impl<'a> Sim<'a> {
         if !stalled && matches!(self.strategy, Strategy::MarkRs | Strategy::MarkReleased) {
             let fleet = self.fleet();
             let pol = &mut self.policies;
+            let models = [ModelInput {
+                name: String::new(),
+                slo: self.controller.cfg.slo,
+                catalog: self.catalog.clone(),
+                footprint_gib: 0.0,
+            }];
             let d = self.controller.on_tick(
                 self.now,
                 &fleet,
                 self.instances.iter().filter(|i| i.alive()).count() as u32,
-                &self.catalog,
-                &mut |h, iv, n| (pol.predict)(h, iv, n),
-                &mut |f, iv, fl, c, s| (pol.provision)(f, iv, fl, c, s),
+                &models,
+                &mut |m, h, iv, n| (pol.predict)(m, h, iv, n),
+                &mut |i| (pol.provision)(i),
             );
             let actions = d.actions();
             if !actions.is_empty() {
@@ -314,9 +321,7 @@ impl<'a> Sim<'a> {
         }
         self.sample_missed += batch.len() as u64 - met;
         self.controller
-            .monitors
-            .slo
-            .record(self.now, met, batch.len() as u64);
+            .outcome(0, self.now, met, batch.len() as u64);
     }
 
     fn start_batch(&mut self, idx: usize, n: usize) {

@@ -142,7 +142,7 @@ pub fn run(
                 arrivals.next();
                 sim.now = a;
                 // demand, refused or not, is what the controller forecasts
-                sim.controller.monitors.rates.arrive(a, 1);
+                sim.controller.arrive(0, a, 1);
                 if sim.late_at_arrival() {
                     sim.reject(1);
                 } else {

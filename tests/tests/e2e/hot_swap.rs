@@ -202,7 +202,7 @@ async fn hostile_modules_are_refused_while_serving_continues() {
             "wrong WIT version",
             fixture("v2"),
             422,
-            "built against mark:policy@0.2.0; this gateway implements mark:policy@0.1.0",
+            "built against mark:policy@0.3.0; this gateway implements mark:policy@0.2.0 (and loads 0.1.0)",
         ),
         (
             "core module",

@@ -59,20 +59,59 @@ fn wasm_defaults_equal_native_twins() {
     for (_, trace) in mark_policies::traces::all(3) {
         for t in (10..trace.len()).step_by(37) {
             assert_eq!(
-                p.predict(&trace[..t], 60.0, 4),
+                p.predict("m", &trace[..t], 60.0, 4),
                 mark_policies::predictor::predict(&trace[..t], 60.0, 4)
             );
             assert_eq!(p.last, Outcome::Wasm);
         }
     }
-    let (mut v, _) = caller(&engine, PolicyKind::Provisioner, DEFAULT_POLICIES_WASM, 5);
+    // the 0.2.0 default and a 0.1.0 provisioner, on one model and on a mix of two: both
+    // answer from WASM, the same plan as the native code
+    let (mut v, v_slot) = caller(&engine, PolicyKind::Provisioner, DEFAULT_POLICIES_WASM, 5);
+    let (mut old, old_slot) = caller(
+        &engine,
+        PolicyKind::Provisioner,
+        &fixture("v01-provisioner"),
+        5,
+    );
+    let (mut old_pred, _) = caller(
+        &engine,
+        PolicyKind::Predictor,
+        &fixture("v01-provisioner"),
+        5,
+    );
+    assert_eq!(
+        old_pred.predict("m", &[10.0, 20.0, 30.0], 60.0, 3),
+        mark_policies::predictor::predict(&[10.0, 20.0, 30.0], 60.0, 3)
+    );
+    assert_eq!(old_pred.last, Outcome::Wasm);
     let cat = sample_catalog();
     let slo = n::Slo {
         latency_ms: 100.0,
         attainment_target: 0.99,
     };
+    let demand = |m: &str, f: Vec<f64>, share: f64| n::ModelDemand {
+        model: m.into(),
+        forecast: f,
+        slo,
+        capacity: cat
+            .iter()
+            .map(|t| n::TypeCapacity {
+                instance_type: t.name.clone(),
+                capacity_rps: t.capacity_rps * share,
+            })
+            .collect(),
+        footprint_gib: 0.0,
+        attainment: None,
+        p99_ms: None,
+    };
     for k in 0..200 {
-        let forecast: Vec<f64> = (0..5).map(|_| rng.uniform() * 2000.0).collect();
+        let a: Vec<f64> = (0..5).map(|_| rng.uniform() * 2000.0).collect();
+        let mut models = vec![demand("a", a, 1.0)];
+        if k % 2 == 1 {
+            let b: Vec<f64> = (0..5).map(|_| rng.uniform() * 200.0).collect();
+            models.push(demand("b", b, 0.1 + rng.uniform()));
+        }
         let fleet = vec![n::FleetEntry {
             instance_type: "t3.medium".into(),
             market: n::Market::Spot,
@@ -80,12 +119,28 @@ fn wasm_defaults_equal_native_twins() {
             pending: k % 3,
             ages_seconds: vec![],
         }];
-        assert_eq!(
-            v.provision(&forecast, 60.0, &fleet, &cat, slo),
-            mark_policies::provisioner::provision(&forecast, 60.0, &fleet, &cat, slo)
-        );
+        let forecast = mark_gateway::control::mix::total_forecast(&models);
+        let mixed = mark_gateway::control::mix::mixed_catalog(&models, &cat);
+        let input = mark_gateway::control::controller::ProvisionInput {
+            forecast: &forecast,
+            interval_s: 60.0,
+            fleet: &fleet,
+            catalog: &mixed,
+            slo,
+            models: &models,
+        };
+        let native = input.native();
+        assert_eq!(v.provision(&input), native);
         assert_eq!(v.last, Outcome::Wasm);
+        assert_eq!(
+            old.provision(&input),
+            native,
+            "0.1.0 fed the sum and the mix"
+        );
+        assert_eq!(old.last, Outcome::Wasm);
     }
+    assert_eq!(old_slot.status().wit_version.as_deref(), Some("0.1.0"));
+    assert_eq!(v_slot.status().wit_version.as_deref(), Some("0.2.0"));
 }
 
 fn state(queued: u32, profile: &[n::ProfilePoint]) -> n::QueueState<'_> {

@@ -45,18 +45,27 @@ fn tick(c: &mut Controller, now: f64, fleet: &[FleetInstance]) -> Decision {
         now,
         fleet,
         fleet.len() as u32,
-        &catalog(),
-        &mut |h, i, n| mark_policies::predictor::predict(h, i, n),
-        &mut |f, i, fl, cat, slo| mark_policies::provisioner::provision(f, i, fl, cat, slo),
+        &[model()],
+        &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
+        &mut |i| i.native(),
     )
 }
 
-fn window(arrived: u64, missed: u64) -> Outcomes {
-    Outcomes {
+fn model() -> ModelInput {
+    ModelInput {
+        name: "m".into(),
+        slo: cfg().slo,
+        catalog: catalog(),
+        footprint_gib: 0.0,
+    }
+}
+
+fn window(arrived: u64, missed: u64) -> [Outcomes; 1] {
+    [Outcomes {
         arrived,
         done: arrived,
         missed,
-    }
+    }]
 }
 
 fn launched(d: &Decision) -> u32 {
@@ -69,7 +78,7 @@ fn plans_every_interval_on_the_peak_history() {
     let fleet = [ready("a")];
     for k in 1..=24 {
         let now = 5.0 * f64::from(k);
-        c.on_window(now, window(500, 0)); // 100 req/s, all met
+        c.on_window(now, &window(500, 0)); // 100 req/s, all met
         let d = tick(&mut c, now, &fleet);
         assert!(d.emergency.is_none(), "attainment is 1.0: no emergency");
         if k % 12 == 0 {
@@ -95,10 +104,10 @@ fn plans_every_interval_on_the_peak_history() {
 fn an_emergency_launches_and_plans_out_of_cycle() {
     let mut c = Controller::new(cfg(), 5.0, 10, true);
     let fleet = [ready("a")];
-    c.on_window(5.0, window(500, 0));
+    c.on_window(5.0, &window(500, 0));
     assert!(tick(&mut c, 5.0, &fleet).step.is_none());
     // half the requests miss while demand (100 req/s) is twice the capacity (50)
-    c.on_window(10.0, window(500, 250));
+    c.on_window(10.0, &window(500, 250));
     let d = tick(&mut c, 10.0, &fleet);
     assert!(d.emergency.is_some(), "{d:?}");
     assert!(d.step.is_some(), "the emergency plans at once");
@@ -109,13 +118,13 @@ fn an_emergency_launches_and_plans_out_of_cycle() {
     );
     assert_eq!(c.emergencies(), 1);
     // the next plan comes an interval after the out-of-cycle one
-    c.on_window(15.0, window(500, 0));
+    c.on_window(15.0, &window(500, 0));
     assert!(tick(&mut c, 15.0, &fleet).step.is_none());
     assert!(tick(&mut c, 70.0, &fleet).step.is_some());
     // MArk as released had no emergency
     let mut released = Controller::new(cfg(), 5.0, 10, false);
-    released.on_window(5.0, window(500, 250));
-    released.on_window(10.0, window(500, 250));
+    released.on_window(5.0, &window(500, 250));
+    released.on_window(10.0, &window(500, 250));
     let d = tick(&mut released, 10.0, &fleet);
     assert!(d.emergency.is_none() && d.step.is_none());
 }
@@ -123,7 +132,7 @@ fn an_emergency_launches_and_plans_out_of_cycle() {
 #[test]
 fn a_new_leader_plans_at_once() {
     let mut c = Controller::new(cfg(), 5.0, 10, true);
-    c.on_window(5.0, window(200, 0));
+    c.on_window(5.0, &window(200, 0));
     c.plan_now(5.0);
     let d = tick(&mut c, 5.0, &[]);
     assert!(d.step.is_some());
@@ -135,8 +144,8 @@ fn a_new_leader_plans_at_once() {
 fn a_late_tick_spreads_its_arrivals_over_the_time_it_covers() {
     // 10 req/s throughout; the loop was held for 60 s by a slow cloud call
     let mut c = Controller::new(cfg(), 5.0, 10, true);
-    c.on_window(5.0, window(50, 0));
-    c.on_window(65.0, window(600, 0));
+    c.on_window(5.0, &window(50, 0));
+    c.on_window(65.0, &window(600, 0));
     assert!(
         (c.monitors.rates.recent_peak() - 10.0).abs() < 1e-9,
         "peak {} (all in one window would read 120)",
@@ -144,8 +153,8 @@ fn a_late_tick_spreads_its_arrivals_over_the_time_it_covers() {
     );
     assert_eq!(c.monitors.rates.history, vec![10.0]);
     // an on-time tick still counts its window as measured
-    c.on_window(70.0, window(150, 0));
-    c.on_window(75.0, window(0, 0));
+    c.on_window(70.0, &window(150, 0));
+    c.on_window(75.0, &window(0, 0));
     assert!((c.monitors.rates.current_peak() - 30.0).abs() < 1e-9);
 }
 
@@ -163,7 +172,7 @@ fn a_window_of_counters_feeds_the_monitors() {
         }
     );
     let mut c = Controller::new(cfg(), 5.0, 10, true);
-    c.on_window(5.0, now.since(before));
+    c.on_window(5.0, &[now.since(before)]);
     let a = c.monitors.slo.attainment(5.0).unwrap();
     assert!((a - 95.0 / 120.0).abs() < 1e-9, "{a}");
     // 120 arrivals in the first 5 s window: a peak of 24/s
@@ -191,19 +200,19 @@ fn a_launch_that_never_boots_is_terminated_not_counted_and_its_type_backed_off()
     other.price_on_demand = 0.2;
     cat.push(other);
     let mut c = Controller::new(cfg(), 5.0, 10, true);
-    let provision =
-        |f: &[f64], i: f64, fl: &[mark_policies::types::FleetEntry], cat: &[InstanceType], s| {
-            mark_policies::provisioner::provision(f, i, fl, cat, s)
-        };
+    let models = [ModelInput {
+        catalog: cat.clone(),
+        ..model()
+    }];
     let tick = |c: &mut Controller, now: f64, fleet: &[FleetInstance]| {
-        c.on_window(now, window(200, 0)); // 40 req/s: one instance of 50
+        c.on_window(now, &window(200, 0)); // 40 req/s: one instance of 50
         c.on_tick(
             now,
             fleet,
             fleet.len() as u32,
-            &cat,
-            &mut |h, i, n| mark_policies::predictor::predict(h, i, n),
-            &mut |f, i, fl, cat, s| provision(f, i, fl, cat, s),
+            &models,
+            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
+            &mut |i| i.native(),
         )
     };
     let stuck = [pending("p1", "c", 0.0)];

@@ -1,11 +1,5 @@
-//! Every host-side conversion of the policy types, in one place: native (`mark-policies`) to and
-//! from the WIT host bindings, and the owned copy of a queue state the shadows keep. (The guest
-//! side's are in `mark-policies`' `export.rs`.)
-
-use mark_policies::types as n;
-
-use super::bindings::types as w;
-use super::offer::OwnedQueueState;
+// The conversions every contract version shares, included by `v1` and `v2` of `convert` with
+// `w` naming that version's types (their Rust types differ, their shapes do not).
 
 /// Native queue state to WIT.
 pub fn queue_state(s: &n::QueueState<'_>) -> w::QueueState {
@@ -116,32 +110,3 @@ pub fn error(e: w::PolicyError) -> String {
     }
 }
 
-impl OwnedQueueState {
-    /// Copies a live state.
-    pub fn of(s: &n::QueueState<'_>) -> Self {
-        OwnedQueueState {
-            queued_items: s.queued_items,
-            queued_requests: s.queued_requests,
-            oldest_wait_us: s.oldest_wait_us,
-            slo_us: s.slo_us,
-            arrival_rate: s.arrival_rate,
-            max_batch: s.max_batch,
-            executors: s.executors,
-            profile: s.profile.to_vec(),
-        }
-    }
-
-    /// The state as the policies take it.
-    pub fn view(&self) -> n::QueueState<'_> {
-        n::QueueState {
-            queued_items: self.queued_items,
-            queued_requests: self.queued_requests,
-            oldest_wait_us: self.oldest_wait_us,
-            slo_us: self.slo_us,
-            arrival_rate: self.arrival_rate,
-            max_batch: self.max_batch,
-            executors: self.executors,
-            profile: &self.profile,
-        }
-    }
-}
