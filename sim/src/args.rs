@@ -16,7 +16,12 @@ pub struct SimulateArgs {
     /// Workload: twitter-like[:SEED], steps[:SEED], stress[:RATE[:SECONDS]], csv:FILE[:INTERVAL_S],
     /// uniform:FILE[:INTERVAL_S], map:DIR[:WINDOW_S], trace:DIR (a recorded trace: its model,
     /// SLO, catalog, profile, timing and starting fleet replace the flags'), or a path.
-    #[arg(long, default_value = "twitter-like")]
+    /// Several models on one fleet: `MODEL=SPEC`, repeated (e.g. `--workload
+    /// resnet18=twitter-like --workload magika=steps:1`).
+    #[arg(long = "workload", default_value = "twitter-like")]
+    pub workloads: Vec<String>,
+    /// The single workload's spec (the first `--workload`; set by `cli`).
+    #[arg(skip)]
     pub workload: String,
     /// Multiply every arrival rate of the workload by this (e.g. 10 for the 10x day).
     #[arg(long, default_value_t = 1.0)]
@@ -36,8 +41,13 @@ pub struct SimulateArgs {
     /// Output directory.
     #[arg(long, default_value = "sim-out")]
     pub out: PathBuf,
-    /// Latency profile (profile.toml of `mark profile`); default: ResNet-18 on the dev VM.
-    #[arg(long)]
+    /// Latency profile (profile.toml of `mark profile`): FILE for the model, or MODEL=FILE with
+    /// several models (repeated); default: each bundled model's CPU profile on the dev VM
+    /// (resnet18, mlp, magika).
+    #[arg(long = "profile")]
+    pub profiles: Vec<String>,
+    /// The single model's profile (from `--profile FILE`; set by `cli`).
+    #[arg(skip)]
     pub profile: Option<PathBuf>,
     /// Model name for `capacity_rps.<model>` in the catalog.
     #[arg(long, default_value = "resnet18")]
@@ -76,6 +86,10 @@ pub struct SimulateArgs {
     /// [[stall]], [[throttle]], [[reclaim]]; see docs/simulation.md).
     #[arg(long, value_name = "FILE.toml")]
     pub cloud_faults: Option<PathBuf>,
+    /// Fewest instances mark-rs keeps; 0: none while Lambda carries the forecast for less than
+    /// the cheapest instance (scale to zero). Default: the plan as it is.
+    #[arg(long)]
+    pub min_instances: Option<u32>,
     /// Upper bound on instances.
     #[arg(long, default_value_t = 1000)]
     pub max_instances: u32,

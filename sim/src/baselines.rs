@@ -43,6 +43,9 @@ pub enum Strategy {
     MarkReleased,
     /// MArk-rs defaults.
     MarkRs,
+    /// MArk-rs run once per model, each model on its own fleet (what running MArk per model
+    /// costs; the same as `MarkRs` for one model).
+    MarkRsPerModel,
 }
 
 impl Strategy {
@@ -63,12 +66,16 @@ impl Strategy {
             Strategy::LambdaOnly => "lambda-only",
             Strategy::MarkReleased => "mark-released",
             Strategy::MarkRs => "mark-rs",
+            Strategy::MarkRsPerModel => "mark-rs-per-model",
         }
     }
 
     /// Parses a `--baseline` name.
     pub fn parse(s: &str) -> Option<Strategy> {
-        Strategy::ALL.into_iter().find(|x| x.name() == s)
+        Strategy::ALL
+            .into_iter()
+            .chain([Strategy::MarkRsPerModel])
+            .find(|x| x.name() == s)
     }
 }
 
@@ -116,7 +123,10 @@ pub fn initial_fleet(
             let per = batch1_capacity(&types[ty], p.slo_ms) * 0.5;
             vec![(ty, Market::OnDemand, ((first / per).ceil() as u32).max(1))]
         }
-        Strategy::StaticPeak | Strategy::MarkReleased | Strategy::MarkRs => {
+        Strategy::StaticPeak
+        | Strategy::MarkReleased
+        | Strategy::MarkRs
+        | Strategy::MarkRsPerModel => {
             let rate = if strategy == Strategy::StaticPeak {
                 workload.peak_rate()
             } else {

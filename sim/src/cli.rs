@@ -24,6 +24,7 @@ pub enum SimulateError {
 /// Runs `mark simulate`.
 pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
     use SimulateError::Input;
+    let models = split_models(&mut a).map_err(Input)?;
     // a recorded trace brings its own setting (model, SLO, catalog, profile, timing, fleet)
     let trace = match a.workload.strip_prefix("trace:") {
         Some(dir) => {
@@ -83,6 +84,7 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
     };
     let profile = match (rec_profile.take(), &a.profile) {
         (Some(p), _) => p,
+        (None, None) if !models.is_empty() => profile_of(&a, &a.model).map_err(Input)?,
         (None, None) => toml::from_str(super::DEFAULT_PROFILE)
             .map_err(|e| Input(format!("embedded profile: {e}")))?,
         (None, Some(p)) => match crate::profile::LatencyProfile::load(p) {
@@ -91,19 +93,23 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             Err(e) => return Err(Input(e.to_string())),
         },
     };
+    let extra_models = extra_models(&a, &models).map_err(Input)?;
     let mut strategies = Vec::new();
     for b in &a.baselines {
         match Strategy::parse(b) {
             Some(s) => strategies.push(s),
             None => {
                 return Err(Input(format!(
-                    "--baseline {b}: unknown (sagemaker, static-peak, lambda-only, mark-released, mark-rs)"
+                    "--baseline {b}: unknown (sagemaker, static-peak, lambda-only, mark-released, mark-rs, mark-rs-per-model)"
                 )))
             }
         }
     }
     if strategies.is_empty() {
         strategies = Strategy::ALL.to_vec();
+        if !extra_models.is_empty() {
+            strategies.push(Strategy::MarkRsPerModel);
+        }
     }
     let markets: &[bool] = match a.spot.as_str() {
         "on-demand" => &[false],
@@ -204,16 +210,18 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             host_slowdown: slowdown,
             live_latency: a.live_latency == "on",
             faults,
+            min_instances: a.min_instances,
             ..SimParams::default()
         },
         catalog,
         model: a.model.clone(),
         profile,
         workload_spec: if a.load_scale == 1.0 {
-            a.workload.clone()
+            a.workloads.join(" + ")
         } else {
-            format!("{} x{}", a.workload, a.load_scale)
+            format!("{} x{}", a.workloads.join(" + "), a.load_scale)
         },
+        extra_models,
         runs,
         policies,
         threads: a.threads,
@@ -241,4 +249,105 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
         a.out.display()
     );
     Ok(())
+}
+
+/// A `MODEL=REST` flag value split, when MODEL is a model name (letters, digits, `_`, `-`, `.`).
+fn named(v: &str) -> Option<(&str, &str)> {
+    let (m, rest) = v.split_once('=')?;
+    let ok = !m.is_empty()
+        && m.len() <= 64
+        && m.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    ok.then_some((m, rest))
+}
+
+/// Reads `--workload` and `--profile`: one unnamed workload (one model, `--model`), or
+/// `MODEL=SPEC` each (several models on one fleet; the first becomes `--model`). Returns the
+/// further models' (name, spec).
+fn split_models(a: &mut SimulateArgs) -> Result<Vec<(String, String)>, String> {
+    let named_all: Vec<Option<(&str, &str)>> = a.workloads.iter().map(|w| named(w)).collect();
+    let mut models = Vec::new();
+    if named_all.iter().all(Option::is_some) {
+        for (m, spec) in named_all.into_iter().flatten() {
+            if models.iter().any(|(n, _): &(String, String)| n == m) {
+                return Err(format!("--workload {m}=...: the model is named twice"));
+            }
+            models.push((m.to_string(), spec.to_string()));
+        }
+    } else if a.workloads.len() == 1 {
+        models.push((a.model.clone(), a.workloads[0].clone()));
+    } else {
+        return Err(
+            "several --workload flags: name each model's, as MODEL=SPEC (e.g. --workload \
+             resnet18=twitter-like --workload magika=steps:1)"
+                .into(),
+        );
+    }
+    if models.len() > 1 && models.iter().any(|(_, w)| w.starts_with("trace:")) {
+        return Err("a recorded trace (trace:DIR) replays alone: one --workload".into());
+    }
+    a.model = models[0].0.clone();
+    a.workload = models[0].1.clone();
+    let mut own = Vec::new();
+    for p in &a.profiles {
+        match named(p) {
+            Some((m, f)) => {
+                if !models.iter().any(|(n, _)| n == m) {
+                    return Err(format!("--profile {p}: no --workload {m}=..."));
+                }
+                if m == a.model {
+                    a.profile = Some(PathBuf::from(f));
+                }
+                own.push(m.to_string());
+            }
+            None if a.profiles.len() == 1 => a.profile = Some(PathBuf::from(p)),
+            None => return Err(format!("--profile {p}: name the model, as MODEL=FILE")),
+        }
+    }
+    Ok(models.into_iter().skip(1).collect())
+}
+
+/// The further models' workloads and profiles (`--profile MODEL=FILE`, else the bundled one).
+fn extra_models(
+    a: &SimulateArgs,
+    models: &[(String, String)],
+) -> Result<Vec<super::SimModel>, String> {
+    models
+        .iter()
+        .map(|(name, spec)| {
+            let w = Workload::parse(spec).map_err(|e| format!("--workload {name}={spec}: {e}"))?;
+            let w = if a.load_scale == 1.0 {
+                w
+            } else {
+                w.scaled(a.load_scale)
+            };
+            Ok(super::SimModel {
+                name: name.clone(),
+                profile: profile_of(a, name)?,
+                workload: w,
+            })
+        })
+        .collect()
+}
+
+/// Model `name`'s profile: `--profile NAME=FILE`, else its bundled profile.
+fn profile_of(a: &SimulateArgs, name: &str) -> Result<crate::profile::LatencyProfile, String> {
+    let given = a
+        .profiles
+        .iter()
+        .filter_map(|p| named(p))
+        .find(|(m, _)| *m == name);
+    match given {
+        Some((_, f)) => match crate::profile::LatencyProfile::load(std::path::Path::new(f)) {
+            Ok(Some(p)) if !p.points.is_empty() => Ok(p),
+            Ok(_) => Err(format!("{f}: no profile points")),
+            Err(e) => Err(e.to_string()),
+        },
+        None => match super::BUNDLED_PROFILES.iter().find(|(m, _)| *m == name) {
+            Some((_, text)) => toml::from_str(text).map_err(|e| format!("embedded profile: {e}")),
+            None => Err(format!(
+                "no profile for model {name}: give --profile {name}=FILE (bundled: resnet18, mlp, magika)"
+            )),
+        },
+    }
 }

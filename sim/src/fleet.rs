@@ -110,6 +110,8 @@ pub struct SimInstance {
     pub ended_at: Option<f64>,
     /// Arrival times of the batch it runs (empty when idle).
     pub batch: Vec<f64>,
+    /// The lane (model) of that batch.
+    pub lane: usize,
     /// Bumped when the instance goes away, so its pending completion is ignored.
     pub epoch: u32,
     /// Terminate as soon as the running batch ends.
@@ -237,6 +239,7 @@ mod tests {
             ready: true,
             ended_at: None,
             batch: vec![],
+            lane: 0,
             epoch: 0,
             draining: false,
             credits: 0.0,

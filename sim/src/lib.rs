@@ -19,6 +19,7 @@
 pub mod args;
 pub mod baselines;
 pub mod cli;
+pub mod combine;
 pub mod engine;
 pub use mark_core::control::faults;
 pub mod fleet;
@@ -62,6 +63,28 @@ use crate::profile::LatencyProfile;
 /// The profile `mark simulate` uses without `--profile` (ResNet-18 on the development VM).
 pub const DEFAULT_PROFILE: &str = include_str!("../../examples/sim/profile-resnet18.toml");
 
+/// Each bundled model's CPU profile (the development VM), for `--workload MODEL=SPEC` without
+/// `--profile MODEL=FILE`.
+pub const BUNDLED_PROFILES: [(&str, &str); 3] = [
+    ("resnet18", DEFAULT_PROFILE),
+    ("mlp", include_str!("../../examples/sim/profile-mlp.toml")),
+    (
+        "magika",
+        include_str!("../../examples/sim/profile-magika.toml"),
+    ),
+];
+
+/// A further model sharing the fleet (`--workload MODEL=SPEC` repeated).
+#[derive(Clone)]
+pub struct SimModel {
+    /// Model name (`capacity_rps.<model>` and `profile.<model>` in the catalog).
+    pub name: String,
+    /// Its latency profile.
+    pub profile: LatencyProfile,
+    /// Its arrivals.
+    pub workload: Workload,
+}
+
 /// Where mark-rs's policies come from.
 #[derive(Clone)]
 pub enum PolicySource {
@@ -96,6 +119,8 @@ pub struct SimOptions {
     pub profile: LatencyProfile,
     /// The workload.
     pub workload: Workload,
+    /// Further models on the same fleet, each with its own workload (empty: one model).
+    pub extra_models: Vec<SimModel>,
     /// How the workload was given (for the report).
     pub workload_spec: String,
     /// Strategies to run, each with spot allowed or not.
@@ -149,13 +174,24 @@ pub fn policies_for(strategy: Strategy, src: &PolicySource) -> Policies {
 /// Runs every requested strategy (several at once on `threads` threads) and returns the summary,
 /// in the order of `opts.runs`, with cost ratios against sagemaker filled in.
 pub fn simulate(opts: &SimOptions) -> Summary {
-    let types = TypeModel::from_catalog(
-        &opts.catalog,
-        &opts.model,
-        &opts.profile,
-        opts.params.slo_ms,
-        opts.params.max_batch,
-    );
+    let mut models = vec![SimModel {
+        name: opts.model.clone(),
+        profile: opts.profile.clone(),
+        workload: opts.workload.clone(),
+    }];
+    models.extend(opts.extra_models.iter().cloned());
+    let types: Vec<Vec<TypeModel>> = models
+        .iter()
+        .map(|m| {
+            TypeModel::from_catalog(
+                &opts.catalog,
+                &m.name,
+                &m.profile,
+                opts.params.slo_ms,
+                opts.params.max_batch,
+            )
+        })
+        .collect();
     let n = opts.runs.len();
     let progress = Arc::new(Mutex::new(vec![0.0f64; n]));
     let results: Mutex<Vec<Option<report::PolicyReport>>> = Mutex::new(vec![None; n]);
@@ -198,16 +234,7 @@ pub fn simulate(opts: &SimOptions) -> Summary {
                     let _ = e.write_all(line.as_bytes());
                     let _ = e.flush();
                 };
-                let r = engine::run(
-                    &opts.workload,
-                    types.clone(),
-                    opts.catalog.lambda.clone(),
-                    strategy,
-                    spot,
-                    &opts.params,
-                    policies_for(strategy, &opts.policies),
-                    &mut on_progress,
-                );
+                let r = run_one(opts, &models, &types, strategy, spot, &mut on_progress);
                 results.lock().expect("results lock")[k] = Some(r);
             });
         }
@@ -218,7 +245,10 @@ pub fn simulate(opts: &SimOptions) -> Summary {
     let mut s = Summary {
         workload: opts.workload_spec.clone(),
         seed: opts.params.seed,
-        duration_s: opts.workload.duration_s(),
+        duration_s: models
+            .iter()
+            .map(|m| m.workload.duration_s())
+            .fold(0.0, f64::max),
         slo_ms: opts.params.slo_ms,
         policies: results
             .into_inner()
@@ -229,6 +259,75 @@ pub fn simulate(opts: &SimOptions) -> Summary {
     };
     s.fill_ratios();
     s
+}
+
+/// One strategy over every model: mark-rs plans one fleet for the mix; every other strategy, and
+/// `mark-rs-per-model`, runs each model on its own fleet (model `m`'s arrivals seeded `seed + m`
+/// either way, so both see the same requests).
+fn run_one(
+    opts: &SimOptions,
+    models: &[SimModel],
+    types: &[Vec<TypeModel>],
+    strategy: Strategy,
+    spot: bool,
+    progress: &mut dyn FnMut(f64),
+) -> report::PolicyReport {
+    let engine_strategy = match strategy {
+        Strategy::MarkRsPerModel => Strategy::MarkRs,
+        s => s,
+    };
+    let lambda = opts.catalog.lambda.clone();
+    let policies = || policies_for(engine_strategy, &opts.policies);
+    if models.len() > 1 && strategy == Strategy::MarkRs {
+        let lanes: Vec<engine::LaneSpec<'_>> = models
+            .iter()
+            .zip(types)
+            .map(|(m, t)| engine::LaneSpec {
+                name: m.name.clone(),
+                workload: &m.workload,
+                types: t.clone(),
+                slo_ms: opts.params.slo_ms,
+                max_batch: opts.params.max_batch,
+            })
+            .collect();
+        return engine::run_lanes(
+            &lanes,
+            lambda,
+            strategy,
+            spot,
+            &opts.params,
+            policies(),
+            progress,
+        );
+    }
+    let mut runs: Vec<report::PolicyReport> = models
+        .iter()
+        .zip(types)
+        .enumerate()
+        .map(|(k, (m, t))| {
+            let params = SimParams {
+                seed: opts.params.seed.wrapping_add(k as u64),
+                ..opts.params.clone()
+            };
+            engine::run(
+                &m.workload,
+                t.clone(),
+                lambda.clone(),
+                engine_strategy,
+                spot,
+                &params,
+                policies(),
+                progress,
+            )
+        })
+        .collect();
+    if runs.len() == 1 {
+        let mut r = runs.pop().expect("one run");
+        r.name = strategy.name().to_string();
+        return r;
+    }
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    combine::combine(strategy.name(), &names, runs)
 }
 
 /// Writes `summary.json`, `table.txt` and the SVG figures into `dir`.

@@ -52,6 +52,9 @@ pub struct SimParams {
     pub live_latency: bool,
     /// Cloud faults (`--cloud-faults`): none by default.
     pub faults: crate::faults::CloudFaults,
+    /// `--min-instances` for mark-rs (0: zero instances while Lambda carries the forecast for
+    /// less); None: the plan as it is.
+    pub min_instances: Option<u32>,
 }
 
 impl SimParams {
@@ -111,6 +114,7 @@ impl Default for SimParams {
             host_slowdown: Vec::new(),
             live_latency: true,
             faults: Default::default(),
+            min_instances: None,
         }
     }
 }

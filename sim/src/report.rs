@@ -91,10 +91,31 @@ pub struct PolicyReport {
     pub lambda_cold_starts: u64,
     /// Share of requests served by Lambda.
     pub lambda_share: f64,
+    /// Per model, when several shared the fleet (`--workload MODEL=SPEC` repeated).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelReport>,
     /// Timeline (plots).
     pub timeline: Vec<Sample>,
     /// Latency CCDF: (ms, share slower).
     pub ccdf: Vec<(f64, f64)>,
+    /// Every answered request's latency (to combine runs exactly; not written).
+    #[serde(skip)]
+    pub hist: crate::stats::LatencyHist,
+}
+
+/// One model's part of a run on a shared fleet.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelReport {
+    /// Requests that arrived.
+    pub requests: u64,
+    /// Share answered within its SLO.
+    pub attainment: f64,
+    /// 99th-percentile latency, ms.
+    pub p99_ms: f64,
+    /// Requests that missed (late, refused, dropped or never served).
+    pub misses: u64,
+    /// Its share of the run's cost.
+    pub cost_share: f64,
 }
 
 impl PolicyReport {

@@ -2,7 +2,7 @@
 //! 10 µs to hours) that gives percentiles and the CCDF without keeping 17 M samples.
 
 /// Latency histogram.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LatencyHist {
     buckets: Vec<u64>,
     /// Requests recorded.
@@ -50,6 +50,19 @@ impl LatencyHist {
         if s <= slo_s {
             self.met += 1;
         }
+    }
+
+    /// Adds `o`'s requests to this histogram.
+    pub fn merge(&mut self, o: &LatencyHist) {
+        if self.buckets.len() < o.buckets.len() {
+            self.buckets.resize(o.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.met += o.met;
+        self.sum_s += o.sum_s;
     }
 
     /// Share of requests within the SLO (1 when there were none).

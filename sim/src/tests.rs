@@ -32,6 +32,7 @@ fn opts(
         model: "m".into(),
         profile,
         workload: w,
+        extra_models: Vec::new(),
         workload_spec: "test".into(),
         runs: runs.to_vec(),
         params: SimParams {

@@ -222,8 +222,14 @@ pub fn step(
         slo,
         models: &models,
     })?;
+    let zero = floor.lambda_only(&forecast, cfg.interval_s, &mixed_usable);
     let plan = floor.apply(plan, &forecast, cfg.interval_s, &mixed_usable);
-    let peak = forecast.iter().copied().fold(0.0, f64::max);
+    // at the floor's zero Lambda carries the forecast: no serving capacity is kept for it
+    let peak = if zero {
+        0.0
+    } else {
+        forecast.iter().copied().fold(0.0, f64::max)
+    };
     let actions = diff(now, cfg, fleet, &plan, &mixed_all, peak);
     let planned: f64 = plan
         .targets

@@ -66,6 +66,9 @@ pub struct Controller {
     pub tracks: Vec<ModelTrack>,
     /// `--min-instances` and the function that carries the load at zero.
     pub floor: Floor,
+    /// The last plan left everything to Lambda (the floor's zero): a breach is then Lambda's
+    /// (a cold start), not missing capacity, and launches no instance.
+    pub at_zero: bool,
     emergency: Option<EmergencyGuard>,
     max_instances: u32,
     window_s: f64,
@@ -85,6 +88,7 @@ impl Controller {
                 monitors: Monitors::new(window_s, cfg.interval_s),
             }],
             floor: Floor::default(),
+            at_zero: false,
             emergency: emergency
                 .then(|| EmergencyGuard::new(cfg.interval_s, cfg.slo.attainment_target)),
             launches: LaunchHealth::default(),
@@ -219,7 +223,8 @@ impl Controller {
                 .check(now, fleet, &now_mix, self.cfg.interval_s, self.window_s);
         let usable_now = self.launches.usable(now, &now_mix);
         let load = FleetLoad::of(size, &counted, &now_mix, self.monitors.rates.recent_peak());
-        let emergency = self.emergency.as_mut().and_then(|g| {
+        let at_zero = self.at_zero;
+        let emergency = self.emergency.as_mut().filter(|_| !at_zero).and_then(|g| {
             g.check(
                 now,
                 &mut self.monitors.slo,
@@ -272,6 +277,9 @@ impl Controller {
             &self.floor,
             provision,
         ));
+        self.at_zero = matches!(&d.step, Some(Ok(s)) if s.plan.targets.is_empty()
+            && s.plan.lambda_share >= 1.0
+            && self.floor.min_instances == Some(0));
         d
     }
 }

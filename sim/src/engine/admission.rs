@@ -8,32 +8,33 @@ impl Sim<'_> {
         self.p.reject_late && self.strategy == Strategy::MarkRs
     }
 
-    /// A refused or dropped request: an SLO miss.
-    pub(super) fn reject(&mut self, k: u64) {
-        self.rejected += k;
+    /// A refused or dropped request of model `m`: an SLO miss.
+    pub(super) fn reject(&mut self, m: usize, k: u64) {
+        self.lanes[m].rejected += k;
         self.sample_missed += k;
-        self.controller.outcome(0, self.now, 0, k);
+        self.controller.outcome(m, self.now, 0, k);
     }
 
     /// The live gateway's admission rule (`batching::admission`) on the simulated fleet: true
     /// when a request arriving now is expected to be answered past its share of the SLO, no
     /// Lambda slot can take it, and some instance is ready (while none is, it waits for one).
-    pub(super) fn late_at_arrival(&mut self) -> bool {
-        let len = self.queue.len();
-        if !self.reject_late() || len < self.full_batch {
+    pub(super) fn late_at_arrival(&mut self, m: usize) -> bool {
+        let len = self.lanes[m].queue.len();
+        if !self.reject_late() || len < self.lanes[m].full_batch {
             return false;
         }
         if self.lambda.as_ref().is_some_and(SimLambda::available) {
             return false;
         }
-        if self.now - self.capacity_at.0 >= 1.0 || self.capacity_at.0 < 0.0 {
+        let lane = &self.lanes[m];
+        if self.now - lane.capacity_at.0 >= 1.0 || lane.capacity_at.0 < 0.0 {
             let cap = self
                 .instances
                 .iter()
                 .filter(|i| i.ready && i.alive())
-                .map(|i| self.best_rate[i.ty])
+                .map(|i| lane.best_rate[i.ty])
                 .sum();
-            self.capacity_at = (self.now, cap);
+            self.lanes[m].capacity_at = (self.now, cap);
         }
         // the live rule: batches slower than profiled mean less capacity and a longer own batch
         let slow = if self.p.live_latency {
@@ -41,11 +42,11 @@ impl Sim<'_> {
         } else {
             1.0
         };
-        let cap = self.capacity_at.1 / slow;
+        let cap = self.lanes[m].capacity_at.1 / slow;
         if cap <= 0.0 {
             return false;
         }
-        len as f64 / cap + self.full_batch_s * slow
-            > crate::batching::admission::ADMIT_SHARE_OF_SLO * self.slo_s()
+        len as f64 / cap + self.lanes[m].full_batch_s * slow
+            > crate::batching::admission::ADMIT_SHARE_OF_SLO * self.slo_s(m)
     }
 }

@@ -1,26 +1,27 @@
-//! Forming batches on the simulated fleet: the queue is offered to the idle instances, one of
-//! each type in turn, and each batch is sized by the batch policy from that type's curve (the
-//! live batch loop's rule, per backend).
+//! Forming batches on the simulated fleet: each model's queue (the one whose oldest request has
+//! waited longest first) is offered to the idle instances, one of each type in turn, and each
+//! batch is sized by the batch policy from that type's curve for the model (the live batch
+//! loop's rule, per backend).
 
 use super::*;
 
 impl Sim<'_> {
     /// The batch an idle instance `idx` would take now: `Ok(n)` to send `n` items, `Err(t)` to
     /// wait until `t` (the batch policy's answer, with the host's liveness rule).
-    fn offer(&mut self, idx: usize, len: usize, wait: f64) -> Result<usize, f64> {
-        let slo = self.slo_s();
+    fn offer(&mut self, m: usize, idx: usize, len: usize, wait: f64) -> Result<usize, f64> {
+        let slo = self.slo_s(m);
         let ty = self.instances[idx].ty;
-        let max_b = self.type_max_batch(ty);
+        let max_b = self.type_max_batch(m, ty);
         if max_b == 1 {
             return Ok(1);
         }
-        let t = &self.types[ty];
+        let t = &self.lanes[m].types[ty];
         let st = QueueState {
             queued_items: len as u32,
             queued_requests: len as u32,
             oldest_wait_us: (wait * 1e6) as u64,
             slo_us: (slo * 1e6) as u64,
-            arrival_rate: self.arrival_rate,
+            arrival_rate: self.lanes[m].arrival_rate,
             max_batch: max_b,
             executors: self.instances.iter().filter(|i| i.ready).count() as u32,
             profile: &t.profile,
@@ -40,32 +41,49 @@ impl Sim<'_> {
     }
 
     pub(super) fn dispatch(&mut self) {
-        let slo = self.slo_s();
+        if self.lanes.len() == 1 {
+            return self.dispatch_lane(0);
+        }
+        // the model whose oldest request has waited longest goes first
+        let mut order: Vec<(f64, usize)> = self
+            .lanes
+            .iter()
+            .enumerate()
+            .map(|(m, l)| (l.queue.front().copied().unwrap_or(f64::INFINITY), m))
+            .collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, m) in order {
+            self.dispatch_lane(m);
+        }
+    }
+
+    fn dispatch_lane(&mut self, m: usize) {
+        let slo = self.slo_s(m);
         loop {
-            let Some(&oldest) = self.queue.front() else {
-                self.waiting = None;
+            let Some(&oldest) = self.lanes[m].queue.front() else {
+                self.lanes[m].waiting = None;
                 return;
             };
             if self.idle.is_empty() {
-                self.maybe_spill();
+                self.maybe_spill(m);
                 return;
             }
-            let len = self.queue.len();
+            let len = self.lanes[m].queue.len();
             let wait = self.now - oldest;
-            if let Some((until, seen)) = self.waiting {
+            if let Some((until, seen)) = self.lanes[m].waiting {
                 let max_b = self
                     .idle
                     .iter()
-                    .map(|&i| self.type_max_batch(self.instances[i].ty))
+                    .map(|&i| self.type_max_batch(m, self.instances[i].ty))
                     .max()
                     .unwrap_or(1);
                 let step = (max_b / 8).max(1) as usize;
                 let grown = len >= seen + step || len >= max_b as usize;
                 if self.now < until && !grown && wait < slo {
-                    self.maybe_spill();
+                    self.maybe_spill(m);
                     return;
                 }
-                self.waiting = None;
+                self.lanes[m].waiting = None;
             }
             // the queue is offered to one idle instance of each type in turn: a GPU whose
             // policy waits to fill a batch of 32 does not hold back an idle CPU instance that
@@ -82,7 +100,7 @@ impl Sim<'_> {
                     continue;
                 }
                 tried.push(ty);
-                match self.offer(idx, len, wait) {
+                match self.offer(m, idx, len, wait) {
                     Ok(n) => {
                         chosen = Some((idx, n));
                         break;
@@ -92,11 +110,11 @@ impl Sim<'_> {
             }
             self.offer_scratch = tried;
             match chosen {
-                Some((idx, n)) => self.start_batch(idx, n.min(len)),
+                Some((idx, n)) => self.start_batch(m, idx, n.min(len)),
                 None => {
-                    self.waiting = Some((until, len));
+                    self.lanes[m].waiting = Some((until, len));
                     self.at(until, Ev::Wake);
-                    self.maybe_spill();
+                    self.maybe_spill(m);
                     return;
                 }
             }

@@ -9,7 +9,8 @@ impl Sim<'_> {
     pub(super) fn finish(mut self, spot: bool) -> PolicyReport {
         let strategy = self.strategy;
         // what is still queued when nothing else can happen was never served
-        let unserved = self.queue.len() as u64;
+        let unserved_by: Vec<u64> = self.lanes.iter().map(|l| l.queue.len() as u64).collect();
+        let unserved: u64 = unserved_by.iter().sum();
         let end = self.now.max(self.duration);
         self.now = end;
         for i in 0..self.instances.len() {
@@ -40,7 +41,13 @@ impl Sim<'_> {
         if lambda_invocations > 0 {
             by_backend.insert("lambda".into(), lambda_cost);
         }
-        let requests = self.hist.count + unserved + self.rejected;
+        let mut hist = LatencyHist::default();
+        for l in &self.lanes {
+            hist.merge(&l.hist);
+        }
+        let rejected: u64 = self.lanes.iter().map(|l| l.rejected).sum();
+        let requests = hist.count + unserved + rejected;
+        let models = self.model_reports(&unserved_by, instance_cost, lambda_cost);
         let unserving = || {
             self.instances
                 .iter()
@@ -56,7 +63,7 @@ impl Sim<'_> {
             spot: spot && strategy != Strategy::SageMaker,
             requests,
             unserved,
-            rejected: self.rejected,
+            rejected,
             total_cost: instance_cost + lambda_cost,
             instance_cost,
             lambda_cost,
@@ -65,11 +72,11 @@ impl Sim<'_> {
             attainment: if requests == 0 {
                 1.0
             } else {
-                self.hist.met as f64 / requests as f64
+                hist.met as f64 / requests as f64
             },
-            p50_ms: self.hist.quantile(0.5) * 1000.0,
-            p99_ms: self.hist.quantile(0.99) * 1000.0,
-            mean_ms: self.hist.mean() * 1000.0,
+            p50_ms: hist.quantile(0.5) * 1000.0,
+            p99_ms: hist.quantile(0.99) * 1000.0,
+            mean_ms: hist.mean() * 1000.0,
             instance_hours: hours,
             cost_by_backend: by_backend,
             launches: self.launches,
@@ -88,12 +95,55 @@ impl Sim<'_> {
             lambda_cold_starts: cold,
             lambda_share: lambda_requests as f64 / requests.max(1) as f64,
             timeline: self.samples,
-            ccdf: self
-                .hist
+            models,
+            ccdf: hist
                 .ccdf()
                 .into_iter()
                 .map(|(s, f)| (s * 1000.0, f))
                 .collect(),
+            hist,
         }
+    }
+}
+
+impl Sim<'_> {
+    /// Per model, when the run had several: attainment, p99, misses and its share of the cost
+    /// (the instances' cost by the share of their busy time its batches took, Lambda's by the
+    /// share of its requests).
+    fn model_reports(
+        &self,
+        unserved: &[u64],
+        instance_cost: f64,
+        lambda_cost: f64,
+    ) -> BTreeMap<String, crate::report::ModelReport> {
+        if self.lanes.len() < 2 {
+            return BTreeMap::new();
+        }
+        let busy: f64 = self.lanes.iter().map(|l| l.busy_s).sum();
+        let lambda: u64 = self.lanes.iter().map(|l| l.lambda_items).sum();
+        let total = (instance_cost + lambda_cost).max(1e-12);
+        self.lanes
+            .iter()
+            .zip(unserved)
+            .map(|(l, &u)| {
+                let requests = l.hist.count + u + l.rejected;
+                let cost = instance_cost * l.busy_s / busy.max(1e-12)
+                    + lambda_cost * l.lambda_items as f64 / lambda.max(1) as f64;
+                (
+                    l.name.clone(),
+                    crate::report::ModelReport {
+                        requests,
+                        attainment: if requests == 0 {
+                            1.0
+                        } else {
+                            l.hist.met as f64 / requests as f64
+                        },
+                        p99_ms: l.hist.quantile(0.99) * 1000.0,
+                        misses: requests - l.hist.met,
+                        cost_share: cost / total,
+                    },
+                )
+            })
+            .collect()
     }
 }

@@ -1,5 +1,6 @@
-//! The discrete-event loop: one virtual clock, no threads, no sleeping. Requests arrive from the
-//! workload into one queue (the gateway's model queue); a free instance takes a batch whose size
+//! The discrete-event loop: one virtual clock, no threads, no sleeping. Requests arrive from each
+//! model's workload into its lane's queue (the gateway's model queue, `lane.rs`); a free
+//! instance takes a batch of one lane, whose size
 //! the batcher policy picks from that instance type's profile; completions record per-request
 //! latency. Every control interval the controller step of `mark serve` (the same function, the
 //! same policies) plans the fleet; the strategy decides what else runs (Lambda spill-over, the
@@ -46,21 +47,16 @@ struct Sim<'a> {
     now: f64,
     seq: u64,
     events: BinaryHeap<Reverse<(u64, u64, Ev)>>,
-    queue: VecDeque<f64>,
+    /// The models, each with its queue and curves (`types` is the first lane's).
+    lanes: Vec<Lane>,
     instances: Vec<SimInstance>,
     idle: BTreeSet<usize>,
-    waiting: Option<(f64, usize)>,
-    spill_wake: f64,
-    spill: Option<(f64, usize, Vec<f64>)>,
     lambda: Option<SimLambda>,
-    lambda_batches: Vec<Option<Vec<f64>>>,
+    lambda_batches: Vec<Option<(usize, Vec<f64>)>>,
     lambda_free: Vec<usize>,
-    hist: LatencyHist,
     /// The control cycle `mark serve` runs (mark-rs and MArk as released; its SLO monitor
     /// feeds nothing else for the other strategies).
     controller: Controller,
-    window_arrivals: u64,
-    arrival_rate: f64,
     sample_arrivals: u64,
     sample_lambda: u64,
     /// Requests that missed the SLO since the last sample (late, refused or dropped).
@@ -87,16 +83,6 @@ struct Sim<'a> {
     requeued: u64,
     duration: f64,
     next_id: u64,
-    /// Requests refused at arrival or dropped at batch formation (`reject_late`).
-    rejected: u64,
-    /// Best items/s of each type (from its profile), for admission.
-    best_rate: Vec<f64>,
-    /// Largest batch any type runs (admission waits for a full one before judging).
-    full_batch: usize,
-    /// Service time of the fastest type's full batch, seconds.
-    full_batch_s: f64,
-    /// Ready capacity (items/s) and when it was computed.
-    capacity_at: (f64, f64),
     /// EWMA of what batches took over what the profile promised (`profile::live`'s rule).
     live_slowdown: f64,
 }
@@ -112,22 +98,24 @@ impl<'a> Sim<'a> {
         self.events.push(Reverse((key(t), self.seq, e)));
     }
 
-    fn slo_s(&self) -> f64 {
-        self.p.slo_ms / 1000.0
+    fn slo_s(&self, m: usize) -> f64 {
+        self.lanes[m].slo_ms / 1000.0
     }
 
-    /// The model's batch limit for this strategy (SageMaker's baseline does not batch).
-    fn max_batch(&self) -> u32 {
+    /// Model `m`'s batch limit for this strategy (SageMaker's baseline does not batch).
+    fn max_batch(&self, m: usize) -> u32 {
         match self.strategy {
             Strategy::SageMaker => 1,
-            _ => self.p.max_batch.max(1),
+            _ => self.lanes[m].max_batch.max(1),
         }
     }
 
-    /// Largest batch an instance of type `ty` runs: the model's limit bounded by that type's
-    /// own curve.
-    fn type_max_batch(&self, ty: usize) -> u32 {
-        self.max_batch().min(self.types[ty].max_batch).max(1)
+    /// Largest batch of model `m` an instance of type `ty` runs: the model's limit bounded by
+    /// that type's own curve.
+    fn type_max_batch(&self, m: usize, ty: usize) -> u32 {
+        self.max_batch(m)
+            .min(self.lanes[m].types[ty].max_batch)
+            .max(1)
     }
 
     fn price(&self, ty: usize, market: Market) -> f64 {
@@ -156,6 +144,7 @@ impl<'a> Sim<'a> {
             ready: false,
             ended_at: None,
             batch: Vec::new(),
+            lane: 0,
             epoch: 0,
             draining: false,
             credits: t.credits_per_hour,
@@ -194,11 +183,12 @@ impl<'a> Sim<'a> {
         i.epoch += 1;
         i.ready = false;
         self.idle.remove(&idx);
-        // a batch cut off by an interruption goes back to the head of the queue
+        // a batch cut off by an interruption goes back to the head of its queue
         let batch = std::mem::take(&mut self.instances[idx].batch);
         self.requeued += batch.len() as u64;
+        let lane = self.instances[idx].lane;
         for a in batch.into_iter().rev() {
-            self.queue.push_front(a);
+            self.lanes[lane].queue.push_front(a);
         }
     }
 
@@ -253,19 +243,16 @@ impl<'a> Sim<'a> {
     /// live loop's; arrivals and answers reached its monitors as they happened).
     fn window(&mut self) {
         self.controller.advance(self.now);
-        self.arrival_rate = self.window_arrivals as f64 / self.p.window_s;
-        self.window_arrivals = 0;
+        for l in &mut self.lanes {
+            l.arrival_rate = l.window_arrivals as f64 / self.p.window_s;
+            l.window_arrivals = 0;
+        }
         // a stalled cloud API: the controller can neither list nor act (demand is still counted)
         let stalled = self.p.faults.stalled(self.now);
         if !stalled && matches!(self.strategy, Strategy::MarkRs | Strategy::MarkReleased) {
             let fleet = self.fleet();
+            let models = self.model_inputs();
             let pol = &mut self.policies;
-            let models = [ModelInput {
-                name: String::new(),
-                slo: self.controller.cfg.slo,
-                catalog: self.catalog.clone(),
-                footprint_gib: 0.0,
-            }];
             let d = self.controller.on_tick(
                 self.now,
                 &fleet,
@@ -289,7 +276,7 @@ impl<'a> Sim<'a> {
             .map(|i| {
                 let t = &self.types[i.ty];
                 if self.strategy == Strategy::SageMaker {
-                    super::baselines::batch1_capacity(t, self.p.slo_ms)
+                    super::baselines::batch1_capacity(t, self.lanes[0].slo_ms)
                 } else {
                     t.spec.capacity_rps
                 }
@@ -311,43 +298,70 @@ impl<'a> Sim<'a> {
         self.sample_missed = 0;
     }
 
-    fn complete(&mut self, batch: &[f64]) {
-        let slo = self.slo_s();
+    /// Each model's inputs to the controller: its SLO and each type's capacity for it.
+    fn model_inputs(&self) -> Vec<ModelInput> {
+        self.lanes
+            .iter()
+            .map(|l| ModelInput {
+                name: l.name.clone(),
+                slo: Slo {
+                    latency_ms: l.slo_ms,
+                    attainment_target: self.p.attainment_target,
+                },
+                catalog: self
+                    .catalog
+                    .iter()
+                    .zip(&l.types)
+                    .map(|(c, t)| InstanceType {
+                        capacity_rps: t.spec.capacity_rps,
+                        ..c.clone()
+                    })
+                    .collect(),
+                footprint_gib: 0.0,
+            })
+            .collect()
+    }
+
+    fn complete(&mut self, m: usize, batch: &[f64]) {
+        let slo = self.slo_s(m);
         let mut met = 0;
         for &a in batch {
             let l = self.now - a;
-            self.hist.record(l, slo);
+            self.lanes[m].hist.record(l, slo);
             met += u64::from(l <= slo);
         }
         self.sample_missed += batch.len() as u64 - met;
         self.controller
-            .outcome(0, self.now, met, batch.len() as u64);
+            .outcome(m, self.now, met, batch.len() as u64);
     }
 
-    fn start_batch(&mut self, idx: usize, n: usize) {
+    fn start_batch(&mut self, m: usize, idx: usize, n: usize) {
         if self.reject_late() {
             // requests queued past their SLO are not run (the live queue's deadline)
-            let slo = self.slo_s();
+            let slo = self.slo_s(m);
             let mut late = 0;
-            while self.queue.front().is_some_and(|&a| self.now - a >= slo) {
-                self.queue.pop_front();
+            let q = &mut self.lanes[m].queue;
+            while q.front().is_some_and(|&a| self.now - a >= slo) {
+                q.pop_front();
                 late += 1;
             }
             if late > 0 {
-                self.reject(late);
+                self.reject(m, late);
             }
         }
-        let n = n.min(self.queue.len());
+        let n = n.min(self.lanes[m].queue.len());
         if n == 0 {
             return;
         }
         let mut batch = std::mem::take(&mut self.instances[idx].batch);
         batch.clear();
-        batch.extend(self.queue.drain(..n));
+        batch.extend(self.lanes[m].queue.drain(..n));
         let ty = self.instances[idx].ty;
-        let full = self.types[ty].service(n as u32);
-        let s = self.instances[idx].start_service(&self.types[ty], n as u32, self.now)
+        let full = self.lanes[m].types[ty].service(n as u32);
+        let s = self.instances[idx].start_service(&self.lanes[m].types[ty], n as u32, self.now)
             * self.p.slowdown_at(self.now);
+        self.lanes[m].busy_s += s;
+        self.instances[idx].lane = m;
         if full > 0.0 {
             let r = (s / full).clamp(0.25, 8.0);
             self.live_slowdown += crate::profile::live::ALPHA * (r - self.live_slowdown);
@@ -358,22 +372,25 @@ impl<'a> Sim<'a> {
         self.at(self.now + s, Ev::BatchDone(idx, epoch));
     }
 
-    fn spill_after(&self, l: &LambdaSpec) -> f64 {
+    fn spill_after(&self, m: usize, l: &LambdaSpec) -> f64 {
         if self.strategy == Strategy::LambdaOnly {
             0.0
         } else {
-            crate::batching::spill::spill_after_us((self.p.slo_ms * 1000.0) as u64, l.latency_s)
-                as f64
+            crate::batching::spill::spill_after_us(
+                (self.lanes[m].slo_ms * 1000.0) as u64,
+                l.latency_s,
+            ) as f64
                 / 1e6
         }
     }
 
-    /// Spill settings, computed once: (wait before spilling, items per invocation, latency of
-    /// each batch size on the function).
-    fn spill_plan(&mut self) -> Option<(f64, usize)> {
-        if self.spill.is_none() {
+    /// Model `m`'s spill settings, computed once: (wait before spilling, items per invocation,
+    /// latency of each batch size on the function).
+    fn spill_plan(&mut self, m: usize) -> Option<(f64, usize)> {
+        if self.lanes[m].spill.is_none() {
             let spec = self.lambda.as_ref()?.spec.clone();
-            let profile = self
+            let lane = &self.lanes[m];
+            let profile = lane
                 .types
                 .first()
                 .map(|t| t.profile.clone())
@@ -382,14 +399,14 @@ impl<'a> Sim<'a> {
                 1
             } else {
                 // the function runs the model's CPU curve: never a batch it has not measured
-                let limit = if self.types.is_empty() {
-                    self.max_batch()
+                let limit = if lane.types.is_empty() {
+                    self.max_batch(m)
                 } else {
-                    self.type_max_batch(0)
+                    self.type_max_batch(m, 0)
                 };
                 crate::batching::spill::spill_batch(
                     &profile,
-                    (self.p.slo_ms * 1000.0) as u64,
+                    (lane.slo_ms * 1000.0) as u64,
                     spec.latency_s,
                     limit,
                 )
@@ -399,20 +416,27 @@ impl<'a> Sim<'a> {
                     crate::batching::spill::lambda_batch_latency_s(&profile, spec.latency_s, b)
                 })
                 .collect();
-            self.spill = Some((self.spill_after(&spec), per_call as usize, run));
+            self.lanes[m].spill = Some((self.spill_after(m, &spec), per_call as usize, run));
         }
-        self.spill.as_ref().map(|s| (s.0, s.1))
+        self.lanes[m].spill.as_ref().map(|s| (s.0, s.1))
     }
 
-    fn maybe_spill(&mut self) {
-        let Some((after, per_call)) = self.spill_plan() else {
+    fn maybe_spill(&mut self, m: usize) {
+        let Some((after, per_call)) = self.spill_plan(m) else {
             return;
         };
-        while let Some(&oldest) = self.queue.front() {
+        // no instance serves (the fleet is at zero, or still booting): nothing is gained by
+        // waiting, the function takes the request at once
+        let after = if self.instances.iter().any(|i| i.ready && i.alive()) {
+            after
+        } else {
+            0.0
+        };
+        while let Some(&oldest) = self.lanes[m].queue.front() {
             if self.now - oldest < after {
                 let t = oldest + after;
-                if self.spill_wake != t {
-                    self.spill_wake = t;
+                if self.lanes[m].spill_wake != t {
+                    self.lanes[m].spill_wake = t;
                     self.at(t, Ev::Wake);
                 }
                 return;
@@ -420,20 +444,22 @@ impl<'a> Sim<'a> {
             if !self.lambda.as_ref().is_some_and(SimLambda::available) {
                 return;
             }
-            let n = self.queue.len().min(per_call);
+            let lane = &mut self.lanes[m];
+            let n = lane.queue.len().min(per_call);
             // a batch of n takes as long on the function as the profile says, relative to batch 1
-            let run = self.spill.as_ref().map_or(0.0, |s| s.2[n - 1]);
+            let run = lane.spill.as_ref().map_or(0.0, |s| s.2[n - 1]);
+            let batch: Vec<f64> = lane.queue.drain(..n).collect();
+            lane.lambda_items += n as u64;
             let l = self.lambda.as_mut().expect("lambda");
             let d = l.start(self.now, n as u32, run);
-            let batch: Vec<f64> = self.queue.drain(..n).collect();
             self.sample_lambda += n as u64;
             let slot = match self.lambda_free.pop() {
                 Some(s) => {
-                    self.lambda_batches[s] = Some(batch);
+                    self.lambda_batches[s] = Some((m, batch));
                     s
                 }
                 None => {
-                    self.lambda_batches.push(Some(batch));
+                    self.lambda_batches.push(Some((m, batch)));
                     self.lambda_batches.len() - 1
                 }
             };
@@ -448,7 +474,7 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 let batch = std::mem::take(&mut self.instances[idx].batch);
-                self.complete(&batch);
+                self.complete(self.instances[idx].lane, &batch);
                 self.instances[idx].batch = batch;
                 self.instances[idx].batch.clear();
                 if self.instances[idx].draining {
@@ -473,8 +499,8 @@ impl<'a> Sim<'a> {
                 }
             }
             Ev::LambdaDone(slot) => {
-                let batch = self.lambda_batches[slot].take().expect("lambda batch");
-                self.complete(&batch);
+                let (m, batch) = self.lambda_batches[slot].take().expect("lambda batch");
+                self.complete(m, &batch);
                 self.lambda_free.push(slot);
                 if let Some(l) = self.lambda.as_mut() {
                     l.finish(self.now);
@@ -535,5 +561,8 @@ mod admission;
 mod cloud;
 mod dispatch;
 mod finish;
+mod lane;
 mod run;
-pub use run::run;
+use lane::Lane;
+pub use lane::LaneSpec;
+pub use run::{run, run_lanes};

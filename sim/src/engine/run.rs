@@ -1,5 +1,6 @@
 //! One simulation run: the event loop over arrivals and events (the report is `finish.rs`).
 
+use super::lane::Merged;
 use super::*;
 
 /// Runs one strategy over `workload`. `progress` is called with the share of the virtual time
@@ -15,6 +16,30 @@ pub fn run(
     policies: Policies,
     progress: &mut dyn FnMut(f64),
 ) -> PolicyReport {
+    let lane = LaneSpec {
+        name: String::new(),
+        workload,
+        types,
+        slo_ms: p.slo_ms,
+        max_batch: p.max_batch,
+    };
+    run_lanes(&[lane], lambda, strategy, spot, p, policies, progress)
+}
+
+/// Runs one strategy over several models' workloads on one shared fleet (one lane each; the
+/// first lane's workload sets the duration of a single-model run).
+#[allow(clippy::too_many_arguments)]
+pub fn run_lanes(
+    specs: &[LaneSpec<'_>],
+    lambda: Option<LambdaSpec>,
+    strategy: Strategy,
+    spot: bool,
+    p: &SimParams,
+    policies: Policies,
+    progress: &mut dyn FnMut(f64),
+) -> PolicyReport {
+    let types = specs[0].types.clone();
+    let workload = specs[0].workload;
     let mut catalog: Vec<InstanceType> = types.iter().map(|t| t.spec.clone()).collect();
     if !spot || strategy == Strategy::SageMaker {
         for c in &mut catalog {
@@ -22,7 +47,15 @@ pub fn run(
         }
     }
     let uses_lambda = matches!(strategy, Strategy::MarkRs | Strategy::LambdaOnly);
-    let duration = workload.duration_s();
+    let floor = crate::control::mix::Floor {
+        min_instances: p.min_instances.filter(|_| strategy == Strategy::MarkRs),
+        lambda: lambda.clone().filter(|_| uses_lambda),
+    };
+    let duration = specs
+        .iter()
+        .map(|l| l.workload.duration_s())
+        .fold(0.0, f64::max);
+    let names: Vec<String> = specs.iter().map(|l| l.name.clone()).collect();
     let mut sim = Sim {
         p,
         strategy,
@@ -31,12 +64,9 @@ pub fn run(
         now: 0.0,
         seq: 0,
         events: BinaryHeap::new(),
-        queue: VecDeque::new(),
+        lanes: specs.iter().map(Lane::new).collect(),
         instances: Vec::new(),
         idle: BTreeSet::new(),
-        waiting: None,
-        spill_wake: -1.0,
-        spill: None,
         lambda: if uses_lambda {
             lambda.map(|l| SimLambda::new(l, p.lambda_keepalive_s))
         } else {
@@ -44,10 +74,9 @@ pub fn run(
         },
         lambda_batches: Vec::new(),
         lambda_free: Vec::new(),
-        hist: LatencyHist::default(),
-        controller: Sim::controller(p, strategy),
-        window_arrivals: 0,
-        arrival_rate: workload.mean_rate_at(0.0),
+        controller: Sim::controller(p, strategy)
+            .with_models(&names)
+            .with_floor(floor),
         sample_arrivals: 0,
         sample_lambda: 0,
         sample_missed: 0,
@@ -68,29 +97,29 @@ pub fn run(
         requeued: 0,
         duration,
         next_id: 0,
-        rejected: 0,
-        best_rate: Vec::new(),
-        full_batch: 1,
-        full_batch_s: 0.0,
-        capacity_at: (-1.0, 0.0),
         live_slowdown: 1.0,
     };
-    sim.best_rate = (0..sim.types.len())
-        .map(|ty| {
-            let t = &sim.types[ty];
-            (1..=sim.type_max_batch(ty))
-                .map(|b| f64::from(b) / t.service(b).max(1e-9))
-                .fold(0.0, f64::max)
-        })
-        .collect();
     // what admission weighs on every arrival, fixed for the run
-    sim.full_batch = (0..sim.types.len())
-        .map(|ty| sim.type_max_batch(ty) as usize)
-        .max()
-        .unwrap_or(1);
-    sim.full_batch_s = (0..sim.types.len())
-        .map(|ty| sim.types[ty].service(sim.type_max_batch(ty)))
-        .fold(f64::INFINITY, f64::min);
+    for m in 0..sim.lanes.len() {
+        let n = sim.types.len();
+        let best_rate = (0..n)
+            .map(|ty| {
+                let t = &sim.lanes[m].types[ty];
+                (1..=sim.type_max_batch(m, ty))
+                    .map(|b| f64::from(b) / t.service(b).max(1e-9))
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+        let full_batch = (0..n)
+            .map(|ty| sim.type_max_batch(m, ty) as usize)
+            .max()
+            .unwrap_or(1);
+        let full_batch_s = (0..n)
+            .map(|ty| sim.lanes[m].types[ty].service(sim.type_max_batch(m, ty)))
+            .fold(f64::INFINITY, f64::min);
+        let l = &mut sim.lanes[m];
+        (l.best_rate, l.full_batch, l.full_batch_s) = (best_rate, full_batch, full_batch_s);
+    }
     // the starting fleet, warm at t = 0: sized for the first interval's rate (the whole trace's
     // peak for static-peak); the same for every strategy so none starts cold
     let initial = match &p.initial_fleet {
@@ -101,6 +130,7 @@ pub fn run(
                 Some((ty, *market, *n))
             })
             .collect(),
+        _ if sim.lanes.len() > 1 => sim.initial_mix(specs),
         _ => crate::baselines::initial_fleet(
             strategy,
             workload,
@@ -129,7 +159,7 @@ pub fn run(
     for (k, r) in p.faults.reclaim.iter().enumerate() {
         sim.at(r.at_s, Ev::Reclaim(k));
     }
-    let mut arrivals = workload.arrivals(p.seed).peekable();
+    let mut arrivals = Merged::new(specs, p.seed);
     let report_every = (duration / 100.0).max(1.0);
     let mut next_report = report_every;
     loop {
@@ -137,18 +167,18 @@ pub fn run(
             .events
             .peek()
             .map(|Reverse((t, _, _))| f64::from_bits(*t));
-        match (arrivals.peek().copied(), next_ev) {
-            (Some(a), ev) if ev.is_none_or(|e| a < e) => {
-                arrivals.next();
+        match (arrivals.peek(), next_ev) {
+            (Some((a, m)), ev) if ev.is_none_or(|e| a < e) => {
+                arrivals.take(m);
                 sim.now = a;
                 // demand, refused or not, is what the controller forecasts
-                sim.controller.arrive(0, a, 1);
-                if sim.late_at_arrival() {
-                    sim.reject(1);
+                sim.controller.arrive(m, a, 1);
+                if sim.late_at_arrival(m) {
+                    sim.reject(m, 1);
                 } else {
-                    sim.queue.push_back(a);
+                    sim.lanes[m].queue.push_back(a);
                 }
-                sim.window_arrivals += 1;
+                sim.lanes[m].window_arrivals += 1;
                 if let Some(sg) = sim.sagemaker.as_mut() {
                     sg.arrivals += 1;
                 }
@@ -167,7 +197,7 @@ pub fn run(
         // the workload is over and every request answered: what is left are timers
         if arrivals.peek().is_none()
             && sim.now >= duration
-            && sim.queue.is_empty()
+            && sim.lanes.iter().all(|l| l.queue.is_empty())
             && !sim.instances.iter().any(SimInstance::busy)
             && sim.lambda.as_ref().is_none_or(|l| l.running == 0)
         {
@@ -180,4 +210,34 @@ pub fn run(
     }
     progress(1.0);
     sim.finish(spot)
+}
+
+impl Sim<'_> {
+    /// The warm fleet at t = 0 for several models: the policy's plan for their first
+    /// interval's rates, each type at its capacity for that mix.
+    fn initial_mix(&mut self, specs: &[LaneSpec<'_>]) -> Vec<(usize, Market, u32)> {
+        let inputs = self.model_inputs();
+        let forecasts: Vec<Vec<f64>> = specs
+            .iter()
+            .map(|l| vec![l.workload.mean_rate_at(0.0)])
+            .collect();
+        let models = crate::control::mix::demands(&inputs, &forecasts, &[], &self.catalog);
+        let forecast = crate::control::mix::total_forecast(&models);
+        let mixed = crate::control::mix::mixed_catalog(&models, &self.catalog);
+        let plan = (self.policies.provision)(&crate::control::controller::ProvisionInput {
+            forecast: &forecast,
+            interval_s: self.p.interval_s,
+            fleet: &[],
+            catalog: &mixed,
+            slo: crate::control::mix::strictest(&inputs),
+            models: &models,
+        });
+        plan.map(|plan| {
+            plan.targets
+                .iter()
+                .filter_map(|t| Some((self.type_index(&t.instance_type)?, t.market, t.count)))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
 }

@@ -25,6 +25,7 @@ mod hot_swap;
 mod lambda;
 mod layers;
 mod local_cloud;
+mod many_models;
 mod ops_page;
 mod policy_host;
 mod python_clients;

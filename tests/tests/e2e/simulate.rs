@@ -142,3 +142,88 @@ fn bad_input_exits_64_with_the_reason() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn two_models_share_one_fleet_for_less_than_a_fleet_each() {
+    // two light models on stress days (10 and 4 req/s, an hour): one fleet for the mix
+    // against one per model; both within the SLO; per-model figures in summary.json
+    let out = temp_dir("sim-mm");
+    let o = simulate(&[
+        "--workload",
+        "resnet18=stress:10:3600",
+        "--workload",
+        "magika=stress:4:3600",
+        "--baseline",
+        "mark-rs",
+        "--baseline",
+        "mark-rs-per-model",
+        "--spot",
+        "on-demand",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    print!("{stdout}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let p = s["policies"].as_array().unwrap();
+    let (shared, apart) = (&p[0], &p[1]);
+    assert_eq!(
+        (shared["name"].as_str(), apart["name"].as_str()),
+        (Some("mark-rs"), Some("mark-rs-per-model"))
+    );
+    for r in [shared, apart] {
+        for m in ["resnet18", "magika"] {
+            let x = &r["models"][m];
+            assert!(x["attainment"].as_f64().unwrap() >= 0.995, "{m}: {x}");
+            assert!(x["requests"].as_u64().unwrap() > 10_000, "{m}: {x}");
+        }
+        let shares: f64 = ["resnet18", "magika"]
+            .iter()
+            .map(|m| r["models"][m]["cost_share"].as_f64().unwrap())
+            .sum();
+        assert!((shares - 1.0).abs() < 1e-6, "cost shares add up: {shares}");
+    }
+    let (a, b) = (
+        shared["total_cost"].as_f64().unwrap(),
+        apart["total_cost"].as_f64().unwrap(),
+    );
+    assert!(
+        a < b,
+        "the shared fleet costs ${a:.3}, a fleet each ${b:.3}"
+    );
+    // the same requests either way (model m's arrivals seeded seed + m)
+    assert_eq!(shared["requests"], apart["requests"]);
+    // bad input: several unnamed workloads, a profile for no model, a model without profile
+    for (args, why) in [
+        (
+            &["--workload", "steps", "--workload", "twitter-like"][..],
+            "name each model's",
+        ),
+        (
+            &["--workload", "a=steps", "--workload", "b=steps"][..],
+            "no profile for model a",
+        ),
+        (
+            &[
+                "--workload",
+                "resnet18=steps",
+                "--workload",
+                "mlp=steps",
+                "--profile",
+                "x=foo.toml",
+            ][..],
+            "no --workload x=",
+        ),
+    ] {
+        let o = simulate(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}
