@@ -539,6 +539,24 @@ impl ControlLoop {
             "mark_forecast_rate",
             st.forecast.first().copied().unwrap_or(0.0),
         );
+        for r in &st.models {
+            m.set_model_gauge("mark_model_demand_rate", &r.model, r.demand_rps);
+            m.set_model_gauge(
+                "mark_model_forecast_rate",
+                &r.model,
+                r.forecast.first().copied().unwrap_or(0.0),
+            );
+            m.set_model_gauge(
+                "mark_model_planned_capacity_rps",
+                &r.model,
+                r.planned_capacity_rps,
+            );
+            m.set_model_gauge(
+                "mark_model_slo_attainment",
+                &r.model,
+                r.attainment.unwrap_or(1.0),
+            );
+        }
         if let Some(r) = &self.replica {
             let mut rs = r.status();
             let fd = &self.fleet_demand;

@@ -175,6 +175,8 @@ pub struct Metrics {
     /// model -> status -> count (nested so a known model is counted without allocating).
     requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     gauges: Mutex<BTreeMap<String, f64>>,
+    /// name -> model -> value: the control loop's per-model gauges.
+    model_gauges: Mutex<BTreeMap<String, BTreeMap<String, f64>>>,
 }
 
 impl Metrics {
@@ -205,6 +207,16 @@ impl Metrics {
             .lock()
             .expect("metrics lock")
             .insert(name.to_string(), v);
+    }
+
+    /// Sets a control-loop gauge of one model, rendered as `name{model="..."} value`.
+    pub fn set_model_gauge(&self, name: &str, model: &str, v: f64) {
+        self.model_gauges
+            .lock()
+            .expect("metrics lock")
+            .entry(name.to_string())
+            .or_default()
+            .insert(model.to_string(), v);
     }
 
     /// Requests answered for `model` with `status` so far.
@@ -238,6 +250,11 @@ impl Metrics {
         let gauges = self.gauges.lock().expect("metrics lock").clone();
         for (name, v) in gauges {
             exposition::gauge(enc, &name, gauge_help(&name), [(Vec::new(), v)])?;
+        }
+        let per_model = self.model_gauges.lock().expect("metrics lock").clone();
+        for (name, by_model) in per_model {
+            let samples = by_model.into_iter().map(|(m, v)| (vec![("model", m)], v));
+            exposition::gauge(enc, &name, gauge_help(&name), samples)?;
         }
         let models = self.models.lock().expect("metrics lock").clone();
         let label = |m: &str| -> Labels { vec![("model", m.to_string())] };
@@ -411,6 +428,14 @@ fn gauge_help(name: &str) -> &'static str {
         "mark_replicas_live" => "Replicas whose counters were fresh at the last read.",
         "mark_fleet_arrived_items" => {
             "Items all replicas' clients sent, summed from their counters since this replica started."
+        }
+        "mark_model_demand_rate" => "Peak arrival rate (req/s) of the model's recent windows.",
+        "mark_model_forecast_rate" => "The model's forecast peak rate (req/s) for the next interval.",
+        "mark_model_planned_capacity_rps" => {
+            "The last plan's capacity for the model (the mix's capacity split by its forecast share)."
+        }
+        "mark_model_slo_attainment" => {
+            "Share of the model's recent requests answered within its SLO (sliding window)."
         }
         _ => "A control-loop gauge.",
     }

@@ -103,6 +103,9 @@ async fn two_models_with_steps_at_different_times_share_one_fleet() {
             st["control"]["launches"]
         );
         assert_eq!(bad1 + bad2, 0, "every request answered correctly");
+        // the per-model gauges
+        assert!(metric(&text, "mark_model_planned_capacity_rps{model=\"mlp_b\"}") > 60.0);
+        assert!(metric(&text, "mark_model_demand_rate{model=\"mlp_b\"}") > 100.0);
         assert!(
             on_workers("mlp") > 0.0 && on_workers("mlp_b") > 0.0,
             "both models ran on the fleet's workers"
