@@ -67,13 +67,15 @@ pub fn mixed_capacity(models: &[ModelDemand], ty: &str, weights: &[f64]) -> f64 
 }
 
 /// Whether an instance of `t` holds every model with demand (their footprints plus the reserve).
+/// One model alone always fits: the catalog lists the types it runs on, and a footprint measured
+/// on the gateway (runtime set-up included) is no reason to drop a type that served it before.
 pub fn fits(models: &[ModelDemand], t: &InstanceType) -> bool {
-    let need: f64 = models
+    let busy: Vec<&ModelDemand> = models
         .iter()
         .filter(|m| m.forecast.iter().any(|x| *x > 0.0))
-        .map(|m| m.footprint_gib.max(0.0))
-        .sum();
-    need <= 0.0 || need + MEMORY_RESERVE_GIB <= t.memory_gib
+        .collect();
+    let need: f64 = busy.iter().map(|m| m.footprint_gib.max(0.0)).sum();
+    busy.len() < 2 || need <= 0.0 || need + MEMORY_RESERVE_GIB <= t.memory_gib
 }
 
 /// The catalog a single-model provisioner plans the mix with: each type's `capacity_rps` is its

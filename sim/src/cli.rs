@@ -84,7 +84,9 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
     };
     let profile = match (rec_profile.take(), &a.profile) {
         (Some(p), _) => p,
-        (None, None) if !models.is_empty() => profile_of(&a, &a.model).map_err(Input)?,
+        (None, None) if named(&a.workloads[0]).is_some() => {
+            profile_of(&a, &a.model).map_err(Input)?
+        }
         (None, None) => toml::from_str(super::DEFAULT_PROFILE)
             .map_err(|e| Input(format!("embedded profile: {e}")))?,
         (None, Some(p)) => match crate::profile::LatencyProfile::load(p) {
@@ -295,10 +297,13 @@ fn split_models(a: &mut SimulateArgs) -> Result<Vec<(String, String)>, String> {
                 if !models.iter().any(|(n, _)| n == m) {
                     return Err(format!("--profile {p}: no --workload {m}=..."));
                 }
+                if own.contains(&m) {
+                    return Err(format!("--profile {m}=...: the model is named twice"));
+                }
                 if m == a.model {
                     a.profile = Some(PathBuf::from(f));
                 }
-                own.push(m.to_string());
+                own.push(m);
             }
             None if a.profiles.len() == 1 => a.profile = Some(PathBuf::from(p)),
             None => return Err(format!("--profile {p}: name the model, as MODEL=FILE")),

@@ -265,8 +265,9 @@ impl Controller {
             }
         }
         // the provisioner plans with the usable types; the fleet's own are priced from them all
+        // every type's capacity (the fleet may hold backed-off ones); the plan launches usable ones
         let usable = self.launches.usable(now, all);
-        let planned = demands(models, &forecasts, &attainment, &usable);
+        let planned = demands(models, &forecasts, &attainment, all);
         d.step = Some(step(
             now,
             &self.cfg,

@@ -115,9 +115,9 @@ pub fn lambda_cost_per_request(l: &LambdaSpec) -> f64 {
 
 impl Floor {
     /// Whether Lambda alone carries `forecast` (req/s per interval of `interval_s`) for less
-    /// than the cheapest instance that covers its peak would cost over the same horizon (at
-    /// least its billing minimum of 60 s and its launch time), within the function's
-    /// concurrency (at 80% of the limit).
+    /// than the cheapest instances of one type that cover its peak would cost over the same
+    /// horizon (at least their billing minimum of 60 s, and their launch time), within the
+    /// function's concurrency (at 80% of the limit). Never without a type that serves.
     pub fn lambda_only(&self, forecast: &[f64], interval_s: f64, catalog: &[InstanceType]) -> bool {
         let (Some(0), Some(l)) = (self.min_instances, &self.lambda) else {
             return false;
@@ -129,18 +129,20 @@ impl Floor {
         let requests: f64 = forecast.iter().map(|r| r.max(0.0) * interval_s).sum();
         let lambda = requests * lambda_cost_per_request(l);
         let span = (forecast.len() as f64 * interval_s).max(60.0);
-        let instance = catalog
+        // the cheapest fleet of one type that covers the peak
+        let instances = catalog
             .iter()
-            .filter(|t| t.capacity_rps > 0.0 && t.capacity_rps >= peak)
+            .filter(|t| t.capacity_rps > 0.0)
             .flat_map(|t| {
+                let n = (peak / t.capacity_rps).ceil().max(1.0);
                 Market::ALL
                     .into_iter()
                     .map(move |m| t.price(m))
                     .filter(|p| *p > 0.0)
-                    .map(move |p| p * (span + t.launch_seconds) / 3600.0)
+                    .map(move |p| n * p * (span + t.launch_seconds) / 3600.0)
             })
             .fold(f64::INFINITY, f64::min);
-        lambda < instance
+        instances.is_finite() && lambda < instances
     }
 
     /// `plan` with the floor applied: empty with every request to Lambda when
@@ -254,6 +256,12 @@ mod tests {
         // past the function's concurrency (80 of 100 at 50 ms: 1,600 req/s), instances
         let cheap_big = [ty("c", 100.0, 5000.0)];
         assert!(!floor.lambda_only(&[2000.0; 5], 60.0, &cheap_big));
+        // a peak above one instance's capacity is priced as the instances it needs, not as
+        // "no instance covers it" (which would leave a large load to Lambda): 10 of them cost
+        // $0.085 over the horizon, Lambda $0.56
+        let small = [ty("c", 0.085, 100.0)];
+        assert!(!floor.lambda_only(&[1000.0; 5], 60.0, &small));
+        assert!(!floor.lambda_only(&[1.0; 5], 60.0, &[]), "no type: no zero");
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl ControlLoop {
             _ => None,
         };
         let catalog = opts.catalog.for_model(
-            &opts.model,
+            &lead.name,
             &loaded.profile,
             model.cfg.slo_ms,
             loaded.rows_per_run(),
@@ -193,7 +193,7 @@ impl ControlLoop {
             lambda: lambda.as_ref().and(opts.catalog.lambda.clone()),
         };
         state.trace.set_context(crate::trace::schema::Context {
-            model: opts.model.clone(),
+            model: lead.name.clone(),
             slo_ms: model.cfg.slo_ms,
             max_batch: loaded.rows_per_run(),
             on_deadline: format!("{:?}", model.cfg.on_deadline).to_lowercase(),
@@ -292,8 +292,14 @@ impl ControlLoop {
         // workers out of rotation: probed; replaced once they stay so for two intervals (by the
         // controller only: a follower just keeps them out of its rotation)
         let grace = Duration::from_secs_f64((2.0 * self.opts.interval_s).max(10.0));
-        let dead = self.served.lead().loaded.remotes.check_health(grace).await;
+        // every model's set: a worker failing one model's batches is out of that rotation too
+        let mut dead: Vec<String> = Vec::new();
         for s in &self.served.list {
+            for id in s.loaded.remotes.check_health(grace).await {
+                if !dead.contains(&id) {
+                    dead.push(id);
+                }
+            }
             s.loaded.remotes.check_draining().await;
         }
         if !self.leads() {
@@ -314,8 +320,7 @@ impl ControlLoop {
         if !self.was_leader {
             return Vec::new();
         }
-        let lead = &self.served.lead().loaded.remotes;
-        let (unhealthy, draining) = (lead.unhealthy_ids(), lead.draining_ids());
+        let (unhealthy, draining) = self.served.out_of_rotation();
         let in_flight = self.served.in_flight();
         // only healthy capacity counts: a worker out of rotation or going away serves nothing
         let view = fleet::view(

@@ -154,6 +154,24 @@ impl ServedModels {
         }
     }
 
+    /// Workers out of rotation for any model (unhealthy), and those that said they drain.
+    pub fn out_of_rotation(&self) -> (Vec<String>, Vec<String>) {
+        let (mut unhealthy, mut draining) = (Vec::new(), Vec::new());
+        for s in &self.list {
+            for id in s.loaded.remotes.unhealthy_ids() {
+                if !unhealthy.contains(&id) {
+                    unhealthy.push(id);
+                }
+            }
+            for id in s.loaded.remotes.draining_ids() {
+                if !draining.contains(&id) {
+                    draining.push(id);
+                }
+            }
+        }
+        (unhealthy, draining)
+    }
+
     /// Batches in flight per worker, all models summed.
     pub fn in_flight(&self) -> Vec<(String, u32)> {
         let mut all: Vec<(String, u32)> = Vec::new();
@@ -207,6 +225,18 @@ pub(super) fn split_like(added: Outcomes, windows: &[Outcomes]) -> Vec<Outcomes>
         first.arrived += added.arrived - given.arrived;
         first.done += added.done - given.done;
         first.missed += added.missed - given.missed;
+    }
+    // a model never misses more than it finished (the shares are rounded apart)
+    let mut spare = 0;
+    for w in &mut out {
+        let over = w.missed.saturating_sub(w.done);
+        w.missed -= over;
+        spare += over;
+    }
+    for w in &mut out {
+        let room = (w.done - w.missed).min(spare);
+        w.missed += room;
+        spare -= room;
     }
     out
 }
@@ -274,6 +304,10 @@ mod tests {
         assert_eq!(s, vec![o(200, 200, 10), o(100, 90, 0)]);
         let total = s.iter().fold(Outcomes::default(), |a, w| a.plus(*w));
         assert_eq!(total, o(300, 290, 10));
+        // misses follow done: none beyond what a model finished
+        let s = split_like(o(10, 10, 9), &[o(5, 1, 0), o(5, 9, 9)]);
+        assert!(s.iter().all(|w| w.missed <= w.done), "{s:?}");
+        assert_eq!(s.iter().map(|w| w.missed).sum::<u64>(), 9);
         // this replica saw nothing: the first model takes it all
         assert_eq!(
             split_like(o(7, 7, 0), &[o(0, 0, 0), o(0, 0, 0)]),

@@ -425,13 +425,14 @@ impl<'a> Sim<'a> {
         let Some((after, per_call)) = self.spill_plan(m) else {
             return;
         };
-        // no instance serves (the fleet is at zero, or still booting): nothing is gained by
-        // waiting, the function takes the request at once
-        let after = if self.instances.iter().any(|i| i.ready && i.alive()) {
-            after
-        } else {
-            0.0
-        };
+        // the fleet is at zero by plan (`--min-instances 0`) and none serves: nothing is gained
+        // by waiting, the function takes the request at once
+        let after =
+            if self.controller.at_zero && !self.instances.iter().any(|i| i.ready && i.alive()) {
+                0.0
+            } else {
+                after
+            };
         while let Some(&oldest) = self.lanes[m].queue.front() {
             if self.now - oldest < after {
                 let t = oldest + after;
