@@ -36,6 +36,10 @@ pub struct ConnLimits {
     pub idle: Duration,
     /// Streams per HTTP/2 connection.
     pub max_streams: u32,
+    /// Serving connections one peer address may hold at once (more are closed at once).
+    pub max_per_peer: usize,
+    /// A connection is closed gracefully after this long, busy or not.
+    pub max_lifetime: Option<Duration>,
 }
 
 impl ConnLimits {
@@ -48,11 +52,15 @@ impl ConnLimits {
             header_read: Duration::from_secs(10),
             idle,
             max_streams: 256,
+            max_per_peer: usize::MAX,
+            max_lifetime: None,
         }
     }
 
-    /// The admin listener's: few connections, short patience, so silent sockets cannot lock
-    /// operators out.
+    /// The admin listener's: few connections, short patience, at most 8 per peer address and
+    /// 10 minutes each, so neither silent sockets nor one peer's keep-alive connections can lock
+    /// operators out (the admin API also closes a connection after answering an unauthenticated
+    /// request).
     pub fn admin() -> Self {
         ConnLimits {
             max_connections: 64,
@@ -61,6 +69,8 @@ impl ConnLimits {
             header_read: Duration::from_secs(5),
             idle: Duration::from_secs(30),
             max_streams: 16,
+            max_per_peer: 8,
+            max_lifetime: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -85,6 +95,37 @@ impl Activity {
         Some(Duration::from_millis(
             now.saturating_sub(self.last_ms.load(Relaxed)),
         ))
+    }
+}
+
+/// Serving connections per peer address.
+type PerPeer = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One peer's serving connection, counted while it lives.
+struct PeerSlot(PerPeer, std::net::IpAddr);
+
+impl PeerSlot {
+    /// A slot for `ip`, or None when it holds `max` already.
+    fn take(peers: &PerPeer, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut g = peers.lock().expect("peer lock");
+        let n = g.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(peers.clone(), ip))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut g = self.0.lock().expect("peer lock");
+        if let Some(n) = g.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -132,6 +173,7 @@ pub async fn run<H, F, B>(
 {
     let active = Arc::new(Semaphore::new(limits.max_connections));
     let pending = Arc::new(Semaphore::new(limits.max_pending));
+    let peers: PerPeer = Default::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -172,11 +214,12 @@ pub async fn run<H, F, B>(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (h, builder, active, limits) = (
+        let (h, builder, active, limits, peers) = (
             handler.clone(),
             builder.clone(),
             active.clone(),
             limits.clone(),
+            peers.clone(),
         );
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -185,6 +228,10 @@ pub async fn run<H, F, B>(
                 return;
             }
             drop(wait);
+            let Some(_peer_slot) = PeerSlot::take(&peers, peer.ip(), limits.max_per_peer) else {
+                tracing::debug!(%peer, max = limits.max_per_peer, "closed a connection: the peer holds its share");
+                return;
+            };
             let Ok(_slot) = active.acquire_owned().await else {
                 return;
             };
@@ -208,6 +255,12 @@ pub async fn run<H, F, B>(
             tokio::pin!(conn);
             let mut closing = false;
             let mut tick = tokio::time::interval(limits.idle / 4 + Duration::from_millis(1));
+            let end_of_life = tokio::time::sleep(
+                limits
+                    .max_lifetime
+                    .unwrap_or(Duration::from_secs(365 * 86_400)),
+            );
+            tokio::pin!(end_of_life);
             loop {
                 tokio::select! {
                     r = conn.as_mut() => {
@@ -217,6 +270,10 @@ pub async fn run<H, F, B>(
                         break;
                     }
                     _ = stop.wait_for(|s| *s), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = &mut end_of_life, if !closing => {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }

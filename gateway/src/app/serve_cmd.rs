@@ -237,10 +237,13 @@ impl Serve {
             ));
         }
         if let Some((dir, max_bytes)) = &self.record_trace {
+            // each run records into its own directory: a restart never finds its own trace
+            let run = crate::trace::run_dir(dir);
             state
                 .trace
-                .start(dir, *max_bytes)
-                .map_err(|e| Failure::failed(format!("--record-trace {}: {e}", dir.display())))?;
+                .start(&run, *max_bytes)
+                .map_err(|e| Failure::failed(format!("--record-trace {}: {e}", run.display())))?;
+            tracing::info!(dir = %run.display(), "recording the trace");
         }
         // a stop: readiness fails first, then after --drain-seconds the listeners stop
         // accepting and what was accepted is answered; then the lease is given up

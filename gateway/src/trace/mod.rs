@@ -26,6 +26,17 @@ use serde::Serialize;
 
 use schema::{Context, InstanceRow, Rec};
 
+/// A fresh directory for one run's recording under `parent` (`--record-trace DIR`):
+/// `run-<unix seconds, 10 digits>-<pid>`, so that a restarted gateway records beside the last
+/// run instead of refusing to start, and names sort by time (`trace:DIR` replays the newest).
+pub fn run_dir(parent: &Path) -> PathBuf {
+    parent.join(format!(
+        "run-{:010}-{}",
+        crate::clock::wall_s() as u64,
+        std::process::id()
+    ))
+}
+
 /// Records buffered for the writer (each kind) before new ones are dropped.
 const QUEUE: usize = 1 << 16;
 

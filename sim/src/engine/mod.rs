@@ -425,14 +425,14 @@ impl<'a> Sim<'a> {
         let Some((after, per_call)) = self.spill_plan(m) else {
             return;
         };
-        // the fleet is at zero by plan (`--min-instances 0`) and none serves: nothing is gained
-        // by waiting, the function takes the request at once
-        let after =
-            if self.controller.at_zero && !self.instances.iter().any(|i| i.ready && i.alive()) {
-                0.0
-            } else {
-                after
-            };
+        // scaling to zero (`--min-instances 0`) and no instance serves (at zero, or booting
+        // back): nothing is gained by waiting, the function takes the request at once
+        let zeroing = self.controller.floor.min_instances == Some(0);
+        let after = if zeroing && !self.instances.iter().any(|i| i.ready && i.alive()) {
+            0.0
+        } else {
+            after
+        };
         while let Some(&oldest) = self.lanes[m].queue.front() {
             if self.now - oldest < after {
                 let t = oldest + after;

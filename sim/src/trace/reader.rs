@@ -63,8 +63,25 @@ fn err(m: impl Into<String>) -> TraceError {
     TraceError(m.into())
 }
 
-/// Reads the trace in `dir`; `model` picks the model replayed (default: the context's, or the
-/// only one).
+/// The newest `run-…` subdirectory of `dir` that holds segments.
+fn newest_run(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut runs: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("run-"))
+                && segments(p).is_ok_and(|mut s| s.next().is_some())
+        })
+        .collect();
+    runs.sort();
+    runs.pop()
+}
+
+/// Reads the trace in `dir` (or in its newest `run-…` subdirectory, as `--record-trace DIR`
+/// writes them); `model` picks the model replayed (default: the context's, or the only one).
 pub fn read(dir: &Path, model: Option<&str>) -> Result<Trace, TraceError> {
     if !dir.is_dir() {
         return Err(err(format!("{}: not a directory", dir.display())));
@@ -73,6 +90,15 @@ pub fn read(dir: &Path, model: Option<&str>) -> Result<Trace, TraceError> {
         .map_err(|e| err(format!("{}: {e}", dir.display())))?
         .collect();
     if files.is_empty() {
+        // a `--record-trace DIR` of several runs: the newest run (`run-<unix time>-<pid>`)
+        if let Some(run) = newest_run(dir) {
+            eprintln!(
+                "{}: replaying its newest run, {}",
+                dir.display(),
+                run.display()
+            );
+            return read(&run, model);
+        }
         return Err(err(format!(
             "{}: not a trace: no segment files (trace-NNNNNN.jsonl) in it",
             dir.display()

@@ -8,6 +8,7 @@
 
 mod util;
 
+mod admin_lockout;
 mod api_v2;
 mod autoscale;
 mod batching;

@@ -42,15 +42,21 @@ async fn a_recorded_load_step_replays_with_the_same_requests() {
             "mlp",
             "max_batch_size = 32\nslo_ms = 200\nexecutors = 1\nintra_threads = 1\n",
         )]);
-        let (g, _state) = start_local_cloud(&repo, CATALOG, "trace", "2", "6").await;
+        let (g, state) = start_local_cloud(&repo, CATALOG, "trace", "2", "6").await;
         let admin = g.admin.clone().unwrap();
         let url = format!("{}/v2/models/mlp/infer", g.base);
         let reference = Arc::new(output_f32(
             &post_json(&url, &mlp_request(&[mlp_row(9)])).await.json(),
             "probs",
         ));
-        let dir = temp_dir("trace-rec").join("t1");
-        let body = serde_json::json!({ "dir": dir, "max_bytes": 8 << 20 }).to_string();
+        // the admin API names a directory under the state directory only
+        for bad in ["/tmp/elsewhere", "../up", "a/../../b"] {
+            let body = serde_json::json!({ "dir": bad }).to_string();
+            let r = admin_call(&admin, "t", "POST", "trace/start", body.into_bytes()).await;
+            assert_eq!(r.status, 400, "{bad}: {}", r.error());
+        }
+        let dir = state.join("t1");
+        let body = serde_json::json!({ "dir": "t1", "max_bytes": 8 << 20 }).to_string();
         let r = admin_call(
             &admin,
             "t",
@@ -160,4 +166,46 @@ fn a_directory_that_is_not_a_trace_exits_64_naming_the_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(64), "{err}");
     assert!(err.contains("not a trace"), "{err}");
+}
+
+/// Issue 29: a gateway started with `--record-trace DIR` restarts (each run records into its own
+/// `run-…` directory instead of refusing the one the last run left), and `trace:DIR` reads the
+/// newest run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_recording_a_trace_restarts() {
+    within(120, async {
+        let repo = repo_with(&[("mlp", "max_batch_size = 8\nslo_ms = 200\n")]);
+        let traces = temp_dir("trace-restart");
+        let args = [
+            "--model-repo",
+            repo.to_str().unwrap(),
+            "--record-trace",
+            traces.to_str().unwrap(),
+        ];
+        for run in 1..=2 {
+            let g = Gateway::start(&args).ready().await;
+            let r = post_json(
+                &format!("{}/v2/models/mlp/infer", g.base),
+                &mlp_request(&[mlp_row(run)]),
+            )
+            .await;
+            assert_eq!(r.status, 200, "run {run}");
+            drop(g);
+        }
+        let mut runs: Vec<String> = std::fs::read_dir(&traces)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        runs.sort();
+        println!("runs recorded: {runs:?}");
+        assert_eq!(runs.len(), 2, "one directory per run: {runs:?}");
+        assert!(runs.iter().all(|r| r.starts_with("run-")));
+        for r in &runs {
+            assert!(
+                traces.join(r).join("trace-000001.jsonl").is_file(),
+                "{r} holds its first segment"
+            );
+        }
+    })
+    .await;
 }

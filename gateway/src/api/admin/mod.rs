@@ -94,8 +94,26 @@ fn cross_site<B>(req: &Request<B>, insecure: bool) -> Option<ApiError> {
     None
 }
 
-/// Entry point of the admin listener.
+/// Entry point of the admin listener. An HTTP/1 connection that sent no credential is closed
+/// after its answer (`Connection: close`): unauthenticated peers polling the sign-in page cannot
+/// hold the listener's connections between their requests.
 pub async fn handle(
+    state: Arc<AppState>,
+    token: Arc<str>,
+    req: Request<impl ReqBody>,
+) -> Response<Full<Bytes>> {
+    let credentialed =
+        token.is_empty() || authorized(&req, &token) || ops::cookie_matches(req.headers(), &token);
+    let http1 = req.version() <= http::Version::HTTP_11;
+    let mut r = answer(state, token, req).await;
+    if !credentialed && http1 {
+        r.headers_mut()
+            .insert(header::CONNECTION, "close".parse().expect("valid header"));
+    }
+    r
+}
+
+async fn answer(
     state: Arc<AppState>,
     token: Arc<str>,
     req: Request<impl ReqBody>,

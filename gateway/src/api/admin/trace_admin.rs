@@ -1,9 +1,11 @@
 //! Admin routes of trace recording (`crate::trace`):
 //!
-//! - `POST /admin/v1/trace/start` with `{"dir": "...", "max_bytes": N}` (both optional: the
-//!   `--record-trace` directory, or `mark-trace-<unix time>` under the state directory; the
-//!   `--record-max-bytes` bound): 200 and the status, 409 when a recording runs or the directory
-//!   holds a trace already;
+//! - `POST /admin/v1/trace/start` with `{"dir": "...", "max_bytes": N}` (both optional: a new
+//!   `run-…` directory under `--record-trace`, or `mark-trace-<unix time>` under the state
+//!   directory; the `--record-max-bytes` bound): 200 and the status, 409 when a recording runs or
+//!   the directory holds a trace already. A `dir` given is a relative path under the state
+//!   directory (`--cloud-state`): absolute paths and `..` are refused (400), so the admin token
+//!   cannot write wherever the process can;
 //! - `POST /admin/v1/trace/stop`: 200 and the final status, 409 when nothing records;
 //! - `GET /admin/v1/trace/status`.
 
@@ -59,11 +61,13 @@ async fn start(
     let v = small_json(req, "trace start request").await?;
     let cfg = &state.cfg.trace;
     let dir = match v.get("dir") {
-        None | Some(serde_json::Value::Null) => cfg.dir.clone().unwrap_or_else(|| {
-            cfg.default_parent
-                .join(format!("mark-trace-{}", crate::clock::wall_s() as u64))
-        }),
-        Some(serde_json::Value::String(s)) if !s.is_empty() => PathBuf::from(s),
+        None | Some(serde_json::Value::Null) => match &cfg.dir {
+            Some(d) => crate::trace::run_dir(d),
+            None => cfg
+                .default_parent
+                .join(format!("mark-trace-{}", crate::clock::wall_s() as u64)),
+        },
+        Some(serde_json::Value::String(s)) => cfg.default_parent.join(confined(s)?),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "\"dir\" must be a non-empty string, got {other}"
@@ -88,4 +92,33 @@ async fn start(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("trace not started: {e}")))?;
     Ok(json_ok(&st))
+}
+
+/// A trace directory the admin API may name: relative, plain components only (no `..`, no
+/// root, no prefix), at most 255 bytes.
+fn confined(s: &str) -> Result<PathBuf, ApiError> {
+    use std::path::Component;
+    let p = PathBuf::from(s);
+    let plain = p.components().all(|c| matches!(c, Component::Normal(_)));
+    if s.is_empty() || s.len() > 255 || !plain {
+        return Err(ApiError::bad_request(format!(
+            "\"dir\" must be a relative path under the state directory (no '..', not absolute), got {s:?}"
+        )));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confined;
+
+    #[test]
+    fn the_trace_dir_stays_under_the_state_directory() {
+        for ok in ["t1", "traces/monday", "a.b"] {
+            assert!(confined(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/tmp/x", "../x", "a/../../x", "./x", "/", "a/.."] {
+            assert!(confined(bad).is_err(), "{bad}");
+        }
+    }
 }
