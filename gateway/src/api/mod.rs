@@ -50,4 +50,6 @@ pub struct AppState {
     pub trace: Arc<crate::trace::Tracing>,
     /// The operations page's status samples (`/admin/v1/status/history`).
     pub ops_history: crate::api::admin::ops::History,
+    /// The operations page's signed sessions.
+    pub sessions: crate::api::admin::session::Sessions,
 }

@@ -44,6 +44,7 @@ pub fn state(
         draining: std::sync::atomic::AtomicBool::new(false),
         trace: Default::default(),
         ops_history: Default::default(),
+        sessions: Default::default(),
     })
 }
 

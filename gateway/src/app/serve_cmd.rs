@@ -99,6 +99,15 @@ impl Serve {
         cfg.validate().map_err(Failure::config)?;
         crate::server::check_fd_limit(max_connections);
         let admin_token = match (admin_token.filter(|t| !t.is_empty()), admin_insecure) {
+            (Some(t), _) if t.len() < 16 => {
+                tracing::warn!(
+                    bytes = t.len(),
+                    "the admin token is shorter than 16 bytes: use a long random one \
+                     (e.g. `openssl rand -hex 32`), from MARK_ADMIN_TOKEN rather than \
+                     --admin-token (the command line shows in `ps`)"
+                );
+                Some(t)
+            }
             (Some(t), _) => Some(t),
             (None, true) if admin_listen.ip().is_loopback() => Some(String::new()),
             (None, true) => {

@@ -263,19 +263,54 @@ async fn the_page_shows_the_fleet_live_and_only_with_the_token() {
             "{set}"
         );
         let cookie = set.split(';').next().unwrap().to_string();
+        assert!(
+            !cookie.ends_with("=t"),
+            "the cookie is a session, not the token: {cookie}"
+        );
         let r = send("GET", &status, &[("cookie", cookie.clone())], vec![])
             .await
             .unwrap();
         assert_eq!(r.status, 200);
+        // the token itself as a cookie reads nothing
+        let r = send("GET", &status, &[("cookie", "mark_admin=t".into())], vec![])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "the token is not a session");
         let r = send(
             "POST",
             &format!("{admin}/admin/v1/policies/batcher/rollback"),
-            &[("cookie", cookie)],
+            &[("cookie", cookie.clone())],
             vec![],
         )
         .await
         .unwrap();
         assert_eq!(r.status, 401, "a cookie never authorizes a change");
+        // logout ends the session
+        let r = send(
+            "POST",
+            &format!("{admin}/admin/logout"),
+            &[("cookie", cookie.clone())],
+            vec![],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 204);
+        let r = send("GET", &status, &[("cookie", cookie)], vec![])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "logged out");
+        // failed sign-ins are throttled past 10 a minute (1 failed above; a minute boundary
+        // in between restarts the count, hence up to 25 tries)
+        let mut codes = Vec::new();
+        for _ in 0..25 {
+            let c = login("wrong").await.unwrap().status;
+            codes.push(c);
+            if c == 429 {
+                break;
+            }
+        }
+        assert_eq!(codes.last(), Some(&429), "{codes:?}");
+        assert!(codes.len() >= 10, "not before 10 failures: {codes:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     })
     .await;

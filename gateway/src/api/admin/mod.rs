@@ -19,6 +19,7 @@ use crate::secret::constant_time_eq;
 
 mod common;
 pub mod ops;
+pub mod session;
 mod shadow;
 mod trace_admin;
 
@@ -102,8 +103,9 @@ pub async fn handle(
     token: Arc<str>,
     req: Request<impl ReqBody>,
 ) -> Response<Full<Bytes>> {
-    let credentialed =
-        token.is_empty() || authorized(&req, &token) || ops::cookie_matches(req.headers(), &token);
+    let credentialed = token.is_empty()
+        || authorized(&req, &token)
+        || ops::session_valid(req.headers(), &state.sessions);
     let http1 = req.version() <= http::Version::HTTP_11;
     let mut r = answer(state, token, req).await;
     if !credentialed && http1 {
@@ -129,13 +131,14 @@ async fn answer(
     match (path.as_str(), req.method()) {
         ("admin", &Method::GET | &Method::HEAD) => return ops::page(),
         ("admin/login", &Method::POST) => {
-            return ops::login(&token, req)
+            return ops::login(&token, &state.sessions, req)
                 .await
                 .unwrap_or_else(ApiError::into_response)
         }
+        ("admin/logout", &Method::POST) => return ops::logout(&state.sessions, req.headers()),
         _ => {}
     }
-    let by_cookie = reading && ops::cookie_matches(req.headers(), &token);
+    let by_cookie = reading && ops::session_valid(req.headers(), &state.sessions);
     if !token.is_empty() && !authorized(&req, &token) && !by_cookie {
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -3,9 +3,10 @@
 //! 2 s and draws load, fleet, attainment, latency, batch size and cost as SVG.
 //!
 //! Signing in: the page itself holds no data and is served to anyone who reaches the admin
-//! listener. `POST /admin/login` with the admin token (form field `token`) answers 204 with the
-//! token in an HTTP-only, `SameSite=Strict` cookie scoped to `/admin`; that cookie then
-//! authenticates **read-only** calls (GET, HEAD) only. Changing anything (policy uploads, rollback,
+//! listener. `POST /admin/login` with the admin token (form field `token`) answers 204 with a
+//! signed, expiring session (`session`; never the token) in an HTTP-only, `SameSite=Strict`
+//! cookie scoped to `/admin` (`Secure` behind a TLS proxy); `POST /admin/logout` ends it. The
+//! session authenticates **read-only** calls (GET, HEAD) only. Changing anything (policy uploads, rollback,
 //! staged interruptions) still needs `Authorization: Bearer`, so a cookie can never be ridden into
 //! a mutation.
 
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 
+use super::session::{Sessions, SESSION_S};
 use crate::api::body::{read_limited, ReqBody};
 use crate::api::error::ApiError;
 use crate::secret::constant_time_eq;
@@ -21,8 +23,6 @@ use crate::secret::constant_time_eq;
 pub const PAGE: &str = include_str!("ops_page.html");
 /// Name of the session cookie.
 pub const COOKIE: &str = "mark_admin";
-/// Seconds a sign-in lasts.
-const SESSION_S: u32 = 12 * 3600;
 
 /// The page's content security policy: its one inline script allowed by its sha256 (no
 /// `'unsafe-inline'` for scripts, so markup that reached the page cannot run), styles inline.
@@ -62,10 +62,25 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-/// Whether the request's cookie holds `token`.
-pub fn cookie_matches(headers: &HeaderMap, token: &str) -> bool {
-    cookie(headers)
-        .is_some_and(|c| constant_time_eq(percent_decode(c).as_bytes(), token.as_bytes()))
+/// Whether the request's cookie is a live session of `sessions`.
+pub fn session_valid(headers: &HeaderMap, sessions: &Sessions) -> bool {
+    cookie(headers).is_some_and(|c| sessions.check(c, crate::clock::wall_s() as u64))
+}
+
+/// `POST /admin/logout`: the cookie's session is revoked and the cookie cleared (204).
+pub fn logout(sessions: &Sessions, headers: &HeaderMap) -> Response<Full<Bytes>> {
+    if let Some(c) = cookie(headers) {
+        sessions.revoke(c);
+    }
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/admin; Max-Age=0"),
+        )
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::new()))
+        .expect("valid response")
 }
 
 /// `%XX` and `+` decoded (form fields and cookie values).
@@ -94,6 +109,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+#[cfg(test)]
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|c| {
@@ -110,8 +126,29 @@ fn percent_encode(s: &str) -> String {
 /// session cookie when it is the token, 401 otherwise.
 pub async fn login(
     token: &str,
+    sessions: &Sessions,
     req: http::Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    let now = crate::clock::wall_s() as u64;
+    if let Err(wait) = sessions.sign_in_allowed(now) {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed sign-ins; try again in {wait} s (the bearer token still works)"
+            ),
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            wait.to_string().parse().expect("valid header"),
+        );
+        return Ok(r);
+    }
+    // behind a TLS-terminating proxy the cookie is sent over HTTPS only
+    let secure = req
+        .headers()
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let body = read_limited(
         req.into_body(),
         4096,
@@ -132,12 +169,15 @@ pub async fn login(
         .map(percent_decode)
         .unwrap_or_default();
     if token.is_empty() || !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        sessions.failed(now);
         tracing::warn!("operations page: sign-in with a wrong token");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
     }
+    // a signed, expiring session: never the token itself
     let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/admin; Max-Age={SESSION_S}",
-        percent_encode(token)
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/admin; Max-Age={SESSION_S}{}",
+        sessions.issue(now),
+        if secure { "; Secure" } else { "" }
     );
     Ok(Response::builder()
         .status(StatusCode::NO_CONTENT)
@@ -225,8 +265,13 @@ mod tests {
             "a=1; mark_admin=s%20e%2Bc; b=2".parse().unwrap(),
         );
         assert_eq!(cookie(&h), Some("s%20e%2Bc"));
-        assert!(cookie_matches(&h, "s e+c"));
-        assert!(!cookie_matches(&h, "s e+d"));
+        // the token in the cookie is no session
+        let sessions = Sessions::default();
+        assert!(!session_valid(&h, &sessions));
+        let mut ok = HeaderMap::new();
+        let v = sessions.issue(crate::clock::wall_s() as u64);
+        ok.insert(header::COOKIE, format!("mark_admin={v}").parse().unwrap());
+        assert!(session_valid(&ok, &sessions));
         assert_eq!(percent_decode(&percent_encode("t0k=n &%")), "t0k=n &%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert!(cookie(&HeaderMap::new()).is_none());
