@@ -144,6 +144,41 @@ pub struct ServerConfig {
     /// A fleet worker (`mark worker`): its answers carry its load, and it refuses batches it
     /// is too loaded to start within their SLO (503) so that gateway replicas go elsewhere.
     pub worker: bool,
+    /// The secret shared by the gateway and its workers (`MARK_WORKER_SECRET`, or the file
+    /// `MARK_WORKER_SECRET_FILE` names): a worker runs batches only for requests that carry it
+    /// (`x-mark-worker-secret`), and the gateway sends it with every batch.
+    pub worker_secret: Option<std::sync::Arc<str>>,
+}
+
+/// The worker secret from the environment: `MARK_WORKER_SECRET`, else the first line of the file
+/// `MARK_WORKER_SECRET_FILE` names (as a launch template can provide it); None when neither is
+/// set. A file that cannot be read, or a secret under 16 bytes, is an error.
+pub fn worker_secret_from_env() -> Result<Option<std::sync::Arc<str>>, ConfigError> {
+    let secret = match (
+        std::env::var("MARK_WORKER_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        std::env::var("MARK_WORKER_SECRET_FILE")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    ) {
+        (Some(s), _) => s,
+        (None, Some(f)) => std::fs::read_to_string(&f)
+            .map_err(|e| ConfigError::new("MARK_WORKER_SECRET_FILE", format!("{f}: {e}")))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if secret.len() < 16 {
+        return Err(ConfigError::new(
+            "MARK_WORKER_SECRET",
+            "the worker secret is shorter than 16 bytes: use a long random one (e.g. `openssl rand -hex 32`)",
+        ));
+    }
+    Ok(Some(secret.into()))
 }
 
 /// Where traces go.
@@ -179,6 +214,7 @@ impl Default for ServerConfig {
             log_requests: false,
             trace: TraceConfig::default(),
             worker: false,
+            worker_secret: None,
         }
     }
 }

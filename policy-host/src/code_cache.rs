@@ -145,8 +145,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231_case_2_shape() {
-        // RFC 4231 test case with a 32-byte key of 0x0b.. is not published; check properties
+    fn hmac_matches_rfc_4231_case_2() {
+        // RFC 4231 case 2: key "Jefe" (HMAC pads keys with zeros to the block, so "Jefe" and
+        // "Jefe" followed by 28 zero bytes are the same key)
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(b"Jefe");
+        let mac = hmac_sha256(&k, &[b"what do ya want ", b"for nothing?"]);
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
         let k = [7u8; 32];
         assert_eq!(hmac_sha256(&k, &[b"ab", b"c"]), hmac_sha256(&k, &[b"abc"]));
         assert_ne!(

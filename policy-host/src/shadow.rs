@@ -26,6 +26,16 @@ use super::slot::{LoadedPolicy, Slot};
 /// Offers queued for the shadow thread before new ones are skipped.
 const QUEUE: usize = 1024;
 
+/// Share of one core a shadow may spend calling its candidate (a token bucket refilled at this
+/// rate, holding at most [`BURST`]): past it, offers are passed over (counted) and the
+/// comparison runs on a sample. A live batch decision costs microseconds; a slow candidate at
+/// its 10 ms deadline on every decision would otherwise take a core beside the live path.
+pub const CPU_BUDGET: f64 = 0.1;
+/// Seconds of calls the bucket holds.
+const BURST: f64 = 0.05;
+/// A candidate that runs past its deadline this many times in a row is stopped.
+pub const STOP_AFTER_DEADLINES: u32 = 5;
+
 /// A candidate running in shadow beside a slot's live policy.
 pub struct Shadow {
     /// The candidate (validated like a swap).
@@ -113,6 +123,10 @@ impl Shadow {
 
     /// Offers queued and not yet handled by the shadow thread.
     pub fn pending(&self) -> u64 {
+        if self.queue.closed.load(Relaxed) {
+            // stopped (or ended): nothing more will be handled
+            return 0;
+        }
         let (offered, skipped) = self.counts();
         let done = self.diff.lock().expect("shadow lock").handled;
         offered.saturating_sub(done + skipped)
@@ -144,6 +158,9 @@ struct Queue {
 /// The shadow thread: every 2 ms, takes the queued offers, calls the candidate on each and
 /// records how it differs; ends once the shadow is dropped.
 fn serve(queue: &Queue, mut caller: PolicyCaller, diff: Arc<Mutex<Diff>>) {
+    let mut tokens = BURST;
+    let mut refilled = std::time::Instant::now();
+    let mut deadlines = 0u32;
     while !queue.closed.load(Relaxed) {
         let batch = std::mem::take(&mut *queue.offers.lock().expect("shadow queue lock"));
         if batch.is_empty() {
@@ -151,9 +168,37 @@ fn serve(queue: &Queue, mut caller: PolicyCaller, diff: Arc<Mutex<Diff>>) {
             continue;
         }
         for o in batch {
+            // a replaced or deleted shadow stops at once, not after its queue
+            if queue.closed.load(Relaxed) {
+                return;
+            }
+            let now = std::time::Instant::now();
+            tokens = (tokens + now.duration_since(refilled).as_secs_f64() * CPU_BUDGET).min(BURST);
+            refilled = now;
+            if tokens <= 0.0 {
+                let mut d = diff.lock().expect("shadow lock");
+                d.handled += 1;
+                d.over_budget += 1;
+                continue;
+            }
             offer(&mut caller, &diff, o);
+            tokens -= now.elapsed().as_secs_f64();
+            let deadline = matches!(&caller.last, Outcome::Fallback(r) if r.contains("deadline"));
+            deadlines = if deadline { deadlines + 1 } else { 0 };
+            if deadlines >= STOP_AFTER_DEADLINES {
+                let why =
+                    format!("stopped: ran past its deadline {STOP_AFTER_DEADLINES} times in a row");
+                tracing::warn!(kind = %caller_kind(&diff), %why, "shadow policy stopped");
+                diff.lock().expect("shadow lock").stopped = Some(why);
+                queue.closed.store(true, Relaxed);
+                return;
+            }
         }
     }
+}
+
+fn caller_kind(diff: &Mutex<Diff>) -> String {
+    format!("{:?}", diff.lock().expect("shadow lock").kind())
 }
 
 fn offer(caller: &mut PolicyCaller, diff: &Mutex<Diff>, o: Offer) {

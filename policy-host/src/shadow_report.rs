@@ -55,6 +55,11 @@ pub struct ShadowReport {
     pub agreement_rate: Option<f64>,
     /// The last reason an answer of the candidate could not be compared.
     pub last_failure: Option<String>,
+    /// Offers passed over because the shadow had spent its CPU budget (a sample is compared).
+    pub over_budget: u64,
+    /// Why the shadow stopped calling the candidate (it ran past its deadline too often in a
+    /// row), if it did.
+    pub stopped: Option<String>,
     /// Batch sizes chosen, live against shadow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batcher: Option<BatcherDiff>,
@@ -125,6 +130,10 @@ pub struct Diff {
     kind: PolicyKind,
     /// Offers taken off the queue.
     pub handled: u64,
+    /// Offers passed over for the CPU budget.
+    pub over_budget: u64,
+    /// Why the shadow stopped, if it did.
+    pub stopped: Option<String>,
     compared: u64,
     agreements: u64,
     last_failure: Option<String>,
@@ -172,11 +181,18 @@ fn forecasts_agree(a: &[f64], b: &[f64]) -> bool {
 }
 
 impl Diff {
+    /// The kind of policy compared.
+    pub fn kind(&self) -> PolicyKind {
+        self.kind
+    }
+
     /// Empty, for a shadow of `kind`.
     pub fn new(kind: PolicyKind) -> Self {
         Diff {
             kind,
             handled: 0,
+            over_budget: 0,
+            stopped: None,
             compared: 0,
             agreements: 0,
             last_failure: None,
@@ -330,6 +346,8 @@ impl Diff {
             agreement_rate: (self.compared > 0)
                 .then(|| self.agreements as f64 / self.compared as f64),
             last_failure: self.last_failure.clone(),
+            over_budget: self.over_budget,
+            stopped: self.stopped.clone(),
             batcher,
             predictor,
             provisioner,

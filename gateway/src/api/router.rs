@@ -11,6 +11,9 @@ use super::body::ReqBody;
 use super::error::{json_ok, ApiError};
 use super::{v2, AppState};
 
+/// The header that carries the gateway–worker secret.
+pub const WORKER_SECRET_HEADER: &str = "x-mark-worker-secret";
+
 /// The one entry point of the data-plane listener.
 pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
@@ -23,6 +26,21 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
             Some(allowed.to_string())
         }
     };
+    // a worker with a secret runs batches only for its gateways
+    if let (true, Some(secret)) = (state.cfg.worker, &state.cfg.worker_secret) {
+        let infer = segs.first() == Some(&"v2") && segs.last() == Some(&"infer");
+        let given = req
+            .headers()
+            .get(WORKER_SECRET_HEADER)
+            .map_or(&b""[..], |v| v.as_bytes());
+        if infer && !crate::secret::constant_time_eq(given, secret.as_bytes()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this worker runs batches for its gateways only (x-mark-worker-secret)",
+            )
+            .into_response();
+        }
+    }
     let (wrong_method, result) = match segs.as_slice() {
         ["v2", "health", "live"] => (
             get("GET"),

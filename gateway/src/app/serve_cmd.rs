@@ -95,6 +95,7 @@ impl Serve {
             },
             model_repo,
             worker,
+            worker_secret: crate::config::worker_secret_from_env().map_err(Failure::config)?,
         };
         cfg.validate().map_err(Failure::config)?;
         crate::server::check_fd_limit(max_connections);

@@ -288,7 +288,11 @@ impl ControlLoop {
                 return None;
             }
         };
-        self.served.sync(&fleet, &self.opts.catalog);
+        self.served.sync(
+            &fleet,
+            &self.opts.catalog,
+            self.state.cfg.worker_secret.as_ref(),
+        );
         // workers out of rotation: probed; replaced once they stay so for two intervals (by the
         // controller only: a follower just keeps them out of its rotation)
         let grace = Duration::from_secs_f64((2.0 * self.opts.interval_s).max(10.0));

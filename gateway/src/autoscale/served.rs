@@ -117,8 +117,11 @@ impl ServedModels {
 
     /// The running instances become every model's remote backends, each model's batches sized
     /// for that type's speed (a burstable at what it sustains without credits) or its own curve.
-    pub fn sync(&self, fleet: &[Instance], catalog: &Catalog) {
+    pub fn sync(&self, fleet: &[Instance], catalog: &Catalog, secret: Option<&Arc<str>>) {
         for s in &self.list {
+            if let Some(k) = secret {
+                let _ = s.loaded.remotes.secret.set(k.clone());
+            }
             let (model, cfg) = (&s.name, &s.model.cfg);
             let running: Vec<WorkerSpec> = fleet
                 .iter()

@@ -99,28 +99,19 @@ pub struct Ec2Cloud {
 /// StateReason code of a reclaimed spot instance.
 pub const SPOT_TERMINATION: &str = "Server.SpotInstanceTermination";
 
+/// Standard base64 (the `base64` crate), as EC2 wants user data.
 fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The user data a worker instance boots with: start `mark worker` on the AMI's model repo.
+/// The user data a worker instance boots with: start `mark worker` on the AMI's model repo,
+/// with the gateway–worker secret from `/etc/mark/worker-secret` when the image or the launch
+/// template puts it there (never in the user data itself: anyone who can describe the instance
+/// reads that).
 pub fn user_data(port: u16) -> String {
     format!(
-        "#!/bin/bash\n# MArk-rs worker: the AMI carries /opt/mark (binary, models, .mark/venv)\ncd /opt/mark\nexec ./mark worker --model-repo models --listen 0.0.0.0:{port} --imds-endpoint http://169.254.169.254 >>/var/log/mark-worker.log 2>&1\n"
+        "#!/bin/bash\n# MArk-rs worker: the AMI carries /opt/mark (binary, models, .mark/venv)\ncd /opt/mark\n# the gateway-worker secret, when the image or the launch template provides it\n[ -r /etc/mark/worker-secret ] && export MARK_WORKER_SECRET_FILE=/etc/mark/worker-secret\nexec ./mark worker --model-repo models --listen 0.0.0.0:{port} --imds-endpoint http://169.254.169.254 >>/var/log/mark-worker.log 2>&1\n"
     )
 }
 

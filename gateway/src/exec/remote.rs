@@ -114,6 +114,9 @@ pub struct RemoteSet {
     /// Lambda spill-over backend, when configured.
     pub lambda: arc_swap::ArcSwapOption<super::lambda_client::LambdaBackend>,
     client: HttpClient,
+    /// The gateway–worker secret sent with every batch (`MARK_WORKER_SECRET`), set by the
+    /// control loop.
+    pub secret: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Default for RemoteSet {
@@ -123,6 +126,7 @@ impl Default for RemoteSet {
             freed: Notify::new(),
             lambda: arc_swap::ArcSwapOption::empty(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            secret: std::sync::OnceLock::new(),
         }
     }
 }
@@ -376,14 +380,18 @@ impl RemoteSet {
     ) -> Result<Vec<Tensor>, CallError> {
         let fail = CallError::Failed;
         let (body, n) = encode_binary_request(inputs);
-        let req = hyper::Request::post(format!(
+        let mut req = hyper::Request::post(format!(
             "http://{}/v2/models/{}/infer",
             remote.addr, ctx.model
         ))
         .header("content-type", "application/octet-stream")
-        .header("inference-header-content-length", n.to_string())
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| fail(e.to_string()))?;
+        .header("inference-header-content-length", n.to_string());
+        if let Some(secret) = self.secret.get() {
+            req = req.header(crate::api::router::WORKER_SECRET_HEADER, secret.as_ref());
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| fail(e.to_string()))?;
         let resp = self
             .client
             .request(req)

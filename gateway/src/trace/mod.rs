@@ -96,8 +96,10 @@ pub struct Counters {
     pub dropped_pending: AtomicU64,
     /// Records dropped in all.
     pub dropped: AtomicU64,
-    /// The writer's error, if it stopped on one.
+    /// The writer's last error, if it had one.
     pub error: Mutex<Option<String>>,
+    /// Write errors so far (the writer goes on in a new segment after each).
+    pub write_errors: AtomicU64,
 }
 
 /// A running recording.
@@ -131,8 +133,10 @@ pub struct Status {
     pub deleted_segments: u64,
     /// Records dropped (the writer fell behind).
     pub dropped: u64,
-    /// The writer's error, if it stopped on one.
+    /// The writer's last error, if it had one.
     pub error: Option<String>,
+    /// Write errors so far (after each the writer goes on in a new segment).
+    pub write_errors: u64,
 }
 
 impl Recorder {
@@ -149,6 +153,7 @@ impl Recorder {
             deleted_segments: c.deleted.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
             error: c.error.lock().expect("trace lock").clone(),
+            write_errors: c.write_errors.load(Relaxed),
         }
     }
 
@@ -250,7 +255,16 @@ impl Tracing {
         let t = r.started.elapsed().as_secs_f64();
         r.buffer.lock().expect("trace buffer lock").end = Some(t);
         if let Some(h) = r.thread.lock().expect("trace lock").take() {
-            let _ = h.join();
+            // a hung filesystem must not hold the shutdown: wait 5 s at most, then leave it
+            let until = Instant::now() + std::time::Duration::from_secs(5);
+            while !h.is_finished() && Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                tracing::warn!(dir = %r.dir.display(), "the trace writer did not finish within 5 s; left behind");
+            }
         }
         let st = r.status(false);
         tracing::info!(dir = %st.dir, records = st.records, bytes = st.bytes, "trace recording stopped");
@@ -321,6 +335,12 @@ impl crate::metrics::exposition::Encode for TraceMetrics {
             "mark_trace_dropped_total",
             "Records of the current trace dropped because the writer fell behind.",
             [(Vec::new(), dropped)],
+        )?;
+        counter(
+            enc,
+            "mark_trace_write_errors_total",
+            "Write errors of the current trace (the writer goes on in a new segment after each).",
+            [(Vec::new(), st.as_ref().map_or(0, |s| s.write_errors))],
         )?;
         gauge(
             enc,

@@ -98,7 +98,11 @@ impl Writer {
         };
         while self.on_disk.len() > 1 && total(&self.on_disk, self.segment_bytes) > self.max_bytes {
             let (p, _) = self.on_disk.pop_front().expect("non-empty");
-            std::fs::remove_file(&p)?;
+            // someone else deleted it already: gone is what trimming wants
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             self.counters.deleted.fetch_add(1, Relaxed);
         }
         self.counters
@@ -186,12 +190,33 @@ impl Writer {
         }
     }
 
-    /// Runs until `stop` sets the end; an I/O error stops the recording (kept in the status and
-    /// logged; what is buffered after it is never written).
+    /// Runs until `stop` sets the end. An I/O error (a full disk) does not end the recording:
+    /// it is counted and kept in the status (`error`, `write_errors`), the segment is abandoned,
+    /// and after a second the writer goes on in a new one, with what it can still write (what
+    /// was buffered while it failed is lost and counted as dropped). After 100 errors it stops.
     pub fn run(mut self, buffer: &Mutex<Pending>) {
-        if let Err(e) = self.go(buffer) {
-            tracing::error!(dir = %self.dir.display(), cause = %e, "trace writing failed; the recording stopped");
-            *self.counters.error.lock().expect("trace lock") = Some(e.to_string());
+        loop {
+            match self.go(buffer) {
+                Ok(()) => return,
+                Err(e) => {
+                    let n = self.counters.write_errors.fetch_add(1, Relaxed) + 1;
+                    *self.counters.error.lock().expect("trace lock") = Some(e.to_string());
+                    tracing::error!(dir = %self.dir.display(), cause = %e, errors = n, "trace writing failed; retrying in a new segment");
+                    self.out = None;
+                    if n >= 100 {
+                        tracing::error!(dir = %self.dir.display(), "trace writing failed 100 times; the recording stopped");
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                    // what piled up meanwhile is dropped (counted), the end kept
+                    let mut b = buffer.lock().expect("trace buffer lock");
+                    let lost = (b.arrivals.len() + b.other.len()) as u64;
+                    b.arrivals.clear();
+                    b.other.clear();
+                    self.counters.dropped.fetch_add(lost, Relaxed);
+                    self.counters.dropped_pending.fetch_add(lost, Relaxed);
+                }
+            }
         }
     }
 }
@@ -213,6 +238,38 @@ fn time_of(r: &Rec) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_deleted_by_someone_else_does_not_stop_the_recording() {
+        let dir = std::env::temp_dir().join(format!("mark-trace-d-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Arc::new(Counters::default());
+        let max = 256 << 10;
+        let mut w = Writer::new(
+            dir.clone(),
+            max,
+            c.clone(),
+            Instant::now(),
+            0.0,
+            Default::default(),
+        );
+        w.rotate().unwrap();
+        // the first segment vanishes (an operator's cleanup), then enough records to trim it
+        std::fs::remove_file(dir.join("trace-000001.jsonl")).unwrap();
+        for i in 0..40_000u32 {
+            w.take(&Rec::Arrival {
+                t: f64::from(i) * 1e-3,
+                m: "mlp".into(),
+                n: 1,
+            })
+            .expect("writing goes on");
+        }
+        w.tick().unwrap();
+        assert!(c.deleted.load(Relaxed) > 0);
+        assert!(c.error.lock().unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn segments_rotate_and_the_oldest_go_under_the_bound() {

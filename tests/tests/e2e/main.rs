@@ -38,3 +38,4 @@ mod simulate;
 mod soak;
 mod trace;
 mod worker_load;
+mod worker_secret;

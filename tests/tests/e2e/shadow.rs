@@ -142,6 +142,48 @@ async fn a_shadow_never_changes_a_live_decision_and_reports_every_difference() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_shadow_is_stopped_and_stays_within_its_cpu_budget() {
+    within(60, async {
+        let engine = PolicyEngine::new(PolicyLimits::default()).unwrap();
+        let profile = [n::ProfilePoint {
+            batch: 1,
+            latency_us: 100.0,
+        }];
+        // the bomb fixture passes validation, then spins to its deadline at 9 queued items
+        let nine = n::QueueState {
+            queued_items: 9,
+            queued_requests: 9,
+            oldest_wait_us: 0,
+            slo_us: 50_000,
+            arrival_rate: 100.0,
+            max_batch: 32,
+            executors: 1,
+            profile: &profile,
+        };
+        let (mut watched, slot) = live_caller(&engine, &fixture("fill-four"));
+        let bomb = validate(&engine, &fixture("bomb"), PolicyKind::Batcher, "b").unwrap();
+        slot.shadow.store(Some(Shadow::start(engine.clone(), bomb)));
+        let t = std::time::Instant::now();
+        for _ in 0..200 {
+            watched.decide(&nine);
+            assert_eq!(watched.last, Outcome::Wasm);
+        }
+        let live_s = t.elapsed();
+        let sh = slot.shadow.load_full().unwrap();
+        settle(&sh).await;
+        let r = sh.report();
+        println!(
+            "spinning shadow: {} calls, stopped: {:?}; 200 live decisions in {live_s:?}",
+            r.head.calls, r.stopped
+        );
+        assert!(r.stopped.is_some(), "{r:?}");
+        assert_eq!(r.head.calls, 5, "stopped after 5 deadlines in a row: {r:?}");
+        assert_eq!(slot.status().failures, 0, "the live slot is untouched");
+    })
+    .await;
+}
+
 async fn start_gateway() -> (Gateway, String) {
     start_mlp_with_admin(TOKEN).await
 }
