@@ -100,6 +100,16 @@ impl Serve {
         cfg.validate().map_err(Failure::config)?;
         crate::server::check_fd_limit(max_connections);
         let admin_token = match (admin_token.filter(|t| !t.is_empty()), admin_insecure) {
+            // a short token is refused where others can reach the admin listener; on loopback
+            // (development, tests) it is only warned about
+            (Some(t), _) if t.len() < 16 && !admin_listen.ip().is_loopback() => {
+                return Err(Failure::config(format!(
+                    "the admin token is {} bytes; on a non-loopback --admin-listen it must be \
+                     at least 16: use a long random one (e.g. `openssl rand -hex 32`) in \
+                     MARK_ADMIN_TOKEN",
+                    t.len()
+                )))
+            }
             (Some(t), _) if t.len() < 16 => {
                 tracing::warn!(
                     bytes = t.len(),

@@ -204,3 +204,24 @@ async fn log_requests_writes_one_line_per_request() {
     })
     .await;
 }
+
+#[test]
+fn a_short_admin_token_is_refused_off_loopback() {
+    let repo = repo_with(&[("mlp", "max_batch_size = 4\n")]);
+    let out = Command::new(mark_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ])
+        .args(["--model-repo"])
+        .arg(&repo)
+        .env("MARK_ADMIN_TOKEN", "secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 16"), "{err}");
+}
