@@ -172,6 +172,12 @@ pub fn worker_secret_from_env() -> Result<Option<std::sync::Arc<str>>, ConfigErr
             .to_string(),
         (None, None) => return Ok(None),
     };
+    if http::HeaderValue::from_str(&secret).is_err() {
+        return Err(ConfigError::new(
+            "MARK_WORKER_SECRET",
+            "the worker secret must be visible ASCII (it travels in a header)",
+        ));
+    }
     if secret.len() < 16 {
         return Err(ConfigError::new(
             "MARK_WORKER_SECRET",

@@ -40,6 +40,9 @@ pub struct ConnLimits {
     pub max_per_peer: usize,
     /// A connection is closed gracefully after this long, busy or not.
     pub max_lifetime: Option<Duration>,
+    /// HTTP/1 only (the admin listener: an HTTP/2 connection cannot be closed after one
+    /// unauthenticated answer, so it could hold a slot between a peer's requests).
+    pub http1_only: bool,
 }
 
 impl ConnLimits {
@@ -54,6 +57,7 @@ impl ConnLimits {
             max_streams: 256,
             max_per_peer: usize::MAX,
             max_lifetime: None,
+            http1_only: false,
         }
     }
 
@@ -71,6 +75,7 @@ impl ConnLimits {
             max_streams: 16,
             max_per_peer: 8,
             max_lifetime: Some(Duration::from_secs(600)),
+            http1_only: true,
         }
     }
 }
@@ -105,8 +110,16 @@ type PerPeer = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, 
 struct PeerSlot(PerPeer, std::net::IpAddr);
 
 impl PeerSlot {
-    /// A slot for `ip`, or None when it holds `max` already.
+    /// A slot for `ip` (an IPv6 peer counts by its /64: one host has many addresses), or None
+    /// when it holds `max` already.
     fn take(peers: &PerPeer, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        };
         let mut g = peers.lock().expect("peer lock");
         let n = g.entry(ip).or_default();
         if *n >= max {
@@ -176,6 +189,9 @@ pub async fn run<H, F, B>(
     let peers: PerPeer = Default::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    if limits.http1_only {
+        builder = builder.http1_only();
+    }
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -228,9 +244,15 @@ pub async fn run<H, F, B>(
                 return;
             }
             drop(wait);
-            let Some(_peer_slot) = PeerSlot::take(&peers, peer.ip(), limits.max_per_peer) else {
-                tracing::debug!(%peer, max = limits.max_per_peer, "closed a connection: the peer holds its share");
-                return;
+            // the data plane has no per-peer cap: no lock taken for it
+            let _peer_slot = if limits.max_per_peer == usize::MAX {
+                None
+            } else {
+                let Some(s) = PeerSlot::take(&peers, peer.ip(), limits.max_per_peer) else {
+                    tracing::debug!(%peer, max = limits.max_per_peer, "closed a connection: the peer holds its share");
+                    return;
+                };
+                Some(s)
             };
             let Ok(_slot) = active.acquire_owned().await else {
                 return;
@@ -330,5 +352,26 @@ pub fn check_fd_limit(max_connections: usize) {
             "the open-file limit is below 2 x --max-connections + 256: accept will fail (and back off) before the connection limit is reached; raise `ulimit -n`"
         ),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_holds_its_share_and_ipv6_counts_by_its_64() {
+        let peers: PerPeer = Default::default();
+        let a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let first = PeerSlot::take(&peers, a, 1).expect("a slot");
+        assert!(PeerSlot::take(&peers, b, 1).is_none(), "same /64");
+        assert!(PeerSlot::take(&peers, c, 1).is_some(), "another /64");
+        drop(first);
+        assert!(PeerSlot::take(&peers, b, 1).is_some(), "freed on drop");
+        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let _x = PeerSlot::take(&peers, v4, 1).unwrap();
+        assert!(PeerSlot::take(&peers, "127.0.0.2".parse().unwrap(), 1).is_some());
     }
 }

@@ -10,9 +10,7 @@ use http_body_util::Full;
 use super::body::ReqBody;
 use super::error::{json_ok, ApiError};
 use super::{v2, AppState};
-
-/// The header that carries the gateway–worker secret.
-pub const WORKER_SECRET_HEADER: &str = "x-mark-worker-secret";
+use crate::codec::readiness::WORKER_SECRET_HEADER;
 
 /// The one entry point of the data-plane listener.
 pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Response<Full<Bytes>> {

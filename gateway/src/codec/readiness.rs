@@ -8,6 +8,10 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+/// The header that carries the gateway–worker secret (`MARK_WORKER_SECRET`): the gateway sends
+/// it with every batch, a worker with a secret runs no inference request without it.
+pub const WORKER_SECRET_HEADER: &str = "x-mark-worker-secret";
+
 /// The HTTP client the probes use.
 pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 

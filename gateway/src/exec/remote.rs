@@ -387,7 +387,10 @@ impl RemoteSet {
         .header("content-type", "application/octet-stream")
         .header("inference-header-content-length", n.to_string());
         if let Some(secret) = self.secret.get() {
-            req = req.header(crate::api::router::WORKER_SECRET_HEADER, secret.as_ref());
+            req = req.header(
+                crate::codec::readiness::WORKER_SECRET_HEADER,
+                secret.as_ref(),
+            );
         }
         let req = req
             .body(Full::new(Bytes::from(body)))

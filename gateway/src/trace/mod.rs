@@ -27,12 +27,13 @@ use serde::Serialize;
 use schema::{Context, InstanceRow, Rec};
 
 /// A fresh directory for one run's recording under `parent` (`--record-trace DIR`):
-/// `run-<unix seconds, 10 digits>-<pid>`, so that a restarted gateway records beside the last
-/// run instead of refusing to start, and names sort by time (`trace:DIR` replays the newest).
+/// `run-<unix milliseconds, 13 digits>-<pid>`, so that a restarted gateway records beside the
+/// last run instead of refusing to start (and a stop and start within a second get two
+/// names), and names sort by time (`trace:DIR` replays the newest).
 pub fn run_dir(parent: &Path) -> PathBuf {
     parent.join(format!(
-        "run-{:010}-{}",
-        crate::clock::wall_s() as u64,
+        "run-{:013}-{}",
+        (crate::clock::wall_s() * 1000.0) as u64,
         std::process::id()
     ))
 }

@@ -195,16 +195,27 @@ impl Writer {
     /// and after a second the writer goes on in a new one, with what it can still write (what
     /// was buffered while it failed is lost and counted as dropped). After 100 errors it stops.
     pub fn run(mut self, buffer: &Mutex<Pending>) {
+        // errors in a row (none for a minute starts the count again)
+        let (mut in_a_row, mut last_error) = (0u32, Instant::now());
         loop {
             match self.go(buffer) {
                 Ok(()) => return,
                 Err(e) => {
                     let n = self.counters.write_errors.fetch_add(1, Relaxed) + 1;
+                    in_a_row = if last_error.elapsed() > Duration::from_secs(60) {
+                        1
+                    } else {
+                        in_a_row + 1
+                    };
+                    last_error = Instant::now();
                     *self.counters.error.lock().expect("trace lock") = Some(e.to_string());
                     tracing::error!(dir = %self.dir.display(), cause = %e, errors = n, "trace writing failed; retrying in a new segment");
                     self.out = None;
-                    if n >= 100 {
-                        tracing::error!(dir = %self.dir.display(), "trace writing failed 100 times; the recording stopped");
+                    if in_a_row >= 100 {
+                        *self.counters.error.lock().expect("trace lock") = Some(format!(
+                            "stopped after 100 write errors in a row; the last: {e}"
+                        ));
+                        tracing::error!(dir = %self.dir.display(), "trace writing failed 100 times in a row; the recording stopped");
                         return;
                     }
                     std::thread::sleep(Duration::from_secs(1));

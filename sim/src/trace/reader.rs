@@ -109,13 +109,13 @@ pub fn read(dir: &Path, model: Option<&str>) -> Result<Trace, TraceError> {
     let mut last_t = 0.0f64;
     for (fi, f) in files.iter().enumerate() {
         let text = std::fs::read_to_string(f).map_err(|e| err(format!("{}: {e}", f.display())))?;
-        let last_file = fi + 1 == files.len();
         let lines: Vec<&str> = text.lines().collect();
         for (li, line) in lines.iter().enumerate() {
             let rec: Rec = match serde_json::from_str(line) {
                 Ok(r) => r,
-                // a crash can cut the very last line short: that one is skipped
-                Err(_) if last_file && li + 1 == lines.len() && !text.ends_with('\n') => break,
+                // a crash (the last segment) or a write error the writer went on after (any
+                // segment) can cut a segment's last line short: that one is skipped
+                Err(_) if li + 1 == lines.len() && !text.ends_with('\n') => break,
                 Err(e) => {
                     return Err(err(format!(
                         "{} line {}: not a trace record: {e}",

@@ -86,6 +86,19 @@ async fn unauthenticated_keep_alive_peers_lock_nobody_out() {
         assert!(st.get("control").is_some() || st.get("models").is_some(), "{st}");
         assert!(took < Duration::from_secs(1), "took {took:?}");
         drop(held);
+
+        // HTTP/2 (whose connections cannot be closed after one unauthenticated answer) is not
+        // spoken on the admin listener: the preface gets no HTTP/2 settings frame back
+        let (_c, head) = one_request(
+            Ipv4Addr::new(127, 0, 3, 1),
+            addr,
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        )
+        .await;
+        assert!(
+            head.is_empty() || head.starts_with("HTTP/1.1 "),
+            "no HTTP/2 on the admin listener: {head:?}"
+        );
     })
     .await;
 }

@@ -69,7 +69,9 @@ pub fn session_valid(headers: &HeaderMap, sessions: &Sessions) -> bool {
 
 /// `POST /admin/logout`: the cookie's session is revoked and the cookie cleared (204).
 pub fn logout(sessions: &Sessions, headers: &HeaderMap) -> Response<Full<Bytes>> {
-    if let Some(c) = cookie(headers) {
+    // only a session this process issued (and still valid) is revoked: junk cookies must not
+    // push real revocations out of the bounded list
+    if let Some(c) = cookie(headers).filter(|c| sessions.check(c, crate::clock::wall_s() as u64)) {
         sessions.revoke(c);
     }
     Response::builder()
@@ -91,7 +93,9 @@ pub async fn login(
     req: http::Request<impl ReqBody>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let now = crate::clock::wall_s() as u64;
-    if let Err(wait) = sessions.sign_in_allowed(now) {
+    // the attempt counts as a failure from now (concurrent sign-ins cannot race past the
+    // limit while their bodies arrive); a right token takes it back
+    if let Err(wait) = sessions.begin_sign_in(now) {
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -128,10 +132,10 @@ pub async fn login(
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     if token.is_empty() || !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        sessions.failed(now);
         tracing::warn!("operations page: sign-in with a wrong token");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
     }
+    sessions.succeeded(now);
     // a signed, expiring session: never the token itself
     let cookie = format!(
         "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/admin; Max-Age={SESSION_S}{}",
@@ -232,6 +236,33 @@ mod tests {
         ok.insert(header::COOKIE, format!("mark_admin={v}").parse().unwrap());
         assert!(session_valid(&ok, &sessions));
         assert!(cookie(&HeaderMap::new()).is_none());
+    }
+}
+
+#[cfg(test)]
+mod logout_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_valid_session_is_revoked_by_logout() {
+        let sessions = Sessions::default();
+        let v = sessions.issue(crate::clock::wall_s() as u64);
+        let nonce = v.split('.').nth(2).unwrap();
+        let mut forged = HeaderMap::new();
+        let junk = format!("mark_admin=v1.9999999999.{nonce}.00");
+        forged.insert(header::COOKIE, junk.parse().unwrap());
+        assert_eq!(logout(&sessions, &forged).status(), StatusCode::NO_CONTENT);
+        let mut real = HeaderMap::new();
+        real.insert(header::COOKIE, format!("mark_admin={v}").parse().unwrap());
+        assert!(
+            session_valid(&real, &sessions),
+            "a forged logout revoked nothing"
+        );
+        logout(&sessions, &real);
+        assert!(
+            !session_valid(&real, &sessions),
+            "the session's own logout ends it"
+        );
     }
 }
 

@@ -25,18 +25,10 @@ pub struct Sessions {
     failures: Mutex<(u64, u32)>,
 }
 
+/// 32 bytes from the operating system's generator (through `rand`'s thread generator, seeded
+/// from it).
 fn random_key() -> [u8; 32] {
-    use std::io::Read as _;
-    let mut k = [0u8; 32];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut k))
-        .is_err()
-    {
-        // no /dev/urandom: the clock and the process, hashed (still unknown to a client)
-        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        k = hmac_sha256(&[7u8; 32], &[seed.as_bytes()]);
-    }
-    k
+    rand::random()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -113,25 +105,27 @@ impl Sessions {
         }
     }
 
-    /// Whether a sign-in may be tried at `now` (seconds), or the seconds to wait.
-    pub fn sign_in_allowed(&self, now: u64) -> Result<(), u64> {
-        let g = self.failures.lock().expect("session lock");
-        let minute = now / 60;
-        if g.0 == minute && g.1 >= FAILURES_PER_MINUTE {
-            Err(60 - now % 60)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// A failed sign-in at `now`.
-    pub fn failed(&self, now: u64) {
+    /// A sign-in attempt at `now` (seconds): counted as a failure at once, so that concurrent
+    /// attempts cannot race past the limit; the seconds to wait when the minute's are spent.
+    pub fn begin_sign_in(&self, now: u64) -> Result<(), u64> {
         let mut g = self.failures.lock().expect("session lock");
         let minute = now / 60;
         if g.0 != minute {
             *g = (minute, 0);
         }
+        if g.1 >= FAILURES_PER_MINUTE {
+            return Err(60 - now % 60);
+        }
         g.1 += 1;
+        Ok(())
+    }
+
+    /// The attempt begun at `now` had the right token: it is not a failure.
+    pub fn succeeded(&self, now: u64) {
+        let mut g = self.failures.lock().expect("session lock");
+        if g.0 == now / 60 {
+            g.1 = g.1.saturating_sub(1);
+        }
     }
 }
 
@@ -162,11 +156,13 @@ mod tests {
     #[test]
     fn failed_sign_ins_are_throttled_per_minute() {
         let s = Sessions::default();
+        // a right token is not counted
+        assert!(s.begin_sign_in(120).is_ok());
+        s.succeeded(120);
         for _ in 0..FAILURES_PER_MINUTE {
-            assert!(s.sign_in_allowed(120).is_ok());
-            s.failed(120);
+            assert!(s.begin_sign_in(120).is_ok());
         }
-        assert_eq!(s.sign_in_allowed(130), Err(50));
-        assert!(s.sign_in_allowed(180).is_ok(), "the next minute");
+        assert_eq!(s.begin_sign_in(130), Err(50));
+        assert!(s.begin_sign_in(180).is_ok(), "the next minute");
     }
 }

@@ -63,9 +63,10 @@ async fn start(
     let dir = match v.get("dir") {
         None | Some(serde_json::Value::Null) => match &cfg.dir {
             Some(d) => crate::trace::run_dir(d),
-            None => cfg
-                .default_parent
-                .join(format!("mark-trace-{}", crate::clock::wall_s() as u64)),
+            None => cfg.default_parent.join(format!(
+                "mark-trace-{}",
+                (crate::clock::wall_s() * 1000.0) as u64
+            )),
         },
         Some(serde_json::Value::String(s)) => cfg.default_parent.join(confined(s)?),
         Some(other) => {
