@@ -548,24 +548,7 @@ impl ControlLoop {
             "mark_forecast_rate",
             st.forecast.first().copied().unwrap_or(0.0),
         );
-        for r in &st.models {
-            m.set_model_gauge("mark_model_demand_rate", &r.model, r.demand_rps);
-            m.set_model_gauge(
-                "mark_model_forecast_rate",
-                &r.model,
-                r.forecast.first().copied().unwrap_or(0.0),
-            );
-            m.set_model_gauge(
-                "mark_model_planned_capacity_rps",
-                &r.model,
-                r.planned_capacity_rps,
-            );
-            m.set_model_gauge(
-                "mark_model_slo_attainment",
-                &r.model,
-                r.attainment.unwrap_or(1.0),
-            );
-        }
+        served::gauges(m, &st.models);
         if let Some(r) = &self.replica {
             let mut rs = r.status();
             let fd = &self.fleet_demand;
@@ -593,25 +576,4 @@ fn billed(i: &Instance) -> Billed<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mark_policies::types::Market;
-
-    #[test]
-    fn instances_are_billed_under_their_type_and_market() {
-        let i = Instance {
-            id: "i-1".into(),
-            fleet: "f".into(),
-            model: "m".into(),
-            instance_type: "c5.large".into(),
-            market: Market::Spot,
-            launched_at: 10.0,
-            addr: String::new(),
-            state: InstanceState::Running,
-            price_per_hour: 0.05,
-        };
-        let b = billed(&i);
-        assert_eq!(b.backend, "c5.large/spot");
-        assert_eq!((b.id, b.launched_at, b.ended_at), ("i-1", 10.0, None));
-    }
-}
+mod tests;

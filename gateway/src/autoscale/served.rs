@@ -289,6 +289,28 @@ pub(super) fn observed(rows: &mut Vec<ModelStatus>, c: &mut Controller, now: f64
     }
 }
 
+/// Each model's gauges: demand, forecast, the plan's capacity, attainment.
+pub(super) fn gauges(m: &crate::metrics::Metrics, rows: &[ModelStatus]) {
+    for r in rows {
+        m.set_model_gauge("mark_model_demand_rate", &r.model, r.demand_rps);
+        m.set_model_gauge(
+            "mark_model_forecast_rate",
+            &r.model,
+            r.forecast.first().copied().unwrap_or(0.0),
+        );
+        m.set_model_gauge(
+            "mark_model_planned_capacity_rps",
+            &r.model,
+            r.planned_capacity_rps,
+        );
+        m.set_model_gauge(
+            "mark_model_slo_attainment",
+            &r.model,
+            r.attainment.unwrap_or(1.0),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

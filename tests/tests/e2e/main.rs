@@ -24,6 +24,7 @@ mod grpc;
 mod hardening;
 mod hot_swap;
 mod lambda;
+mod lambda_zero;
 mod layers;
 mod local_cloud;
 mod many_models;

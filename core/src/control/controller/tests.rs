@@ -1,0 +1,288 @@
+//! The control step: a plan into actions (launch the missing, terminate idle surplus youngest
+//! first, make before break, no reshuffle for a small saving) and the emergency launch.
+
+use super::*;
+use mark_policies::types::FleetTarget;
+
+fn inst(id: &str, ty: &str, launched: f64, ready: bool, busy: u32) -> FleetInstance {
+    FleetInstance {
+        id: id.into(),
+        instance_type: ty.into(),
+        market: Market::OnDemand,
+        launched_at: launched,
+        ready,
+        in_flight: busy,
+    }
+}
+
+fn plan(ty: &str, n: u32) -> Plan {
+    Plan {
+        targets: vec![FleetTarget {
+            instance_type: ty.into(),
+            market: Market::OnDemand,
+            count: n,
+        }],
+        lambda_share: 0.0,
+    }
+}
+
+#[test]
+fn launches_the_missing_ones() {
+    let cfg = ControlConfig::default();
+    let fleet = [inst("a", "c", 0.0, true, 0)];
+    assert_eq!(
+        diff(100.0, &cfg, &fleet, &plan("c", 3), &[], 0.0),
+        vec![Action::Launch {
+            instance_type: "c".into(),
+            market: Market::OnDemand,
+            count: 2
+        }]
+    );
+}
+
+#[test]
+fn terminates_idle_old_ones_youngest_first_never_busy_or_pending() {
+    let cfg = ControlConfig::default();
+    let fleet = [
+        inst("old", "c", 0.0, true, 0),
+        inst("mid", "c", 100.0, true, 0),
+        inst("busy", "c", 150.0, true, 2),
+        inst("young", "c", 290.0, true, 0),
+        inst("pending", "c", 295.0, false, 0),
+    ];
+    // keep 1 of 5: "busy", "young" (< 60 s) and "pending" are protected -> mid, old
+    let a = diff(300.0, &cfg, &fleet, &plan("c", 1), &[], 0.0);
+    assert_eq!(
+        a,
+        vec![
+            Action::Terminate { id: "mid".into() },
+            Action::Terminate { id: "old".into() }
+        ]
+    );
+    // types absent from the plan go to zero
+    let a = diff(
+        300.0,
+        &cfg,
+        &[inst("x", "t3", 0.0, true, 0)],
+        &plan("c", 0),
+        &[],
+        0.0,
+    );
+    assert_eq!(a, vec![Action::Terminate { id: "x".into() }]);
+}
+
+#[test]
+fn a_step_runs_the_default_policies() {
+    let cat = vec![InstanceType {
+        name: "c".into(),
+        vcpus: 2,
+        gpus: 0,
+        memory_gib: 4.0,
+        price_on_demand: 0.1,
+        price_spot: 0.0,
+        launch_seconds: 60.0,
+        capacity_rps: 100.0,
+        burstable: false,
+    }];
+    let cfg = ControlConfig::default();
+    let model = super::super::mix::ModelInput {
+        name: "m".into(),
+        slo: cfg.slo,
+        catalog: cat.clone(),
+        footprint_gib: 0.0,
+    };
+    let f = mark_policies::predictor::predict(&[250.0; 30], 60.0, 5).unwrap();
+    let models = super::super::mix::demands(&[model], &[f], &[None], &cat);
+    let s = step(
+        0.0,
+        &cfg,
+        &[],
+        models,
+        &cat,
+        &cat,
+        &Floor::default(),
+        &mut |i| i.native(),
+    )
+    .unwrap();
+    assert_eq!(
+        s.actions,
+        vec![Action::Launch {
+            instance_type: "c".into(),
+            market: Market::OnDemand,
+            count: 3
+        }]
+    );
+    assert_eq!(s.plan.lambda_share, 1.0);
+    assert_eq!(s.driver.as_deref(), Some("m"));
+}
+
+fn ty(n: &str, price: f64, launch_s: f64, capacity: f64, burstable: bool) -> InstanceType {
+    InstanceType {
+        name: n.into(),
+        vcpus: 2,
+        gpus: 0,
+        memory_gib: 4.0,
+        price_on_demand: price,
+        price_spot: 0.0,
+        launch_seconds: launch_s,
+        capacity_rps: capacity,
+        burstable,
+    }
+}
+
+fn launch_of(a: Option<Action>) -> Option<String> {
+    match a {
+        Some(Action::Launch {
+            instance_type,
+            market: Market::OnDemand,
+            count: 1,
+        }) => Some(instance_type),
+        _ => None,
+    }
+}
+
+#[test]
+fn emergency_launches_what_covers_the_deficit_soonest() {
+    // a burstable's catalog capacity is what it sustains without credits (20% here)
+    let cat = [
+        ty("c", 0.08, 75.0, 130.0, false),
+        ty("c.cheap", 0.07, 75.0, 130.0, false),
+        ty("t3.medium", 0.04, 60.0, 21.0, true),
+        ty("gpu", 0.5, 150.0, 900.0, false),
+    ];
+    let pick = |d: f64| launch_of(emergency_launch(&cat, d));
+    assert_eq!(
+        pick(15.0).as_deref(),
+        Some("t3.medium"),
+        "fastest that covers"
+    );
+    assert_eq!(
+        pick(50.0).as_deref(),
+        Some("c.cheap"),
+        "spent credits are not capacity"
+    );
+    assert_eq!(pick(500.0).as_deref(), Some("gpu"));
+    assert_eq!(
+        pick(5000.0).as_deref(),
+        Some("gpu"),
+        "none covers: the largest"
+    );
+    assert_eq!(pick(0.0), None, "no deficit, no launch");
+    assert_eq!(pick(-3.0), None);
+    assert_eq!(pick(f64::NAN), None);
+}
+
+fn ready(id: &str, ty: &str) -> FleetInstance {
+    inst(id, ty, 0.0, true, 0)
+}
+
+#[test]
+fn make_before_break_keeps_serving_capacity_until_the_replacement_serves() {
+    let cat = [
+        ty("c", 0.08, 75.0, 130.0, false),
+        ty("gpu", 0.3, 150.0, 900.0, false),
+    ];
+    let cfg = ControlConfig::default();
+    let cpus: Vec<FleetInstance> = (0..6).map(|i| ready(&format!("c{i}"), "c")).collect();
+    // the plan swaps 6 CPU instances for one GPU at a forecast of 700 req/s: the GPU is
+    // launched and every CPU instance keeps serving while it boots
+    let a = diff(1000.0, &cfg, &cpus, &plan("gpu", 1), &cat, 700.0);
+    assert_eq!(
+        a,
+        vec![Action::Launch {
+            instance_type: "gpu".into(),
+            market: Market::OnDemand,
+            count: 1
+        }]
+    );
+    let mut fleet = cpus.clone();
+    fleet.push(inst("g", "gpu", 900.0, false, 0));
+    assert!(diff(1000.0, &cfg, &fleet, &plan("gpu", 1), &cat, 700.0).is_empty());
+    // once it serves, the CPU instances go
+    fleet.last_mut().unwrap().ready = true;
+    assert_eq!(
+        diff(1100.0, &cfg, &fleet, &plan("gpu", 1), &cat, 700.0).len(),
+        6
+    );
+    // without the guard (MArk as released) they went at once: the hole of the issue
+    let released = ControlConfig {
+        scale_in_guard: None,
+        ..cfg
+    };
+    let a = diff(1000.0, &released, &fleet[..6], &plan("gpu", 1), &cat, 700.0);
+    assert_eq!(a.len(), 7, "{a:?}");
+}
+
+#[test]
+fn a_covered_fleet_is_not_reshuffled_for_a_small_saving() {
+    // the churn of the issue: 3 c7 + 1 c6 cover 440 req/s; the greedy plan trades the c6
+    // for two burstables 2% cheaper, then back, as the forecast wobbles
+    let cat = [
+        ty("c7", 0.089, 75.0, 132.0, false),
+        ty("c6", 0.085, 75.0, 120.0, false),
+        ty("t3", 0.0416, 60.0, 19.0, true),
+    ];
+    let cfg = ControlConfig::default();
+    let mut fleet: Vec<FleetInstance> = (0..3).map(|i| ready(&format!("a{i}"), "c7")).collect();
+    fleet.push(ready("b", "c6"));
+    let swap = Plan {
+        targets: vec![
+            FleetTarget {
+                instance_type: "c7".into(),
+                market: Market::OnDemand,
+                count: 3,
+            },
+            FleetTarget {
+                instance_type: "t3".into(),
+                market: Market::OnDemand,
+                count: 2,
+            },
+        ],
+        lambda_share: 0.0,
+    };
+    assert!(
+        diff(1000.0, &cfg, &fleet, &swap, &cat, 425.0).is_empty(),
+        "no launch, and the c6 stays: the c7s alone do not cover 425"
+    );
+    // short of the forecast, the plan's launches go ahead
+    assert_eq!(
+        diff(1000.0, &cfg, &fleet, &swap, &cat, 520.0),
+        vec![Action::Launch {
+            instance_type: "t3".into(),
+            market: Market::OnDemand,
+            count: 2
+        }]
+    );
+}
+
+#[test]
+fn scale_in_stops_where_the_rest_would_not_cover_the_forecast_with_headroom() {
+    let cat = [ty("c", 0.08, 75.0, 100.0, false)];
+    let cfg = ControlConfig {
+        scale_in_guard: Some(0.1),
+        ..ControlConfig::default()
+    };
+    let fleet: Vec<FleetInstance> = (0..5).map(|i| ready(&format!("c{i}"), "c")).collect();
+    // the plan wants 4 at a forecast of 380: 400 left would be within 10% of it, so keep 5
+    assert!(diff(1000.0, &cfg, &fleet, &plan("c", 4), &cat, 380.0).is_empty());
+    // at 300, 400 left covers 330: one goes
+    assert_eq!(
+        diff(1000.0, &cfg, &fleet, &plan("c", 4), &cat, 300.0),
+        vec![Action::Terminate { id: "c0".into() }]
+    );
+    // the load stopped: the whole surplus goes
+    assert_eq!(
+        diff(1000.0, &cfg, &fleet, &plan("c", 0), &cat, 0.0).len(),
+        5
+    );
+    // the default guard is the forecast itself: 400 left cover 380
+    let a = diff(
+        1000.0,
+        &ControlConfig::default(),
+        &fleet,
+        &plan("c", 4),
+        &cat,
+        380.0,
+    );
+    assert_eq!(a.len(), 1);
+}
