@@ -460,5 +460,4 @@ impl ControlArgs {
 }
 
 #[cfg(test)]
-#[path = "cli_tests.rs"]
 mod tests;
