@@ -17,6 +17,31 @@ use crate::types::{InstanceType, ModelDemand};
 /// Memory an instance keeps for the OS and the worker itself, GiB.
 pub const MEMORY_RESERVE_GIB: f64 = 0.5;
 
+/// One model alone on `catalog` (each type's `capacity_rps` is its capacity for it): the
+/// demand a single-model caller hands a provisioner.
+pub fn alone(
+    model: &str,
+    forecast: &[f64],
+    slo: crate::types::Slo,
+    catalog: &[InstanceType],
+) -> ModelDemand {
+    ModelDemand {
+        model: model.into(),
+        forecast: forecast.to_vec(),
+        slo,
+        capacity: catalog
+            .iter()
+            .map(|t| crate::types::TypeCapacity {
+                instance_type: t.name.clone(),
+                capacity_rps: t.capacity_rps,
+            })
+            .collect(),
+        footprint_gib: 0.0,
+        attainment: None,
+        p99_ms: None,
+    }
+}
+
 /// The total forecast: per interval, the sum of the models' forecasts (a shorter forecast counts
 /// 0 past its end).
 pub fn total_forecast(models: &[ModelDemand]) -> Vec<f64> {

@@ -91,21 +91,7 @@ pub fn run(engine: &Arc<PolicyEngine>, bytes: &[u8], calls: usize) -> Result<(),
         }),
     );
 
-    let models = [mark_policies::types::ModelDemand {
-        model: "m".into(),
-        forecast: forecast.to_vec(),
-        slo,
-        capacity: catalog
-            .iter()
-            .map(|t| mark_policies::types::TypeCapacity {
-                instance_type: t.name.clone(),
-                capacity_rps: t.capacity_rps,
-            })
-            .collect(),
-        footprint_gib: 0.0,
-        attainment: None,
-        p99_ms: None,
-    }];
+    let models = [mark_policies::mix::alone("m", &forecast, slo, &catalog)];
     let input = mark_core::control::controller::ProvisionInput {
         forecast: &forecast,
         interval_s: 60.0,

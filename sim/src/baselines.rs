@@ -140,21 +140,7 @@ pub fn initial_fleet(
             let plan = if strategy == Strategy::StaticPeak {
                 mark_policies::provisioner::provision(&[rate], p.interval_s, &[], catalog, slo)
             } else {
-                let models = [mark_policies::types::ModelDemand {
-                    model: String::new(),
-                    forecast: vec![rate],
-                    slo,
-                    capacity: catalog
-                        .iter()
-                        .map(|t| mark_policies::types::TypeCapacity {
-                            instance_type: t.name.clone(),
-                            capacity_rps: t.capacity_rps,
-                        })
-                        .collect(),
-                    footprint_gib: 0.0,
-                    attainment: None,
-                    p99_ms: None,
-                }];
+                let models = [mark_policies::mix::alone("", &[rate], slo, catalog)];
                 (policies.provision)(&crate::control::controller::ProvisionInput {
                     forecast: &[rate],
                     interval_s: p.interval_s,
