@@ -65,9 +65,14 @@ pub struct ServeArgs {
     /// Triton's HTTP, gRPC and metrics ports (8000-8002), since gRPC took 8001.
     #[arg(long, default_value = "127.0.0.1:8003")]
     pub admin_listen: SocketAddr,
-    /// Admin bearer token (else env MARK_ADMIN_TOKEN). Without one there is no admin listener.
+    /// Admin bearer token (else env MARK_ADMIN_TOKEN; prefer --admin-token-file or the env:
+    /// the command line shows in `ps`). Without one there is no admin listener.
     #[arg(long, env = "MARK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file whose first line is the admin bearer token (e.g. a systemd credential or a
+    /// mounted secret; at most 4 KiB). Not together with --admin-token / MARK_ADMIN_TOKEN.
+    #[arg(long, env = "MARK_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Serve the admin API without a token (only allowed on a loopback address).
     #[arg(long)]
     pub admin_insecure: bool,
@@ -316,6 +321,7 @@ impl ServeArgs {
         a.ort_lib = ort_lib;
         // not from MARK_ADMIN_TOKEN: a worker has no admin API
         a.admin_token = None;
+        a.admin_token_file = None;
         a.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         // many workers share a host in the local cloud; the gateway speaks REST to them
         a.no_grpc = true;

@@ -4,7 +4,7 @@
 //! the reason when validation fails.
 
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use mark_core::error::ConfigError;
 
@@ -154,22 +154,10 @@ pub struct ServerConfig {
 /// `MARK_WORKER_SECRET_FILE` names (as a launch template can provide it); None when neither is
 /// set. A file that cannot be read, or a secret under 16 bytes, is an error.
 pub fn worker_secret_from_env() -> Result<Option<std::sync::Arc<str>>, ConfigError> {
-    let secret = match (
-        std::env::var("MARK_WORKER_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty()),
-        std::env::var("MARK_WORKER_SECRET_FILE")
-            .ok()
-            .filter(|s| !s.is_empty()),
-    ) {
+    let var = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+    let secret = match (var("MARK_WORKER_SECRET"), var("MARK_WORKER_SECRET_FILE")) {
         (Some(s), _) => s,
-        (None, Some(f)) => std::fs::read_to_string(&f)
-            .map_err(|e| ConfigError::new("MARK_WORKER_SECRET_FILE", format!("{f}: {e}")))?
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        (None, Some(f)) => secret_file("MARK_WORKER_SECRET_FILE", Path::new(&f))?,
         (None, None) => return Ok(None),
     };
     if http::HeaderValue::from_str(&secret).is_err() {
@@ -185,6 +173,31 @@ pub fn worker_secret_from_env() -> Result<Option<std::sync::Arc<str>>, ConfigErr
         ));
     }
     Ok(Some(secret.into()))
+}
+
+/// A secret kept in a file (`--admin-token-file`, `MARK_WORKER_SECRET_FILE`): its first line,
+/// trimmed; `key` names the setting in the error when the file cannot be read, is over 4 KiB
+/// or its first line is empty.
+pub fn secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4097).read_to_string(&mut text))
+        .map_err(|e| ConfigError::new(key, format!("{}: {e}", path.display())))?;
+    if text.len() > 4096 {
+        return Err(ConfigError::new(
+            key,
+            format!("{}: over 4096 bytes: not a secret file", path.display()),
+        ));
+    }
+    let line = text.lines().next().unwrap_or_default().trim().to_string();
+    if line.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("{}: its first line is empty", path.display()),
+        ));
+    }
+    Ok(line)
 }
 
 /// Where traces go.

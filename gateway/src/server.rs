@@ -113,13 +113,7 @@ impl PeerSlot {
     /// A slot for `ip` (an IPv6 peer counts by its /64: one host has many addresses), or None
     /// when it holds `max` already.
     fn take(peers: &PerPeer, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => {
-                let s = v6.segments();
-                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-            v4 => v4,
-        };
+        let ip = crate::api::peer_key(ip);
         let mut g = peers.lock().expect("peer lock");
         let n = g.entry(ip).or_default();
         if *n >= max {
@@ -263,7 +257,9 @@ pub async fn run<H, F, B>(
                 born: Instant::now(),
             });
             let act = activity.clone();
-            let svc = service_fn(move |req| {
+            let peer_ip = peer.ip();
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(crate::api::Peer(peer_ip));
                 let h = h.clone();
                 act.in_flight.fetch_add(1, Relaxed);
                 let guard = InFlight(act.clone());

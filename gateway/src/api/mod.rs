@@ -25,6 +25,23 @@ use crate::model::Model;
 use crate::policy::engine::PolicyEngine;
 use crate::policy::slot::PolicySlots;
 
+/// The peer address of the connection a request came on, put on the request by the server
+/// (the sign-in throttle counts failures per peer).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
+
+/// The key a peer counts under in per-peer limits: an IPv6 peer by its /64 (one host has many
+/// addresses), an IPv4 peer by its address.
+pub fn peer_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// Shared state of the API.
 pub struct AppState {
     /// Models by name.

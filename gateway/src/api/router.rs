@@ -10,7 +10,7 @@ use http_body_util::Full;
 use super::body::ReqBody;
 use super::error::{json_ok, ApiError};
 use super::{v2, AppState};
-use crate::codec::readiness::WORKER_SECRET_HEADER;
+use crate::codec::readiness::{WORKER_AUTH_HEADER, WORKER_SECRET_HEADER};
 
 /// The one entry point of the data-plane listener.
 pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Response<Full<Bytes>> {
@@ -113,6 +113,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<impl ReqBody>) -> Respons
                 // no load without a loaded model: its 503 is a failure, not saturation
                 if let Some(l) = load {
                     super::worker_load::stamp(l, &mut r);
+                }
+                // it checked the secret: the gateway notices a worker that does not
+                if state.cfg.worker_secret.is_some() {
+                    r.headers_mut()
+                        .insert(WORKER_AUTH_HEADER, http::HeaderValue::from_static("secret"));
                 }
             }
             return r;

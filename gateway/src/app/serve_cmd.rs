@@ -73,6 +73,7 @@ impl Serve {
             no_grpc,
             admin_listen,
             admin_token,
+            admin_token_file,
             admin_insecure,
             policies: load,
             native_policies,
@@ -99,7 +100,19 @@ impl Serve {
         };
         cfg.validate().map_err(Failure::config)?;
         crate::server::check_fd_limit(max_connections);
-        let admin_token = match (admin_token.filter(|t| !t.is_empty()), admin_insecure) {
+        let admin_token = match (admin_token.filter(|t| !t.is_empty()), admin_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(Failure::config(
+                    "both an admin token (--admin-token or MARK_ADMIN_TOKEN) and a token file \
+                     (--admin-token-file or MARK_ADMIN_TOKEN_FILE): give one",
+                ))
+            }
+            (t, None) => t,
+            (None, Some(f)) => Some(
+                crate::config::secret_file("--admin-token-file", &f).map_err(Failure::config)?,
+            ),
+        };
+        let admin_token = match (admin_token, admin_insecure) {
             // a short token is refused where others can reach the admin listener; on loopback
             // (development, tests) it is only warned about
             (Some(t), _) if t.len() < 16 && !admin_listen.ip().is_loopback() => {
@@ -128,7 +141,7 @@ impl Serve {
             }
             (None, false) => {
                 tracing::warn!(
-                    "no admin token (--admin-token or MARK_ADMIN_TOKEN): the admin API is off"
+                    "no admin token (--admin-token-file, MARK_ADMIN_TOKEN or --admin-token): the admin API is off"
                 );
                 None
             }

@@ -12,6 +12,22 @@ use hyper_util::rt::TokioExecutor;
 /// it with every batch, a worker with a secret runs no inference request without it.
 pub const WORKER_SECRET_HEADER: &str = "x-mark-worker-secret";
 
+/// The header a worker with a secret puts on its batch answers (`x-mark-worker-auth: secret`):
+/// a gateway with a secret counts the answers without it, from a worker that runs batches for
+/// anyone who reaches it (started without the secret, or an older build).
+pub const WORKER_AUTH_HEADER: &str = "x-mark-worker-auth";
+
+/// Whether a successful batch answer came from a worker that checks no secret although the
+/// gateway sends one.
+pub fn answered_without_auth<B>(gateway_has_secret: bool, resp: &http::Response<B>) -> bool {
+    gateway_has_secret
+        && resp.status().is_success()
+        && resp
+            .headers()
+            .get(WORKER_AUTH_HEADER)
+            .is_none_or(|v| v.as_bytes() != b"secret")
+}
+
 /// The HTTP client the probes use.
 pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -149,5 +165,22 @@ mod tests {
         assert!(!alive(&answer(503, None)), "models not ready");
         assert!(!alive(&answer(503, Some("0.000"))));
         assert!(!alive(&answer(404, None)), "not our worker");
+    }
+
+    #[test]
+    fn an_answer_without_the_auth_header_is_from_an_open_worker() {
+        let answer = |status: u16, auth: Option<&str>| {
+            let mut r = http::Response::builder().status(status);
+            if let Some(a) = auth {
+                r = r.header(WORKER_AUTH_HEADER, a);
+            }
+            r.body(()).unwrap()
+        };
+        assert!(answered_without_auth(true, &answer(200, None)));
+        assert!(answered_without_auth(true, &answer(200, Some("none"))));
+        assert!(!answered_without_auth(true, &answer(200, Some("secret"))));
+        // a gateway without a secret expects none; a refusal says nothing of it
+        assert!(!answered_without_auth(false, &answer(200, None)));
+        assert!(!answered_without_auth(true, &answer(503, None)));
     }
 }

@@ -21,7 +21,9 @@ use tokio::sync::Notify;
 use super::batch_ctx::BatchCtx;
 use super::wire;
 use crate::codec::client::{decode_response, encode_binary_request};
-use crate::codec::readiness::{draining_of, load_of, probe_alive, refusal_is_saturation};
+use crate::codec::readiness::{
+    answered_without_auth, draining_of, load_of, probe_alive, refusal_is_saturation,
+};
 use crate::tensor::Tensor;
 use crate::work::Pending;
 use mark_policies::types::ProfilePoint;
@@ -56,6 +58,9 @@ pub struct Remote {
     pub refusals: AtomicU64,
     /// It said it drains (a spot interruption notice): no more batches, ever.
     pub draining: std::sync::atomic::AtomicBool,
+    /// It answered a batch without checking the gateway–worker secret (no `x-mark-worker-auth`
+    /// on its answer while the gateway has a secret): it serves anyone who reaches it.
+    pub open: AtomicBool,
 }
 
 /// How long a worker that refused a batch as saturated gets no more.
@@ -155,6 +160,7 @@ impl RemoteSet {
                             saturated_until_ms: AtomicU64::new(0),
                             refusals: AtomicU64::new(0),
                             draining: std::sync::atomic::AtomicBool::new(false),
+                            open: AtomicBool::new(false),
                         })
                     })
             })
@@ -326,6 +332,9 @@ impl RemoteSet {
                     started.elapsed().as_secs_f64() * 1e6,
                 );
                 metrics.remote_batches.fetch_add(1, Relaxed);
+                if remote.open.load(Relaxed) {
+                    metrics.remote_open_batches.fetch_add(1, Relaxed);
+                }
                 wire::finish_batch(batch, &sizes, &outs, &ctx);
             }
             Err(e) => {
@@ -401,6 +410,11 @@ impl RemoteSet {
             .await
             .map_err(|e| fail(format!("worker {}: {e}", remote.addr)))?;
         let status = resp.status();
+        if answered_without_auth(self.secret.get().is_some(), &resp)
+            && !remote.open.swap(true, Relaxed)
+        {
+            tracing::warn!(worker = %remote.id, addr = %remote.addr, "this worker runs batches without checking the worker secret (its answers lack x-mark-worker-auth): anyone who reaches it can use it; start it with MARK_WORKER_SECRET or MARK_WORKER_SECRET_FILE");
+        }
         let load = load_of(&resp);
         let draining = status == http::StatusCode::SERVICE_UNAVAILABLE && draining_of(&resp);
         if let Some(l) = load {

@@ -113,6 +113,8 @@ pub struct ModelMetrics {
     pub remote_retries: AtomicU64,
     /// Batches a saturated worker refused (another replica's batches filled it), sent elsewhere.
     pub remote_saturated: AtomicU64,
+    /// Batches run on a worker that checks no gateway–worker secret although the gateway has one.
+    pub remote_open_batches: AtomicU64,
     /// Batches spilled to Lambda (spill-over and retries).
     pub lambda_batches: AtomicU64,
     /// Batches a worker failed that were retried on Lambda.
@@ -157,6 +159,7 @@ impl Default for ModelMetrics {
             remote_batches: AtomicU64::new(0),
             remote_retries: AtomicU64::new(0),
             remote_saturated: AtomicU64::new(0),
+            remote_open_batches: AtomicU64::new(0),
             lambda_batches: AtomicU64::new(0),
             lambda_retries: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
@@ -326,7 +329,7 @@ impl Metrics {
             "Observed over expected call time of each fleet worker and of Lambda (EWMA).",
             slow,
         )?;
-        let counters: [Series; 11] = [
+        let counters: [Series; 12] = [
             (
                 "mark_remote_batches_total",
                 "Batches run on fleet workers.",
@@ -341,6 +344,11 @@ impl Metrics {
                 "mark_remote_saturated_total",
                 "Batches a saturated worker refused (503 with x-mark-load), sent elsewhere.",
                 |m| m.remote_saturated.load(Relaxed),
+            ),
+            (
+                "mark_remote_open_batches_total",
+                "Batches run on a worker that checks no worker secret (its answer lacks x-mark-worker-auth) although the gateway has one.",
+                |m| m.remote_open_batches.load(Relaxed),
             ),
             (
                 "mark_remote_retries_total",

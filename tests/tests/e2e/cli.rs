@@ -225,3 +225,72 @@ fn a_short_admin_token_is_refused_off_loopback() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 16"), "{err}");
 }
+
+/// Issue 29: the admin token from a file (`--admin-token-file`), not the command line; the file
+/// and a token together are refused, and so is an empty file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_comes_from_a_file() {
+    within(60, async {
+        let repo = repo_with(&[("mlp", "max_batch_size = 4\n")]);
+        let dir = temp_dir("admin-token-file");
+        let file = dir.join("admin-token");
+        std::fs::write(&file, "a-long-admin-token-from-a-file\n").unwrap();
+        let both = Command::new(mark_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-grpc",
+                "--admin-token-file",
+            ])
+            .arg(&file)
+            .args(["--model-repo"])
+            .arg(&repo)
+            .env("MARK_ADMIN_TOKEN", "another-long-admin-token")
+            .output()
+            .unwrap();
+        assert_eq!(both.status.code(), Some(64));
+        assert!(String::from_utf8_lossy(&both.stderr).contains("give one"));
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let out = Command::new(mark_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-grpc",
+                "--admin-token-file",
+            ])
+            .arg(&empty)
+            .args(["--model-repo"])
+            .arg(&repo)
+            .env_remove("MARK_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token-file"));
+        let g = Gateway::start(&[
+            "--model-repo",
+            repo.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            file.to_str().unwrap(),
+        ])
+        .ready()
+        .await;
+        let admin = g.admin.clone().expect("an admin listener");
+        let st = admin_status(&admin, "a-long-admin-token-from-a-file").await;
+        assert!(st.is_object(), "the file's token authorizes: {st}");
+        let r = send(
+            "GET",
+            &format!("{admin}/admin/v1/status"),
+            &[("authorization", "Bearer wrong".to_string())],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 401);
+    })
+    .await;
+}

@@ -64,6 +64,18 @@ async fn workers_run_batches_only_for_requests_with_the_secret() {
         let right = ("x-mark-worker-secret", SECRET.to_string());
         let r = send("POST", &direct, &[json, right], body).await.unwrap();
         assert_eq!(r.status, 200, "the gateway's header runs it");
+        assert_eq!(
+            r.headers
+                .get("x-mark-worker-auth")
+                .and_then(|v| v.to_str().ok()),
+            Some("secret"),
+            "a worker with a secret says so on its answers"
+        );
+        assert_eq!(
+            metric(&text, "mark_remote_open_batches_total{model=\"mlp\"}"),
+            0.0,
+            "no batch ran on a worker without the secret"
+        );
         // health stays open to probes and load balancers
         let r = get(&format!("http://{addr}/v2/health/live")).await.unwrap();
         assert_eq!(r.status, 200);

@@ -95,11 +95,16 @@ pub async fn login(
     let now = crate::clock::wall_s() as u64;
     // the attempt counts as a failure from now (concurrent sign-ins cannot race past the
     // limit while their bodies arrive); a right token takes it back
-    if let Err(wait) = sessions.begin_sign_in(now) {
+    // the peer address the server put on the request (no address: all such count as one)
+    let peer = req
+        .extensions()
+        .get::<crate::api::Peer>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0);
+    if let Err(wait) = sessions.begin_sign_in(peer, now) {
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "too many failed sign-ins; try again in {wait} s (the bearer token still works)"
+                "too many failed sign-ins from this address; try again in {wait} s (the bearer token still works)"
             ),
         )
         .into_response();
@@ -135,7 +140,7 @@ pub async fn login(
         tracing::warn!("operations page: sign-in with a wrong token");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
     }
-    sessions.succeeded(now);
+    sessions.succeeded(peer, now);
     // a signed, expiring session: never the token itself
     let cookie = format!(
         "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/admin; Max-Age={SESSION_S}{}",

@@ -2,19 +2,25 @@
 //! token itself. `v1.<expiry unix s>.<nonce>.<mac>` with the MAC an HMAC-SHA256 under a key drawn
 //! at start (a restart signs everyone out), checked in constant time; `POST /admin/logout`
 //! revokes the nonce. A leaked Cookie header is a read-only session that ends (12 h at most,
-//! or at logout or restart), never the token. Failed sign-ins are throttled: past 10 in a
-//! minute, sign-in answers 429 until the minute ends (the bearer token still works).
+//! or at logout or restart), never the token. Failed sign-ins are throttled per peer address
+//! (an IPv6 peer by its /64): past 10 in a minute, that peer's sign-ins answer 429 until the
+//! minute ends, so one hostile peer cannot lock an operator at another address out; past 100 in
+//! a minute from all peers together, every sign-in does (the bearer token still works).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use crate::api::peer_key;
 use crate::policy::code_cache::hmac_sha256;
 use crate::secret::constant_time_eq;
 
 /// Seconds a session lasts.
 pub const SESSION_S: u64 = 12 * 3600;
-/// Failed sign-ins allowed per minute.
+/// Failed sign-ins allowed per minute from one peer address.
 pub const FAILURES_PER_MINUTE: u32 = 10;
+/// Failed sign-ins allowed per minute from all peers together (bounds the guessing rate of many
+/// addresses, and the table of peers).
+pub const FAILURES_PER_MINUTE_ALL: u32 = 100;
 /// Revoked sessions remembered (the oldest go first; they expire anyway).
 const REVOKED_MAX: usize = 10_000;
 
@@ -22,7 +28,15 @@ const REVOKED_MAX: usize = 10_000;
 pub struct Sessions {
     key: [u8; 32],
     revoked: Mutex<(HashSet<String>, std::collections::VecDeque<String>)>,
-    failures: Mutex<(u64, u32)>,
+    failures: Mutex<Failures>,
+}
+
+/// The current minute's failed sign-ins: per peer and in all.
+#[derive(Default)]
+struct Failures {
+    minute: u64,
+    by_peer: std::collections::HashMap<std::net::IpAddr, u32>,
+    all: u32,
 }
 
 /// 32 bytes from the operating system's generator (through `rand`'s thread generator, seeded
@@ -40,7 +54,7 @@ impl Default for Sessions {
         Sessions {
             key: random_key(),
             revoked: Mutex::new(Default::default()),
-            failures: Mutex::new((0, 0)),
+            failures: Mutex::new(Failures::default()),
         }
     }
 }
@@ -105,26 +119,36 @@ impl Sessions {
         }
     }
 
-    /// A sign-in attempt at `now` (seconds): counted as a failure at once, so that concurrent
-    /// attempts cannot race past the limit; the seconds to wait when the minute's are spent.
-    pub fn begin_sign_in(&self, now: u64) -> Result<(), u64> {
+    /// A sign-in attempt from `peer` at `now` (seconds): counted as a failure at once, so that
+    /// concurrent attempts cannot race past the limit; the seconds to wait when the minute's are
+    /// spent (the peer's own, or all peers').
+    pub fn begin_sign_in(&self, peer: std::net::IpAddr, now: u64) -> Result<(), u64> {
         let mut g = self.failures.lock().expect("session lock");
         let minute = now / 60;
-        if g.0 != minute {
-            *g = (minute, 0);
+        if g.minute != minute {
+            *g = Failures {
+                minute,
+                ..Default::default()
+            };
         }
-        if g.1 >= FAILURES_PER_MINUTE {
+        let key = peer_key(peer);
+        let mine = g.by_peer.get(&key).copied().unwrap_or(0);
+        if mine >= FAILURES_PER_MINUTE || g.all >= FAILURES_PER_MINUTE_ALL {
             return Err(60 - now % 60);
         }
-        g.1 += 1;
+        g.by_peer.insert(key, mine + 1);
+        g.all += 1;
         Ok(())
     }
 
-    /// The attempt begun at `now` had the right token: it is not a failure.
-    pub fn succeeded(&self, now: u64) {
+    /// The attempt `peer` began at `now` had the right token: it is not a failure.
+    pub fn succeeded(&self, peer: std::net::IpAddr, now: u64) {
         let mut g = self.failures.lock().expect("session lock");
-        if g.0 == now / 60 {
-            g.1 = g.1.saturating_sub(1);
+        if g.minute == now / 60 {
+            if let Some(n) = g.by_peer.get_mut(&peer_key(peer)) {
+                *n = n.saturating_sub(1);
+                g.all = g.all.saturating_sub(1);
+            }
         }
     }
 }
@@ -154,15 +178,37 @@ mod tests {
     }
 
     #[test]
-    fn failed_sign_ins_are_throttled_per_minute() {
+    fn failed_sign_ins_are_throttled_per_peer_and_in_all() {
         let s = Sessions::default();
+        let (hostile, operator) = (
+            "192.0.2.7".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+        );
         // a right token is not counted
-        assert!(s.begin_sign_in(120).is_ok());
-        s.succeeded(120);
+        assert!(s.begin_sign_in(hostile, 120).is_ok());
+        s.succeeded(hostile, 120);
         for _ in 0..FAILURES_PER_MINUTE {
-            assert!(s.begin_sign_in(120).is_ok());
+            assert!(s.begin_sign_in(hostile, 120).is_ok());
         }
-        assert_eq!(s.begin_sign_in(130), Err(50));
-        assert!(s.begin_sign_in(180).is_ok(), "the next minute");
+        assert_eq!(s.begin_sign_in(hostile, 130), Err(50));
+        assert!(
+            s.begin_sign_in(operator, 130).is_ok(),
+            "one peer's failures do not lock another out"
+        );
+        assert!(s.begin_sign_in(hostile, 180).is_ok(), "the next minute");
+        // an IPv6 host counts by its /64
+        let v6 = |x: &str| x.parse::<std::net::IpAddr>().unwrap();
+        for _ in 0..FAILURES_PER_MINUTE {
+            assert!(s.begin_sign_in(v6("2001:db8::1"), 240).is_ok());
+        }
+        assert!(s.begin_sign_in(v6("2001:db8::ffff"), 240).is_err());
+        assert!(s.begin_sign_in(v6("2001:db8:0:1::1"), 240).is_ok());
+        // many addresses together stop at the global ceiling
+        let s = Sessions::default();
+        for i in 0..FAILURES_PER_MINUTE_ALL {
+            let ip = std::net::IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+            assert!(s.begin_sign_in(ip, 300).is_ok());
+        }
+        assert!(s.begin_sign_in(operator, 300).is_err());
     }
 }
