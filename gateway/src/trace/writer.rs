@@ -146,17 +146,27 @@ impl Writer {
             std::mem::take(&mut p.other),
         );
         let mut other = other.into_iter().peekable();
-        for (t, m, n) in arrivals {
-            while let Some(r) = other.next_if(|r| time_of(r) <= t) {
+        let mut arrivals = arrivals.into_iter();
+        let written = (|| {
+            for (t, m, n) in arrivals.by_ref() {
+                while let Some(r) = other.next_if(|r| time_of(r) <= t) {
+                    self.take(&r)?;
+                }
+                let m = models.get(usize::from(m)).cloned().unwrap_or_default();
+                self.take(&Rec::Arrival { t, m, n })?;
+            }
+            for r in other.by_ref() {
                 self.take(&r)?;
             }
-            let m = models.get(usize::from(m)).cloned().unwrap_or_default();
-            self.take(&Rec::Arrival { t, m, n })?;
+            Ok(())
+        })();
+        if written.is_err() {
+            // what this buffer still held is lost with the failed segment: counted as dropped
+            let lost = (arrivals.len() + other.count()) as u64;
+            self.counters.dropped.fetch_add(lost, Relaxed);
+            self.counters.dropped_pending.fetch_add(lost, Relaxed);
         }
-        for r in other {
-            self.take(&r)?;
-        }
-        Ok(())
+        written
     }
 
     fn go(&mut self, buffer: &Mutex<Pending>) -> std::io::Result<()> {
@@ -279,6 +289,50 @@ mod tests {
         w.tick().unwrap();
         assert!(c.deleted.load(Relaxed) > 0);
         assert!(c.error.lock().unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_counted_and_survived() {
+        // the first segment is /dev/full: every write to it fails with ENOSPC, as on a full disk
+        let dir = std::env::temp_dir().join(format!("mark-trace-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.join("trace-000001.jsonl")).unwrap();
+        let c = Arc::new(Counters::default());
+        let w = Writer::new(
+            dir.clone(),
+            64 << 20,
+            c.clone(),
+            Instant::now(),
+            0.0,
+            Default::default(),
+        );
+        let p = Pending {
+            arrivals: (0..40_000u32)
+                .map(|i| (f64::from(i) * 1e-3, 0, 1))
+                .collect(),
+            models: vec!["mlp".into()],
+            other: Vec::new(),
+            end: Some(40.0),
+        };
+        w.run(&Mutex::new(p));
+        assert_eq!(c.write_errors.load(Relaxed), 1);
+        let err = c.error.lock().unwrap().clone().unwrap_or_default();
+        assert!(err.contains("No space left"), "{err}");
+        let dropped = c.dropped.load(Relaxed);
+        assert!(
+            dropped > 30_000,
+            "the failed buffer's records counted as dropped: {dropped}"
+        );
+        // the recording went on in a new segment, with its header, a dropped record and the end
+        let next = std::fs::read_to_string(dir.join("trace-000002.jsonl")).unwrap();
+        assert!(next.starts_with("{\"k\":\"header\""), "{next}");
+        assert!(next.contains("\"k\":\"dropped\""), "{next}");
+        assert!(
+            next.trim_end().ends_with("{\"k\":\"end\",\"t\":40.0}"),
+            "{next}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
