@@ -191,6 +191,11 @@ pub struct ControlArgs {
     /// cost, and comes back when the forecast pays for one. Default: the plan as it is.
     #[arg(long)]
     pub min_instances: Option<u32>,
+    /// The feedback on slack: plan between 80% and 100% of the forecast, moved by the observed
+    /// attainment, p99 and Lambda spill-over (off by default: it saves on smooth on-demand days
+    /// and costs on bursty or spot ones; docs/simulation.md "Spending the SLO").
+    #[arg(long)]
+    pub slack_feedback: bool,
     /// Seconds per control interval.
     #[arg(long, default_value_t = 60.0)]
     pub control_interval: f64,
@@ -420,6 +425,7 @@ impl ControlArgs {
             model: model.clone(),
             models: self.control_model.iter().cloned().collect(),
             min_instances: self.min_instances,
+            slack_feedback: self.slack_feedback,
             interval_s: self.control_interval,
             window_s: self.control_window,
             horizon: 5,

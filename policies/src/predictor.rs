@@ -83,6 +83,16 @@ pub fn predict(
     _interval_seconds: f64,
     horizon: u32,
 ) -> Result<Vec<f64>, PolicyError> {
+    holt(history, horizon, true)
+}
+
+/// [`predict`] without its safety margin: the smoothed peak alone (the ablation of issue 32
+/// prices what the margin buys).
+pub fn predict_without_margin(history: &[f64], horizon: u32) -> Result<Vec<f64>, PolicyError> {
+    holt(history, horizon, false)
+}
+
+fn holt(history: &[f64], horizon: u32, with_margin: bool) -> Result<Vec<f64>, PolicyError> {
     check(history, horizon)?;
     let Some(&first) = history.first() else {
         return Ok(vec![0.0; horizon as usize]);
@@ -124,7 +134,9 @@ pub fn predict(
     Ok((1..=horizon)
         .map(|h| {
             let base = (level + f64::from(h) * trend).max(0.0);
-            let margin = if residuals.len() < MIN_RESIDUALS {
+            let margin = if !with_margin {
+                0.0
+            } else if residuals.len() < MIN_RESIDUALS {
                 FRESH_HEADROOM * base
             } else {
                 MARGIN_SIGMAS * robust_sigma(&residuals)

@@ -113,6 +113,14 @@ pub struct SimulateArgs {
     /// (as `mark serve` does); `off`: with the profile alone (to price the rule).
     #[arg(long, default_value = "on")]
     pub live_latency: String,
+    /// Sources of headroom mark-rs runs without, comma-separated: margin, slo-rule,
+    /// make-before-break, emergency, burst-sizing, change-budget, churn (the ablation of
+    /// docs/simulation.md; `scripts/bench-ablation.sh` runs each).
+    #[arg(long, default_value = "")]
+    pub ablate: String,
+    /// mark-rs plans with the feedback on slack (as `mark serve --slack-feedback`).
+    #[arg(long)]
+    pub slack_feedback: bool,
     /// Write the workload's rates as CSV to this file and exit.
     #[arg(long)]
     pub export_workload: Option<PathBuf>,

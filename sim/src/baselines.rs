@@ -46,6 +46,9 @@ pub enum Strategy {
     /// MArk-rs run once per model, each model on its own fleet (what running MArk per model
     /// costs; the same as `MarkRs` for one model).
     MarkRsPerModel,
+    /// MArk-rs with the `--policy` components (a candidate), beside `MarkRs` on the defaults;
+    /// its row is named after the component files.
+    Candidate,
 }
 
 impl Strategy {
@@ -67,6 +70,7 @@ impl Strategy {
             Strategy::MarkReleased => "mark-released",
             Strategy::MarkRs => "mark-rs",
             Strategy::MarkRsPerModel => "mark-rs-per-model",
+            Strategy::Candidate => "candidate",
         }
     }
 
@@ -126,7 +130,8 @@ pub fn initial_fleet(
         Strategy::StaticPeak
         | Strategy::MarkReleased
         | Strategy::MarkRs
-        | Strategy::MarkRsPerModel => {
+        | Strategy::MarkRsPerModel
+        | Strategy::Candidate => {
             let rate = if strategy == Strategy::StaticPeak {
                 workload.peak_rate()
             } else {

@@ -180,18 +180,46 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             a.on_deadline
         )));
     }
-    let policies = if a.native_policies && a.policies.is_empty() {
-        super::PolicySource::Native
-    } else {
+    let ablate = crate::params::Ablation::parse(&a.ablate).map_err(Input)?;
+    let source = |load: &[(crate::policy::PolicyKind, PathBuf)]| {
+        if a.native_policies && load.is_empty() {
+            return Ok(super::PolicySource::Native);
+        }
         let popts = PolicyOptions {
-            load: a.policies.clone(),
+            load: load.to_vec(),
             native_only: a.native_policies,
             limits: super::policy_limits(),
         };
         match startup::policies(&popts) {
-            Ok((e, s)) => super::PolicySource::Slots(e, s),
-            Err(e) => return Err(Input(format!("{e:#}"))),
+            Ok((e, s)) => Ok(super::PolicySource::Slots(e, s)),
+            Err(e) => Err(Input(format!("{e:#}"))),
         }
+    };
+    // with --policy: the candidate beside the defaults, on the same arrivals
+    let policies = source(&[])?;
+    let candidate = if a.policies.is_empty() {
+        None
+    } else {
+        let label = a
+            .policies
+            .iter()
+            .map(|(_, f)| {
+                f.file_stem()
+                    .map_or("candidate".into(), |s| s.to_string_lossy().into_owned())
+            })
+            .collect::<Vec<_>>()
+            .join("+");
+        runs = runs
+            .into_iter()
+            .flat_map(|(s, spot)| {
+                let mut v = vec![(s, spot)];
+                if s == Strategy::MarkRs {
+                    v.push((Strategy::Candidate, spot));
+                }
+                v
+            })
+            .collect();
+        Some((source(&a.policies)?, label))
     };
     let opts = super::SimOptions {
         params: SimParams {
@@ -204,8 +232,16 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             spot_interruptions_per_hour: a.spot_interruptions_per_hour,
             mass_interruption: mass,
             max_instances: a.max_instances,
-            launches_per_hour: a.max_launches_per_hour,
-            terminations_per_hour: a.max_terminations_per_hour,
+            launches_per_hour: if ablate.change_budget {
+                u32::MAX
+            } else {
+                a.max_launches_per_hour
+            },
+            terminations_per_hour: if ablate.change_budget {
+                u32::MAX
+            } else {
+                a.max_terminations_per_hour
+            },
             sagemaker_markup: catalog.sagemaker_markup,
             reject_late: a.on_deadline == "reject",
             initial_fleet: rec_fleet.filter(|f| !f.is_empty()),
@@ -213,6 +249,8 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             live_latency: a.live_latency == "on",
             faults,
             min_instances: a.min_instances,
+            ablate,
+            slack_feedback: a.slack_feedback,
             ..SimParams::default()
         },
         catalog,
@@ -226,6 +264,7 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
         extra_models,
         runs,
         policies,
+        candidate,
         threads: a.threads,
         progress: !a.quiet,
         workload,

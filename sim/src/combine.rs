@@ -27,6 +27,9 @@ pub fn combine(name: &str, models: &[String], runs: Vec<PolicyReport>) -> Policy
         all.launches += r.launches;
         all.terminations += r.terminations;
         all.changes_skipped_by_rate += r.changes_skipped_by_rate;
+        all.emergencies += r.emergencies;
+        all.headroom_steps[0] += r.headroom_steps[0];
+        all.headroom_steps[1] += r.headroom_steps[1];
         all.interruptions += r.interruptions;
         all.launch_errors += r.launch_errors;
         all.launch_failures += r.launch_failures;
@@ -88,6 +91,8 @@ fn add_timelines(a: &[Sample], b: &[Sample]) -> Vec<Sample> {
                 lambda_rps: x.lambda_rps + y.lambda_rps,
                 missed: x.missed + y.missed,
                 cost: x.cost + y.cost,
+                // two fleets' factors: the mean
+                headroom: (x.headroom + y.headroom) / 2.0,
             },
             (Some(x), None) | (None, Some(x)) => x.clone(),
             (None, None) => unreachable!("i < n"),

@@ -38,10 +38,17 @@ impl TypeModel {
         profile: &LatencyProfile,
         slo_ms: f64,
         max_batch: u32,
+        sustained: bool,
     ) -> Vec<TypeModel> {
         // what the provisioner sees is exactly what `mark serve` gives it (sustained capacity
         // of burstable types included); the service times come from the type's speed
-        let specs = catalog.for_model(model, profile, slo_ms, max_batch);
+        // (`sustained` false: the ablation that plans burstables at full speed)
+        let mut specs = catalog.for_model(model, profile, slo_ms, max_batch);
+        if !sustained {
+            for (s, t) in specs.iter_mut().zip(&catalog.instances) {
+                s.capacity_rps /= t.baseline_share();
+            }
+        }
         catalog
             .instances
             .iter()
@@ -65,7 +72,8 @@ impl TypeModel {
                     // a burstable's batches are planned for the speed it sustains without
                     // credits (as the live gateway does): spent credits must not push them
                     // past the SLO
-                    profile: curve.policy_points(scale * t.baseline_share()),
+                    profile: curve
+                        .policy_points(scale * if sustained { t.baseline_share() } else { 1.0 }),
                     speed,
                 }
             })
@@ -195,7 +203,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let t = TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4);
+        let t = TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, true);
         assert!((t[0].service(1) - 0.005).abs() < 1e-12);
         assert!(
             (t[0].service(8) - 0.02).abs() < 1e-12,
@@ -211,7 +219,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4)[0];
+        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, true)[0];
         assert!((t.service(1) - 0.003).abs() < 1e-12);
         assert!(
             (t.service(4) - 0.004).abs() < 1e-12,
@@ -227,7 +235,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4)[0];
+        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, true)[0];
         assert!((t.baseline_share() - 0.2).abs() < 1e-12);
         let mut i = SimInstance {
             id: 0,

@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex};
 
 use baselines::Strategy;
 use fleet::TypeModel;
-use params::{Policies, SimParams};
+use params::{Ablation, Policies, SimParams};
 use report::Summary;
 use workload::Workload;
 
@@ -129,6 +129,9 @@ pub struct SimOptions {
     pub params: SimParams,
     /// mark-rs's policies.
     pub policies: PolicySource,
+    /// With `--policy`: the candidate's policies and its row's name; `policies` are then the
+    /// defaults, run beside it.
+    pub candidate: Option<(PolicySource, String)>,
     /// Strategies simulated at once (threads).
     pub threads: usize,
     /// Draw a progress bar on stderr.
@@ -136,10 +139,18 @@ pub struct SimOptions {
 }
 
 /// The policies one strategy runs with.
-pub fn policies_for(strategy: Strategy, src: &PolicySource) -> Policies {
+pub fn policies_for(strategy: Strategy, src: &PolicySource, ablate: Ablation) -> Policies {
     let native_predict = || -> params::Predict {
         Box::new(|_: &str, h: &[f64], iv: f64, n: u32| mark_policies::predictor::predict(h, iv, n))
     };
+    if strategy == Strategy::MarkRs && ablate.margin {
+        // the ablation's predictor: the default's smoothing without its margin (native)
+        let mut p = policies_for(strategy, src, Ablation::default());
+        p.predict = Box::new(|_: &str, h: &[f64], _iv: f64, n: u32| {
+            mark_policies::predictor::predict_without_margin(h, n)
+        });
+        return p;
+    }
     let native_provision = || -> params::Provision { Box::new(|i: &_| i.native()) };
     match (strategy, src) {
         (Strategy::MarkRs, PolicySource::Slots(engine, slots)) => {
@@ -183,12 +194,15 @@ pub fn simulate(opts: &SimOptions) -> Summary {
     let types: Vec<Vec<TypeModel>> = models
         .iter()
         .map(|m| {
+            let ab = opts.params.ablate;
             TypeModel::from_catalog(
                 &opts.catalog,
                 &m.name,
                 &m.profile,
-                opts.params.slo_ms,
+                // without the capacity-at-SLO rule's half: batches may take the whole SLO
+                opts.params.slo_ms * if ab.slo_rule { 2.0 } else { 1.0 },
                 opts.params.max_batch,
+                !ab.burst_sizing,
             )
         })
         .collect();
@@ -256,7 +270,16 @@ pub fn simulate(opts: &SimOptions) -> Summary {
             .into_iter()
             .flatten()
             .collect(),
+        comparison: Vec::new(),
     };
+    if let Some((_, label)) = &opts.candidate {
+        for p in &mut s.policies {
+            if p.name == Strategy::Candidate.name() {
+                p.name = label.clone();
+            }
+        }
+        s.compare(label);
+    }
     s.fill_ratios();
     s
 }
@@ -273,11 +296,15 @@ fn run_one(
     progress: &mut dyn FnMut(f64),
 ) -> report::PolicyReport {
     let engine_strategy = match strategy {
-        Strategy::MarkRsPerModel => Strategy::MarkRs,
+        Strategy::MarkRsPerModel | Strategy::Candidate => Strategy::MarkRs,
         s => s,
     };
     let lambda = opts.catalog.lambda.clone();
-    let policies = || policies_for(engine_strategy, &opts.policies);
+    let source = match (strategy, &opts.candidate) {
+        (Strategy::Candidate, Some((c, _))) => c,
+        _ => &opts.policies,
+    };
+    let policies = || policies_for(engine_strategy, source, opts.params.ablate);
     if models.len() > 1 && strategy == Strategy::MarkRs {
         let lanes: Vec<engine::LaneSpec<'_>> = models
             .iter()

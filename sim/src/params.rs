@@ -55,6 +55,68 @@ pub struct SimParams {
     /// `--min-instances` for mark-rs (0: zero instances while Lambda carries the forecast for
     /// less); None: the plan as it is.
     pub min_instances: Option<u32>,
+    /// Sources of headroom turned off for the ablation (`--ablate`).
+    pub ablate: Ablation,
+    /// mark-rs plans with the feedback on slack (`--slack-feedback`).
+    pub slack_feedback: bool,
+}
+
+/// Sources of planning headroom mark-rs can run without (`--ablate a,b,...`; issue 32's
+/// ablation): each turned off alone shows what it costs and what it buys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ablation {
+    /// `margin`: the predictor forecasts Holt's smoothed peak without its safety margin.
+    pub margin: bool,
+    /// `slo-rule`: capacity at the SLO from batches that take up to the whole SLO, not half.
+    pub slo_rule: bool,
+    /// `make-before-break`: the plan's surplus goes at once (no scale-in guard, no swap rule).
+    pub make_before_break: bool,
+    /// `emergency`: no out-of-cycle launch when the SLO is breached.
+    pub emergency: bool,
+    /// `burst-sizing`: burstable types planned (capacity and batches) at full speed, not at
+    /// the speed they sustain without CPU credits.
+    pub burst_sizing: bool,
+    /// `change-budget`: no bound on launches and terminations per hour.
+    pub change_budget: bool,
+    /// `churn`: launches made without weighing their saving against their launch cost.
+    pub churn: bool,
+}
+
+/// The names `--ablate` takes.
+pub const ABLATIONS: &[&str] = &[
+    "margin",
+    "slo-rule",
+    "make-before-break",
+    "emergency",
+    "burst-sizing",
+    "change-budget",
+    "churn",
+];
+
+impl Ablation {
+    /// Parses `--ablate`: names from [`ABLATIONS`], comma-separated (`none` or empty: nothing).
+    pub fn parse(s: &str) -> Result<Ablation, String> {
+        let mut a = Ablation::default();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "none" => {}
+                "margin" => a.margin = true,
+                "slo-rule" => a.slo_rule = true,
+                "make-before-break" => a.make_before_break = true,
+                "emergency" => a.emergency = true,
+                "burst-sizing" => a.burst_sizing = true,
+                "change-budget" => a.change_budget = true,
+                "churn" => a.churn = true,
+                other => {
+                    return Err(format!(
+                        "--ablate {other}: expected some of {}",
+                        ABLATIONS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(a)
+    }
 }
 
 impl SimParams {
@@ -115,6 +177,8 @@ impl Default for SimParams {
             live_latency: true,
             faults: Default::default(),
             min_instances: None,
+            ablate: Ablation::default(),
+            slack_feedback: false,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Sample {
     pub missed: u64,
     /// USD so far.
     pub cost: f64,
+    /// Share of the forecast the controller plans (the feedback on slack; 1 without it).
+    pub headroom: f64,
 }
 
 /// The result of one strategy.
@@ -67,6 +69,10 @@ pub struct PolicyReport {
     pub terminations: u64,
     /// Launches and terminations the per-hour budget refused.
     pub changes_skipped_by_rate: u64,
+    /// Out-of-cycle launches for SLO breaches.
+    pub emergencies: u64,
+    /// The feedback on slack's steps: [down, up].
+    pub headroom_steps: [u64; 2],
     /// Spot interruptions.
     pub interruptions: u64,
     /// Launch calls the cloud refused (`--cloud-faults`: capacity errors, throttling).
@@ -142,9 +148,63 @@ pub struct Summary {
     pub slo_ms: f64,
     /// Per strategy.
     pub policies: Vec<PolicyReport>,
+    /// With `--policy`: the candidate against the defaults, per market.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparison: Vec<Comparison>,
+}
+
+/// A candidate policy against the defaults on the same arrivals (`--policy`): the candidate's
+/// figure minus the defaults'.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Comparison {
+    /// The candidate's row.
+    pub candidate: String,
+    /// The defaults' row.
+    pub defaults: String,
+    /// Spot allowed.
+    pub spot: bool,
+    /// Cost change, percent of the defaults' cost.
+    pub cost_pct: f64,
+    /// Cost change, USD.
+    pub cost_usd: f64,
+    /// Attainment change (0.001 = a tenth of a point).
+    pub attainment: f64,
+    /// p50 change, ms.
+    pub p50_ms: f64,
+    /// p99 change, ms.
+    pub p99_ms: f64,
+    /// Launches, candidate minus defaults.
+    pub launches: i64,
 }
 
 impl Summary {
+    /// Compares the candidate's rows (`label`) with the defaults' (`mark-rs`) per market.
+    pub fn compare(&mut self, label: &str) {
+        let find = |name: &str, spot: bool| {
+            self.policies
+                .iter()
+                .find(|p| p.name == name && p.spot == spot)
+        };
+        let mut out = Vec::new();
+        for spot in [false, true] {
+            let (Some(c), Some(d)) = (find(label, spot), find("mark-rs", spot)) else {
+                continue;
+            };
+            out.push(Comparison {
+                candidate: c.label(),
+                defaults: d.label(),
+                spot,
+                cost_pct: (c.total_cost / d.total_cost.max(1e-12) - 1.0) * 100.0,
+                cost_usd: c.total_cost - d.total_cost,
+                attainment: c.attainment - d.attainment,
+                p50_ms: c.p50_ms - d.p50_ms,
+                p99_ms: c.p99_ms - d.p99_ms,
+                launches: c.launches as i64 - d.launches as i64,
+            });
+        }
+        self.comparison = out;
+    }
+
     /// Fills each report's cost ratio against `sagemaker`.
     pub fn fill_ratios(&mut self) {
         let base = self
@@ -199,6 +259,13 @@ impl Summary {
                 } else {
                     hours.join(", ")
                 }
+            );
+        }
+        for c in &self.comparison {
+            let _ = writeln!(
+                s,
+                "{} against {}: cost {:+.1}% ({:+.2} $), attainment {:+.4}, p50 {:+.1} ms, p99 {:+.1} ms, launches {:+}",
+                c.candidate, c.defaults, c.cost_pct, c.cost_usd, c.attainment, c.p50_ms, c.p99_ms, c.launches
             );
         }
         s

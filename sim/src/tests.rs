@@ -42,6 +42,7 @@ fn opts(
             ..SimParams::default()
         },
         policies: PolicySource::Native,
+        candidate: None,
         threads: 2,
         progress: false,
     }

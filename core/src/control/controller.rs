@@ -42,6 +42,15 @@ pub struct ControlConfig {
     /// does not launch and terminate the same capacity every interval). `None`: terminate the
     /// plan's surplus at once (MArk as released).
     pub scale_in_guard: Option<f64>,
+    /// The feedback on slack (`slack`): the forecast is planned at a headroom factor that the
+    /// observed attainment and p99 move within these bounds. `None`: the forecast as it is.
+    pub slack: Option<super::slack::SlackBounds>,
+    /// Churn that pays for itself: with the guard on and the fleet covering the forecast, a plan
+    /// that changes the mix launches only when its hourly saving repays, within
+    /// [`PAYBACK_HORIZONS`] forecast horizons, what the launches cost before they serve (launch
+    /// time and the 60 s billing minimum). false:
+    /// the older rule, a saving of at least [`SWAP_SAVING`] of the fleet's cost per hour.
+    pub pays_for_itself: bool,
 }
 
 /// Default [`ControlConfig::scale_in_guard`]: the forecast peak itself (it carries the
@@ -54,6 +63,14 @@ pub const SCALE_IN_GUARD: f64 = 0.0;
 /// launch and terminate every few intervals, paying launch time and billing minimums each time.
 pub const SWAP_SAVING: f64 = 0.1;
 
+/// Churn that pays for itself: a swap's hourly saving must repay its launches within this many
+/// forecast horizons (5 intervals of 60 s: the 5 minutes the forecast covers; 2 and 6 cost
+/// 1–5% more on the 10x Twitter-like and MMPP days, `bash scripts/bench-ablation.sh`).
+pub const PAYBACK_HORIZONS: f64 = 1.0;
+
+/// The cloud's billing minimum per launch, seconds (EC2 Linux: 60).
+pub const BILLING_MIN_S: f64 = 60.0;
+
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
@@ -65,6 +82,8 @@ impl Default for ControlConfig {
                 attainment_target: 0.99,
             },
             scale_in_guard: Some(SCALE_IN_GUARD),
+            slack: None,
+            pays_for_itself: true,
         }
     }
 }
@@ -302,6 +321,22 @@ pub fn diff(
         .map(|t| f64::from(t.count) * price(&t.instance_type, t.market))
         .sum();
     let launch_ok = match keep {
+        Some(k) if fleet_capacity >= k && cfg.pays_for_itself => {
+            // what the new instances cost before they serve, against the saving over the horizon
+            let launch_cost: f64 = want
+                .iter()
+                .map(|((ty, m), &target)| {
+                    let n = have.get(&(ty.clone(), *m)).map_or(0, Vec::len) as u32;
+                    let t = type_of(catalog, ty);
+                    f64::from(target.saturating_sub(n))
+                        * t.map_or(0.0, |t| {
+                            t.price(*m) * (t.launch_seconds + BILLING_MIN_S) / 3600.0
+                        })
+                })
+                .sum();
+            let payback_s = PAYBACK_HORIZONS * f64::from(cfg.horizon) * cfg.interval_s;
+            (fleet_cost - plan_cost) / 3600.0 * payback_s >= launch_cost
+        }
         Some(k) if fleet_capacity >= k => plan_cost <= (1.0 - SWAP_SAVING) * fleet_cost,
         _ => true,
     };

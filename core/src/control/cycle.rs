@@ -16,6 +16,7 @@ use super::launch_health::LaunchHealth;
 use super::mix::{demands, mixed_catalog, Floor, ModelInput};
 use super::monitors::{EmergencyGuard, FleetLoad, Monitors};
 use super::rates::PeakRates;
+use super::slack::{IntervalOutcomes, Slack};
 
 /// One model's own monitors (its arrivals and SLO outcomes), beside the fleet-wide ones.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct Decision {
     pub load: FleetLoad,
     /// Terminations of launches past their pending deadline (see `launch_health`).
     pub reaped: Vec<Action>,
+    /// The headroom factor the step planned the forecast at (1 without the slack feedback).
+    pub headroom: f64,
 }
 
 impl Decision {
@@ -66,6 +69,8 @@ pub struct Controller {
     pub tracks: Vec<ModelTrack>,
     /// `--min-instances` and the function that carries the load at zero.
     pub floor: Floor,
+    /// The feedback on slack, when [`ControlConfig::slack`] is set.
+    pub slack: Option<Slack>,
     /// The last plan left everything to Lambda (the floor's zero): a breach is then Lambda's
     /// (a cold start), not missing capacity, and launches no instance.
     pub at_zero: bool,
@@ -89,6 +94,7 @@ impl Controller {
             }],
             floor: Floor::default(),
             at_zero: false,
+            slack: cfg.slack.map(Slack::new),
             emergency: emergency
                 .then(|| EmergencyGuard::new(cfg.interval_s, cfg.slo.attainment_target)),
             launches: LaunchHealth::default(),
@@ -127,11 +133,30 @@ impl Controller {
         }
     }
 
-    /// `done` requests of model `m` had an outcome at `now`, `met` of them within the SLO.
-    pub fn outcome(&mut self, m: usize, now: f64, met: u64, done: u64) {
+    /// `done` requests of model `m` had an outcome at `now`, `met` of them within the SLO,
+    /// `slow` of them after half of it (or missed).
+    pub fn outcome(&mut self, m: usize, now: f64, met: u64, done: u64, slow: u64) {
         self.monitors.slo.record(now, met, done);
+        if let Some(s) = &mut self.slack {
+            s.record(IntervalOutcomes {
+                done,
+                missed: done - met.min(done),
+                slow,
+                lambda: 0,
+            });
+        }
         if let Some(tr) = self.tracks.get_mut(m) {
             tr.monitors.slo.record(now, met, done);
+        }
+    }
+
+    /// `n` requests were answered by Lambda (spill-over): the slack feedback weighs them.
+    pub fn served_by_lambda(&mut self, n: u64) {
+        if let Some(s) = &mut self.slack {
+            s.record(IntervalOutcomes {
+                lambda: n,
+                ..Default::default()
+            });
         }
     }
 
@@ -183,6 +208,14 @@ impl Controller {
         self.monitors
             .slo
             .record(now, total.done.saturating_sub(total.missed), total.done);
+        if let Some(s) = &mut self.slack {
+            s.record(IntervalOutcomes {
+                done: total.done,
+                missed: total.missed.min(total.done),
+                slow: total.slow.max(total.missed).min(total.done),
+                lambda: 0,
+            });
+        }
         for (t, w) in self.tracks.iter_mut().zip(windows) {
             spread(&mut t.monitors.rates, window_s, from, now, w.arrived);
             t.monitors
@@ -242,12 +275,19 @@ impl Controller {
             history: Vec::new(),
             load,
             reaped,
+            headroom: self.slack.as_ref().map_or(1.0, |s| s.headroom),
         };
         if now < self.next_control || models.is_empty() {
             return d;
         }
         self.next_control = now + self.cfg.interval_s;
         d.history = self.monitors.history();
+        // the interval's outcomes move the headroom the forecasts are planned at
+        let target = self.cfg.slo.attainment_target;
+        if let Some(s) = &mut self.slack {
+            s.end_interval(target);
+            d.headroom = s.headroom;
+        }
         let mut forecasts = Vec::with_capacity(models.len());
         let mut attainment = Vec::with_capacity(models.len());
         for (i, m) in models.iter().enumerate() {
@@ -267,22 +307,62 @@ impl Controller {
         // the provisioner plans with the usable types; the fleet's own are priced from them all
         // every type's capacity (the fleet may hold backed-off ones); the plan launches usable ones
         let usable = self.launches.usable(now, all);
-        let planned = demands(models, &forecasts, &attainment, all);
-        d.step = Some(step(
-            now,
-            &self.cfg,
-            &counted,
-            planned,
-            all,
-            &usable,
-            &self.floor,
-            provision,
-        ));
+        let mut plan_for = |forecasts: &[Vec<f64>]| {
+            let planned = demands(models, forecasts, &attainment, all);
+            step(
+                now,
+                &self.cfg,
+                &counted,
+                planned,
+                all,
+                &usable,
+                &self.floor,
+                provision,
+            )
+        };
+        let full = plan_for(&forecasts);
+        // the slack feedback's lower plan, kept only when it costs less per hour than the full
+        // forecast's (a lower forecast can tip a greedy plan from one large, efficient type to
+        // many small ones that cost more)
+        d.step = Some(if d.headroom < 1.0 {
+            let scaled: Vec<Vec<f64>> = forecasts
+                .iter()
+                .map(|f| f.iter().map(|x| x * d.headroom).collect())
+                .collect();
+            match (plan_for(&scaled), full) {
+                (Ok(lower), Ok(full)) if hourly(&full, all) < hourly(&lower, all) => {
+                    d.headroom = 1.0;
+                    Ok(full)
+                }
+                (Ok(lower), _) => Ok(lower),
+                (Err(_), full) => {
+                    d.headroom = 1.0;
+                    full
+                }
+            }
+        } else {
+            full
+        });
         self.at_zero = matches!(&d.step, Some(Ok(s)) if s.plan.targets.is_empty()
             && s.plan.lambda_share >= 1.0
             && self.floor.min_instances == Some(0));
         d
     }
+}
+
+/// What a step's plan costs per hour (on-demand or spot price of each target).
+fn hourly(s: &Step, catalog: &[InstanceType]) -> f64 {
+    s.plan
+        .targets
+        .iter()
+        .map(|t| {
+            f64::from(t.count)
+                * catalog
+                    .iter()
+                    .find(|c| c.name == t.instance_type)
+                    .map_or(0.0, |c| c.price(t.market))
+        })
+        .sum()
 }
 
 /// `arrived` items counted from `from` to `now` into `rates`, window by window.

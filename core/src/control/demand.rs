@@ -17,6 +17,9 @@ pub struct Outcomes {
     pub done: u64,
     /// Of those, misses: answered late, refused or expired.
     pub missed: u64,
+    /// Of those, answered after half the SLO, or missed (the slack feedback's p99 signal).
+    #[serde(default)]
+    pub slow: u64,
 }
 
 impl Outcomes {
@@ -24,12 +27,20 @@ impl Outcomes {
     /// "reject"`: `shed`, `expired`) are misses too: the SLO monitor must see an overload that
     /// admission hides from the latency figures. (The live gateway reads its metrics through
     /// `ModelMetrics::outcomes`.)
-    pub fn from_counts(arrived: u64, answered: u64, late: u64, shed: u64, expired: u64) -> Self {
+    pub fn from_counts(
+        arrived: u64,
+        answered: u64,
+        late: u64,
+        shed: u64,
+        expired: u64,
+        slow: u64,
+    ) -> Self {
         let refused = shed + expired;
         Outcomes {
             arrived,
             done: answered + refused,
             missed: late + refused,
+            slow: slow.max(late) + refused,
         }
     }
 
@@ -39,6 +50,7 @@ impl Outcomes {
             arrived: self.arrived.saturating_sub(earlier.arrived),
             done: self.done.saturating_sub(earlier.done),
             missed: self.missed.saturating_sub(earlier.missed),
+            slow: self.slow.saturating_sub(earlier.slow),
         }
     }
 
@@ -48,6 +60,7 @@ impl Outcomes {
             arrived: self.arrived + o.arrived,
             done: self.done + o.done,
             missed: self.missed + o.missed,
+            slow: self.slow + o.slow,
         }
     }
 }
@@ -117,11 +130,13 @@ mod tests {
                 arrived,
                 done: arrived,
                 missed: 0,
+                slow: 0,
             },
             last_window: Outcomes {
                 arrived: last,
                 done: last,
                 missed: 0,
+                slow: 0,
             },
             updated_ms: at,
         }

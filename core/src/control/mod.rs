@@ -29,6 +29,7 @@ pub mod ledger;
 pub mod mix;
 pub mod monitors;
 pub mod rates;
+pub mod slack;
 pub mod slo;
 pub mod status;
 pub mod type_profile;

@@ -71,6 +71,10 @@ pub struct ControlStatus {
     pub capacity_rps: f64,
     /// The SLO attainment the controller keeps (`--attainment-target`).
     pub target_attainment: f64,
+    /// The share of the forecast the last plan covered (the feedback on slack; 1 without it).
+    pub headroom: f64,
+    /// The feedback's steps so far: down (after calm intervals) and up (after misses).
+    pub headroom_steps: (u64, u64),
     /// This replica and the fleet-wide view, when replicas share a lease (`--lease-table`).
     pub replica: Option<ReplicaStatus>,
     /// Per model the fleet serves: demand, forecast, the plan's capacity, attainment.

@@ -52,6 +52,8 @@ pub struct AutoscaleOptions {
     /// `--min-instances`: None, the plan as it is; Some(0), zero instances while Lambda carries
     /// the forecast for less; Some(n), at least n.
     pub min_instances: Option<u32>,
+    /// The feedback on slack (`--slack-feedback`).
+    pub slack_feedback: bool,
     /// Seconds per control interval (MArk: 60).
     pub interval_s: f64,
     /// Seconds per rate window inside an interval (MArk: 5).
@@ -129,6 +131,8 @@ pub struct ControlLoop {
     was_leader: bool,
     /// This process's counters, all models, at the last sample.
     own_totals: Outcomes,
+    /// Requests Lambda answered, at the last sample.
+    lambda_seen: u64,
 }
 
 impl ControlLoop {
@@ -185,6 +189,8 @@ impl ControlLoop {
             min_age_s: opts.min_age_s,
             slo: crate::control::mix::strictest(&inputs),
             scale_in_guard: Some(SCALE_IN_GUARD),
+            slack: opts.slack_feedback.then_some(crate::control::slack::SLACK),
+            pays_for_itself: true,
         };
         let names: Vec<String> = served.list.iter().map(|s| s.name.clone()).collect();
         tracing::info!(models = ?names, "one fleet for these models");
@@ -225,6 +231,7 @@ impl ControlLoop {
             fleet_demand: Default::default(),
             was_leader: false,
             own_totals: Outcomes::default(),
+            lambda_seen: 0,
             state,
             status,
             cloud,
@@ -246,8 +253,16 @@ impl ControlLoop {
             window.done,
             window.missed,
         );
+        // Lambda's share of this process's answers, for the slack feedback (with replicas, the
+        // fleet's answers are taken to spill as this replica's do)
+        let lambda_total = self.lambda.as_ref().map_or(0, |l| l.requests.load(Relaxed));
+        let lambda_now = lambda_total.saturating_sub(self.lambda_seen);
+        self.lambda_seen = lambda_total;
         match &self.replica {
-            None => self.controller.on_window(now, &windows),
+            None => {
+                self.controller.on_window(now, &windows);
+                self.controller.served_by_lambda(lambda_now);
+            }
             Some(r) => {
                 let window_ms = (self.opts.window_s * 1000.0) as u64;
                 r.publish(totals, window, (10 * window_ms / 1000).max(60))
@@ -261,6 +276,9 @@ impl ControlLoop {
                 // the rows carry totals; each model gets its share of this replica's own
                 self.controller
                     .on_window(now, &served::split_like(added, &windows));
+                let share = lambda_now as f64 / window.done.max(1) as f64;
+                self.controller
+                    .served_by_lambda((share.min(1.0) * added.done as f64) as u64);
             }
         }
         self.own_totals = totals;
@@ -390,6 +408,13 @@ impl ControlLoop {
             Some(Ok(s)) => {
                 let mut st = self.status.lock().expect("status lock");
                 st.forecast = s.forecast.clone();
+                st.headroom = d.headroom;
+                if let Some(sl) = &self.controller.slack {
+                    st.headroom_steps = (sl.downs, sl.ups);
+                }
+                self.state
+                    .metrics
+                    .set_gauge("mark_plan_headroom", d.headroom);
                 st.plan = s
                     .plan
                     .targets

@@ -221,6 +221,7 @@ pub(super) fn split_like(added: Outcomes, windows: &[Outcomes]) -> Vec<Outcomes>
             arrived: share(added.arrived, w.arrived, own.arrived),
             done: share(added.done, w.done, own.done),
             missed: share(added.missed, w.missed, own.missed),
+            slow: share(added.slow, w.slow, own.slow),
         })
         .collect();
     let given = out.iter().fold(Outcomes::default(), |a, w| a.plus(*w));
@@ -320,6 +321,7 @@ mod tests {
             arrived,
             done,
             missed,
+            slow: 0,
         }
     }
 

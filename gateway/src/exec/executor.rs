@@ -179,8 +179,11 @@ pub fn finish_pending(
     let latency = p.enqueued.elapsed();
     metrics.latency.observe(latency.as_secs_f64());
     metrics.answered.fetch_add(1, Relaxed);
-    if latency > slo {
-        metrics.slo_missed.fetch_add(1, Relaxed);
+    if latency > slo / 2 {
+        metrics.slo_half.fetch_add(1, Relaxed);
+        if latency > slo {
+            metrics.slo_missed.fetch_add(1, Relaxed);
+        }
     }
     // The receiver is gone only when the client hung up; nothing to do then.
     let _ = p.reply.send(reply);

@@ -125,6 +125,9 @@ pub struct ModelMetrics {
     pub expired: AtomicU64,
     /// Requests refused at admission (503) because the expected wait would miss their deadline.
     pub shed: AtomicU64,
+    /// Requests answered after half their latency objective (late ones included): under 1% of
+    /// an interval's answers means its p99 was below SLO/2 (the slack feedback's signal).
+    pub slo_half: AtomicU64,
     /// What the model's own executors' batches take now, beside the start-up profile: admission
     /// and the batcher plan with the worse of the two.
     pub live: crate::profile::live::LiveLatency,
@@ -141,6 +144,7 @@ impl ModelMetrics {
             self.slo_missed.load(Relaxed),
             self.shed.load(Relaxed),
             self.expired.load(Relaxed),
+            self.slo_half.load(Relaxed),
         )
     }
 }
@@ -165,6 +169,7 @@ impl Default for ModelMetrics {
             cancelled: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             shed: AtomicU64::new(0),
+            slo_half: AtomicU64::new(0),
             live: Default::default(),
             remote_slowdown: Default::default(),
         }
@@ -432,6 +437,9 @@ fn gauge_help(name: &str) -> &'static str {
         "mark_lambda_share" => "Share of requests answered by Lambda.",
         "mark_arrival_rate" => "Peak arrival rate (req/s) of the last closed control interval.",
         "mark_forecast_rate" => "Forecast peak arrival rate (req/s) for the next interval.",
+        "mark_plan_headroom" => {
+            "Share of the forecast the plan covers (the feedback on slack moves it; 1 without it)."
+        }
         "mark_replica_leader" => "This replica holds the controller lease (1) or not (0).",
         "mark_replicas_live" => "Replicas whose counters were fresh at the last read.",
         "mark_fleet_arrived_items" => {

@@ -283,9 +283,11 @@ impl Store {
             .item("arrived", n(t.arrived))
             .item("done", n(t.done))
             .item("missed", n(t.missed))
+            .item("slow", n(t.slow))
             .item("w_arrived", n(w.arrived))
             .item("w_done", n(w.done))
             .item("w_missed", n(w.missed))
+            .item("w_slow", n(w.slow))
             .item("updated_ms", n(row.updated_ms))
             .item("ttl", n(row.updated_ms / 1000 + ttl_s))
             .send()
@@ -311,16 +313,18 @@ impl Store {
                 .await
                 .map_err(map_err)?;
             for i in out.items() {
-                let o = |a: &str, d: &str, m: &str| Outcomes {
+                // rows of older builds have no `slow`: 0
+                let o = |a: &str, d: &str, m: &str, sl: &str| Outcomes {
                     arrived: get_n(i, a),
                     done: get_n(i, d),
                     missed: get_n(i, m),
+                    slow: get_n(i, sl),
                 };
                 rows.push(ReplicaRow {
                     replica: get_s(i, "sk"),
                     epoch: get_s(i, "epoch"),
-                    totals: o("arrived", "done", "missed"),
-                    last_window: o("w_arrived", "w_done", "w_missed"),
+                    totals: o("arrived", "done", "missed", "slow"),
+                    last_window: o("w_arrived", "w_done", "w_missed", "w_slow"),
                     updated_ms: get_n(i, "updated_ms"),
                 });
             }

@@ -12,7 +12,7 @@ impl Sim<'_> {
     pub(super) fn reject(&mut self, m: usize, k: u64) {
         self.lanes[m].rejected += k;
         self.sample_missed += k;
-        self.controller.outcome(m, self.now, 0, k);
+        self.controller.outcome(m, self.now, 0, k, k);
     }
 
     /// The live gateway's admission rule (`batching::admission`) on the simulated fleet: true

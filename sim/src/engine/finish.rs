@@ -82,6 +82,12 @@ impl Sim<'_> {
             launches: self.launches,
             terminations: self.terminations,
             changes_skipped_by_rate: self.skipped_by_rate,
+            emergencies: self.controller.emergencies(),
+            headroom_steps: self
+                .controller
+                .slack
+                .as_ref()
+                .map_or([0, 0], |s| [s.downs, s.ups]),
             interruptions: self.interruptions,
             launch_errors: self.launch_errors,
             launch_failures: self.controller.launches.failures,

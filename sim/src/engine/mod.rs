@@ -22,6 +22,7 @@ use crate::control::controller::{Action, ControlConfig, FleetInstance, SCALE_IN_
 use crate::control::cycle::Controller;
 use crate::control::fleet::{self as fleet_ops, Fleet, Instance, InstanceState};
 use crate::control::mix::ModelInput;
+use crate::control::slack::SLACK;
 
 use super::params::{Policies, SimParams};
 
@@ -233,10 +234,18 @@ impl<'a> Sim<'a> {
                 latency_ms: p.slo_ms,
                 attainment_target: p.attainment_target,
             },
-            scale_in_guard: (strategy == Strategy::MarkRs).then_some(SCALE_IN_GUARD),
+            scale_in_guard: (strategy == Strategy::MarkRs && !p.ablate.make_before_break)
+                .then_some(SCALE_IN_GUARD),
+            slack: (strategy == Strategy::MarkRs && p.slack_feedback).then_some(SLACK),
+            pays_for_itself: !p.ablate.churn,
         };
         let mark_rs = strategy == Strategy::MarkRs;
-        Controller::new(cfg, p.window_s, p.max_instances, mark_rs)
+        Controller::new(
+            cfg,
+            p.window_s,
+            p.max_instances,
+            mark_rs && !p.ablate.emergency,
+        )
     }
 
     /// A rate window ends: the controller's tick for the MArk strategies (the same call as the
@@ -292,6 +301,7 @@ impl<'a> Sim<'a> {
             lambda_rps: self.sample_lambda as f64 / self.p.sample_s,
             missed: self.sample_missed,
             cost,
+            headroom: self.controller.slack.as_ref().map_or(1.0, |s| s.headroom),
         });
         self.sample_arrivals = 0;
         self.sample_lambda = 0;
@@ -324,15 +334,16 @@ impl<'a> Sim<'a> {
 
     fn complete(&mut self, m: usize, batch: &[f64]) {
         let slo = self.slo_s(m);
-        let mut met = 0;
+        let (mut met, mut slow) = (0, 0);
         for &a in batch {
             let l = self.now - a;
             self.lanes[m].hist.record(l, slo);
             met += u64::from(l <= slo);
+            slow += u64::from(l > slo / 2.0);
         }
         self.sample_missed += batch.len() as u64 - met;
         self.controller
-            .outcome(m, self.now, met, batch.len() as u64);
+            .outcome(m, self.now, met, batch.len() as u64, slow);
     }
 
     fn start_batch(&mut self, m: usize, idx: usize, n: usize) {
@@ -454,6 +465,7 @@ impl<'a> Sim<'a> {
             let l = self.lambda.as_mut().expect("lambda");
             let d = l.start(self.now, n as u32, run);
             self.sample_lambda += n as u64;
+            self.controller.served_by_lambda(n as u64);
             let slot = match self.lambda_free.pop() {
                 Some(s) => {
                     self.lambda_batches[s] = Some((m, batch));

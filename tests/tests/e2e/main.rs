@@ -36,6 +36,7 @@ mod router;
 mod row_wise;
 mod shadow;
 mod simulate;
+mod slack;
 mod soak;
 mod trace;
 mod worker_load;

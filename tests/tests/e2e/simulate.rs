@@ -108,15 +108,91 @@ fn accepts_every_workload_format_and_a_policy_under_test() {
         let s: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
                 .unwrap();
-        s["policies"][0].clone()
+        (s, String::from_utf8_lossy(&o.stdout).to_string())
     };
-    let default = run(&[]);
-    let fixed = run(&["--policy", &format!("batcher={one}")]);
-    assert_eq!(default["requests"], fixed["requests"], "same arrivals");
+    let (alone, _) = run(&[]);
+    let default = alone["policies"][0].clone();
+    assert!(alone.get("comparison").is_none(), "nothing to compare");
+    // issue 32: the candidate runs beside the defaults, its row named after its file
+    let (s, table) = run(&["--policy", &format!("batcher={one}")]);
+    let rows: Vec<&str> = s["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows, ["mark-rs", "fixed-one"], "{table}");
+    let (defaults, fixed) = (&s["policies"][0], &s["policies"][1]);
+    assert_eq!(
+        defaults, &default,
+        "the defaults' row is the run without --policy"
+    );
+    assert_eq!(defaults["requests"], fixed["requests"], "same arrivals");
     assert_ne!(
-        default["p50_ms"], fixed["p50_ms"],
+        defaults["p50_ms"], fixed["p50_ms"],
         "the component under test decided the batches"
     );
+    let c = &s["comparison"][0];
+    assert_eq!(c["candidate"], "fixed-one");
+    let dp50 = fixed["p50_ms"].as_f64().unwrap() - defaults["p50_ms"].as_f64().unwrap();
+    assert!((c["p50_ms"].as_f64().unwrap() - dp50).abs() < 1e-9, "{c}");
+    let dcost = fixed["total_cost"].as_f64().unwrap() / defaults["total_cost"].as_f64().unwrap();
+    assert!((c["cost_pct"].as_f64().unwrap() - (dcost - 1.0) * 100.0).abs() < 1e-6);
+    assert!(table.contains("fixed-one against mark-rs: cost"), "{table}");
+}
+
+/// Issue 32's ablation: each source of headroom can be turned off by name; an unknown name is
+/// refused with the list.
+#[test]
+fn each_source_of_headroom_can_be_turned_off() {
+    let out = temp_dir("sim-ablate");
+    let cost = |ablate: &str| {
+        let feedback = if ablate == "none" {
+            "--slack-feedback"
+        } else {
+            "--threads=1"
+        };
+        let o = simulate(&[
+            feedback,
+            "--workload",
+            "csv:examples/workloads/twitter-like-day.csv:10",
+            "--baseline",
+            "mark-rs",
+            "--spot",
+            "on-demand",
+            "--native-policies",
+            "--ablate",
+            ablate,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        let p = s["policies"][0].clone();
+        (p["total_cost"].as_f64().unwrap(), p)
+    };
+    let (with_feedback, p) = cost("none");
+    assert!(
+        p["headroom_steps"][0].as_u64().unwrap() > 0,
+        "the feedback acted: {p}"
+    );
+    let (defaults, p) = cost("");
+    assert_eq!(
+        p["headroom_steps"],
+        serde_json::json!([0, 0]),
+        "off by default"
+    );
+    let (no_margin, _) = cost("margin");
+    println!("defaults ${defaults:.3}, with the feedback ${with_feedback:.3}, without the margin ${no_margin:.3}");
+    assert!(
+        no_margin != defaults && with_feedback != defaults,
+        "each changes the plan"
+    );
+    let o = simulate(&["--ablate", "margin,nonsense"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("slo-rule"));
 }
 
 #[test]

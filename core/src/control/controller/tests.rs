@@ -180,7 +180,7 @@ fn ready(id: &str, ty: &str) -> FleetInstance {
 fn make_before_break_keeps_serving_capacity_until_the_replacement_serves() {
     let cat = [
         ty("c", 0.08, 75.0, 130.0, false),
-        ty("gpu", 0.3, 150.0, 900.0, false),
+        ty("gpu", 0.2, 150.0, 900.0, false),
     ];
     let cfg = ControlConfig::default();
     let cpus: Vec<FleetInstance> = (0..6).map(|i| ready(&format!("c{i}"), "c")).collect();
@@ -285,4 +285,36 @@ fn scale_in_stops_where_the_rest_would_not_cover_the_forecast_with_headroom() {
         380.0,
     );
     assert_eq!(a.len(), 1);
+}
+
+#[test]
+fn a_swap_is_made_only_when_its_saving_repays_its_launches() {
+    // two c ($0.16/h) cover the forecast; the plan swaps them for one bigger instance
+    let fleet = [ready("c0", "c"), ready("c1", "c")];
+    let cfg = ControlConfig::default();
+    let swap = |price: f64| {
+        let cat = [
+            ty("c", 0.08, 75.0, 130.0, false),
+            ty("big", price, 75.0, 300.0, false),
+        ];
+        Action::launches(&diff(1000.0, &cfg, &fleet, &plan("big", 1), &cat, 200.0)).len()
+    };
+    // $0.14/h saves $0.02/h: $0.0017 over the 5-minute horizon, less than the launch's 135 s
+    // at $0.14/h ($0.0053)
+    assert_eq!(swap(0.14), 0, "a swap that does not pay for itself");
+    // $0.06/h saves $0.10/h: $0.0083 over the horizon, more than 135 s at $0.06/h ($0.0023)
+    assert_eq!(swap(0.06), 1, "a swap that pays for itself");
+    // the older rule (10% of the fleet's cost) made the first too
+    let older = ControlConfig {
+        pays_for_itself: false,
+        ..cfg
+    };
+    let cat = [
+        ty("c", 0.08, 75.0, 130.0, false),
+        ty("big", 0.14, 75.0, 300.0, false),
+    ];
+    assert_eq!(
+        Action::launches(&diff(1000.0, &older, &fleet, &plan("big", 1), &cat, 200.0)).len(),
+        1
+    );
 }

@@ -65,6 +65,7 @@ fn window(arrived: u64, missed: u64) -> [Outcomes; 1] {
         arrived,
         done: arrived,
         missed,
+        slow: missed,
     }]
 }
 
@@ -162,13 +163,14 @@ fn a_late_tick_spreads_its_arrivals_over_the_time_it_covers() {
 fn a_window_of_counters_feeds_the_monitors() {
     let before = Outcomes::default();
     // 120 arrived, 100 answered (5 late), 15 refused at admission, 5 expired in the queue
-    let now = Outcomes::from_counts(120, 100, 5, 15, 5);
+    let now = Outcomes::from_counts(120, 100, 5, 15, 5, 5);
     assert_eq!(
         now,
         Outcomes {
             arrived: 120,
             done: 120,
-            missed: 25
+            missed: 25,
+            slow: 25
         }
     );
     let mut c = Controller::new(cfg(), 5.0, 10, true);
