@@ -308,15 +308,14 @@ mod tests {
             0.0,
             Default::default(),
         );
-        let p = Pending {
-            arrivals: (0..40_000u32)
-                .map(|i| (f64::from(i) * 1e-3, 0, 1))
-                .collect(),
+        // 40 s of arrivals, one per millisecond, and the end
+        let arrivals = (0..40_000u32).map(|i| (f64::from(i) * 1e-3, 0, 1));
+        w.run(&Mutex::new(Pending {
+            arrivals: arrivals.collect(),
             models: vec!["mlp".into()],
-            other: Vec::new(),
             end: Some(40.0),
-        };
-        w.run(&Mutex::new(p));
+            ..Default::default()
+        }));
         assert_eq!(c.write_errors.load(Relaxed), 1);
         let err = c.error.lock().unwrap().clone().unwrap_or_default();
         assert!(err.contains("No space left"), "{err}");

@@ -235,40 +235,32 @@ async fn the_admin_token_comes_from_a_file() {
         let dir = temp_dir("admin-token-file");
         let file = dir.join("admin-token");
         std::fs::write(&file, "a-long-admin-token-from-a-file\n").unwrap();
-        let both = Command::new(mark_bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-grpc",
-                "--admin-token-file",
-            ])
-            .arg(&file)
-            .args(["--model-repo"])
-            .arg(&repo)
-            .env("MARK_ADMIN_TOKEN", "another-long-admin-token")
-            .output()
-            .unwrap();
-        assert_eq!(both.status.code(), Some(64));
-        assert!(String::from_utf8_lossy(&both.stderr).contains("give one"));
+        // `mark serve` with a token file, refused at start: its exit code and message
+        let refused = |token_file: &std::path::Path, env_token: Option<&str>| {
+            let mut c = Command::new(mark_bin());
+            c.args(["serve", "--listen", "127.0.0.1:0", "--no-grpc"])
+                .arg("--admin-token-file")
+                .arg(token_file)
+                .arg("--model-repo")
+                .arg(&repo)
+                .env_remove("MARK_ADMIN_TOKEN");
+            if let Some(t) = env_token {
+                c.env("MARK_ADMIN_TOKEN", t);
+            }
+            let o = c.output().unwrap();
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr).to_string(),
+            )
+        };
+        let (code, err) = refused(&file, Some("another-long-admin-token"));
+        assert_eq!(code, Some(64));
+        assert!(err.contains("give one"), "{err}");
         let empty = dir.join("empty");
         std::fs::write(&empty, "\n").unwrap();
-        let out = Command::new(mark_bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-grpc",
-                "--admin-token-file",
-            ])
-            .arg(&empty)
-            .args(["--model-repo"])
-            .arg(&repo)
-            .env_remove("MARK_ADMIN_TOKEN")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(64));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token-file"));
+        let (code, err) = refused(&empty, None);
+        assert_eq!(code, Some(64));
+        assert!(err.contains("--admin-token-file"), "{err}");
         let g = Gateway::start(&[
             "--model-repo",
             repo.to_str().unwrap(),
