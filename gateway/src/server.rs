@@ -369,5 +369,9 @@ mod tests {
         let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         let _x = PeerSlot::take(&peers, v4, 1).unwrap();
         assert!(PeerSlot::take(&peers, "127.0.0.2".parse().unwrap(), 1).is_some());
+        // IPv4 clients of a dual-stack listener count by their own address, not as one /64
+        let _m = PeerSlot::take(&peers, "::ffff:192.0.2.1".parse().unwrap(), 1).unwrap();
+        assert!(PeerSlot::take(&peers, "::ffff:192.0.2.2".parse().unwrap(), 1).is_some());
+        assert!(PeerSlot::take(&peers, "192.0.2.1".parse().unwrap(), 1).is_none());
     }
 }

@@ -121,6 +121,11 @@ pub struct SimulateArgs {
     /// mark-rs plans with the feedback on slack (as `mark serve --slack-feedback`).
     #[arg(long)]
     pub slack_feedback: bool,
+    /// The gateway's own executors as a free backend, offered batches first (as the live batch
+    /// loop does), for mark-rs and MArk as released. Default: the recorded count when replaying
+    /// a trace, else 0 (the fleet alone).
+    #[arg(long)]
+    pub gateway_executors: Option<u32>,
     /// Write the workload's rates as CSV to this file and exit.
     #[arg(long)]
     pub export_workload: Option<PathBuf>,

@@ -64,6 +64,12 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
         Some((_, s)) => (s.catalog.clone(), s.profile.clone(), Some(s.fleet.clone())),
         None => (None, None, None),
     };
+    // the gateway's executors the trace recorded (1 in traces of older builds: the default)
+    let rec_executors = trace.as_ref().map(|(t, _)| {
+        t.context
+            .as_ref()
+            .map_or(1, |c| if c.executors == 0 { 1 } else { c.executors })
+    });
     if let Some(f) = &a.export_workload {
         super::workload::write_csv(f, &workload)?;
         println!("wrote {}", f.display());
@@ -251,6 +257,7 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             min_instances: a.min_instances,
             ablate,
             slack_feedback: a.slack_feedback,
+            gateway_executors: a.gateway_executors.or(rec_executors).unwrap_or(0).min(64),
             ..SimParams::default()
         },
         catalog,

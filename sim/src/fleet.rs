@@ -38,12 +38,13 @@ impl TypeModel {
         profile: &LatencyProfile,
         slo_ms: f64,
         max_batch: u32,
-        sustained: bool,
+        planning: Planning,
     ) -> Vec<TypeModel> {
+        let sustained = planning.sustained;
         // what the provisioner sees is exactly what `mark serve` gives it (sustained capacity
         // of burstable types included); the service times come from the type's speed
         // (`sustained` false: the ablation that plans burstables at full speed)
-        let mut specs = catalog.for_model(model, profile, slo_ms, max_batch);
+        let mut specs = catalog.for_model(model, profile, slo_ms * planning.slo_factor, max_batch);
         if !sustained {
             for (s, t) in specs.iter_mut().zip(&catalog.instances) {
                 s.capacity_rps /= t.baseline_share();
@@ -80,6 +81,33 @@ impl TypeModel {
             .collect()
     }
 
+    /// The gateway host's executors as a backend: the model's own profile at speed 1 (the
+    /// profile the gateway measured at start), no price, no launch (see [`GATEWAY_TYPE`]).
+    pub fn gateway(profile: &LatencyProfile, slo_ms: f64, max_batch: u32) -> TypeModel {
+        let limit = profile.batch_limit(max_batch);
+        TypeModel {
+            spec: InstanceType {
+                name: GATEWAY_TYPE.into(),
+                vcpus: 0,
+                gpus: 0,
+                memory_gib: 0.0,
+                price_on_demand: 0.0,
+                price_spot: 0.0,
+                launch_seconds: 0.0,
+                capacity_rps: crate::control::catalog::capacity_at_slo(
+                    profile, slo_ms, max_batch, 1.0,
+                ),
+                burstable: false,
+            },
+            credits_per_hour: 0.0,
+            service_s: (1..=limit).map(|b| profile.median_us(b) / 1e6).collect(),
+            profile: profile.policy_points(1.0),
+            speed: 1.0,
+            baseline: 1.0,
+            max_batch: limit,
+        }
+    }
+
     /// Full-speed service time of `b` items, seconds.
     pub fn service(&self, b: u32) -> f64 {
         let n = self.service_s.len() as u32;
@@ -96,6 +124,28 @@ impl TypeModel {
         self.baseline
     }
 }
+
+/// How the provisioner sees the types (the ablation changes it; the service times stay).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Planning {
+    /// The SLO the capacity-at-SLO rule is computed for, in multiples of the real one (1: the
+    /// rule as it is; 2: batches may take the whole SLO).
+    pub slo_factor: f64,
+    /// Burstable types planned at the speed they sustain without credits (false: full speed).
+    pub sustained: bool,
+}
+
+impl Default for Planning {
+    fn default() -> Self {
+        Planning {
+            slo_factor: 1.0,
+            sustained: true,
+        }
+    }
+}
+
+/// The name of the gateway's executors' type: never in the catalog the controller plans with.
+pub const GATEWAY_TYPE: &str = "(gateway)";
 
 /// One simulated instance.
 #[derive(Debug, Clone)]
@@ -132,6 +182,9 @@ pub struct SimInstance {
     pub boots: bool,
     /// A spot reclaim notice came: it takes no new batch and is gone at the reclaim.
     pub noticed: bool,
+    /// One of the gateway's own executors (`--gateway-executors`): always there, free, offered
+    /// batches first, and not part of the fleet the controller plans or the cloud lists.
+    pub pinned: bool,
 }
 
 impl SimInstance {
@@ -203,7 +256,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let t = TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, true);
+        let t = TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, Planning::default());
         assert!((t[0].service(1) - 0.005).abs() < 1e-12);
         assert!(
             (t[0].service(8) - 0.02).abs() < 1e-12,
@@ -219,7 +272,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, true)[0];
+        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, Planning::default())[0];
         assert!((t.service(1) - 0.003).abs() < 1e-12);
         assert!(
             (t.service(4) - 0.004).abs() < 1e-12,
@@ -235,7 +288,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, true)[0];
+        let t = &TypeModel::from_catalog(&cat, "m", &profile(), 100.0, 4, Planning::default())[0];
         assert!((t.baseline_share() - 0.2).abs() < 1e-12);
         let mut i = SimInstance {
             id: 0,
@@ -254,6 +307,7 @@ mod tests {
             credits_at: 0.0,
             boots: true,
             noticed: false,
+            pinned: false,
         };
         assert!(
             (i.start_service(t, 1, 0.0) - 0.05).abs() < 1e-12,

@@ -199,10 +199,13 @@ pub fn simulate(opts: &SimOptions) -> Summary {
                 &opts.catalog,
                 &m.name,
                 &m.profile,
-                // without the capacity-at-SLO rule's half: batches may take the whole SLO
-                opts.params.slo_ms * if ab.slo_rule { 2.0 } else { 1.0 },
+                opts.params.slo_ms,
                 opts.params.max_batch,
-                !ab.burst_sizing,
+                fleet::Planning {
+                    // without the capacity-at-SLO rule's half: batches may take the whole SLO
+                    slo_factor: if ab.slo_rule { 2.0 } else { 1.0 },
+                    sustained: !ab.burst_sizing,
+                },
             )
         })
         .collect();
@@ -299,13 +302,36 @@ fn run_one(
         Strategy::MarkRsPerModel | Strategy::Candidate => Strategy::MarkRs,
         s => s,
     };
+    // behind the gateway (mark-rs, MArk as released), its own executors are a backend too
+    let with_gateway: Vec<Vec<TypeModel>>;
+    let types = if opts.params.gateway_executors > 0
+        && matches!(engine_strategy, Strategy::MarkRs | Strategy::MarkReleased)
+    {
+        with_gateway = types
+            .iter()
+            .zip(models)
+            .map(|(t, m)| {
+                let mut t = t.clone();
+                t.push(TypeModel::gateway(
+                    &m.profile,
+                    opts.params.slo_ms,
+                    opts.params.max_batch,
+                ));
+                t
+            })
+            .collect();
+        &with_gateway
+    } else {
+        types
+    };
     let lambda = opts.catalog.lambda.clone();
     let source = match (strategy, &opts.candidate) {
         (Strategy::Candidate, Some((c, _))) => c,
         _ => &opts.policies,
     };
     let policies = || policies_for(engine_strategy, source, opts.params.ablate);
-    if models.len() > 1 && strategy == Strategy::MarkRs {
+    // one shared fleet for the mix: mark-rs, and a candidate policy set run like it
+    if models.len() > 1 && matches!(strategy, Strategy::MarkRs | Strategy::Candidate) {
         let lanes: Vec<engine::LaneSpec<'_>> = models
             .iter()
             .zip(types)
@@ -320,7 +346,7 @@ fn run_one(
         return engine::run_lanes(
             &lanes,
             lambda,
-            strategy,
+            engine_strategy,
             spot,
             &opts.params,
             policies(),

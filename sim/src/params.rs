@@ -59,6 +59,9 @@ pub struct SimParams {
     pub ablate: Ablation,
     /// mark-rs plans with the feedback on slack (`--slack-feedback`).
     pub slack_feedback: bool,
+    /// The gateway's own executors, a free backend offered batches first (mark-rs and MArk as
+    /// released: both run behind the gateway); a replay takes the recorded count.
+    pub gateway_executors: u32,
 }
 
 /// Sources of planning headroom mark-rs can run without (`--ablate a,b,...`; issue 32's
@@ -179,6 +182,7 @@ impl Default for SimParams {
             min_instances: None,
             ablate: Ablation::default(),
             slack_feedback: false,
+            gateway_executors: 0,
         }
     }
 }

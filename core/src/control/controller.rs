@@ -277,8 +277,10 @@ pub fn capacity_of(catalog: &[InstanceType], name: &str) -> f64 {
 /// Actions that move `fleet` toward `plan`: launches for missing instances; terminations of idle
 /// instances older than `min_age_s` (youngest first, pending ones never), for surplus ones, as
 /// far as [`ControlConfig::scale_in_guard`] allows with `peak` the forecast peak. With the guard,
-/// nothing is launched while the fleet (launching instances included) covers the forecast and
-/// the plan would not save [`SWAP_SAVING`] of its cost per hour.
+/// nothing is launched while the fleet (launching instances included) covers the forecast,
+/// unless the plan's hourly saving repays the launches within [`PAYBACK_HORIZONS`] horizons
+/// ([`ControlConfig::pays_for_itself`]; otherwise: unless it saves [`SWAP_SAVING`] of the
+/// fleet's cost per hour).
 pub fn diff(
     now: f64,
     cfg: &ControlConfig,

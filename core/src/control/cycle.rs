@@ -150,6 +150,14 @@ impl Controller {
         }
     }
 
+    /// A replica that does not lead plans nothing: what it counted is not an interval of a
+    /// plan, and must not be judged as one when it takes over.
+    pub fn forget_interval(&mut self) {
+        if let Some(s) = &mut self.slack {
+            s.forget_interval();
+        }
+    }
+
     /// `n` requests were answered by Lambda (spill-over): the slack feedback weighs them.
     pub fn served_by_lambda(&mut self, n: u64) {
         if let Some(s) = &mut self.slack {
@@ -307,62 +315,30 @@ impl Controller {
         // the provisioner plans with the usable types; the fleet's own are priced from them all
         // every type's capacity (the fleet may hold backed-off ones); the plan launches usable ones
         let usable = self.launches.usable(now, all);
-        let mut plan_for = |forecasts: &[Vec<f64>]| {
-            let planned = demands(models, forecasts, &attainment, all);
-            step(
-                now,
-                &self.cfg,
-                &counted,
-                planned,
-                all,
-                &usable,
-                &self.floor,
-                provision,
-            )
-        };
-        let full = plan_for(&forecasts);
-        // the slack feedback's lower plan, kept only when it costs less per hour than the full
-        // forecast's (a lower forecast can tip a greedy plan from one large, efficient type to
-        // many small ones that cost more)
-        d.step = Some(if d.headroom < 1.0 {
-            let scaled: Vec<Vec<f64>> = forecasts
-                .iter()
-                .map(|f| f.iter().map(|x| x * d.headroom).collect())
-                .collect();
-            match (plan_for(&scaled), full) {
-                (Ok(lower), Ok(full)) if hourly(&full, all) < hourly(&lower, all) => {
-                    d.headroom = 1.0;
-                    Ok(full)
-                }
-                (Ok(lower), _) => Ok(lower),
-                (Err(_), full) => {
-                    d.headroom = 1.0;
-                    full
-                }
+        // the slack feedback's headroom scales what is planned (one provisioner call: a policy
+        // component's failures, rollbacks and shadows see one decision per interval)
+        let h = d.headroom;
+        if h != 1.0 {
+            for f in &mut forecasts {
+                f.iter_mut().for_each(|x| *x *= h);
             }
-        } else {
-            full
-        });
+        }
+        let planned = demands(models, &forecasts, &attainment, all);
+        d.step = Some(step(
+            now,
+            &self.cfg,
+            &counted,
+            planned,
+            all,
+            &usable,
+            &self.floor,
+            provision,
+        ));
         self.at_zero = matches!(&d.step, Some(Ok(s)) if s.plan.targets.is_empty()
             && s.plan.lambda_share >= 1.0
             && self.floor.min_instances == Some(0));
         d
     }
-}
-
-/// What a step's plan costs per hour (on-demand or spot price of each target).
-fn hourly(s: &Step, catalog: &[InstanceType]) -> f64 {
-    s.plan
-        .targets
-        .iter()
-        .map(|t| {
-            f64::from(t.count)
-                * catalog
-                    .iter()
-                    .find(|c| c.name == t.instance_type)
-                    .map_or(0.0, |c| c.price(t.market))
-        })
-        .sum()
 }
 
 /// `arrived` items counted from `from` to `now` into `rates`, window by window.

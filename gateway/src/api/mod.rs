@@ -34,6 +34,10 @@ pub struct Peer(pub std::net::IpAddr);
 /// addresses), an IPv4 peer by its address.
 pub fn peer_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
+        // an IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d: its own key
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            std::net::IpAddr::V4(v6.to_ipv4_mapped().expect("checked"))
+        }
         std::net::IpAddr::V6(v6) => {
             let s = v6.segments();
             std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))

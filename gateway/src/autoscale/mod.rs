@@ -208,6 +208,7 @@ impl ControlLoop {
             attainment_target: opts.attainment_target,
             profile: serde_json::to_value(&*loaded.profile).ok(),
             catalog_toml: opts.catalog.to_toml(),
+            executors: model.cfg.executors as u32,
             policies: crate::policy::PolicyKind::ALL
                 .map(|k| {
                     let s = state.policies.get(k).status();
@@ -216,6 +217,8 @@ impl ControlLoop {
                 .to_vec(),
         });
         let engine = state.engine.clone();
+        // the plan covers the whole forecast until the feedback on slack (if on) says otherwise
+        status.lock().expect("status lock").headroom = 1.0;
         Some(ControlLoop {
             predictor: PolicyCaller::new(engine.clone(), state.policies.predictor.clone()),
             provisioner: PolicyCaller::new(engine, state.policies.provisioner.clone()),
@@ -288,6 +291,10 @@ impl ControlLoop {
     /// replica that just took over plans at once, on the fleet it has just listed.
     fn leads(&mut self) -> bool {
         let leads = self.replica.as_ref().is_none_or(|r| r.is_leader());
+        if !leads {
+            // a follower plans nothing: its counts are no interval of a plan
+            self.controller.forget_interval();
+        }
         if leads && !self.was_leader && self.replica.is_some() {
             tracing::info!("controller lease held: planning on the fleet listed from its tags");
             self.controller.plan_now(self.clock.now());

@@ -410,9 +410,10 @@ impl RemoteSet {
             .await
             .map_err(|e| fail(format!("worker {}: {e}", remote.addr)))?;
         let status = resp.status();
-        if answered_without_auth(self.secret.get().is_some(), &resp)
-            && !remote.open.swap(true, Relaxed)
-        {
+        // the flag follows the worker's latest answer (a worker restarted with the secret
+        // stops counting); the warning is for each change to open
+        let open = answered_without_auth(self.secret.get().is_some(), &resp);
+        if status.is_success() && remote.open.swap(open, Relaxed) != open && open {
             tracing::warn!(worker = %remote.id, addr = %remote.addr, "this worker runs batches without checking the worker secret (its answers lack x-mark-worker-auth): anyone who reaches it can use it; start it with MARK_WORKER_SECRET or MARK_WORKER_SECRET_FILE");
         }
         let load = load_of(&resp);

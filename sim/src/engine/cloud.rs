@@ -24,7 +24,13 @@ impl Sim<'_> {
         let lag = self.p.faults.list_lag_s;
         self.instances
             .iter()
-            .filter(|i| i.alive() && !i.draining && !i.noticed && self.now - i.launched_at >= lag)
+            .filter(|i| {
+                i.alive()
+                    && !i.pinned
+                    && !i.draining
+                    && !i.noticed
+                    && self.now - i.launched_at >= lag
+            })
             .map(|i| Instance {
                 id: i.id.to_string(),
                 fleet: String::new(),
@@ -64,7 +70,11 @@ impl Sim<'_> {
     }
 
     pub(super) fn alive(&self) -> u32 {
-        self.instances.iter().filter(|i| i.alive()).count() as u32
+        // the gateway's own executors are not fleet instances
+        self.instances
+            .iter()
+            .filter(|i| i.alive() && !i.pinned)
+            .count() as u32
     }
 
     pub(super) fn apply(&mut self, actions: Vec<Action>) {

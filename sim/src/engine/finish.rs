@@ -20,13 +20,17 @@ impl Sim<'_> {
         let mut ledger = CostLedger::default();
         ledger.observe(
             end,
-            self.instances.iter().zip(&ids).map(|(i, id)| Billed {
-                id,
-                backend: backend_key(&self.types[i.ty].spec.name, i.market),
-                price_per_hour: i.price_per_hour,
-                launched_at: i.launched_at,
-                ended_at: i.ended_at,
-            }),
+            self.instances
+                .iter()
+                .zip(&ids)
+                .filter(|(i, _)| !i.pinned)
+                .map(|(i, id)| Billed {
+                    id,
+                    backend: backend_key(&self.types[i.ty].spec.name, i.market),
+                    price_per_hour: i.price_per_hour,
+                    launched_at: i.launched_at,
+                    ended_at: i.ended_at,
+                }),
         );
         let instance_cost = ledger.total();
         let (mut by_backend, mut hours) = (BTreeMap::new(), BTreeMap::new());

@@ -128,8 +128,7 @@ impl<'a> Sim<'a> {
     }
 
     fn launch(&mut self, ty: usize, market: Market, delay_s: f64, ready_now: bool) -> bool {
-        let alive = self.instances.iter().filter(|i| i.alive()).count() as u32;
-        if alive >= self.p.max_instances {
+        if self.alive() >= self.p.max_instances {
             return false;
         }
         let idx = self.instances.len();
@@ -152,6 +151,7 @@ impl<'a> Sim<'a> {
             credits_at: self.now,
             boots: true,
             noticed: false,
+            pinned: false,
         });
         self.launches += 1;
         let fails = self.p.faults.boot_failure_rate;
@@ -173,6 +173,32 @@ impl<'a> Sim<'a> {
             }
         }
         true
+    }
+
+    /// One of the gateway's own executors, serving from t = 0 (type `ty`, the gateway's).
+    fn launch_pinned(&mut self, ty: usize) {
+        let idx = self.instances.len();
+        self.next_id += 1;
+        self.instances.push(SimInstance {
+            id: self.next_id,
+            ty,
+            market: Market::OnDemand,
+            price_per_hour: 0.0,
+            launched_at: self.now,
+            ready_at: self.now,
+            ready: true,
+            ended_at: None,
+            batch: Vec::new(),
+            lane: 0,
+            epoch: 0,
+            draining: false,
+            credits: 0.0,
+            credits_at: self.now,
+            boots: true,
+            noticed: false,
+            pinned: true,
+        });
+        self.idle.insert(idx);
     }
 
     fn end(&mut self, idx: usize) {
@@ -261,11 +287,12 @@ impl<'a> Sim<'a> {
         if !stalled && matches!(self.strategy, Strategy::MarkRs | Strategy::MarkReleased) {
             let fleet = self.fleet();
             let models = self.model_inputs();
+            let size = self.alive();
             let pol = &mut self.policies;
             let d = self.controller.on_tick(
                 self.now,
                 &fleet,
-                self.instances.iter().filter(|i| i.alive()).count() as u32,
+                size,
                 &models,
                 &mut |m, h, iv, n| (pol.predict)(m, h, iv, n),
                 &mut |i| (pol.provision)(i),
@@ -281,7 +308,7 @@ impl<'a> Sim<'a> {
         let capacity: f64 = self
             .instances
             .iter()
-            .filter(|i| i.ready)
+            .filter(|i| i.ready && !i.pinned)
             .map(|i| {
                 let t = &self.types[i.ty];
                 if self.strategy == Strategy::SageMaker {
@@ -297,7 +324,7 @@ impl<'a> Sim<'a> {
             t: self.now,
             load_rps: self.sample_arrivals as f64 / self.p.sample_s,
             capacity_rps: capacity,
-            instances: self.instances.iter().filter(|i| i.alive()).count() as u32,
+            instances: self.alive(),
             lambda_rps: self.sample_lambda as f64 / self.p.sample_s,
             missed: self.sample_missed,
             cost,

@@ -40,7 +40,12 @@ pub fn run_lanes(
 ) -> PolicyReport {
     let types = specs[0].types.clone();
     let workload = specs[0].workload;
-    let mut catalog: Vec<InstanceType> = types.iter().map(|t| t.spec.clone()).collect();
+    // the gateway's executors (`--gateway-executors`) are a backend, not a type to plan
+    let mut catalog: Vec<InstanceType> = types
+        .iter()
+        .filter(|t| t.spec.name != crate::fleet::GATEWAY_TYPE)
+        .map(|t| t.spec.clone())
+        .collect();
     if !spot || strategy == Strategy::SageMaker {
         for c in &mut catalog {
             c.price_spot = 0.0;
@@ -119,6 +124,17 @@ pub fn run_lanes(
             .fold(f64::INFINITY, f64::min);
         let l = &mut sim.lanes[m];
         (l.best_rate, l.full_batch, l.full_batch_s) = (best_rate, full_batch, full_batch_s);
+    }
+    // the gateway's own executors first: the live batch loop offers a batch to a free one of
+    // them before any worker (and `dispatch` offers idle instances in index order)
+    if let Some(gw) = sim
+        .types
+        .iter()
+        .position(|t| t.spec.name == crate::fleet::GATEWAY_TYPE)
+    {
+        for _ in 0..p.gateway_executors {
+            sim.launch_pinned(gw);
+        }
     }
     // the starting fleet, warm at t = 0: sized for the first interval's rate (the whole trace's
     // peak for static-peak); the same for every strategy so none starts cold

@@ -260,6 +260,9 @@ pub struct Live {
     pub cost: Option<f64>,
     /// p99 latency of the requests answered in between, ms (a bucket's upper bound).
     pub p99_ms: Option<f64>,
+    /// The lower bound of that bucket, ms (0 for the first): the live p99 lies in
+    /// `(p99_floor_ms, p99_ms]`, as finely as the latency histogram resolves it.
+    pub p99_floor_ms: Option<f64>,
 }
 
 impl Trace {
@@ -269,7 +272,7 @@ impl Trace {
             .windows
             .iter()
             .fold((0, 0), |(d, m), w| (d + w.2, m + w.3));
-        let (cost, p99) = match &self.totals {
+        let (cost, p99, floor) = match &self.totals {
             Some((a, b)) if b.t > a.t => {
                 let diff: Vec<(Option<f64>, u64)> = b
                     .buckets
@@ -279,23 +282,30 @@ impl Trace {
                     .collect();
                 let n: u64 = diff.iter().map(|x| x.1).sum();
                 let mut seen = 0;
-                let p99 = (n > 0)
+                let at = (n > 0)
                     .then(|| {
-                        diff.iter().find_map(|(le, k)| {
+                        diff.iter().position(|(_, k)| {
                             seen += k;
-                            (seen as f64 >= 0.99 * n as f64).then_some(le.unwrap_or(f64::INFINITY))
+                            seen as f64 >= 0.99 * n as f64
                         })
                     })
                     .flatten();
-                (Some(b.cost - a.cost), p99)
+                let p99 = at.map(|i| diff[i].0.unwrap_or(f64::INFINITY));
+                let floor = at.map(|i| {
+                    i.checked_sub(1)
+                        .and_then(|j| diff[j].0)
+                        .unwrap_or(0.0)
+                });
+                (Some(b.cost - a.cost), p99, floor)
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         Live {
             requests: self.arrivals.iter().map(|a| u64::from(a.1)).sum(),
             attainment: (done > 0).then(|| 1.0 - missed as f64 / done as f64),
             cost,
             p99_ms: p99,
+            p99_floor_ms: floor,
         }
     }
 }

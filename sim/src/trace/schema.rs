@@ -31,6 +31,10 @@ pub struct Context {
     pub catalog_toml: Option<String>,
     /// The policy in each slot: sha256, or "native-default".
     pub policies: Vec<(String, String)>,
+    /// The gateway's own executors for the model (they serve batches first, before the fleet;
+    /// the replay models them as a backend). 0 in traces of older builds.
+    #[serde(default)]
+    pub executors: u32,
 }
 
 /// One instance of the fleet: (id, type, market, state).
