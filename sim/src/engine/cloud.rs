@@ -5,6 +5,32 @@ use super::*;
 use crate::control::fleet::FleetError;
 
 impl Sim<'_> {
+    /// One of the gateway's own executors, serving from t = 0 (type `ty`, the gateway's).
+    pub(super) fn launch_pinned(&mut self, ty: usize) {
+        let idx = self.instances.len();
+        self.next_id += 1;
+        self.instances.push(SimInstance {
+            id: self.next_id,
+            ty,
+            market: Market::OnDemand,
+            price_per_hour: 0.0,
+            launched_at: self.now,
+            ready_at: self.now,
+            ready: true,
+            ended_at: None,
+            batch: Vec::new(),
+            lane: 0,
+            epoch: 0,
+            draining: false,
+            credits: 0.0,
+            credits_at: self.now,
+            boots: true,
+            noticed: false,
+            pinned: true,
+        });
+        self.idle.insert(idx);
+    }
+
     pub(super) fn terminate(&mut self, id: &str) -> bool {
         let Some(idx) = self.index_of(id).filter(|&i| self.instances[i].alive()) else {
             return false;

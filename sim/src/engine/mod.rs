@@ -175,32 +175,6 @@ impl<'a> Sim<'a> {
         true
     }
 
-    /// One of the gateway's own executors, serving from t = 0 (type `ty`, the gateway's).
-    fn launch_pinned(&mut self, ty: usize) {
-        let idx = self.instances.len();
-        self.next_id += 1;
-        self.instances.push(SimInstance {
-            id: self.next_id,
-            ty,
-            market: Market::OnDemand,
-            price_per_hour: 0.0,
-            launched_at: self.now,
-            ready_at: self.now,
-            ready: true,
-            ended_at: None,
-            batch: Vec::new(),
-            lane: 0,
-            epoch: 0,
-            draining: false,
-            credits: 0.0,
-            credits_at: self.now,
-            boots: true,
-            noticed: false,
-            pinned: true,
-        });
-        self.idle.insert(idx);
-    }
-
     fn end(&mut self, idx: usize) {
         let i = &mut self.instances[idx];
         if i.ended_at.is_some() {

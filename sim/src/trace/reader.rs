@@ -291,11 +291,7 @@ impl Trace {
                     })
                     .flatten();
                 let p99 = at.map(|i| diff[i].0.unwrap_or(f64::INFINITY));
-                let floor = at.map(|i| {
-                    i.checked_sub(1)
-                        .and_then(|j| diff[j].0)
-                        .unwrap_or(0.0)
-                });
+                let floor = at.map(|i| i.checked_sub(1).and_then(|j| diff[j].0).unwrap_or(0.0));
                 (Some(b.cost - a.cost), p99, floor)
             }
             _ => (None, None, None),

@@ -1,0 +1,51 @@
+//! The control loop's sample phase: each rate window's outcomes into the controller, from this
+//! process alone or, with replicas, summed over every replica's published counters.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{served, ControlLoop};
+use crate::control::demand::Outcomes;
+
+impl ControlLoop {
+    /// Sample phase: this process's counts, or with replicas the fleet-wide ones (this
+    /// replica's counters published, every replica's summed).
+    pub(super) async fn sample(&mut self, now: f64) {
+        let (windows, totals) = self.served.windows();
+        let window = windows.iter().fold(Outcomes::default(), |a, w| a.plus(*w));
+        crate::trace::live::window(
+            &self.state.trace,
+            window.arrived,
+            window.done,
+            window.missed,
+        );
+        // Lambda's share of this process's answers, for the slack feedback (with replicas, the
+        // fleet's answers are taken to spill as this replica's do)
+        let lambda_total = self.lambda.as_ref().map_or(0, |l| l.requests.load(Relaxed));
+        let lambda_now = lambda_total.saturating_sub(self.lambda_seen);
+        self.lambda_seen = lambda_total;
+        match &self.replica {
+            None => {
+                self.controller.on_window(now, &windows);
+                self.controller.served_by_lambda(lambda_now);
+            }
+            Some(r) => {
+                let window_ms = (self.opts.window_s * 1000.0) as u64;
+                r.publish(totals, window, (10 * window_ms / 1000).max(60))
+                    .await;
+                // a replica silent for 3 windows (and 10 s) is gone: its counts so far are in
+                let stale_ms = (3 * window_ms).max(10_000);
+                let added = match r.rows().await {
+                    Some((rows, at)) => self.fleet_demand.absorb(&rows, at, stale_ms),
+                    None => Outcomes::default(),
+                };
+                // the rows carry totals; each model gets its share of this replica's own
+                self.controller
+                    .on_window(now, &served::split_like(added, &windows));
+                let share = lambda_now as f64 / window.done.max(1) as f64;
+                self.controller
+                    .served_by_lambda((share.min(1.0) * added.done as f64) as u64);
+            }
+        }
+        self.own_totals = totals;
+    }
+}
