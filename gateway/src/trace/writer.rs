@@ -276,21 +276,33 @@ fn time_of(r: &Rec) -> f64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_segment_deleted_by_someone_else_does_not_stop_the_recording() {
-        let dir = std::env::temp_dir().join(format!("mark-trace-d-{}", std::process::id()));
+    /// An empty directory for test `tag`.
+    fn fresh(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mark-trace-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A writer into `dir` bounded to `max` bytes, and its counters.
+    fn writer(dir: &std::path::Path, max: u64) -> (Writer, Arc<Counters>) {
         let c = Arc::new(Counters::default());
-        let max = 256 << 10;
-        let mut w = Writer::new(
-            dir.clone(),
+        let w = Writer::new(
+            dir.to_path_buf(),
             max,
             c.clone(),
             Instant::now(),
             0.0,
             Default::default(),
         );
+        (w, c)
+    }
+
+    #[test]
+    fn a_segment_deleted_by_someone_else_does_not_stop_the_recording() {
+        let dir = fresh("d");
+        let max = 256 << 10;
+        let (mut w, c) = writer(&dir, max);
         w.rotate().unwrap();
         // the first segment vanishes (an operator's cleanup), then enough records to trim it
         std::fs::remove_file(dir.join("trace-000001.jsonl")).unwrap();
@@ -311,19 +323,9 @@ mod tests {
     #[test]
     fn a_full_disk_is_reported_counted_and_survived() {
         // the first segment is /dev/full: every write to it fails with ENOSPC, as on a full disk
-        let dir = std::env::temp_dir().join(format!("mark-trace-full-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh("full");
         std::os::unix::fs::symlink("/dev/full", dir.join("trace-000001.jsonl")).unwrap();
-        let c = Arc::new(Counters::default());
-        let w = Writer::new(
-            dir.clone(),
-            64 << 20,
-            c.clone(),
-            Instant::now(),
-            0.0,
-            Default::default(),
-        );
+        let (w, c) = writer(&dir, 64 << 20);
         // 40 s of arrivals, one per millisecond, and the end
         let arrivals = (0..40_000u32).map(|i| (f64::from(i) * 1e-3, 0, 1));
         w.run(&Mutex::new(Pending {
@@ -357,19 +359,9 @@ mod tests {
 
     #[test]
     fn segments_rotate_and_the_oldest_go_under_the_bound() {
-        let dir = std::env::temp_dir().join(format!("mark-trace-w-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = Arc::new(Counters::default());
+        let dir = fresh("w");
         let max = 256 << 10;
-        let w = Writer::new(
-            dir.clone(),
-            max,
-            c.clone(),
-            Instant::now(),
-            0.0,
-            Default::default(),
-        );
+        let (w, c) = writer(&dir, max);
         let p = Pending {
             arrivals: (0..40_000u32)
                 .map(|i| (f64::from(i) * 1e-3, 0, 1))
