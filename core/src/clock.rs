@@ -6,12 +6,23 @@
 
 use std::time::{Instant, SystemTime};
 
-/// Seconds since the Unix epoch, with sub-second precision.
+/// Seconds since the Unix epoch, with sub-second precision (plus `MARK_TEST_WALL_SKEW_S`, a
+/// test hook that sets this process's wall clock off by that many seconds, as a machine whose
+/// clock drifted: the replicas' tests run with clocks ±5 s apart).
 pub fn wall_s() -> f64 {
+    static SKEW: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let skew = *SKEW.get_or_init(|| {
+        std::env::var("MARK_TEST_WALL_SKEW_S")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && v.abs() <= 86_400.0)
+            .unwrap_or(0.0)
+    });
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+        + skew
 }
 
 /// Whole seconds since the Unix epoch (for stamps shown to operators).

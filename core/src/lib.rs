@@ -12,11 +12,14 @@
 //! - `clock`: the wall clock, and loop time vs the cloud's wall-clock stamps.
 //! - `error`: the configuration error every parser here returns.
 //! - `secret`: comparing secrets in constant time.
+//! - `lease`: the controller lease among replicas (state machine and its conditions), demand
+//!   rows in `control::demand`.
 
 pub mod admission;
 pub mod clock;
 pub mod control;
 pub mod error;
+pub mod lease;
 pub mod profile;
 pub mod secret;
 pub mod spill;

@@ -262,7 +262,8 @@ pub struct ControlArgs {
 /// Replica flags: several `mark serve` behind a load balancer, one controller at a time.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ReplicaArgs {
-    /// This replica's name among the fleet's replicas (with --lease-table).
+    /// This replica's name among the fleet's replicas (with --lease-table; default the host
+    /// name and process id). Two running processes with one id are refused (the later exits).
     #[arg(long)]
     pub replica_id: Option<String>,
     /// DynamoDB table holding the controller lease and the replicas' counters (created when
@@ -282,18 +283,28 @@ pub struct ReplicaArgs {
 
 impl ReplicaArgs {
     /// The replica settings for `fleet`, or `None` without `--lease-table`.
-    pub fn options(&self, fleet: &str) -> Result<Option<crate::replica::ReplicaOptions>, String> {
+    pub fn options(
+        &self,
+        fleet: &str,
+        window_s: f64,
+    ) -> Result<Option<crate::replica::ReplicaOptions>, String> {
         let Some(table) = &self.lease_table else {
             if self.replica_id.is_some() {
                 return Err("--replica-id needs --lease-table".into());
             }
             return Ok(None);
         };
-        let id = self
-            .replica_id
-            .clone()
-            .filter(|i| !i.is_empty() && i.len() <= 128)
-            .ok_or("--lease-table needs --replica-id (1 to 128 characters, unique per replica)")?;
+        let id = match &self.replica_id {
+            None => crate::replica::default_id(),
+            Some(i) if !i.is_empty() && i.len() <= 128 && !i.chars().any(char::is_control) => {
+                i.clone()
+            }
+            Some(_) => {
+                return Err(
+                    "--replica-id: 1 to 128 printable characters, unique per replica".into(),
+                )
+            }
+        };
         if !(2.0..=300.0).contains(&self.lease_seconds) {
             return Err(format!(
                 "--lease-seconds {}: must be in [2, 300]",
@@ -309,6 +320,7 @@ impl ReplicaArgs {
                 fleet: fleet.to_string(),
             },
             lease: std::time::Duration::from_secs_f64(self.lease_seconds),
+            stale: std::time::Duration::from_secs_f64((3.0 * window_s).max(10.0)),
         }))
     }
 }
@@ -346,7 +358,7 @@ impl ControlArgs {
             }
             return Ok(());
         };
-        self.replica.options(&self.fleet)?;
+        self.replica.options(&self.fleet, self.control_window)?;
         if cloud != "local" && cloud != "ec2" {
             return Err(format!("--cloud {cloud}: unknown driver (local, ec2)"));
         }

@@ -54,6 +54,7 @@ pub mod cloud;
 pub mod codec;
 pub mod config;
 pub use mark_core::control;
+pub use mark_core::lease;
 pub mod exec;
 pub mod failure;
 pub mod fuzzing;

@@ -80,41 +80,146 @@ pub struct ReplicaRow {
     pub updated_ms: u64,
 }
 
+/// What the reader knows of one replica's row.
+#[derive(Debug, Clone)]
+struct Seen {
+    epoch: String,
+    totals: Outcomes,
+    updated_ms: u64,
+    /// Reader's monotonic time of the last change of the row.
+    changed_at: f64,
+    /// Its arrival rate (req/s) between its two latest publications, on its own clock.
+    rate: f64,
+    /// Seen changing at least once (a row that never changes is of a replica gone).
+    confirmed: bool,
+    /// What of its totals was counted before this reader saw it.
+    base: Outcomes,
+}
+
+/// What one read of the replicas' rows adds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Absorbed {
+    /// Outcomes counted since the last read, all replicas summed (exact: totals, the SLO).
+    pub added: Outcomes,
+    /// Arrivals to count in the reader's span since its last read: the fleet's rate (each live
+    /// replica's Δcount / Δ its own timestamps) times that span. A late publication or a
+    /// replica back after a gap changes its rate, never stacks its backlog into one window.
+    pub arrived: u64,
+}
+
 /// The fleet-wide view the controller builds from the replicas' rows.
 #[derive(Debug, Clone, Default)]
 pub struct FleetDemand {
-    seen: HashMap<String, (String, Outcomes)>,
+    seen: HashMap<String, Seen>,
     /// Everything counted so far, all replicas summed.
     pub totals: Outcomes,
-    /// Replicas whose row was fresh at the last read.
+    /// Arrivals handed to the rate windows so far (the rate-attributed counterpart of
+    /// `totals.arrived`).
+    pub rate_arrived: u64,
+    /// Replicas whose row changed within the staleness limit at the last read.
     pub live_replicas: u32,
+    /// The fleet's arrival rate at the last read (req/s).
+    pub rate: f64,
+    last_read: Option<f64>,
+    carry: f64,
 }
 
 impl FleetDemand {
-    /// Folds in `rows` read at wall-clock `now_ms`; rows older than `stale_ms` are of replicas
-    /// gone (their last counts were taken when they were fresh). Returns what was added.
-    pub fn absorb(&mut self, rows: &[ReplicaRow], now_ms: u64, stale_ms: u64) -> Outcomes {
+    /// Folds in `rows` read at `now` (the reader's monotonic clock, s), or a failed read
+    /// (`None`: every replica goes on at its last rate). A row unchanged for `stale_s` of the
+    /// reader's time is of a replica gone; a row seen for the first time counts once it changes
+    /// (a row left by a replica gone never does). `window_s`: the replicas' publication period.
+    pub fn absorb(
+        &mut self,
+        rows: Option<&[ReplicaRow]>,
+        now: f64,
+        stale_s: f64,
+        window_s: f64,
+    ) -> Absorbed {
         let mut added = Outcomes::default();
-        let mut live = 0;
-        for r in rows {
-            if now_ms.saturating_sub(r.updated_ms) > stale_ms {
-                continue;
-            }
-            live += 1;
-            let delta = match self.seen.get(&r.replica) {
-                Some((epoch, last)) if *epoch == r.epoch => r.totals.since(*last),
-                // a replica restarted: everything it counted since is new
-                Some(_) => r.totals,
-                // first sight (a new replica, or this one just took over): its last window
-                None => r.last_window,
-            };
-            added = added.plus(delta);
+        if let Some(rows) = rows {
             self.seen
-                .insert(r.replica.clone(), (r.epoch.clone(), r.totals));
+                .retain(|k, _| rows.iter().any(|r| r.replica == *k));
+            for r in rows {
+                added = added.plus(self.fold(r, now, window_s));
+            }
+        }
+        let (mut live, mut rate) = (0, 0.0);
+        for s in self.seen.values() {
+            if s.confirmed && now - s.changed_at <= stale_s {
+                live += 1;
+                rate += s.rate;
+            }
         }
         self.live_replicas = live;
+        self.rate = rate;
+        let span = self.last_read.map_or(0.0, |t| (now - t).max(0.0));
+        self.last_read = Some(now);
+        let want = rate * span + self.carry;
+        let arrived = want.max(0.0).floor() as u64;
+        self.carry = want - arrived as f64;
         self.totals = self.totals.plus(added);
-        added
+        self.rate_arrived += arrived;
+        Absorbed { added, arrived }
+    }
+
+    /// One row: what it adds.
+    fn fold(&mut self, r: &ReplicaRow, now: f64, window_s: f64) -> Outcomes {
+        let first_rate = r.last_window.arrived as f64 / window_s.max(1e-3);
+        match self.seen.get_mut(&r.replica) {
+            Some(s) if s.epoch == r.epoch => {
+                if s.updated_ms == r.updated_ms && s.totals == r.totals {
+                    return Outcomes::default();
+                }
+                let d = r.totals.since(s.totals);
+                let dt = r.updated_ms.saturating_sub(s.updated_ms) as f64 / 1000.0;
+                s.rate = if dt > 0.0 {
+                    d.arrived as f64 / dt
+                } else {
+                    first_rate
+                };
+                let add = if s.confirmed {
+                    d
+                } else {
+                    r.totals.since(s.base)
+                };
+                s.confirmed = true;
+                s.totals = r.totals;
+                s.updated_ms = r.updated_ms;
+                s.changed_at = now;
+                add
+            }
+            Some(s) => {
+                // a replica restarted (a new epoch: alive): everything it counted since is new
+                *s = Seen {
+                    epoch: r.epoch.clone(),
+                    totals: r.totals,
+                    updated_ms: r.updated_ms,
+                    changed_at: now,
+                    rate: first_rate,
+                    confirmed: true,
+                    base: Outcomes::default(),
+                };
+                r.totals
+            }
+            None => {
+                // first sight: its last window is what this reader has not counted, once the
+                // row shows it alive
+                self.seen.insert(
+                    r.replica.clone(),
+                    Seen {
+                        epoch: r.epoch.clone(),
+                        totals: r.totals,
+                        updated_ms: r.updated_ms,
+                        changed_at: now,
+                        rate: first_rate,
+                        confirmed: false,
+                        base: r.totals.since(r.last_window),
+                    },
+                );
+                Outcomes::default()
+            }
+        }
     }
 }
 
@@ -142,26 +247,126 @@ mod tests {
         }
     }
 
+    fn rows(rs: &[(&str, &str, u64, u64, u64)]) -> Vec<ReplicaRow> {
+        rs.iter()
+            .map(|&(r, e, arrived, last, at)| row(r, e, arrived, last, at))
+            .collect()
+    }
+
     #[test]
     fn the_fleet_sum_is_every_replicas_arrivals_once() {
         let mut f = FleetDemand::default();
-        // first read: each replica's last window
-        let a = f.absorb(&[row("a", "1", 100, 10, 0), row("b", "1", 50, 5, 0)], 0, 10);
-        assert_eq!(a.arrived, 15);
-        // then only what changed, however many windows each published in between
-        let a = f.absorb(&[row("a", "1", 130, 10, 5), row("b", "1", 50, 0, 5)], 5, 10);
-        assert_eq!(a.arrived, 30);
+        // first read: rows seen, counted once they show their replica alive
+        let a = f.absorb(
+            Some(&rows(&[("a", "1", 100, 10, 0), ("b", "1", 50, 5, 0)])),
+            0.0,
+            10.0,
+            1.0,
+        );
+        assert_eq!(a.added.arrived, 0);
+        // then each one's last window and what changed since
+        let a = f.absorb(
+            Some(&rows(&[("a", "1", 130, 30, 1000), ("b", "1", 55, 5, 1000)])),
+            1.0,
+            10.0,
+            1.0,
+        );
+        assert_eq!(a.added.arrived, 40 + 10);
         // the same rows again add nothing
-        assert_eq!(f.absorb(&[row("a", "1", 130, 10, 5)], 6, 10).arrived, 0);
-        assert_eq!(f.totals.arrived, 45);
+        let a = f.absorb(
+            Some(&rows(&[("a", "1", 130, 30, 1000), ("b", "1", 55, 5, 1000)])),
+            2.0,
+            10.0,
+            1.0,
+        );
+        assert_eq!(a.added.arrived, 0);
+        assert_eq!(f.totals.arrived, 50);
+        assert_eq!(f.live_replicas, 2);
+    }
+
+    #[test]
+    fn a_late_publication_changes_no_window_rate_under_out_of_phase_replicas() {
+        // two replicas at 100 req/s each, publishing every second; the reader reads every
+        // second. Replica b's publications come late (every 3 s, 300 at a time).
+        let mut f = FleetDemand::default();
+        let mut peak = 0u64;
+        for k in 0..=30u64 {
+            let t = k as f64;
+            let a = ("a", "1", 100 * k, 100, 1000 * k);
+            let kb = k / 3 * 3;
+            let b = ("b", "1", 100 * kb, 100, 1000 * kb + 400);
+            let got = f.absorb(Some(&rows(&[a, b])), t, 10.0, 1.0);
+            if k > 4 {
+                peak = peak.max(got.arrived);
+            }
+        }
+        // the old sum put b's 300 into one 1 s window: 400 req/s
+        assert!(peak <= 205, "a window of {peak} for a fleet at 200 req/s");
+        assert!((f.rate - 200.0).abs() < 1.0, "rate {}", f.rate);
+    }
+
+    #[test]
+    fn a_failed_read_or_a_replica_back_after_a_gap_does_not_double_a_window() {
+        let mut f = FleetDemand::default();
+        f.absorb(Some(&rows(&[("a", "1", 0, 0, 0)])), 0.0, 10.0, 1.0);
+        f.absorb(Some(&rows(&[("a", "1", 50, 50, 1000)])), 1.0, 10.0, 1.0);
+        // a read fails: the rate carries on over the span; the next read adds no backlog
+        let a = f.absorb(None, 2.0, 10.0, 1.0);
+        assert_eq!(a.arrived, 50);
+        let a = f.absorb(Some(&rows(&[("a", "1", 150, 50, 3000)])), 3.0, 10.0, 1.0);
+        assert_eq!((a.added.arrived, a.arrived), (100, 50));
+        // a is silent 20 s (stale: counted out), then back with 20 s of arrivals at 50/s
+        let a = f.absorb(Some(&rows(&[("a", "1", 150, 50, 3000)])), 20.0, 10.0, 1.0);
+        assert_eq!((f.live_replicas, a.arrived), (0, 0));
+        let a = f.absorb(Some(&rows(&[("a", "1", 1150, 50, 23000)])), 23.0, 10.0, 1.0);
+        assert_eq!(a.added.arrived, 1000, "every arrival in the totals");
+        assert!(
+            a.arrived <= 3 * 50,
+            "{} in the 3 s since the last read",
+            a.arrived
+        );
     }
 
     #[test]
     fn a_restarted_replica_counts_from_zero_and_a_gone_one_drops_out() {
         let mut f = FleetDemand::default();
-        f.absorb(&[row("a", "1", 100, 10, 0), row("b", "1", 50, 5, 0)], 0, 10);
-        let a = f.absorb(&[row("a", "2", 7, 7, 15), row("b", "1", 60, 10, 0)], 20, 10);
-        assert_eq!(a.arrived, 7, "b is stale: skipped; a restarted: all 7 new");
+        f.absorb(
+            Some(&rows(&[("a", "1", 100, 10, 0), ("b", "1", 50, 5, 0)])),
+            0.0,
+            10.0,
+            1.0,
+        );
+        f.absorb(
+            Some(&rows(&[("a", "1", 110, 10, 1000), ("b", "1", 55, 5, 1000)])),
+            1.0,
+            10.0,
+            1.0,
+        );
+        let a = f.absorb(
+            Some(&rows(&[("a", "2", 7, 7, 900), ("b", "1", 55, 5, 1000)])),
+            12.0,
+            10.0,
+            1.0,
+        );
+        assert_eq!(
+            a.added.arrived, 7,
+            "a restarted: all 7 new; b unchanged 11 s: gone"
+        );
         assert_eq!(f.live_replicas, 1);
+    }
+
+    #[test]
+    fn a_row_left_by_a_replica_gone_before_the_reader_started_is_never_counted() {
+        let mut f = FleetDemand::default();
+        for t in 0..20 {
+            let a = f.absorb(
+                Some(&rows(&[("old", "1", 900, 300, 5)])),
+                t as f64,
+                10.0,
+                1.0,
+            );
+            assert_eq!(a.added.arrived + a.arrived, 0);
+        }
+        assert_eq!(f.live_replicas, 0);
     }
 }

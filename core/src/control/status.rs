@@ -116,8 +116,15 @@ pub struct ReplicaStatus {
     pub lease_seconds: f64,
     /// Times this replica took the lease.
     pub times_acquired: u64,
-    /// Replicas whose counters were fresh at the last read.
+    /// Whether the lease table was reached (a replica serves as a follower until it is).
+    pub table_reachable: bool,
+    /// Replicas whose counters changed within the staleness limit at the last read.
     pub live_replicas: u32,
+    /// The fleet's arrival rate at the last read (req/s): each live replica's Δcount over Δ
+    /// its own timestamps, summed.
+    pub fleet_rate: f64,
+    /// Arrivals handed to the rate windows (the fleet rate over the time that passed).
+    pub fleet_rate_arrived: u64,
     /// Items this replica's clients sent so far.
     pub own_arrived: u64,
     /// Items all replicas' clients sent, as summed from the replicas' rows since this one started.

@@ -156,7 +156,7 @@ impl Serve {
         control.validate().map_err(Failure::config)?;
         let replica = control
             .replica
-            .options(&control.fleet)
+            .options(&control.fleet, control.control_window)
             .map_err(Failure::config)?;
         if !(0.0..=3600.0).contains(&drain_seconds) {
             return Err(Failure::config(format!(
@@ -241,12 +241,10 @@ impl Serve {
         let _ = out.flush();
         let first = self.models.first().map(|m| m.name.clone());
         let state = super::state(self.cfg, self.models, self.engine, self.slots);
+        // serving never waits for the lease table: the replica reaches it in the background
         let replica = match self.replica {
             Some(o) => {
-                let table = o.store.table.clone();
-                let r = crate::replica::Replica::connect(o)
-                    .await
-                    .map_err(|e| Failure::failed(format!("--lease-table {table}: {e}")))?;
+                let r = crate::replica::Replica::new(o).await;
                 tokio::spawn(r.clone().run());
                 Some(r)
             }
@@ -281,8 +279,16 @@ impl Serve {
         // a stop: readiness fails first, then after --drain-seconds the listeners stop
         // accepting and what was accepted is answered; then the lease is given up
         let (st, drain_seconds) = (state.clone(), self.drain_seconds);
+        let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
+        let (rep, fatal_w) = (replica.clone(), fatal.clone());
         let shutdown = async move {
-            shutdown_signal().await;
+            match rep {
+                Some(r) => tokio::select! {
+                    () = shutdown_signal() => {},
+                    why = r.fatal() => *fatal_w.lock().expect("fatal") = Some(why),
+                },
+                None => shutdown_signal().await,
+            }
             st.draining
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(drain_seconds, "stopping: readiness now fails");
@@ -294,7 +300,11 @@ impl Serve {
         }
         // what is queued is written, with the end record
         state.trace.stop();
-        Ok(())
+        let why = fatal.lock().expect("fatal").take();
+        match why {
+            Some(why) => Err(Failure::config(why)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! The cloud as the act phase reaches it: launches keyed by the plan they carry out, and no
-//! change at all once this replica no longer holds the controller lease (a fence: a leader
-//! that stalled past its lease must not act beside the one that took over).
+//! change at all once this replica no longer holds the controller lease at the generation the
+//! tick planned under (a fence: a leader that stalled past its lease, or lost it and took it
+//! again, must not act on a plan made under an older tenure). EC2 has no conditional
+//! RunInstances or TerminateInstances, so the token is checked here before each call; the
+//! launch key (the same on every replica) makes two leaders' launches of one plan collapse.
 //!
 //! A launch's key is (control interval, type, market, ordinal), the ordinal counted by the
 //! controller itself over the launches it made of that type and market in that interval — not
@@ -22,7 +25,7 @@ use crate::replica::Replica;
 pub(super) struct Keyed<'a> {
     pub cloud: &'a Driver,
     pub keys: &'a mut LaunchKeys,
-    pub replica: Option<&'a Replica>,
+    pub replica: Option<(&'a Replica, u64)>,
 }
 
 /// The launch keys of one control interval.
@@ -63,7 +66,7 @@ impl LaunchKeys {
 impl Keyed<'_> {
     fn fenced(&self) -> Result<(), FleetError> {
         match self.replica {
-            Some(r) if !r.is_leader() => Err(FleetError::NotLeader),
+            Some((r, generation)) if !r.holds(generation) => Err(FleetError::NotLeader),
             _ => Ok(()),
         }
     }

@@ -130,6 +130,8 @@ pub struct ControlLoop {
     replica: Option<Arc<Replica>>,
     fleet_demand: crate::control::demand::FleetDemand,
     was_leader: bool,
+    /// The lease generation this tick plans under: every act checks it still holds (0 alone).
+    generation: u64,
     /// This process's counters, all models, at the last sample.
     own_totals: Outcomes,
     /// Requests Lambda answered, at the last sample.
@@ -233,6 +235,7 @@ impl ControlLoop {
             noticed: Default::default(),
             replica: opts.replica.clone(),
             fleet_demand: Default::default(),
+            generation: 0,
             was_leader: false,
             own_totals: Outcomes::default(),
             lambda_seen: 0,
@@ -249,7 +252,8 @@ impl ControlLoop {
     /// True when this process may change the fleet: no replicas, or it holds the lease. A
     /// replica that just took over plans at once, on the fleet it has just listed.
     fn leads(&mut self) -> bool {
-        let leads = self.replica.as_ref().is_none_or(|r| r.is_leader());
+        self.generation = self.replica.as_ref().map_or(0, |r| r.generation());
+        let leads = self.replica.is_none() || self.generation != 0;
         if !leads {
             // a follower plans nothing: its counts are no interval of a plan
             self.controller.forget_interval();
@@ -424,7 +428,7 @@ impl ControlLoop {
         let mut cloud = keyed::Keyed {
             cloud: &self.cloud,
             keys: &mut self.launch_keys,
-            replica: self.replica.as_deref(),
+            replica: self.replica.as_deref().map(|r| (r, self.generation)),
         };
         let done = fleet::apply(
             &mut cloud,
@@ -544,6 +548,8 @@ impl ControlLoop {
             let mut rs = r.status();
             let fd = &self.fleet_demand;
             rs.live_replicas = fd.live_replicas;
+            rs.fleet_rate = fd.rate;
+            rs.fleet_rate_arrived = fd.rate_arrived;
             rs.own_arrived = self.own_totals.arrived;
             (rs.fleet_arrived, rs.fleet_done, rs.fleet_missed) =
                 (fd.totals.arrived, fd.totals.done, fd.totals.missed);

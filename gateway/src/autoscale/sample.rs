@@ -29,21 +29,29 @@ impl ControlLoop {
                 self.controller.served_by_lambda(lambda_now);
             }
             Some(r) => {
-                let window_ms = (self.opts.window_s * 1000.0) as u64;
-                r.publish(totals, window, (10 * window_ms / 1000).max(60))
+                let window_s = self.opts.window_s;
+                r.publish(totals, window, ((10.0 * window_s) as u64).max(60))
                     .await;
-                // a replica silent for 3 windows (and 10 s) is gone: its counts so far are in
-                let stale_ms = (3 * window_ms).max(10_000);
-                let added = match r.rows().await {
-                    Some((rows, at)) => self.fleet_demand.absorb(&rows, at, stale_ms),
-                    None => Outcomes::default(),
+                // a replica whose row has not changed for 3 windows (and 10 s) on this
+                // process's clock is gone: its counts so far are in
+                let stale_s = (3.0 * window_s).max(10.0);
+                let got = match r.rows().await {
+                    Some((rows, at)) => {
+                        self.fleet_demand.absorb(Some(&rows), at, stale_s, window_s)
+                    }
+                    None => self.fleet_demand.absorb(None, r.clock(), stale_s, window_s),
                 };
-                // the rows carry totals; each model gets its share of this replica's own
+                // arrivals at the fleet's rate over the time that passed; outcomes as counted
+                let fleet = Outcomes {
+                    arrived: got.arrived,
+                    ..got.added
+                };
+                // each model gets its share of this replica's own
                 self.controller
-                    .on_window(now, &served::split_like(added, &windows));
+                    .on_window(now, &served::split_like(fleet, &windows));
                 let share = lambda_now as f64 / window.done.max(1) as f64;
                 self.controller
-                    .served_by_lambda((share.min(1.0) * added.done as f64) as u64);
+                    .served_by_lambda((share.min(1.0) * got.added.done as f64) as u64);
             }
         }
         self.own_totals = totals;

@@ -1,9 +1,8 @@
 //! The replicas' shared table in DynamoDB: the controller lease and each replica's counters.
 //!
 //! One table, key `pk` (hash) + `sk` (range), TTL attribute `ttl`:
-//! - `pk = "lease#<fleet>"`, `sk = "leader"`: `holder`, `expires_ms`, `generation`. Taken with a
-//!   conditional write (absent, or expired) that bumps `generation`, renewed with one that
-//!   requires the same holder and generation, as the AWS DynamoDB lock client does;
+//! - `pk = "lease#<fleet>"`, `sk = "leader"`: `holder`, `incarnation`, `generation`, `beat`,
+//!   `lease_ms`, `expires_ms` (informational): the conditional writes of [`crate::lease`];
 //! - `pk = "demand#<fleet>"`, `sk = <replica id>`: its counters ([`ReplicaRow`]), rewritten every
 //!   rate window, expiring (TTL) when the replica is gone.
 
@@ -17,6 +16,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use crate::control::demand::{Outcomes, ReplicaRow};
+use crate::lease::{CallError, Record, Version, Write, Writer};
 
 /// Where the table is and how to reach it.
 #[derive(Debug, Clone)]
@@ -39,21 +39,28 @@ pub struct Store {
     demand_pk: String,
 }
 
-/// A failed call, or a condition that did not hold (someone else holds the lease).
-#[derive(Debug)]
-pub enum StoreError {
-    /// The conditional write did not apply.
-    Refused,
-    /// The call failed (network, throttling, table missing...).
-    Failed(String),
+/// Over what a replica writes its row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// No row yet.
+    Absent,
+    /// The row of this process (its epoch).
+    Mine,
+    /// The row of an earlier run of this id: its epoch and stamp, as seen unchanged.
+    Over(String, u64),
 }
 
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::Refused => f.write_str("condition not met"),
-            StoreError::Failed(e) => f.write_str(e),
-        }
+/// The lease record from a table item.
+fn record(i: &HashMap<String, AttributeValue>) -> Record {
+    Record {
+        holder: get_s(i, "holder"),
+        incarnation: get_s(i, "incarnation"),
+        version: Version {
+            generation: get_n(i, "generation"),
+            beat: get_n(i, "beat"),
+            expires_ms: get_n(i, "expires_ms"),
+        },
+        lease_ms: get_n(i, "lease_ms"),
     }
 }
 
@@ -79,8 +86,8 @@ fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Maps an SDK error: a failed condition is [`StoreError::Refused`].
-fn map_err<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+/// Maps an SDK error: a failed condition is [`CallError::Refused`].
+fn map_err<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> CallError
 where
     E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -89,9 +96,9 @@ where
         .and_then(|se| se.code())
         .is_some_and(|c| c == "ConditionalCheckFailedException")
     {
-        return StoreError::Refused;
+        return CallError::Refused;
     }
-    StoreError::Failed(DisplayErrorContext(e).to_string())
+    CallError::Failed(DisplayErrorContext(e).to_string())
 }
 
 impl Store {
@@ -116,7 +123,7 @@ impl Store {
     }
 
     /// Creates the table (on demand billing, TTL on `ttl`) when it does not exist.
-    pub async fn ensure_table(&self) -> Result<(), StoreError> {
+    pub async fn ensure_table(&self) -> Result<(), CallError> {
         let described = self
             .client
             .describe_table()
@@ -135,14 +142,14 @@ impl Store {
                 .attribute_name(name)
                 .key_type(kt)
                 .build()
-                .map_err(|e| StoreError::Failed(e.to_string()))
+                .map_err(|e| CallError::Failed(e.to_string()))
         };
         let attr = |name: &str| {
             AttributeDefinition::builder()
                 .attribute_name(name)
                 .attribute_type(ScalarAttributeType::S)
                 .build()
-                .map_err(|e| StoreError::Failed(e.to_string()))
+                .map_err(|e| CallError::Failed(e.to_string()))
         };
         let created = self
             .client
@@ -163,11 +170,32 @@ impl Store {
                     .is_some_and(|se| se.is_resource_in_use_exception()) => {}
             Err(e) => return Err(map_err(e)),
         }
+        // a new table takes a while to become ACTIVE; TTL can be set only then
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(map_err)?;
+            let status = d.table().and_then(|t| t.table_status());
+            if status == Some(&aws_sdk_dynamodb::types::TableStatus::Active) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(CallError::Failed(format!(
+                    "table not ACTIVE 60 s after CreateTable (status {status:?})"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
         let ttl = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
             .attribute_name("ttl")
             .enabled(true)
             .build()
-            .map_err(|e| StoreError::Failed(e.to_string()))?;
+            .map_err(|e| CallError::Failed(e.to_string()))?;
         // best effort: expired rows are ignored by readers anyway
         let _ = self
             .client
@@ -179,79 +207,67 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the lease for `me` when nobody holds it or it expired before `now_ms`; returns the
-    /// new generation.
-    pub async fn acquire(&self, me: &str, now_ms: u64, lease_ms: u64) -> Result<u64, StoreError> {
-        let out = self
+    /// Writes the lease record as `who` at wall-clock `wall_ms`, conditional as
+    /// [`crate::lease::Table::apply`] is; the record after.
+    pub async fn write(&self, who: &Writer, w: Write, wall_ms: u64) -> Result<Record, CallError> {
+        let exp = wall_ms + who.lease_ms;
+        let mut u = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&self.lease_pk))
             .key("sk", s("leader"))
-            .update_expression(
-                "SET holder = :me, expires_ms = :exp, generation = if_not_exists(generation, :zero) + :one, #ttl = :ttl",
-            )
-            .condition_expression("attribute_not_exists(pk) OR expires_ms < :now")
-            .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":me", s(me))
-            .expression_attribute_values(":exp", n(now_ms + lease_ms))
-            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":me", s(&who.id))
+            .expression_attribute_values(":inc", s(&who.incarnation))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":ttl", n((now_ms + lease_ms) / 1000 + 3600))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(map_err)?;
-        Ok(out.attributes().map_or(0, |a| get_n(a, "generation")))
+            .return_values(ReturnValue::AllNew);
+        let mine = "(holder = :me AND incarnation = :inc)";
+        u = match w {
+            Write::Acquire(seen) => {
+                let cond = match seen {
+                    None => format!("attribute_not_exists(pk) OR {mine}"),
+                    Some(v) => {
+                        u = u
+                            .expression_attribute_values(":g", n(v.generation))
+                            .expression_attribute_values(":b", n(v.beat))
+                            .expression_attribute_values(":e", n(v.expires_ms));
+                        // records of earlier releases have no beat: their renewals move expires_ms
+                        format!("(generation = :g AND expires_ms = :e AND (attribute_not_exists(beat) OR beat = :b)) OR {mine}")
+                    }
+                };
+                u.update_expression(
+                    "SET holder = :me, incarnation = :inc, generation = if_not_exists(generation, :zero) + :one, beat = if_not_exists(beat, :zero) + :one, expires_ms = :exp, lease_ms = :lease, #ttl = :ttl",
+                )
+                .condition_expression(cond)
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":exp", n(exp))
+                .expression_attribute_values(":lease", n(who.lease_ms))
+                .expression_attribute_values(":ttl", n(exp / 1000 + 3600))
+            }
+            Write::Renew(g) => u
+                .update_expression(
+                    "SET beat = if_not_exists(beat, :zero) + :one, expires_ms = :exp, lease_ms = :lease, #ttl = :ttl",
+                )
+                .condition_expression(format!("{mine} AND generation = :g"))
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":g", n(g))
+                .expression_attribute_values(":exp", n(exp))
+                .expression_attribute_values(":lease", n(who.lease_ms))
+                .expression_attribute_values(":ttl", n(exp / 1000 + 3600)),
+            Write::Release(g) => u
+                .update_expression(
+                    "SET beat = if_not_exists(beat, :zero) + :one, expires_ms = :zero REMOVE incarnation",
+                )
+                .condition_expression(format!("{mine} AND generation = :g"))
+                .expression_attribute_values(":g", n(g)),
+        };
+        let out = u.send().await.map_err(map_err)?;
+        Ok(out.attributes().map(record).unwrap_or_default())
     }
 
-    /// Extends the lease `me` holds at `generation`.
-    pub async fn renew(
-        &self,
-        me: &str,
-        generation: u64,
-        now_ms: u64,
-        lease_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&self.lease_pk))
-            .key("sk", s("leader"))
-            .update_expression("SET expires_ms = :exp, #ttl = :ttl")
-            .condition_expression("holder = :me AND generation = :g")
-            .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":me", s(me))
-            .expression_attribute_values(":g", n(generation))
-            .expression_attribute_values(":exp", n(now_ms + lease_ms))
-            .expression_attribute_values(":ttl", n((now_ms + lease_ms) / 1000 + 3600))
-            .send()
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
-    /// Gives the lease up (it expires at once) if `me` still holds it at `generation`.
-    pub async fn release(&self, me: &str, generation: u64) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&self.lease_pk))
-            .key("sk", s("leader"))
-            .update_expression("SET expires_ms = :zero")
-            .condition_expression("holder = :me AND generation = :g")
-            .expression_attribute_values(":me", s(me))
-            .expression_attribute_values(":g", n(generation))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
-    /// Who holds the lease: holder, expiry (wall-clock ms) and generation, when anyone ever did.
-    pub async fn holder(&self) -> Result<Option<(String, u64, u64)>, StoreError> {
+    /// The lease record (a consistent read), when anyone ever held it.
+    pub async fn read(&self) -> Result<Option<Record>, CallError> {
         let out = self
             .client
             .get_item()
@@ -262,21 +278,49 @@ impl Store {
             .send()
             .await
             .map_err(map_err)?;
-        Ok(out.item().map(|i| {
-            (
-                get_s(i, "holder"),
-                get_n(i, "expires_ms"),
-                get_n(i, "generation"),
-            )
-        }))
+        Ok(out.item().map(record))
     }
 
-    /// Writes this replica's row; it expires `ttl_s` seconds after `row.updated_ms`.
-    pub async fn publish(&self, row: &ReplicaRow, ttl_s: u64) -> Result<(), StoreError> {
-        let (t, w) = (row.totals, row.last_window);
-        self.client
-            .put_item()
+    /// This replica's row as stored: its epoch and publication stamp, when there is one.
+    pub async fn own_row(&self, replica: &str) -> Result<Option<(String, u64)>, CallError> {
+        let out = self
+            .client
+            .get_item()
             .table_name(&self.table)
+            .key("pk", s(&self.demand_pk))
+            .key("sk", s(replica))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(map_err)?;
+        Ok(out
+            .item()
+            .map(|i| (get_s(i, "epoch"), get_n(i, "updated_ms"))))
+    }
+
+    /// Writes this replica's row; it expires `ttl_s` seconds after `row.updated_ms`. Written
+    /// only over a row of the same epoch (`Claim::Mine`), none (`Claim::Absent`), or the one
+    /// seen (`Claim::Over`: a row of an earlier run of this id, unchanged for long enough): a
+    /// refusal means another running process uses this replica id.
+    pub async fn publish(
+        &self,
+        row: &ReplicaRow,
+        ttl_s: u64,
+        claim: &Claim,
+    ) -> Result<(), CallError> {
+        let (t, w) = (row.totals, row.last_window);
+        let p = self.client.put_item();
+        let p = match claim {
+            Claim::Absent => p.condition_expression("attribute_not_exists(pk)"),
+            Claim::Mine => p
+                .condition_expression("epoch = :mine")
+                .expression_attribute_values(":mine", s(&row.epoch)),
+            Claim::Over(epoch, updated_ms) => p
+                .condition_expression("epoch = :old AND updated_ms = :u")
+                .expression_attribute_values(":old", s(epoch))
+                .expression_attribute_values(":u", n(*updated_ms)),
+        };
+        p.table_name(&self.table)
             .item("pk", s(&self.demand_pk))
             .item("sk", s(&row.replica))
             .item("epoch", s(&row.epoch))
@@ -297,7 +341,7 @@ impl Store {
     }
 
     /// Every replica's row (a consistent read).
-    pub async fn rows(&self) -> Result<Vec<ReplicaRow>, StoreError> {
+    pub async fn rows(&self) -> Result<Vec<ReplicaRow>, CallError> {
         let mut rows = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
