@@ -96,6 +96,19 @@ struct Seen {
     base: Outcomes,
 }
 
+/// One replica's row as a reader sees it (the status page's list).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RowView {
+    /// `--replica-id`.
+    pub replica: String,
+    /// Its arrival rate (req/s) between its two latest publications, on its own clock.
+    pub rate: f64,
+    /// Seconds of this reader's time since the row last changed.
+    pub quiet_s: f64,
+    /// Whether its rate counts in the fleet's (changed within 3 publication periods).
+    pub counted: bool,
+}
+
 /// What one read of the replicas' rows adds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Absorbed {
@@ -120,6 +133,8 @@ pub struct FleetDemand {
     pub live_replicas: u32,
     /// The fleet's arrival rate at the last read (req/s).
     pub rate: f64,
+    /// Each replica's row as this reader sees it, at the last read.
+    pub rows: Vec<RowView>,
     last_read: Option<f64>,
     carry: f64,
 }
@@ -127,8 +142,9 @@ pub struct FleetDemand {
 impl FleetDemand {
     /// Folds in `rows` read at `now` (the reader's monotonic clock, s), or a failed read
     /// (`None`: every replica goes on at its last rate). A row unchanged for `stale_s` of the
-    /// reader's time is of a replica gone; a row seen for the first time counts once it changes
-    /// (a row left by a replica gone never does). `window_s`: the replicas' publication period.
+    /// reader's time (reads that failed not counted) is of a replica gone; its rate stops after
+    /// 3 publication periods (`window_s`) unchanged. A row seen for the first time counts once
+    /// it changes (a row left by a replica gone never does).
     pub fn absorb(
         &mut self,
         rows: Option<&[ReplicaRow]>,
@@ -137,24 +153,43 @@ impl FleetDemand {
         window_s: f64,
     ) -> Absorbed {
         let mut added = Outcomes::default();
-        if let Some(rows) = rows {
-            self.seen
-                .retain(|k, _| rows.iter().any(|r| r.replica == *k));
-            for r in rows {
-                added = added.plus(self.fold(r, now, window_s));
-            }
-        }
-        let (mut live, mut rate) = (0, 0.0);
-        for s in self.seen.values() {
-            if s.confirmed && now - s.changed_at <= stale_s {
-                live += 1;
-                rate += s.rate;
-            }
-        }
-        self.live_replicas = live;
-        self.rate = rate;
         let span = self.last_read.map_or(0.0, |t| (now - t).max(0.0));
         self.last_read = Some(now);
+        match rows {
+            Some(rows) => {
+                self.seen
+                    .retain(|k, _| rows.iter().any(|r| r.replica == *k));
+                for r in rows {
+                    added = added.plus(self.fold(r, now, window_s));
+                }
+            }
+            // a failed read says nothing of the rows: no replica ages for it
+            None => self.seen.values_mut().for_each(|s| s.changed_at += span),
+        }
+        // a replica's rate goes on while its publications may merely be late (3 windows): a
+        // replica gone stops adding demand then, though it counts as live until `stale_s`
+        let coast_s = (3.0 * window_s).min(stale_s);
+        let (mut live, mut rate) = (0, 0.0);
+        self.rows.clear();
+        for (id, s) in &self.seen {
+            let quiet = now - s.changed_at;
+            if s.confirmed && quiet <= stale_s {
+                live += 1;
+            }
+            let counted = s.confirmed && quiet <= coast_s;
+            if counted {
+                rate += s.rate;
+            }
+            self.rows.push(RowView {
+                replica: id.clone(),
+                rate: s.rate,
+                quiet_s: quiet,
+                counted,
+            });
+        }
+        self.rows.sort_by(|a, b| a.replica.cmp(&b.replica));
+        self.live_replicas = live;
+        self.rate = rate;
         let want = rate * span + self.carry;
         let arrived = want.max(0.0).floor() as u64;
         self.carry = want - arrived as f64;
@@ -368,5 +403,36 @@ mod tests {
             assert_eq!(a.added.arrived + a.arrived, 0);
         }
         assert_eq!(f.live_replicas, 0);
+    }
+
+    #[test]
+    fn a_killed_replica_stops_adding_demand_after_three_windows_and_a_failed_read_ages_no_one() {
+        let mut f = FleetDemand::default();
+        let at = |k: u64| {
+            rows(&[
+                ("a", "1", 10 * k, 10, 1000 * k),
+                ("b", "1", 10 * k.min(5), 10, 1000 * k.min(5)),
+            ])
+        };
+        for k in 0..=5 {
+            f.absorb(Some(&at(k)), k as f64, 10.0, 1.0);
+        }
+        assert_eq!(f.rate, 20.0);
+        // b killed at 5 s: its rate goes on 3 windows, then only a's counts
+        let got: Vec<u64> = (6..=10)
+            .map(|k| f.absorb(Some(&at(k)), k as f64, 10.0, 1.0).arrived)
+            .collect();
+        assert_eq!(got, [20, 20, 20, 10, 10]);
+        assert_eq!(f.live_replicas, 2, "b counts as live until 10 s unchanged");
+        // reads failing for 20 s age no row: both go on at their last rate
+        let mut g = FleetDemand::default();
+        for k in 0..=2 {
+            g.absorb(Some(&at(k)), k as f64, 10.0, 1.0);
+        }
+        for k in 3..=22 {
+            assert_eq!(g.absorb(None, k as f64, 10.0, 1.0).arrived, 20);
+        }
+        g.absorb(Some(&at(23)), 23.0, 10.0, 1.0);
+        assert_eq!(g.live_replicas, 2);
     }
 }

@@ -125,6 +125,8 @@ pub struct ReplicaStatus {
     pub fleet_rate: f64,
     /// Arrivals handed to the rate windows (the fleet rate over the time that passed).
     pub fleet_rate_arrived: u64,
+    /// Each replica's row as this one reads it: its rate, how long it has been unchanged.
+    pub rows: Vec<crate::control::demand::RowView>,
     /// Items this replica's clients sent so far.
     pub own_arrived: u64,
     /// Items all replicas' clients sent, as summed from the replicas' rows since this one started.

@@ -550,6 +550,7 @@ impl ControlLoop {
             rs.live_replicas = fd.live_replicas;
             rs.fleet_rate = fd.rate;
             rs.fleet_rate_arrived = fd.rate_arrived;
+            rs.rows.clone_from(&fd.rows);
             rs.own_arrived = self.own_totals.arrived;
             (rs.fleet_arrived, rs.fleet_done, rs.fleet_missed) =
                 (fd.totals.arrived, fd.totals.done, fd.totals.missed);

@@ -203,7 +203,7 @@ impl Replica {
                 return;
             }
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(30));
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 

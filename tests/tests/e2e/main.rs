@@ -31,6 +31,7 @@ mod many_models;
 mod ops_page;
 mod policy_host;
 mod python_clients;
+mod replica_faults;
 mod replicas;
 mod router;
 mod row_wise;

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-const LEASE_S: f64 = 3.0;
+pub(crate) const LEASE_S: f64 = 3.0;
 
 /// What the replicas share: model repository, catalog, the cloud's state, the lease table.
-struct Shared {
+pub(crate) struct Shared {
     repo: PathBuf,
     catalog: PathBuf,
     state: PathBuf,
@@ -26,7 +26,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(tag: &str, moto: String) -> Shared {
+    pub(crate) fn new(tag: &str, moto: String) -> Shared {
         let repo = repo_with(&[(
             "mlp",
             "max_batch_size = 32\nslo_ms = 200\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
@@ -44,8 +44,25 @@ impl Shared {
     }
 
     /// Replica `i` on `port` (not yet ready).
-    fn start(&self, i: usize, port: u16) -> Gateway {
-        let (listen, id) = (format!("127.0.0.1:{port}"), format!("r{i}"));
+    pub(crate) fn start(&self, i: usize, port: u16) -> Gateway {
+        self.start_with(&format!("r{i}"), port, &self.moto, &[])
+    }
+
+    /// Replica `id` on `port`, its lease table at `endpoint`, with extra environment.
+    pub(crate) fn start_with(
+        &self,
+        id: &str,
+        port: u16,
+        endpoint: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let listen = format!("127.0.0.1:{port}");
+        let mut envs = vec![
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ];
+        envs.extend_from_slice(env);
         Gateway::start_env(
             &[
                 "--listen",
@@ -70,26 +87,22 @@ impl Shared {
                 "--max-instances",
                 "12",
                 "--replica-id",
-                &id,
+                id,
                 "--lease-table",
                 &self.table,
                 "--lease-endpoint",
-                &self.moto,
+                endpoint,
                 "--lease-seconds",
                 &LEASE_S.to_string(),
                 "--drain-seconds",
                 "1",
             ],
-            &[
-                ("AWS_ACCESS_KEY_ID", "testing"),
-                ("AWS_SECRET_ACCESS_KEY", "testing"),
-                ("AWS_EC2_METADATA_DISABLED", "true"),
-            ],
+            &envs,
         )
     }
 
     /// The fleet's instances now.
-    fn fleet(&self) -> usize {
+    pub(crate) fn fleet(&self) -> usize {
         let cat = mark_gateway::control::catalog::Catalog::parse(ONE_TYPE_CATALOG, "test")
             .expect("catalog");
         mark_gateway::cloud::local::LocalCloud::new(
@@ -111,11 +124,12 @@ impl Drop for Shared {
     }
 }
 
-/// HAProxy in front of the replicas: health checks on `/v2/health/ready` every 200 ms, a
-/// connection refused is retried on another replica.
-struct Lb {
+/// HAProxy in front of the replicas: health checks on `/v2/health/ready` every 200 ms; a
+/// request whose connection was refused or closed unanswered (a replica killed) is retried on
+/// another replica (inference is idempotent; the request is buffered for it).
+pub(crate) struct Lb {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Lb {
@@ -126,7 +140,7 @@ impl Drop for Lb {
 }
 
 impl Lb {
-    fn start(ports: &[u16]) -> Lb {
+    pub(crate) fn start(ports: &[u16]) -> Lb {
         let bin = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
             .into_iter()
             .find(|p| std::path::Path::new(p).is_file())
@@ -138,7 +152,7 @@ impl Lb {
             .map(|(i, p)| format!("  server r{i} 127.0.0.1:{p} check\n"))
             .collect();
         let cfg = format!(
-            "global\n  maxconn 2000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  retries 3\n  option redispatch 1\n  option http-server-close\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\nbackend be\n  balance roundrobin\n  option httpchk GET /v2/health/ready\n  http-check expect status 200\n  default-server inter 200ms fall 1 rise 1\n{servers}"
+            "global\n  maxconn 2000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  retries 3\n  option redispatch 1\n  option http-buffer-request\n  retry-on conn-failure empty-response response-timeout\n  option http-server-close\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\nbackend be\n  balance roundrobin\n  option httpchk GET /v2/health/ready\n  http-check expect status 200\n  default-server inter 200ms fall 1 rise 1\n{servers}"
         );
         let path = temp_dir("haproxy").join("haproxy.cfg");
         std::fs::write(&path, cfg).expect("haproxy.cfg");
@@ -158,13 +172,13 @@ impl Lb {
     }
 }
 
-async fn replica_status(g: &Gateway) -> serde_json::Value {
+pub(crate) async fn replica_status(g: &Gateway) -> serde_json::Value {
     let admin = g.admin.as_ref().expect("admin address");
     admin_status(admin, "t").await["control"].clone()
 }
 
 /// Waits until exactly one of `reps` (those `alive`) reports holding the lease; its index.
-async fn one_leader(reps: &[Gateway], alive: &[bool], within_s: f64) -> usize {
+pub(crate) async fn one_leader(reps: &[Gateway], alive: &[bool], within_s: f64) -> usize {
     let deadline = Instant::now() + Duration::from_secs_f64(within_s);
     loop {
         let mut leaders = Vec::new();
@@ -196,7 +210,7 @@ fn plan_total(status: &serde_json::Value) -> usize {
         .sum()
 }
 
-async fn start_three(sh: &Shared, ports: &[u16]) -> Vec<Gateway> {
+pub(crate) async fn start_three(sh: &Shared, ports: &[u16]) -> Vec<Gateway> {
     let mut reps = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         reps.push(sh.start(i, *p).ready().await);
@@ -205,7 +219,7 @@ async fn start_three(sh: &Shared, ports: &[u16]) -> Vec<Gateway> {
 }
 
 /// The answer to the reference row, from replica `g`.
-async fn reference(g: &Gateway) -> Arc<Vec<f32>> {
+pub(crate) async fn reference(g: &Gateway) -> Arc<Vec<f32>> {
     let r = post_json(
         &format!("{}/v2/models/mlp/infer", g.base),
         &mlp_request(&[mlp_row(9)]),

@@ -3,6 +3,7 @@
 
 mod http;
 pub mod rows;
+pub mod throttle;
 
 pub use http::*;
 
@@ -356,6 +357,11 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The exit status, once the process exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// SIGKILL, and reaps the process.

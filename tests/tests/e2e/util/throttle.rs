@@ -1,0 +1,133 @@
+//! A DynamoDB that throttles: an HTTP proxy in front of moto's server that, while switched on,
+//! answers every call as DynamoDB does when it throttles (HTTP 400, `ThrottlingException`)
+//! instead of forwarding it. moto never throttles; the replicas must survive a table that does.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// The proxy: its URL, the switch, and how many calls it refused.
+pub struct Throttle {
+    /// Where the replicas send their DynamoDB calls.
+    pub url: String,
+    on: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Throttle {
+    /// Starts throttling (`true`) or forwarding (`false`).
+    pub fn set(&self, on: bool) {
+        self.on.store(on, Relaxed);
+    }
+
+    /// Calls answered with a throttling error so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+}
+
+const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+
+/// A proxy to `upstream` (moto's URL), throttling from the start when `on`.
+pub async fn throttle_proxy(upstream: &str, on: bool) -> Throttle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the throttling proxy");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let on = Arc::new(AtomicBool::new(on));
+    let refused = Arc::new(AtomicU64::new(0));
+    let (switch, count, upstream) = (on.clone(), refused.clone(), upstream.to_string());
+    let task = tokio::spawn(async move {
+        let client = super::http::client();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (switch, count, upstream, client) = (
+                switch.clone(),
+                count.clone(),
+                upstream.clone(),
+                client.clone(),
+            );
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (switch, count, upstream, client) = (
+                            switch.clone(),
+                            count.clone(),
+                            upstream.clone(),
+                            client.clone(),
+                        );
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            if switch.load(Relaxed) {
+                                count.fetch_add(1, Relaxed);
+                                return Ok::<_, hyper::Error>(
+                                    hyper::Response::builder()
+                                        .status(400)
+                                        .header("content-type", "application/x-amz-json-1.0")
+                                        .body(Full::new(Bytes::from_static(THROTTLED.as_bytes())))
+                                        .expect("response"),
+                                );
+                            }
+                            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                            let mut b = hyper::Request::builder()
+                                .method(parts.method.clone())
+                                .uri(format!("{upstream}{path}"));
+                            for (k, v) in &parts.headers {
+                                b = b.header(k, v);
+                            }
+                            let fwd = b.body(Full::new(body)).expect("request");
+                            let answer = tokio::time::timeout(Duration::from_secs(10), async {
+                                let r = client.request(fwd).await.ok()?;
+                                let status = r.status();
+                                let headers = r.headers().clone();
+                                let body = r.into_body().collect().await.ok()?.to_bytes();
+                                Some((status, headers, body))
+                            })
+                            .await
+                            .ok()
+                            .flatten();
+                            Ok(match answer {
+                                Some((status, headers, body)) => {
+                                    let mut resp = hyper::Response::builder().status(status);
+                                    for (k, v) in &headers {
+                                        if k != "content-length" && k != "transfer-encoding" {
+                                            resp = resp.header(k, v);
+                                        }
+                                    }
+                                    resp.body(Full::new(body)).expect("response")
+                                }
+                                None => hyper::Response::builder()
+                                    .status(502)
+                                    .body(Full::new(Bytes::new()))
+                                    .expect("response"),
+                            })
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Throttle {
+        url,
+        on,
+        refused,
+        task,
+    }
+}
