@@ -126,6 +126,22 @@ pub struct SimulateArgs {
     /// a trace, else 0 (the fleet alone).
     #[arg(long)]
     pub gateway_executors: Option<u32>,
+    /// mark-rs behind N gateway replicas (as `mark serve --lease-table`): the controller sees
+    /// the demand the replicas' rows carry and acts only while one holds the lease.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// With --replicas: the replicas' wall clocks spread over ±this many seconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub replica_skew: f64,
+    /// With --replicas: share of row publications, reads and lease calls lost (0 to 0.9).
+    #[arg(long, default_value_t = 0.0)]
+    pub replica_loss: f64,
+    /// With --replicas: the replica leading at this second is killed (not restarted).
+    #[arg(long)]
+    pub replica_kill_at: Option<f64>,
+    /// With --replicas: the lease length, seconds (as `mark serve --lease-seconds`).
+    #[arg(long, default_value_t = 10.0)]
+    pub replica_lease: f64,
     /// Write the workload's rates as CSV to this file and exit.
     #[arg(long)]
     pub export_workload: Option<PathBuf>,

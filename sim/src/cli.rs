@@ -45,6 +45,28 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
         }
         None => None,
     };
+    let replica_checks = [
+        ((1..=64).contains(&a.replicas), "--replicas: 1 to 64"),
+        (
+            a.replica_loss.is_finite() && (0.0..=0.9).contains(&a.replica_loss),
+            "--replica-loss: a share in [0, 0.9]",
+        ),
+        (
+            a.replica_skew.is_finite() && a.replica_skew.abs() <= 3600.0,
+            "--replica-skew: seconds within ±3600",
+        ),
+        (
+            a.replica_lease.is_finite() && (2.0..=300.0).contains(&a.replica_lease),
+            "--replica-lease: seconds in [2, 300]",
+        ),
+        (
+            a.replica_kill_at.is_none_or(|t| t.is_finite() && t >= 0.0),
+            "--replica-kill-at: a second of the run",
+        ),
+    ];
+    if let Some((_, why)) = replica_checks.iter().find(|(ok, _)| !ok) {
+        return Err(Input((*why).to_string()));
+    }
     if !(a.load_scale.is_finite() && a.load_scale > 0.0 && a.load_scale <= 1000.0) {
         return Err(Input(format!(
             "--load-scale {}: must be in (0, 1000]",
@@ -258,6 +280,13 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             ablate,
             slack_feedback: a.slack_feedback,
             gateway_executors: a.gateway_executors.or(rec_executors).unwrap_or(0).min(64),
+            replicas: crate::engine::replicas::ReplicaParams {
+                n: a.replicas,
+                skew_s: a.replica_skew,
+                loss: a.replica_loss,
+                kill_at_s: a.replica_kill_at,
+                lease_s: a.replica_lease,
+            },
             ..SimParams::default()
         },
         catalog,

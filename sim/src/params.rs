@@ -62,6 +62,8 @@ pub struct SimParams {
     /// The gateway's own executors, a free backend offered batches first (mark-rs and MArk as
     /// released: both run behind the gateway); a replay takes the recorded count.
     pub gateway_executors: u32,
+    /// Gateway replicas behind a load balancer, their lease and demand rows (`--replicas`).
+    pub replicas: crate::engine::replicas::ReplicaParams,
 }
 
 /// Sources of planning headroom mark-rs can run without (`--ablate a,b,...`; issue 32's
@@ -183,6 +185,10 @@ impl Default for SimParams {
             ablate: Ablation::default(),
             slack_feedback: false,
             gateway_executors: 0,
+            replicas: crate::engine::replicas::ReplicaParams {
+                lease_s: 10.0,
+                ..Default::default()
+            },
         }
     }
 }

@@ -97,6 +97,9 @@ pub struct PolicyReport {
     pub lambda_cold_starts: u64,
     /// Share of requests served by Lambda.
     pub lambda_share: f64,
+    /// The gateway replicas' lease and demand rows (`--replicas`, mark-rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<crate::engine::replicas::ReplicaReport>,
     /// Per model, when several shared the fleet (`--workload MODEL=SPEC` repeated).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, ModelReport>,
@@ -259,6 +262,27 @@ impl Summary {
                 } else {
                     hours.join(", ")
                 }
+            );
+        }
+        for (p, r) in self
+            .policies
+            .iter()
+            .filter_map(|p| p.replicas.as_ref().map(|r| (p, r)))
+        {
+            let _ = writeln!(
+                s,
+                "{} behind {} replicas: {} lease acquisitions, {:.1} s without a leader{}, {} row publications and {} reads lost; demand seen {} of {} arrivals ({:+.2}%)",
+                p.label(),
+                r.replicas,
+                r.acquisitions,
+                r.leaderless_s,
+                r.takeover_s
+                    .map_or(String::new(), |t| format!(" (takeover {t:.1} s after the kill)")),
+                r.lost_publications,
+                r.failed_reads,
+                r.demand_seen,
+                r.arrivals,
+                100.0 * (r.demand_seen as f64 / r.arrivals.max(1) as f64 - 1.0)
             );
         }
         for c in &self.comparison {

@@ -157,8 +157,11 @@ impl FleetDemand {
         self.last_read = Some(now);
         match rows {
             Some(rows) => {
-                self.seen
-                    .retain(|k, _| rows.iter().any(|r| r.replica == *k));
+                // a row gone from the table (TTL) is forgotten once stale, not at once: if it
+                // comes back (same epoch), what it adds is what changed
+                self.seen.retain(|k, s| {
+                    rows.iter().any(|r| r.replica == *k) || now - s.changed_at <= stale_s
+                });
                 for r in rows {
                     added = added.plus(self.fold(r, now, window_s));
                 }
@@ -225,17 +228,19 @@ impl FleetDemand {
                 add
             }
             Some(s) => {
-                // a replica restarted (a new epoch: alive): everything it counted since is new
+                // a replica restarted (a new epoch): what it counted before its first
+                // publication is its last window (all of it), counted with its rate at its
+                // next publication rather than stacked into this window
                 *s = Seen {
                     epoch: r.epoch.clone(),
                     totals: r.totals,
                     updated_ms: r.updated_ms,
                     changed_at: now,
-                    rate: first_rate,
-                    confirmed: true,
-                    base: Outcomes::default(),
+                    rate: 0.0,
+                    confirmed: false,
+                    base: r.totals.since(r.last_window),
                 };
-                r.totals
+                Outcomes::default()
             }
             None => {
                 // first sight: its last window is what this reader has not counted, once the
@@ -377,16 +382,30 @@ mod tests {
             10.0,
             1.0,
         );
+        // a restarted after 10 s away: its first row carries all 100 it counted since
         let a = f.absorb(
-            Some(&rows(&[("a", "2", 7, 7, 900), ("b", "1", 55, 5, 1000)])),
+            Some(&rows(&[("a", "2", 100, 100, 900), ("b", "1", 55, 5, 1000)])),
             12.0,
             10.0,
             1.0,
         );
         assert_eq!(
-            a.added.arrived, 7,
-            "a restarted: all 7 new; b unchanged 11 s: gone"
+            (a.added.arrived, a.arrived),
+            (0, 0),
+            "not stacked into one window"
         );
+        assert_eq!(
+            f.live_replicas, 0,
+            "b unchanged 11 s: gone; a not yet confirmed"
+        );
+        let a = f.absorb(
+            Some(&rows(&[("a", "2", 110, 10, 1900), ("b", "1", 55, 5, 1000)])),
+            13.0,
+            10.0,
+            1.0,
+        );
+        assert_eq!(a.added.arrived, 110, "every arrival of the new run, once");
+        assert_eq!(a.arrived, 10, "at its rate");
         assert_eq!(f.live_replicas, 1);
     }
 
@@ -434,5 +453,16 @@ mod tests {
         }
         g.absorb(Some(&at(23)), 23.0, 10.0, 1.0);
         assert_eq!(g.live_replicas, 2);
+    }
+
+    #[test]
+    fn a_row_missing_from_one_read_and_back_adds_only_what_changed() {
+        let mut f = FleetDemand::default();
+        f.absorb(Some(&rows(&[("a", "1", 0, 0, 0)])), 0.0, 10.0, 1.0);
+        f.absorb(Some(&rows(&[("a", "1", 10, 10, 1000)])), 1.0, 10.0, 1.0);
+        f.absorb(Some(&[]), 2.0, 10.0, 1.0);
+        let a = f.absorb(Some(&rows(&[("a", "1", 30, 10, 3000)])), 3.0, 10.0, 1.0);
+        assert_eq!(a.added.arrived, 20);
+        assert_eq!(f.totals.arrived, 30);
     }
 }

@@ -64,10 +64,16 @@ impl LaunchKeys {
 }
 
 impl Keyed<'_> {
-    fn fenced(&self) -> Result<(), FleetError> {
+    /// The fence: `Err` unless this replica still leads under the tick's generation; the guard
+    /// keeps a release (a graceful stop) waiting until the call it covers is over.
+    async fn fenced(&self) -> Result<Option<crate::replica::Acting>, FleetError> {
         match self.replica {
-            Some((r, generation)) if !r.holds(generation) => Err(FleetError::NotLeader),
-            _ => Ok(()),
+            Some((r, generation)) => r
+                .acting(generation)
+                .await
+                .map(Some)
+                .ok_or(FleetError::NotLeader),
+            None => Ok(None),
         }
     }
 }
@@ -81,7 +87,7 @@ pub(super) fn plan_key(wall_s: f64, interval_s: f64) -> String {
 
 impl Fleet for Keyed<'_> {
     async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), FleetError> {
-        self.fenced()?;
+        let _acting = self.fenced().await?;
         let key = self.keys.next(instance_type, market);
         let i = self.cloud.launch(instance_type, market, Some(&key)).await?;
         // a failed call keeps its key: retried, EC2 launches it at most once
@@ -90,7 +96,7 @@ impl Fleet for Keyed<'_> {
         Ok(())
     }
     async fn terminate(&mut self, id: &str) -> Result<(), FleetError> {
-        self.fenced()?;
+        let _acting = self.fenced().await?;
         self.cloud.terminate(id).await
     }
 }

@@ -298,6 +298,14 @@ impl ControlLoop {
             return Some(fleet);
         }
         for id in dead {
+            // fenced like every act: only under the generation this tick leads with
+            let _acting = match &self.replica {
+                Some(r) => match r.acting(self.generation).await {
+                    Some(g) => Some(g),
+                    None => break,
+                },
+                None => None,
+            };
             tracing::warn!(instance = %id, "worker stayed unhealthy: terminating it for a replacement");
             if self.cloud.terminate(&id).await.is_ok() {
                 self.status.lock().expect("status lock").terminations += 1;

@@ -30,8 +30,9 @@ impl ControlLoop {
             }
             Some(r) => {
                 let window_s = self.opts.window_s;
-                r.publish(totals, window, ((10.0 * window_s) as u64).max(60))
-                    .await;
+                // rows live a day (readers judge staleness on their own clock; a row that
+                // expired under a live replica would be written again from its totals)
+                r.publish(totals, window, 86_400).await;
                 // a replica whose row has not changed for 3 windows (and 10 s) on this
                 // process's clock is gone: its counts so far are in
                 let stale_s = (3.0 * window_s).max(10.0);

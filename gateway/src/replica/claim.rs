@@ -12,6 +12,8 @@ use crate::lease::CallError;
 enum State {
     /// Read the row first.
     Unknown,
+    /// A write over this process's own row was refused: read it to see why.
+    Refused,
     /// A row of another epoch, unchanged since `since`.
     Watching {
         epoch: String,
@@ -50,7 +52,10 @@ impl RowClaim {
 
     /// True when the row must be read before writing.
     pub fn needs_read(&self) -> bool {
-        matches!(self.state, State::Unknown | State::Watching { .. })
+        matches!(
+            self.state,
+            State::Unknown | State::Refused | State::Watching { .. }
+        )
     }
 
     /// The claim to publish over now, if any.
@@ -65,6 +70,9 @@ impl RowClaim {
 
     /// The row as read at `now` (epoch and stamp, or none): the claim to publish over, if any.
     pub fn seen(&mut self, now: f64, row: Option<(String, u64)>) -> Option<Claim> {
+        if self.duplicate().is_some() {
+            return None;
+        }
         let c = match (row, &self.state) {
             (None, _) => Some(Claim::Absent),
             (Some((e, _)), _) if e == self.epoch => Some(Claim::Mine),
@@ -105,7 +113,7 @@ impl RowClaim {
             (Err(CallError::Refused), Some(Claim::Mine)) => {
                 // over this process's own row: someone wrote another epoch there (or the row
                 // expired: the read tells)
-                self.state = State::Unknown;
+                self.state = State::Refused;
             }
             (Err(CallError::Refused), _) if !matches!(self.state, State::Watching { .. }) => {
                 self.state = State::Unknown;
@@ -117,14 +125,16 @@ impl RowClaim {
     /// After a refused write over this process's own row, the row now: a foreign epoch there is
     /// a duplicate id.
     pub fn recheck(&mut self, row: &Option<(String, u64)>) {
-        if let Some((e, _)) = row {
-            if *e != self.epoch && self.state == State::Unknown {
-                self.state = State::Duplicate(format!(
-                    "another process (epoch {e}) wrote over this one's row of replica id {}",
-                    self.id
-                ));
-            }
+        if self.state != State::Refused {
+            return;
         }
+        self.state = match row {
+            Some((e, _)) if *e != self.epoch => State::Duplicate(format!(
+                "another process (epoch {e}) wrote over this one's row of replica id {}",
+                self.id
+            )),
+            _ => State::Unknown,
+        };
     }
 
     /// The reason to stop, when another running process uses this id.
@@ -181,7 +191,8 @@ mod tests {
         c.published(&Err(CallError::Refused));
         assert!(c.needs_read());
         c.recheck(&Some(("e9".into(), 77)));
-        assert!(c.duplicate().is_some());
+        assert_eq!(c.seen(1.0, Some(("e9".into(), 77))), None);
+        assert!(c.duplicate().is_some(), "the verdict stands after the read");
         // while a row that expired (TTL) is simply written again
         let mut c = RowClaim::new("r0", "e1", 10.0);
         c.seen(0.0, None);
@@ -191,5 +202,14 @@ mod tests {
         c.recheck(&None);
         assert_eq!(c.duplicate(), None);
         assert_eq!(c.seen(1.0, None), Some(Claim::Absent));
+    }
+
+    #[test]
+    fn a_restart_with_the_same_id_is_no_duplicate() {
+        // the first read of a new process finds its predecessor's row: watch it, not refuse
+        let mut c = RowClaim::new("r0", "e2", 10.0);
+        c.recheck(&Some(("e1".into(), 500)));
+        assert_eq!(c.seen(0.0, Some(("e1".into(), 500))), None);
+        assert_eq!(c.duplicate(), None);
     }
 }

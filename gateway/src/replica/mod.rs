@@ -38,6 +38,10 @@ pub struct ReplicaOptions {
     pub stale: Duration,
 }
 
+/// An act on the cloud under the lease (see [`Replica::acting`]).
+#[derive(Debug)]
+pub struct Acting(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>);
+
 /// One replica's lease and published counters.
 pub struct Replica {
     /// `--replica-id`.
@@ -49,6 +53,10 @@ pub struct Replica {
     lease: Mutex<Lease>,
     /// One lease call at a time: a release waits for a renewal in flight.
     calls: tokio::sync::Mutex<()>,
+    /// Held (shared) by each act on the cloud: a release waits for the acts in flight.
+    acts: Arc<tokio::sync::RwLock<()>>,
+    /// Set after this process's first publication (its later ones carry one window).
+    published_once: AtomicBool,
     claim: Mutex<RowClaim>,
     /// Set once the table is reachable (and exists).
     ready: AtomicBool,
@@ -63,7 +71,7 @@ fn wall_ms() -> u64 {
     (wall_s() * 1000.0) as u64
 }
 
-/// The default replica id: the host's name and this process's id.
+/// The default replica id: the host's name, this process's id and a random suffix.
 pub fn default_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -71,8 +79,19 @@ pub fn default_id() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into());
-    let id = format!("{host}-{}", std::process::id());
-    id.chars().take(128).collect()
+    // host and pid alone repeat across containers with the host's network (pid 1 each)
+    let id = format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    );
+    id.chars()
+        .rev()
+        .take(128)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 impl std::fmt::Debug for Replica {
@@ -103,6 +122,8 @@ impl Replica {
             started: Instant::now(),
             lease: Mutex::new(lease),
             calls: tokio::sync::Mutex::new(()),
+            acts: Arc::new(tokio::sync::RwLock::new(())),
+            published_once: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             fatal: Mutex::new(None),
@@ -133,6 +154,13 @@ impl Replica {
     /// True while this replica may still act under `generation` (checked before each act).
     pub fn holds(&self, generation: u64) -> bool {
         self.lease().holds(generation, self.now())
+    }
+
+    /// The fence of one act on the cloud: a guard while this replica still leads under
+    /// `generation`, `None` otherwise. A release (graceful stop) waits for the guards out.
+    pub async fn acting(&self, generation: u64) -> Option<Acting> {
+        let guard = self.acts.clone().read_owned().await;
+        self.holds(generation).then_some(Acting(guard))
     }
 
     /// One round: renew what is held, or read the record and perhaps take it. Returns the
@@ -196,6 +224,18 @@ impl Replica {
                     return;
                 }
                 Err(e) => {
+                    let why = e.to_string();
+                    if ["AccessDenied", "UnrecognizedClient", "InvalidSignature"]
+                        .iter()
+                        .any(|c| why.contains(c))
+                    {
+                        // a missing permission does not heal by retrying: say so and stop
+                        self.stop_with(format!(
+                            "--lease-table {}: not allowed to use the table ({why}); see the IAM policy in docs/operations.md",
+                            self.table
+                        ));
+                        return;
+                    }
                     tracing::warn!(replica = %self.id, table = %self.table, cause = %e, retry_in_s = wait.as_secs_f64(), "the lease table is not reachable: serving as a follower meanwhile");
                 }
             }
@@ -226,6 +266,8 @@ impl Replica {
         let Some(w) = self.lease().give_up() else {
             return;
         };
+        // no act starts from here on; the ones in flight end before anyone may take over
+        let _quiet = self.acts.write().await;
         match self.store.write(&me, w, wall_ms()).await {
             Ok(_) => tracing::info!(replica = %self.id, "gave the controller lease up"),
             Err(e) => {
@@ -264,7 +306,9 @@ impl Replica {
         let Some(claim) = claim else {
             return false;
         };
-        let first = claim != store::Claim::Mine;
+        // the first publication of this process carries all it counted (a reader seeing the
+        // row for the first time counts its last window); later ones, one window each
+        let first = !self.published_once.load(Relaxed);
         let row = ReplicaRow {
             replica: self.id.clone(),
             epoch: self.epoch.clone(),
@@ -275,7 +319,10 @@ impl Replica {
         let r = self.store.publish(&row, ttl_s, &claim).await;
         self.claim.lock().expect("claim lock").published(&r);
         match r {
-            Ok(()) => true,
+            Ok(()) => {
+                self.published_once.store(true, Relaxed);
+                true
+            }
             Err(CallError::Refused) => false,
             Err(e) => {
                 tracing::warn!(replica = %self.id, cause = %e, "publishing this replica's counters failed; the next window's carries them");
@@ -285,13 +332,19 @@ impl Replica {
     }
 
     fn stop_for(&self, why: String) {
+        tracing::error!(replica = %self.id, "{why}: two running processes share this --replica-id");
+        self.stop_with(format!(
+            "--replica-id {}: {why}. Two running processes share this id; give each replica its own (or leave --replica-id out: the default is the host name, process id and a random suffix)",
+            self.id
+        ));
+    }
+
+    /// This process must stop: `why` is what it exits with.
+    fn stop_with(&self, why: String) {
         let mut f = self.fatal.lock().expect("fatal lock");
         if f.is_none() {
-            tracing::error!(replica = %self.id, "{why}: two running processes share this --replica-id");
-            *f = Some(format!(
-                "--replica-id {}: {why}. Two running processes share this id; give each replica its own (or leave --replica-id out: the default is the host name and process id)",
-                self.id
-            ));
+            tracing::error!(replica = %self.id, "{why}");
+            *f = Some(why);
             self.fatal_notify.notify_waiters();
             self.fatal_notify.notify_one();
         }

@@ -236,28 +236,26 @@ impl Store {
                         format!("(generation = :g AND expires_ms = :e AND (attribute_not_exists(beat) OR beat = :b)) OR {mine}")
                     }
                 };
+                // no TTL on the lease row (one per fleet): a deletion would hand it to anyone
                 u.update_expression(
-                    "SET holder = :me, incarnation = :inc, generation = if_not_exists(generation, :zero) + :one, beat = if_not_exists(beat, :zero) + :one, expires_ms = :exp, lease_ms = :lease, #ttl = :ttl",
+                    "SET holder = :me, incarnation = :inc, generation = if_not_exists(generation, :zero) + :one, beat = if_not_exists(beat, :zero) + :one, expires_ms = :exp, lease_ms = :lease REMOVE #ttl",
                 )
                 .condition_expression(cond)
                 .expression_attribute_names("#ttl", "ttl")
                 .expression_attribute_values(":exp", n(exp))
                 .expression_attribute_values(":lease", n(who.lease_ms))
-                .expression_attribute_values(":ttl", n(exp / 1000 + 3600))
             }
             Write::Renew(g) => u
                 .update_expression(
-                    "SET beat = if_not_exists(beat, :zero) + :one, expires_ms = :exp, lease_ms = :lease, #ttl = :ttl",
+                    "SET beat = if_not_exists(beat, :zero) + :one, expires_ms = :exp, lease_ms = :lease",
                 )
                 .condition_expression(format!("{mine} AND generation = :g"))
-                .expression_attribute_names("#ttl", "ttl")
                 .expression_attribute_values(":g", n(g))
                 .expression_attribute_values(":exp", n(exp))
-                .expression_attribute_values(":lease", n(who.lease_ms))
-                .expression_attribute_values(":ttl", n(exp / 1000 + 3600)),
+                .expression_attribute_values(":lease", n(who.lease_ms)),
             Write::Release(g) => u
                 .update_expression(
-                    "SET beat = if_not_exists(beat, :zero) + :one, expires_ms = :zero REMOVE incarnation",
+                    "SET beat = if_not_exists(beat, :zero) + :one, expires_ms = :zero REMOVE holder, incarnation",
                 )
                 .condition_expression(format!("{mine} AND generation = :g"))
                 .expression_attribute_values(":g", n(g)),

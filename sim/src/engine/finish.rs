@@ -105,6 +105,10 @@ impl Sim<'_> {
             lambda_cold_starts: cold,
             lambda_share: lambda_requests as f64 / requests.max(1) as f64,
             timeline: self.samples,
+            replicas: self
+                .replicas
+                .as_ref()
+                .map(super::replicas::Replicas::report),
             models,
             ccdf: hist
                 .ccdf()

@@ -38,6 +38,8 @@ enum Ev {
     Control,
     Sample,
     Mass,
+    /// The replicas' lease rounds (`--replicas`).
+    Lease,
 }
 
 struct Sim<'a> {
@@ -86,6 +88,8 @@ struct Sim<'a> {
     next_id: u64,
     /// EWMA of what batches took over what the profile promised (`profile::live`'s rule).
     live_slowdown: f64,
+    /// The gateway replicas (`--replicas N`, N > 1, mark-rs): their lease and demand rows.
+    replicas: Option<replicas::Replicas>,
 }
 
 fn key(t: f64) -> u64 {
@@ -251,6 +255,18 @@ impl<'a> Sim<'a> {
     /// A rate window ends: the controller's tick for the MArk strategies (the same call as the
     /// live loop's; arrivals and answers reached its monitors as they happened).
     fn window(&mut self) {
+        // with replicas, the controller sees the demand the rows carry, not the arrivals
+        let mut leads = true;
+        if let Some(r) = self.replicas.as_mut() {
+            for (m, n) in r.window(self.now).into_iter().enumerate() {
+                self.controller.arrive(m, (self.now - 1e-6).max(0.0), n);
+            }
+            leads = r.leader(self.now).is_some();
+            if !leads {
+                // no replica may act: nobody plans, launches or terminates
+                self.controller.forget_interval();
+            }
+        }
         self.controller.advance(self.now);
         for l in &mut self.lanes {
             l.arrival_rate = l.window_arrivals as f64 / self.p.window_s;
@@ -258,7 +274,7 @@ impl<'a> Sim<'a> {
         }
         // a stalled cloud API: the controller can neither list nor act (demand is still counted)
         let stalled = self.p.faults.stalled(self.now);
-        if !stalled && matches!(self.strategy, Strategy::MarkRs | Strategy::MarkReleased) {
+        if leads && !stalled && matches!(self.strategy, Strategy::MarkRs | Strategy::MarkReleased) {
             let fleet = self.fleet();
             let models = self.model_inputs();
             let size = self.alive();
@@ -528,6 +544,14 @@ impl<'a> Sim<'a> {
                 }
             }
             Ev::Reclaim(k) => self.reclaim(k),
+            Ev::Lease => {
+                if let Some(r) = self.replicas.as_mut() {
+                    let next = r.lease_rounds(self.now);
+                    if next <= self.duration {
+                        self.at(next, Ev::Lease);
+                    }
+                }
+            }
             Ev::Control if self.p.faults.stalled(self.now) => {
                 if self.now + 60.0 <= self.duration {
                     self.at(self.now + 60.0, Ev::Control);
@@ -576,6 +600,7 @@ mod cloud;
 mod dispatch;
 mod finish;
 mod lane;
+pub mod replicas;
 mod run;
 use lane::Lane;
 pub use lane::LaneSpec;

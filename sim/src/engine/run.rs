@@ -103,6 +103,8 @@ pub fn run_lanes(
         duration,
         next_id: 0,
         live_slowdown: 1.0,
+        replicas: (p.replicas.n > 1 && strategy == Strategy::MarkRs)
+            .then(|| super::replicas::Replicas::new(&p.replicas, specs.len(), p.window_s, p.seed)),
     };
     // what admission weighs on every arrival, fixed for the run
     for m in 0..sim.lanes.len() {
@@ -169,6 +171,9 @@ pub fn run_lanes(
         sim.at(p.interval_s.min(60.0), Ev::Control);
     }
     sim.at(p.sample_s, Ev::Sample);
+    if sim.replicas.is_some() {
+        sim.at(0.0, Ev::Lease);
+    }
     if let Some((t, _)) = p.mass_interruption {
         sim.at(t, Ev::Mass);
     }
@@ -188,7 +193,10 @@ pub fn run_lanes(
                 arrivals.take(m);
                 sim.now = a;
                 // demand, refused or not, is what the controller forecasts
-                sim.controller.arrive(m, a, 1);
+                match sim.replicas.as_mut() {
+                    Some(r) => r.arrive(m),
+                    None => sim.controller.arrive(m, a, 1),
+                }
                 if sim.late_at_arrival(m) {
                     sim.reject(m, 1);
                 } else {
