@@ -1,52 +1,36 @@
 #!/usr/bin/env bash
-# Throughput of 1, 2 and 3 `mark serve` replicas behind HAProxy on this machine: closed-loop
-# `mark bench` (binary tensors, mlp, 64 clients) through the load balancer, and one replica
-# without it. Prints the markdown table docs/benchmarks.md holds. ~1 minute (BENCH_SECONDS=8).
-# The replicas here serve on their own executors (no fleet) and share this machine's cores: the
-# figures show what a replica costs in CPU, not how N machines scale (see docs/benchmarks.md).
+# Issue 28's "the simulator sees replicas": mark-rs on the Twitter-like day and the day of
+# hourly steps (on demand), as one gateway and behind three replicas — with no faults; with wall
+# clocks ±5 s apart and 5% of row publications, reads and lease calls lost; the same with the
+# leader killed at noon; and with 30% lost and the kill. Prints cost, attainment, p99, launches,
+# the replicas' lease acquisitions, seconds without a leader, the takeover and the demand the
+# controller saw against the arrivals. Needs `cargo build --release`.
+# usage: bash scripts/bench-replicas.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-[ -x "$HAPROXY" ] || { echo "haproxy missing: apt-get install haproxy" >&2; exit 69; }
-cargo build --release --bin mark 2>/dev/null
-MARK=./target/release/mark
-[ -n "${CARGO_TARGET_DIR:-}" ] && MARK="$CARGO_TARGET_DIR/release/mark"
-D=${BENCH_SECONDS:-8}
-OUT=$(mktemp -d)
-REPO="$OUT/repo"
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
-bench_repo "$REPO" mlp
-PIDS=()
-stop() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=(); sleep 0.5; }
-trap stop EXIT
-bench() { "$MARK" bench --json --url "$1" --model mlp --mode closed --concurrency 64 --binary --duration "$D" 2>/dev/null | tail -1; }
-echo "| replicas | path | answers/s | p50 ms | p99 ms | errors |"
-echo "|---|---|---|---|---|---|"
-row() {
-  python3 - "$1" "$2" "$3" <<'PY'
+MARK=${MARK:-${CARGO_TARGET_DIR:-target}/release/mark}
+OUT=${1:-sim-out/replicas}
+mkdir -p "$OUT"
+i=0
+for w in twitter-like steps; do
+  for args in "" "--replicas 3" "--replicas 3 --replica-skew 5 --replica-loss 0.05" \
+    "--replicas 3 --replica-skew 5 --replica-loss 0.05 --replica-kill-at 43200" \
+    "--replicas 3 --replica-loss 0.3 --replica-kill-at 43200"; do
+    i=$((i + 1))
+    dir="$OUT/$i"
+    # shellcheck disable=SC2086
+    [ -f "$dir/summary.json" ] || "$MARK" simulate --workload "$w" --baseline mark-rs \
+      --spot on-demand --quiet --threads 1 $args --out "$dir" >/dev/null
+    python3 - "$dir/summary.json" "$w" "$args" <<'PY'
 import json, sys
-r = json.loads(sys.argv[3])
-err = sum(r["errors"].values())
-print(f"| {sys.argv[1]} | {sys.argv[2]} | {r['items_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {err} |")
+p = json.load(open(sys.argv[1]))["policies"][0]
+r = p.get("replicas") or {}
+seen = r.get("demand_seen", 0) / max(r.get("arrivals", 1), 1) - 1 if r else 0.0
+take = r.get("takeover_s")
+print(f"{sys.argv[2]:<13} {sys.argv[3] or 'one gateway':<70} ${p['total_cost']:8.2f} att {p['attainment']:.4f} "
+      f"p99 {p['p99_ms']:6.1f} ms launches {p['launches']:4d} | leases {r.get('acquisitions', '-')} "
+      f"leaderless {r.get('leaderless_s', 0):5.1f} s takeover {'-' if take is None else f'{take:.1f} s'} "
+      f"demand seen {100 * seen:+.2f}%")
 PY
-}
-for n in 1 2 3; do
-  servers=""
-  for i in $(seq 1 $n); do
-    "$MARK" serve --model-repo "$REPO" --listen 127.0.0.1:1910$i --no-grpc >/dev/null 2>"$OUT/r$i.log" &
-    PIDS+=($!)
-    servers+="  server r$i 127.0.0.1:1910$i check"$'\n'
   done
-  for i in $(seq 1 $n); do
-    for _ in $(seq 1 300); do curl -sf -m 2 http://127.0.0.1:1910$i/v2/health/ready >/dev/null && break; sleep 0.2; done
-  done
-  printf 'global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:19100\n  default_backend be\nbackend be\n  balance roundrobin\n  option httpchk GET /v2/health/ready\n%s' "$servers" > "$OUT/haproxy.cfg"
-  "$HAPROXY" -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
-  PIDS+=($!)
-  sleep 1
-  if [ "$n" = 1 ]; then row 1 direct "$(bench http://127.0.0.1:19101)"; fi
-  row "$n" HAProxy "$(bench http://127.0.0.1:19100)"
-  stop
 done
