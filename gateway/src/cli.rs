@@ -19,6 +19,10 @@ use crate::policy::PolicyKind;
 /// API and no control loop).
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
+    /// A TOML file of flags (every flag of `mark serve` is a key; `mark config print-default`
+    /// writes one): flags on the command line and MARK_* variables override it.
+    #[arg(long, env = "MARK_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Model repository: DIR/<name>/model.onnx [+ config.toml].
     #[arg(long, default_value = "models")]
     pub model_repo: PathBuf,
@@ -112,6 +116,29 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+/// `mark repo ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum RepoCmd {
+    /// Write DIR to s3://bucket/prefix: each file not stored yet (by its sha256), then the
+    /// manifest (so readers see the old repository or the new one); prints the version.
+    Push {
+        /// The local repository (DIR/<name>/model.onnx [+ config.toml, profile.toml]).
+        dir: PathBuf,
+        /// Where: s3://bucket/prefix (the bucket is created when missing).
+        url: String,
+        /// S3 endpoint override (an emulator such as moto's server).
+        #[arg(long, env = "MARK_S3_ENDPOINT")]
+        endpoint: Option<String>,
+    },
+}
+
+/// `mark config ...`.
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum ConfigCmd {
+    /// Write every key of `mark serve --config FILE` at its default, commented, with its help.
+    PrintDefault,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -126,7 +153,11 @@ pub enum LogFormat {
 #[allow(clippy::large_enum_variant)]
 pub enum Cmd {
     /// Serve the models of a repository over KServe v2.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
+    /// The config file of `mark serve --config`.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Run as a fleet worker: a v2 server for the batches a gateway routes to this instance
     /// (native policies, no admin API).
     Worker {
@@ -166,6 +197,9 @@ pub enum Cmd {
     Policy(PolicyCmd),
     /// Measure latency per batch size and write DIR/<model>/profile.toml.
     Profile(ProfileArgs),
+    /// Model repositories in object storage.
+    #[command(subcommand)]
+    Repo(RepoCmd),
     /// Load generator against a running gateway, or the raw-ort baseline in process.
     Bench(crate::loadgen::BenchArgs),
     /// Replay a workload on a simulated cloud with the serving policies and baselines; writes
@@ -196,6 +230,11 @@ pub struct ControlArgs {
     /// and costs on bursty or spot ones; docs/simulation.md "Spending the SLO").
     #[arg(long)]
     pub slack_feedback: bool,
+    /// Seconds between reads of live spot prices (EC2 DescribeSpotPriceHistory; the cheapest
+    /// zone's price per type replaces the catalog's for the plan, the ledger and the status).
+    /// 0: the catalog's prices only.
+    #[arg(long, default_value_t = 300.0)]
+    pub spot_price_interval: f64,
     /// Seconds per control interval.
     #[arg(long, default_value_t = 60.0)]
     pub control_interval: f64,
@@ -387,6 +426,15 @@ impl ControlArgs {
         {
             return Err("--control-window must be > 0 and <= --control-interval".into());
         }
+        if !(self.spot_price_interval == 0.0
+            || (self.spot_price_interval.is_finite()
+                && (10.0..=86_400.0).contains(&self.spot_price_interval)))
+        {
+            return Err(format!(
+                "--spot-price-interval {}: 0 (off) or seconds in [10, 86400]",
+                self.spot_price_interval
+            ));
+        }
         if !(self.attainment_target > 0.0 && self.attainment_target <= 1.0) {
             return Err(format!(
                 "--attainment-target {}: must be in (0, 1]",
@@ -438,6 +486,7 @@ impl ControlArgs {
             models: self.control_model.iter().cloned().collect(),
             min_instances: self.min_instances,
             slack_feedback: self.slack_feedback,
+            spot_price_interval_s: self.spot_price_interval,
             interval_s: self.control_interval,
             window_s: self.control_window,
             horizon: 5,

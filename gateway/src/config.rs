@@ -265,7 +265,12 @@ impl ServerConfig {
                 "must be at least 0.1 seconds",
             ));
         }
-        if !self.model_repo.is_dir() {
+        // object storage is fetched (and checked) at load; a file:// URL is its path
+        let repo = self.model_repo.to_string_lossy();
+        let local = repo
+            .strip_prefix("file://")
+            .map_or(self.model_repo.clone(), Into::into);
+        if !repo.starts_with("s3://") && !local.is_dir() {
             return Err(ConfigError::new(
                 "--model-repo",
                 format!(

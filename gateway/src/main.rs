@@ -11,7 +11,16 @@ use mark_gateway::failure::Failure;
 use mark_gateway::sim::cli::SimulateError;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `mark serve --config FILE`: the file's keys as flags before the command line's own
+    let args = match mark_gateway::app::config_file::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            let e = Failure::config(e);
+            eprintln!("{e}");
+            return e.exit_code();
+        }
+    };
+    let cli = Cli::parse_from(args);
     // processes this one starts (the local cloud's workers) log the same way
     if cli.log_format == LogFormat::Json {
         std::env::set_var("MARK_LOG_FORMAT", "json");
@@ -66,5 +75,12 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             e @ SimulateError::Output(_) => Failure::failed(e),
         }),
         Cmd::Bench(a) => commands::bench(a),
+        Cmd::Repo(mark_gateway::cli::RepoCmd::Push { dir, url, endpoint }) => {
+            commands::repo_push(&dir, &url, endpoint.as_deref())
+        }
+        Cmd::Config(mark_gateway::cli::ConfigCmd::PrintDefault) => {
+            print!("{}", mark_gateway::app::config_file::print_default());
+            Ok(())
+        }
     }
 }

@@ -129,6 +129,24 @@ fn default_markup() -> f64 {
 }
 
 impl Catalog {
+    /// Spot prices seen live (DescribeSpotPriceHistory: type → USD per hour) replace the
+    /// file's for the types the catalog offers spot for. A price that is not a finite number
+    /// in [0, on-demand) is ignored (the file's stays). Returns how many prices changed.
+    pub fn with_spot_prices(&mut self, prices: &BTreeMap<String, f64>) -> usize {
+        let mut changed = 0;
+        for t in &mut self.instances {
+            let Some(&p) = prices.get(&t.name) else {
+                continue;
+            };
+            let ok = p.is_finite() && p >= 0.0 && p < t.price_on_demand;
+            if ok && t.price_spot > 0.0 && p != t.price_spot {
+                t.price_spot = p;
+                changed += 1;
+            }
+        }
+        changed
+    }
+
     /// Parses and validates a catalog; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let c: Catalog =
@@ -456,5 +474,27 @@ cpu_credits_per_hour = 24
         );
         let c = Catalog::load(Path::new(path)).unwrap();
         assert!(c.instances.len() >= 8);
+    }
+
+    #[test]
+    fn live_spot_prices_replace_the_files_within_bounds() {
+        let mut c = Catalog::parse(OK, "t").unwrap();
+        let before = c.instances.clone();
+        let name = before[0].name.clone();
+        let od = before[0].price_on_demand;
+        let prices: BTreeMap<String, f64> = [
+            (name.clone(), od / 4.0),
+            (before[1].name.clone(), od * 100.0),
+            ("not-in-the-catalog".to_string(), 0.01),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(c.with_spot_prices(&prices), 1);
+        assert_eq!(c.get(&name).unwrap().price_spot, od / 4.0);
+        assert_eq!(
+            c.instances[1], before[1],
+            "a price above on-demand is ignored"
+        );
+        assert_eq!(c.with_spot_prices(&prices), 0, "no change the second time");
     }
 }

@@ -14,6 +14,13 @@ pub type SharedStatus = Arc<Mutex<ControlStatus>>;
 /// What `GET /admin/v1/status` shows of the control loop.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ControlStatus {
+    /// Spot prices read live (EC2 `--spot-price-interval`): type → (USD per hour, the cheapest
+    /// zone); empty: the catalog's prices.
+    pub spot_prices: std::collections::BTreeMap<String, (f64, String)>,
+    /// Wall-clock seconds of the last read (0: never).
+    pub spot_prices_read_at: f64,
+    /// Reads of spot prices that failed.
+    pub spot_price_failures: u64,
     /// Peak rate per closed interval, oldest first (last 20).
     pub history: Vec<f64>,
     /// Latest forecast.

@@ -1,5 +1,6 @@
 //! The small subcommands' bodies: `mark worker` (a `mark serve` for one fleet instance),
-//! `mark lambda` (the function's runtime loop) and `mark bench` (the load generator).
+//! `mark lambda` (the function's runtime loop), `mark bench` (the load generator) and `mark repo
+//! push`.
 
 use std::path::PathBuf;
 
@@ -52,6 +53,30 @@ pub fn lambda(model_repo: PathBuf, ort_lib: Option<PathBuf>) -> Result<(), Failu
             crate::lambda_function::run(state).await
         })
         .map_err(|e| Failure::failed(format!("lambda runtime: {e}")))
+}
+
+/// `mark repo push DIR s3://bucket/prefix`.
+pub fn repo_push(dir: &std::path::Path, url: &str, endpoint: Option<&str>) -> Result<(), Failure> {
+    use crate::repo::remote::{self, Location};
+    let (bucket, prefix) = match Location::parse(url).map_err(Failure::config)? {
+        Location::S3 { bucket, prefix } => (bucket, prefix),
+        Location::Local(_) => return Err(Failure::config(format!("{url}: an s3:// URL"))),
+    };
+    crate::repo::scan(dir).map_err(Failure::config)?;
+    let (m, uploaded) = runtime()?
+        .block_on(async {
+            let s3 = remote::client(endpoint).await;
+            remote::push(&s3, dir, &bucket, &prefix).await
+        })
+        .map_err(Failure::failed)?;
+    println!(
+        "pushed {} to {url}: version {}, {} files ({uploaded} uploaded, {} already stored)",
+        dir.display(),
+        m.version,
+        m.files.len(),
+        m.files.len() - uploaded
+    );
+    Ok(())
 }
 
 /// `mark bench`.

@@ -16,6 +16,7 @@ use crate::policy::engine::PolicyEngine;
 use crate::policy::slot::PolicySlots;
 
 pub mod commands;
+pub mod config_file;
 pub mod policy_cmd;
 pub mod profile_cmd;
 pub mod serve_cmd;

@@ -49,7 +49,9 @@ pub fn load_repo(
     dir: &std::path::Path,
     ort_lib: Option<&std::path::Path>,
 ) -> Result<Vec<Arc<Model>>, Failure> {
-    let models = crate::repo::scan(dir).map_err(Failure::config)?;
+    // s3://: fetched and verified into the local cache (or the last verified version)
+    let dir = crate::repo::remote::resolve(dir).map_err(Failure::Unavailable)?;
+    let models = crate::repo::scan(&dir).map_err(Failure::config)?;
     crate::exec::ort_lib::init(ort_lib).map_err(|e| Failure::Unavailable(e.to_string()))?;
     Ok(models)
 }
@@ -58,6 +60,7 @@ impl Serve {
     /// Checks the flags, loads the policies and the repository.
     pub fn from_args(a: ServeArgs) -> Result<Self, Failure> {
         let ServeArgs {
+            config: _,
             model_repo,
             listen,
             max_body_bytes,

@@ -15,6 +15,7 @@
 
 mod keyed;
 mod log;
+mod prices;
 mod sample;
 mod served;
 
@@ -55,6 +56,8 @@ pub struct AutoscaleOptions {
     pub min_instances: Option<u32>,
     /// The feedback on slack (`--slack-feedback`).
     pub slack_feedback: bool,
+    /// Seconds between reads of live spot prices (EC2; 0: the catalog's prices only).
+    pub spot_price_interval_s: f64,
     /// Seconds per control interval (MArk: 60).
     pub interval_s: f64,
     /// Seconds per rate window inside an interval (MArk: 5).
@@ -132,6 +135,8 @@ pub struct ControlLoop {
     was_leader: bool,
     /// The lease generation this tick plans under: every act checks it still holds (0 alone).
     generation: u64,
+    /// Live spot prices (`--spot-price-interval`, EC2).
+    prices: prices::LivePrices,
     /// This process's counters, all models, at the last sample.
     own_totals: Outcomes,
     /// Requests Lambda answered, at the last sample.
@@ -236,6 +241,7 @@ impl ControlLoop {
             replica: opts.replica.clone(),
             fleet_demand: Default::default(),
             generation: 0,
+            prices: prices::LivePrices::start(&opts),
             was_leader: false,
             own_totals: Outcomes::default(),
             lambda_seen: 0,
@@ -269,13 +275,14 @@ impl ControlLoop {
     /// Observe phase: the fleet, or `None` when the cloud could not say (an unknown fleet is not
     /// an empty one: the tick is skipped rather than over-launch).
     async fn observe(&mut self) -> Option<Vec<Instance>> {
-        let fleet = match self.cloud.list().await {
+        let mut fleet = match self.cloud.list().await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(cause = %e, "listing the fleet failed; skipping this tick");
                 return None;
             }
         };
+        self.live_prices(&mut fleet);
         self.served.sync(
             &fleet,
             &self.opts.catalog,

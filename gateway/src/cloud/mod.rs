@@ -20,6 +20,7 @@ pub mod driver;
 pub mod ec2;
 pub mod faults;
 pub mod local;
+pub mod spot_prices;
 
 /// Failures of a driver call: the core's typed fleet error, so the act phase passes it through
 /// without turning it into a string.

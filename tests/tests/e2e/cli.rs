@@ -286,3 +286,81 @@ async fn the_admin_token_comes_from_a_file() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_its_flags_from_a_config_file_that_flags_and_the_environment_override() {
+    within(120, async {
+        let repo = repo_with(&[("mlp", "max_batch_size = 8\n")]);
+        let dir = temp_dir("config-file");
+        // the printed default file is a valid config as it is (every key commented out)
+        let out = Command::new(mark_bin())
+            .args(["config", "print-default"])
+            .output()
+            .expect("mark config print-default");
+        assert!(out.status.success());
+        let default = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(default.contains("# max_body_bytes = 67108864"), "{default}");
+        let (p1, p2) = (free_port(), free_port());
+        let file = dir.join("mark.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "{default}\nmodel_repo = \"{}\"\nlisten = \"127.0.0.1:{p1}\"\nno_grpc = true\nmax_body_bytes = 2048\n[admin]\nadmin_listen = \"127.0.0.1:0\"\n",
+                repo.display()
+            ),
+        )
+        .unwrap();
+        // the file alone: its address, its body limit
+        let mut child = Command::new(mark_bin())
+            .args(["serve", "--config", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mark serve --config");
+        wait_for_port(p1, || "no listener on the file's address".into());
+        let base = format!("http://127.0.0.1:{p1}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while get(&format!("{base}/v2/health/ready"))
+            .await
+            .map_or(true, |r| r.status != 200)
+        {
+            assert!(std::time::Instant::now() < deadline, "not ready");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let big = vec![b' '; 4096];
+        let r = send("POST", &format!("{base}/v2/models/mlp/infer"), &[], big)
+            .await
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(r.status, 413, "the file's max_body_bytes");
+        // a flag wins over the file
+        let g = Gateway::start(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{p2}"),
+        ])
+        .ready()
+        .await;
+        assert_eq!(g.addr.port(), p2);
+        drop(g);
+        // MARK_CONFIG names the file too; a secret, an unknown key and a bad value exit 64 by name
+        for (text, want) in [
+            ("admin_token = \"hunter2\"\n", "key `admin_token`"),
+            ("lisen = \"127.0.0.1:1\"\n", "unknown key `lisen`"),
+            ("max_connections = \"many\"\n", "key `max_connections`"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let out = Command::new(mark_bin())
+                .args(["serve"])
+                .env("MARK_CONFIG", &file)
+                .output()
+                .expect("mark serve");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{text}: {err}");
+            assert!(err.contains(want) && err.contains("mark.toml"), "{text}: {err}");
+        }
+    })
+    .await;
+}

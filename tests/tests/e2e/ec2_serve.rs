@@ -4,7 +4,8 @@
 //! plays the cloud's boot: it starts a loopback `mark worker` for each launch and tags the
 //! instance with its address — except the first, which "never boots". The gateway must route
 //! only to real workers, lose no request, and terminate the launch that never served at its
-//! pending deadline (issue 31's "tried live": 35 launches, 30 terminated, 37% refused).
+//! pending deadline (issue 31's "tried live": 35 launches, 30 terminated, 37% refused). The
+//! spot prices it plans with are read live from DescribeSpotPriceHistory (issue 30).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -59,6 +60,7 @@ async fn serve_on_moto_routes_only_to_real_workers_and_reaps_a_launch_that_never
                 "--ec2-addr-from-tag",
                 "--catalog", catalog.to_str().unwrap(),
                 "--control-interval", "2", "--control-window", "0.5", "--max-instances", "3",
+                "--spot-price-interval", "10",
             ],
             &creds,
         )
@@ -149,6 +151,14 @@ async fn serve_on_moto_routes_only_to_real_workers_and_reaps_a_launch_that_never
         let (ok, bad) = load.await.unwrap();
         println!("{ok} answered correctly, {bad} lost or wrong");
         assert_eq!(bad, 0, "no request lost or wrong");
+        // spot prices read live (DescribeSpotPriceHistory; moto quotes $0.00001 everywhere)
+        // replace the catalog's $0.035 in the status and the plan
+        let st = admin_status(&admin, "t").await["control"].clone();
+        let live = &st["spot_prices"]["c5.large"];
+        println!("live spot price of c5.large: {live}");
+        assert_eq!(live[0].as_f64(), Some(0.00001), "{st}");
+        assert!(live[1].as_str().is_some_and(|az| az.starts_with("us-east-1")), "{live}");
+        assert!(st["spot_prices_read_at"].as_f64().unwrap() > 0.0);
         drop(g);
     })
     .await;

@@ -28,6 +28,7 @@ mod lambda_zero;
 mod layers;
 mod local_cloud;
 mod many_models;
+mod model_store;
 mod ops_page;
 mod policy_host;
 mod python_clients;

@@ -1,4 +1,7 @@
-//! The model repository: `DIR/<name>/model.onnx` with an optional `DIR/<name>/config.toml`.
+//! The model repository: `DIR/<name>/model.onnx` with an optional `DIR/<name>/config.toml`,
+//! local or fetched from object storage ([`remote`]).
+
+pub mod remote;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,545 @@
+//! Model repositories in object storage: `--model-repo s3://bucket/prefix` (and `file://PATH`
+//! or a plain path) for `mark serve`, `mark worker` and `mark lambda`; `mark repo push DIR
+//! s3://bucket/prefix` writes one.
+//!
+//! Layout under the prefix: `objects/<sha256>` (each file once, by its content) and
+//! `manifest.json` (the repository's `version` and each file's path, sha256 and size), written
+//! last, so a reader sees the old repository or the new one, never half of one. A reader fetches
+//! into a local cache, `<cache>/<version>/`, checking every object's size and sha256 as it
+//! streams in, and renames the finished directory into place (a version directory is complete
+//! or absent); `<cache>/current` points at the last verified one. A corrupted or missing object
+//! fails the fetch with the object named, and the last verified version serves instead.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The manifest's object name under the prefix.
+pub const MANIFEST: &str = "manifest.json";
+/// Largest manifest read.
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// Most files a repository may hold.
+const MAX_FILES: usize = 10_000;
+/// Largest file.
+const MAX_FILE_BYTES: u64 = 16 << 30;
+
+/// One file of a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path under the repository (`mlp/model.onnx`).
+    pub path: String,
+    /// Its content's sha256 (hex).
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// A repository's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The repository's version: a digest of every path and content.
+    pub version: String,
+    /// Every file, by path.
+    pub files: Vec<Entry>,
+}
+
+/// Where a repository is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A directory.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`.
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Key prefix (no leading or trailing `/`; may be empty).
+        prefix: String,
+    },
+}
+
+impl Location {
+    /// Parses `--model-repo`.
+    pub fn parse(repo: &str) -> Result<Self, String> {
+        if let Some(rest) = repo.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let ok = (3..=63).contains(&bucket.len())
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !ok {
+                return Err(format!(
+                    "{repo}: not a bucket name (3 to 63 of a-z 0-9 . -)"
+                ));
+            }
+            let prefix = prefix.trim_matches('/').to_string();
+            if prefix.len() > 512 || prefix.split('/').any(|p| p == ".." || p == ".") {
+                return Err(format!(
+                    "{repo}: a prefix of at most 512 characters, no . or .. parts"
+                ));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix,
+            });
+        }
+        if let Some(path) = repo.strip_prefix("file://") {
+            return Ok(Location::Local(PathBuf::from(path)));
+        }
+        if repo.contains("://") {
+            return Err(format!("{repo}: s3://, file:// or a directory"));
+        }
+        Ok(Location::Local(PathBuf::from(repo)))
+    }
+
+    fn key(prefix: &str, name: &str) -> String {
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        }
+    }
+}
+
+/// A path of a manifest: relative, plain parts only.
+fn check_path(p: &str) -> Result<(), String> {
+    let ok = !p.is_empty()
+        && p.len() <= 1024
+        && p.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("path {p:?}: not a plain relative path"))
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Manifest {
+    /// Checks what a fetched manifest may ask for, before anything is allocated for it.
+    pub fn check(&self) -> Result<(), String> {
+        if self.files.is_empty() || self.files.len() > MAX_FILES {
+            return Err(format!("{} files: 1 to {MAX_FILES}", self.files.len()));
+        }
+        let hex64 = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
+        if !(1..=64).contains(&self.version.len())
+            || !self.version.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(format!(
+                "version {:?}: 1 to 64 letters and digits",
+                self.version
+            ));
+        }
+        for e in &self.files {
+            check_path(&e.path)?;
+            if !hex64(&e.sha256) {
+                return Err(format!(
+                    "{}: sha256 {:?} is not 64 hex digits",
+                    e.path, e.sha256
+                ));
+            }
+            if e.bytes > MAX_FILE_BYTES {
+                return Err(format!(
+                    "{}: {} bytes, over {MAX_FILE_BYTES}",
+                    e.path, e.bytes
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifest of directory `dir` (symlinks followed; hidden files left out).
+    pub fn of_dir(dir: &Path) -> Result<Manifest, String> {
+        let mut files = Vec::new();
+        walk(dir, dir, &mut files)?;
+        files.sort_by(|a: &Entry, b| a.path.cmp(&b.path));
+        if files.is_empty() {
+            return Err(format!("{}: no files", dir.display()));
+        }
+        let mut h = Sha256::new();
+        for e in &files {
+            h.update(format!("{} {} {}\n", e.path, e.sha256, e.bytes));
+        }
+        let version = hex(&h.finalize())[..16].to_string();
+        let m = Manifest { version, files };
+        m.check()?;
+        Ok(m)
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<Entry>) -> Result<(), String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.is_dir() {
+            walk(root, &path, out)?;
+        } else if meta.is_file() {
+            let rel = path
+                .strip_prefix(root)
+                .map_err(|e| e.to_string())?
+                .to_string_lossy()
+                .replace('\\', "/");
+            check_path(&rel)?;
+            let mut f =
+                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut h = Sha256::new();
+            let bytes =
+                std::io::copy(&mut f, &mut h).map_err(|e| format!("{}: {e}", path.display()))?;
+            out.push(Entry {
+                path: rel,
+                sha256: hex(&h.finalize()),
+                bytes,
+            });
+            if out.len() > MAX_FILES {
+                return Err(format!("{}: more than {MAX_FILES} files", root.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An S3 client (`MARK_S3_ENDPOINT` or `endpoint`: an emulator, path-style addressing).
+pub async fn client(endpoint: Option<&str>) -> aws_sdk_s3::Client {
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".into());
+    let cfg = crate::aws_sdk::sdk_config(&region, endpoint, None, 3).await;
+    let conf = aws_sdk_s3::config::Builder::from(&cfg)
+        .force_path_style(endpoint.is_some())
+        // a model is large: the deadline is per call, generous; a stalled stream still ends
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(crate::aws_sdk::CONNECT_TIMEOUT)
+                .operation_timeout(std::time::Duration::from_secs(1800))
+                .read_timeout(std::time::Duration::from_secs(60))
+                .build(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+fn err<E: std::error::Error + 'static>(what: &str, e: E) -> String {
+    format!("{what}: {}", DisplayErrorContext(e))
+}
+
+/// `mark repo push DIR s3://bucket/prefix`: every file not yet stored, then the manifest.
+pub async fn push(
+    s3: &aws_sdk_s3::Client,
+    dir: &Path,
+    bucket: &str,
+    prefix: &str,
+) -> Result<(Manifest, usize), String> {
+    let m = Manifest::of_dir(dir)?;
+    if s3.head_bucket().bucket(bucket).send().await.is_err() {
+        s3.create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| err(&format!("creating bucket {bucket}"), e))?;
+    }
+    let mut uploaded = 0;
+    for e in &m.files {
+        let key = Location::key(prefix, &format!("objects/{}", e.sha256));
+        let there = s3
+            .head_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .is_ok_and(|h| h.content_length() == Some(e.bytes as i64));
+        if there {
+            continue;
+        }
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(dir.join(&e.path))
+            .await
+            .map_err(|x| format!("{}: {x}", e.path))?;
+        s3.put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|x| err(&format!("s3://{bucket}/{key} ({})", e.path), x))?;
+        uploaded += 1;
+    }
+    let text = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
+    let key = Location::key(prefix, MANIFEST);
+    s3.put_object()
+        .bucket(bucket)
+        .key(&key)
+        .body(text.into())
+        .content_type("application/json")
+        .send()
+        .await
+        .map_err(|e| err(&format!("s3://{bucket}/{key}"), e))?;
+    Ok((m, uploaded))
+}
+
+/// Reads the object at `key` into `out`, at most `cap` bytes; its size.
+async fn download(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    cap: u64,
+    out: &mut dyn std::io::Write,
+    h: &mut Sha256,
+) -> Result<u64, String> {
+    let name = format!("s3://{bucket}/{key}");
+    let o = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| err(&name, e))?;
+    if o.content_length().is_some_and(|n| n < 0 || n as u64 > cap) {
+        return Err(format!(
+            "{name}: {:?} bytes, more than the {cap} expected",
+            o.content_length()
+        ));
+    }
+    let mut body = o.body;
+    let mut n = 0u64;
+    while let Some(chunk) = body.try_next().await.map_err(|e| err(&name, e))? {
+        n += chunk.len() as u64;
+        if n > cap {
+            return Err(format!("{name}: more than the {cap} bytes expected"));
+        }
+        h.update(&chunk);
+        out.write_all(&chunk)
+            .map_err(|e| format!("{name}: writing: {e}"))?;
+    }
+    Ok(n)
+}
+
+/// The manifest at `s3://bucket/prefix`.
+pub async fn manifest(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Manifest, String> {
+    let key = Location::key(prefix, MANIFEST);
+    let mut buf = Vec::new();
+    download(
+        s3,
+        bucket,
+        &key,
+        MAX_MANIFEST_BYTES,
+        &mut buf,
+        &mut Sha256::new(),
+    )
+    .await?;
+    let m: Manifest = serde_json::from_slice(&buf)
+        .map_err(|e| format!("s3://{bucket}/{key}: not a manifest: {e}"))?;
+    m.check().map_err(|e| format!("s3://{bucket}/{key}: {e}"))?;
+    Ok(m)
+}
+
+/// Fetches the repository at `s3://bucket/prefix` into `cache` (verified, atomic); its directory.
+pub async fn fetch(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    cache: &Path,
+) -> Result<PathBuf, String> {
+    let m = manifest(s3, bucket, prefix).await?;
+    let dir = cache.join(&m.version);
+    if dir.join(".verified").is_file() {
+        point_current(cache, &m.version)?;
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    let tmp = cache.join(format!(".tmp-{}-{}", m.version, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = async {
+        for e in &m.files {
+            let path = tmp.join(&e.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|x| format!("{}: {x}", parent.display()))?;
+            }
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&path).map_err(|x| format!("{}: {x}", path.display()))?,
+            );
+            let key = Location::key(prefix, &format!("objects/{}", e.sha256));
+            let mut h = Sha256::new();
+            let n = download(s3, bucket, &key, e.bytes, &mut f, &mut h).await?;
+            f.flush().map_err(|x| format!("{}: {x}", path.display()))?;
+            let got = hex(&h.finalize());
+            if n != e.bytes || got != e.sha256 {
+                return Err(format!(
+                    "s3://{bucket}/{key} ({}): {n} bytes with sha256 {got}, the manifest says {} bytes with {}: refused",
+                    e.path, e.bytes, e.sha256
+                ));
+            }
+        }
+        std::fs::write(tmp.join(".verified"), &m.version).map_err(|x| x.to_string())?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // another process finished the same version first
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !dir.join(".verified").is_file() {
+            return Err(format!("{}: could not be put in place", dir.display()));
+        }
+    }
+    point_current(cache, &m.version)?;
+    Ok(dir)
+}
+
+/// `<cache>/current` → `version`, swapped atomically.
+fn point_current(cache: &Path, version: &str) -> Result<(), String> {
+    let link = cache.join(format!(".current-{}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(version, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+    std::fs::rename(&link, cache.join("current")).map_err(|e| format!("{}: {e}", cache.display()))
+}
+
+/// The last verified version in `cache`, if any.
+pub fn cached(cache: &Path) -> Option<PathBuf> {
+    let dir = std::fs::canonicalize(cache.join("current")).ok()?;
+    dir.join(".verified").is_file().then_some(dir)
+}
+
+/// Where `url`'s versions are cached: `MARK_REPO_CACHE`, else `$XDG_CACHE_HOME/mark/repo`, else
+/// `$HOME/.cache/mark/repo`, one directory per URL.
+pub fn cache_dir(url: &str) -> PathBuf {
+    let root = std::env::var_os("MARK_REPO_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("mark/repo")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/mark/repo")))
+        .unwrap_or_else(|| std::env::temp_dir().join("mark-repo"));
+    let mut h = Sha256::new();
+    h.update(url.as_bytes());
+    root.join(&hex(&h.finalize())[..16])
+}
+
+/// The local directory of `--model-repo`: the directory itself, or the object store's latest
+/// version fetched and verified into the cache — or, when that fails, the last verified one
+/// (with a warning); an error when there is none.
+pub fn resolve(repo: &Path) -> Result<PathBuf, String> {
+    let url = repo.to_string_lossy().to_string();
+    let (bucket, prefix) = match Location::parse(&url)? {
+        Location::Local(p) => return Ok(p),
+        Location::S3 { bucket, prefix } => (bucket, prefix),
+    };
+    let cache = cache_dir(&url);
+    let endpoint = std::env::var("MARK_S3_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let got = rt.block_on(async {
+        let s3 = client(endpoint.as_deref()).await;
+        fetch(&s3, &bucket, &prefix, &cache).await
+    });
+    match got {
+        Ok(dir) => {
+            tracing::info!(repo = %url, dir = %dir.display(), "model repository fetched and verified");
+            Ok(dir)
+        }
+        Err(e) => match cached(&cache) {
+            Some(dir) => {
+                tracing::error!(repo = %url, cause = %e, dir = %dir.display(), "fetching the model repository failed: serving the last verified version");
+                Ok(dir)
+            }
+            None => Err(format!(
+                "--model-repo {url}: {e} (and no verified version in {})",
+                cache.display()
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_refuse_what_is_not_one() {
+        assert_eq!(
+            Location::parse("s3://my-bucket/models/prod/").unwrap(),
+            Location::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "models/prod".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("file:///srv/m").unwrap(),
+            Location::Local("/srv/m".into())
+        );
+        assert_eq!(
+            Location::parse("models").unwrap(),
+            Location::Local("models".into())
+        );
+        for bad in ["s3://A/x", "s3://ab", "s3://bucket/../x", "gs://b/p"] {
+            assert!(Location::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_asks_for_nothing_outside_its_bounds() {
+        let ok = Entry {
+            path: "mlp/model.onnx".into(),
+            sha256: "a".repeat(64),
+            bytes: 10,
+        };
+        let m = |files: Vec<Entry>| Manifest {
+            version: "abc123".into(),
+            files,
+        };
+        assert!(m(vec![ok.clone()]).check().is_ok());
+        for (path, sha, bytes) in [
+            ("../etc/passwd", "a".repeat(64), 1),
+            ("/abs", "a".repeat(64), 1),
+            ("a//b", "a".repeat(64), 1),
+            ("mlp/model.onnx", "z".repeat(64), 1),
+            ("mlp/model.onnx", "a".repeat(64), MAX_FILE_BYTES + 1),
+        ] {
+            let e = Entry {
+                path: path.into(),
+                sha256: sha,
+                bytes,
+            };
+            assert!(m(vec![e]).check().is_err(), "{path}");
+        }
+        assert!(m(vec![]).check().is_err());
+    }
+
+    #[test]
+    fn a_directorys_manifest_is_its_content() {
+        let dir = std::env::temp_dir().join(format!("mark-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("m")).unwrap();
+        std::fs::write(dir.join("m/config.toml"), "slo_ms = 100\n").unwrap();
+        std::fs::write(dir.join(".hidden"), "x").unwrap();
+        let a = Manifest::of_dir(&dir).unwrap();
+        assert_eq!(a.files.len(), 1);
+        assert_eq!(a.files[0].path, "m/config.toml");
+        std::fs::write(dir.join("m/config.toml"), "slo_ms = 200\n").unwrap();
+        let b = Manifest::of_dir(&dir).unwrap();
+        assert_ne!(a.version, b.version, "a changed file is a new version");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
