@@ -130,15 +130,18 @@ fn default_markup() -> f64 {
 
 impl Catalog {
     /// Spot prices seen live (DescribeSpotPriceHistory: type → USD per hour) replace the
-    /// file's for the types the catalog offers spot for. A price that is not a finite number
-    /// in [0, on-demand) is ignored (the file's stays). Returns how many prices changed.
+    /// file's for the types the catalog offers spot for. A price that is not a positive finite
+    /// number is ignored (the file's stays); one at or above on-demand counts as just under it.
+    /// Returns how many prices changed.
     pub fn with_spot_prices(&mut self, prices: &BTreeMap<String, f64>) -> usize {
         let mut changed = 0;
         for t in &mut self.instances {
             let Some(&p) = prices.get(&t.name) else {
                 continue;
             };
-            let ok = p.is_finite() && p >= 0.0 && p < t.price_on_demand;
+            let ok = p.is_finite() && p > 0.0;
+            // a spike at or above on-demand counts as just under it: the plan prefers on-demand
+            let p = p.min(t.price_on_demand * 0.999);
             if ok && t.price_spot > 0.0 && p != t.price_spot {
                 t.price_spot = p;
                 changed += 1;
@@ -489,12 +492,20 @@ cpu_credits_per_hour = 24
         ]
         .into_iter()
         .collect();
-        assert_eq!(c.with_spot_prices(&prices), 1);
+        assert_eq!(c.with_spot_prices(&prices), 2);
         assert_eq!(c.get(&name).unwrap().price_spot, od / 4.0);
+        let od1 = before[1].price_on_demand;
         assert_eq!(
-            c.instances[1], before[1],
-            "a price above on-demand is ignored"
+            c.instances[1].price_spot,
+            od1 * 0.999,
+            "a spike counts as just under on-demand"
         );
         assert_eq!(c.with_spot_prices(&prices), 0, "no change the second time");
+        let zero: BTreeMap<String, f64> = [(name.clone(), 0.0)].into_iter().collect();
+        assert_eq!(
+            c.with_spot_prices(&zero),
+            0,
+            "0 is no price (spot stays offered)"
+        );
     }
 }

@@ -37,11 +37,27 @@ fn serve_command() -> clap::Command {
 /// The command line with `--config FILE` (or `MARK_CONFIG`) expanded: the file's keys as flags
 /// before the command line's own. Unchanged for other subcommands or without a file.
 pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let sub = args
-        .iter()
-        .skip(1)
-        .position(|a| !a.to_string_lossy().starts_with('-'))
-        .map(|i| i + 1);
+    // the subcommand: the first word that is neither a global flag nor its value
+    // (`mark --log-format json serve ...`)
+    let globals: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter(|a| a.is_global_set() && a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    let mut sub = None;
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if !a.starts_with('-') {
+            sub = Some(i);
+            break;
+        }
+        i += if globals.iter().any(|g| *g == a) {
+            2
+        } else {
+            1
+        };
+    }
     let Some(sub) = sub.filter(|&i| args[i] == "serve") else {
         return Ok(args);
     };
@@ -57,15 +73,28 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let Some(file) = file else {
         return Ok(args);
     };
-    let flags = file_flags(Path::new(&file), &|name| std::env::var_os(name).is_some())?;
+    let given: Vec<String> = args[sub + 1..]
+        .iter()
+        .map(|a| a.to_string_lossy().to_string())
+        .collect();
+    let flags = file_flags(
+        Path::new(&file),
+        &|name| std::env::var_os(name).is_some(),
+        &given,
+    )?;
     let mut out: Vec<OsString> = args[..=sub].to_vec();
     out.extend(flags);
     out.extend(args[sub + 1..].iter().cloned());
     Ok(out)
 }
 
-/// The flags the file at `path` stands for (`env_set`: whether an environment variable is set).
-pub fn file_flags(path: &Path, env_set: &dyn Fn(&str) -> bool) -> Result<Vec<OsString>, String> {
+/// The flags the file at `path` stands for (`env_set`: whether an environment variable is set;
+/// `given`: the command line's own arguments, whose repeatable flags replace the file's).
+pub fn file_flags(
+    path: &Path,
+    env_set: &dyn Fn(&str) -> bool,
+    given: &[String],
+) -> Result<Vec<OsString>, String> {
     let shown = path.display();
     let size = std::fs::metadata(path)
         .map_err(|e| format!("--config {shown}: {e}"))?
@@ -75,15 +104,31 @@ pub fn file_flags(path: &Path, env_set: &dyn Fn(&str) -> bool) -> Result<Vec<OsS
             "--config {shown}: {size} bytes, more than the {MAX_BYTES} a config file may have"
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("--config {shown}: {e}"))?;
+    // bounded even if the file grows (or is a pipe) between the check and the read
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|e| format!("--config {shown}: {e}"))?,
+            MAX_BYTES + 1,
+        ),
+        &mut text,
+    )
+    .map_err(|e| format!("--config {shown}: {e}"))?;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(format!("--config {shown}: more than {MAX_BYTES} bytes"));
+    }
     let table: toml::Table = text
         .parse()
         .map_err(|e| format!("--config {shown}: not TOML: {e}"))?;
-    flags_of(&table, env_set).map_err(|e| format!("--config {shown}: {e}"))
+    flags_of(&table, env_set, given).map_err(|e| format!("--config {shown}: {e}"))
 }
 
 /// The flags of a parsed file.
-fn flags_of(table: &toml::Table, env_set: &dyn Fn(&str) -> bool) -> Result<Vec<OsString>, String> {
+fn flags_of(
+    table: &toml::Table,
+    env_set: &dyn Fn(&str) -> bool,
+    given: &[String],
+) -> Result<Vec<OsString>, String> {
     let cmd = serve_command();
     let mut out = Vec::new();
     let mut keys = Vec::new();
@@ -100,6 +145,14 @@ fn flags_of(table: &toml::Table, env_set: &dyn Fn(&str) -> bool) -> Result<Vec<O
         if arg.get_env().is_some_and(|e| env_set(&e.to_string_lossy())) {
             continue;
         }
+        // a repeatable flag on the command line replaces the file's values (not adds to them)
+        let flag = format!("--{long}");
+        let on_cli = given
+            .iter()
+            .any(|g| *g == flag || g.starts_with(&format!("{flag}=")));
+        if on_cli && matches!(arg.get_action(), clap::ArgAction::Append) {
+            continue;
+        }
         let takes_value = arg.get_action().takes_values();
         let values: Vec<&toml::Value> = match value {
             toml::Value::Array(items) => items.iter().collect(),
@@ -111,22 +164,11 @@ fn flags_of(table: &toml::Table, env_set: &dyn Fn(&str) -> bool) -> Result<Vec<O
                 (toml::Value::Boolean(true), false) => these.push(format!("--{long}").into()),
                 (toml::Value::Boolean(false), false) => {}
                 (_, false) => return Err(format!("key `{key}`: a switch: true or false")),
-                (toml::Value::String(s), true) => {
-                    these.push(OsString::from(format!("--{long}")));
-                    these.push(s.into());
-                }
-                (toml::Value::Integer(n), true) => {
-                    these.push(OsString::from(format!("--{long}")));
-                    these.push(n.to_string().into());
-                }
-                (toml::Value::Float(f), true) => {
-                    these.push(OsString::from(format!("--{long}")));
-                    these.push(f.to_string().into());
-                }
-                (toml::Value::Boolean(b), true) => {
-                    these.push(OsString::from(format!("--{long}")));
-                    these.push(b.to_string().into());
-                }
+                // one `--long=value` argument: a value starting with '-' stays a value
+                (toml::Value::String(s), true) => these.push(format!("--{long}={s}").into()),
+                (toml::Value::Integer(n), true) => these.push(format!("--{long}={n}").into()),
+                (toml::Value::Float(f), true) => these.push(format!("--{long}={f}").into()),
+                (toml::Value::Boolean(b), true) => these.push(format!("--{long}={b}").into()),
                 (other, true) => {
                     return Err(format!(
                         "key `{key}`: a {} is no value for --{long}",
@@ -161,10 +203,9 @@ fn collect<'a>(
         match v {
             toml::Value::Table(t) => collect(t, &format!("{prefix}{k}."), out)?,
             v => {
-                if out
-                    .iter()
-                    .any(|(key, _)| key.rsplit('.').next() == Some(k.as_str()))
-                {
+                // `max_body_bytes` and `max-body-bytes` are one key
+                let same = |a: &str| a.replace('-', "_") == k.replace('-', "_");
+                if out.iter().any(|(key, _)| same(key)) {
                     return Err(format!("key `{prefix}{k}` given twice"));
                 }
                 out.push((k.clone(), v));
@@ -257,7 +298,7 @@ mod tests {
 
     fn flags(text: &str) -> Result<Vec<String>, String> {
         let t: toml::Table = text.parse().expect("toml");
-        flags_of(&t, &|_| false).map(|v| {
+        flags_of(&t, &|_| false, &[]).map(|v| {
             v.into_iter()
                 .map(|s| s.to_string_lossy().to_string())
                 .collect()
@@ -274,14 +315,10 @@ mod tests {
             f,
             // keys in order (a TOML table is sorted: `control` before `listen`)
             [
-                "--cloud",
-                "local",
-                "--control-interval",
-                "2.5",
-                "--listen",
-                "127.0.0.1:9000",
-                "--max-body-bytes",
-                "1024",
+                "--cloud=local",
+                "--control-interval=2.5",
+                "--listen=127.0.0.1:9000",
+                "--max-body-bytes=1024",
                 "--no-grpc"
             ]
         );
@@ -307,6 +344,8 @@ mod tests {
         assert!(e.contains("key `listen`"), "{e}");
         let e = flags("listen = \"a\"\n[x]\nlisten = \"b\"").unwrap_err();
         assert!(e.contains("given twice"), "{e}");
+        let e = flags("max_body_bytes = 1\nmax-body-bytes = 2").unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
     }
 
     #[test]
@@ -320,7 +359,7 @@ mod tests {
         )
         .unwrap();
         // the environment sets the token file: the file's key is left out
-        let f = file_flags(&path, &|name| name == "MARK_ADMIN_TOKEN_FILE").unwrap();
+        let f = file_flags(&path, &|name| name == "MARK_ADMIN_TOKEN_FILE", &[]).unwrap();
         let mut argv: Vec<OsString> = vec!["mark".into(), "serve".into()];
         argv.extend(f);
         argv.extend(["--drain-seconds".into(), "7".into()]);
@@ -361,5 +400,47 @@ mod tests {
             panic!("serve")
         };
         assert_eq!(format!("{a:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn the_shipped_example_is_a_valid_config() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mark-local.toml");
+        let f = file_flags(&path, &|_| false, &[]).unwrap();
+        let mut argv: Vec<OsString> = vec!["mark".into(), "serve".into()];
+        argv.extend(f);
+        let crate::cli::Cmd::Serve(a) = Cli::parse_from(argv).cmd else {
+            panic!("serve")
+        };
+        assert_eq!(a.control.cloud.as_deref(), Some("local"));
+    }
+
+    #[test]
+    fn a_global_flag_before_serve_and_a_repeated_flag_on_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("mark-config-g-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mark.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9001\"\nec2_subnets = \"a,b\"\n",
+        )
+        .unwrap();
+        let argv: Vec<OsString> = ["mark", "--log-format", "json", "serve", "--config"]
+            .into_iter()
+            .map(OsString::from)
+            .chain([path.clone().into_os_string()])
+            .collect();
+        let out = expand(argv).unwrap();
+        let out: Vec<String> = out
+            .iter()
+            .map(|a| a.to_string_lossy().to_string())
+            .collect();
+        assert!(
+            out.contains(&"--listen=127.0.0.1:9001".to_string()),
+            "{out:?}"
+        );
+        // `--ec2-subnets c` on the command line replaces the file's list, not adds to it
+        let f = file_flags(&path, &|_| false, &["--ec2-subnets".into(), "c".into()]).unwrap();
+        assert_eq!(f, [OsString::from("--listen=127.0.0.1:9001")]);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

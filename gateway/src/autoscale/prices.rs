@@ -16,6 +16,9 @@ use crate::control::fleet::Instance;
 pub(super) struct LivePrices {
     shared: Option<Arc<Mutex<SpotPrices>>>,
     applied_at: f64,
+    /// Each spot instance's price, fixed when first seen (the ledger bills price × lifetime:
+    /// a later price must not re-price hours already run).
+    priced: std::collections::HashMap<String, f64>,
 }
 
 impl LivePrices {
@@ -44,6 +47,7 @@ impl LivePrices {
         LivePrices {
             shared: Some(shared),
             applied_at: 0.0,
+            priced: Default::default(),
         }
     }
 }
@@ -66,9 +70,11 @@ impl ControlLoop {
                 );
             }
         }
+        let priced = &mut self.prices.priced;
+        priced.retain(|id, _| fleet.iter().any(|i| i.id == *id));
         for i in fleet.iter_mut().filter(|i| i.market == Market::Spot) {
             if let Some(t) = self.opts.catalog.get(&i.instance_type) {
-                i.price_per_hour = t.price_spot;
+                i.price_per_hour = *priced.entry(i.id.clone()).or_insert(t.price_spot);
             }
         }
         let mut st = self.status.lock().expect("status lock");

@@ -10,7 +10,6 @@
 //! or absent); `<cache>/current` points at the last verified one. A corrupted or missing object
 //! fails the fetch with the object named, and the last verified version serves instead.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -133,14 +132,6 @@ impl Manifest {
             return Err(format!("{} files: 1 to {MAX_FILES}", self.files.len()));
         }
         let hex64 = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
-        if !(1..=64).contains(&self.version.len())
-            || !self.version.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            return Err(format!(
-                "version {:?}: 1 to 64 letters and digits",
-                self.version
-            ));
-        }
         for e in &self.files {
             check_path(&e.path)?;
             if !hex64(&e.sha256) {
@@ -156,6 +147,15 @@ impl Manifest {
                 ));
             }
         }
+        // the version is the files' digest, recomputed: a manifest cannot name another
+        // version's cache directory (or `current`)
+        let want = version_of(&self.files);
+        if self.version != want {
+            return Err(format!(
+                "version {:?} is not its files' digest {want}",
+                self.version
+            ));
+        }
         Ok(())
     }
 
@@ -167,15 +167,20 @@ impl Manifest {
         if files.is_empty() {
             return Err(format!("{}: no files", dir.display()));
         }
-        let mut h = Sha256::new();
-        for e in &files {
-            h.update(format!("{} {} {}\n", e.path, e.sha256, e.bytes));
-        }
-        let version = hex(&h.finalize())[..16].to_string();
+        let version = version_of(&files);
         let m = Manifest { version, files };
         m.check()?;
         Ok(m)
     }
+}
+
+/// A repository's version: the digest of its paths, contents and sizes (16 hex digits).
+fn version_of(files: &[Entry]) -> String {
+    let mut h = Sha256::new();
+    for e in files {
+        h.update(format!("{} {} {}\n", e.path, e.sha256, e.bytes));
+    }
+    hex(&h.finalize())[..16].to_string()
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<Entry>) -> Result<(), String> {
@@ -360,13 +365,18 @@ pub async fn fetch(
 ) -> Result<PathBuf, String> {
     let m = manifest(s3, bucket, prefix).await?;
     let dir = cache.join(&m.version);
-    if dir.join(".verified").is_file() {
+    if verified(&dir, &m) {
         point_current(cache, &m.version)?;
         return Ok(dir);
     }
     std::fs::create_dir_all(cache).map_err(|e| format!("{}: {e}", cache.display()))?;
-    let tmp = cache.join(format!(".tmp-{}-{}", m.version, std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    // a name of this process alone (two containers sharing the cache may both be pid 1)
+    let tmp = cache.join(format!(
+        ".tmp-{}-{}-{:016x}",
+        m.version,
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let result = async {
         for e in &m.files {
             let path = tmp.join(&e.path);
@@ -379,7 +389,11 @@ pub async fn fetch(
             let key = Location::key(prefix, &format!("objects/{}", e.sha256));
             let mut h = Sha256::new();
             let n = download(s3, bucket, &key, e.bytes, &mut f, &mut h).await?;
-            f.flush().map_err(|x| format!("{}: {x}", path.display()))?;
+            // on disk before the directory is marked verified
+            f.into_inner()
+                .map_err(|x| format!("{}: {x}", path.display()))?
+                .sync_all()
+                .map_err(|x| format!("{}: {x}", path.display()))?;
             let got = hex(&h.finalize());
             if n != e.bytes || got != e.sha256 {
                 return Err(format!(
@@ -413,6 +427,14 @@ fn point_current(cache: &Path, version: &str) -> Result<(), String> {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(version, &link).map_err(|e| format!("{}: {e}", link.display()))?;
     std::fs::rename(&link, cache.join("current")).map_err(|e| format!("{}: {e}", cache.display()))
+}
+
+/// A version directory marked verified whose files have the manifest's sizes.
+fn verified(dir: &Path, m: &Manifest) -> bool {
+    dir.join(".verified").is_file()
+        && m.files.iter().all(|e| {
+            std::fs::metadata(dir.join(&e.path)).is_ok_and(|md| md.is_file() && md.len() == e.bytes)
+        })
 }
 
 /// The last verified version in `cache`, if any.
@@ -507,7 +529,7 @@ mod tests {
             bytes: 10,
         };
         let m = |files: Vec<Entry>| Manifest {
-            version: "abc123".into(),
+            version: version_of(&files),
             files,
         };
         assert!(m(vec![ok.clone()]).check().is_ok());
@@ -526,6 +548,10 @@ mod tests {
             assert!(m(vec![e]).check().is_err(), "{path}");
         }
         assert!(m(vec![]).check().is_err());
+        // a version that is not the files' digest (e.g. "current") is refused
+        let mut forged = m(vec![ok.clone()]);
+        forged.version = "current".into();
+        assert!(forged.check().unwrap_err().contains("digest"));
     }
 
     #[test]
