@@ -74,21 +74,31 @@ repo() { # $1 dir, $2 provider
 repo "$OUT/repo-cpu" cpu
 repo "$OUT/repo-cuda" cuda
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-serve() { # $1 repo, $2 port, $3 admin port, $4 log
-  "$MARK" serve --model-repo "$1" --listen "127.0.0.1:$2" --no-grpc --admin-listen "127.0.0.1:$3" \
-    --admin-token gpu-check --ort-lib "$ORT_LIB" --no-profile >"$4" 2>&1 &
+serve() { # $1 repo, $2 log: ports the kernel picks (no race with other processes for a port)
+  "$MARK" serve --model-repo "$1" --listen 127.0.0.1:0 --no-grpc --admin-listen 127.0.0.1:0 \
+    --admin-token gpu-check --ort-lib "$ORT_LIB" --no-profile >"$2" 2>&1 &
   PIDS+=($!)
 }
-CPU_PORT=$(free_port); CPU_ADMIN=$(free_port); CUDA_PORT=$(free_port); CUDA_ADMIN=$(free_port)
-serve "$OUT/repo-cpu" "$CPU_PORT" "$CPU_ADMIN" "$OUT/serve-cpu.log"
-serve "$OUT/repo-cuda" "$CUDA_PORT" "$CUDA_ADMIN" "$OUT/serve-cuda.log"
+addr_of() { # $1 log, $2 pid, $3 what the line says before the URL: the URL, once printed
+  for _ in $(seq 600); do
+    u=$(grep -o "$3 http://[0-9.:]*" "$1" 2>/dev/null | head -n 1 | awk '{print $NF}')
+    [ -n "$u" ] && { echo "$u"; return 0; }
+    kill -0 "$2" 2>/dev/null || { say "FAILED: mark serve exited (see $1)" >&2; return 1; }
+    sleep 0.1
+  done
+  say "FAILED: no address in $1 within 60 s" >&2
+  return 1
+}
+serve "$OUT/repo-cpu" "$OUT/serve-cpu.log"; CPU_PID=$!
+serve "$OUT/repo-cuda" "$OUT/serve-cuda.log"; CUDA_PID=$!
+CPU_URL=$(addr_of "$OUT/serve-cpu.log" "$CPU_PID" "listening on") || exit 1
+CUDA_URL=$(addr_of "$OUT/serve-cuda.log" "$CUDA_PID" "listening on") || exit 1
+CUDA_ADMIN_URL=$(addr_of "$OUT/serve-cuda.log" "$CUDA_PID" "admin API on") || exit 1
 
 set +e
-python3 scripts/gpu_compare.py "http://127.0.0.1:$CPU_PORT" "http://127.0.0.1:$CUDA_PORT" \
-  "http://127.0.0.1:$CUDA_ADMIN" gpu-check | tee "$OUT/compare.txt"
+python3 scripts/gpu_compare.py "$CPU_URL" "$CUDA_URL" "$CUDA_ADMIN_URL" gpu-check | tee "$OUT/compare.txt"
 rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" != 0 ]; then

@@ -473,6 +473,9 @@ impl ControlArgs {
             return Err("--lambda-function needs a [lambda] section in the catalog".into());
         }
         let model = self.control_model.clone().unwrap_or_default();
+        // EC2 workers fetch the gateway's repository themselves when it is in S3
+        let s3_repo =
+            Some(worker_repo.to_string_lossy().to_string()).filter(|r| r.starts_with("s3://"));
         Ok(AutoscaleOptions {
             lambda: self.lambda_function.clone().map(|function| LambdaOptions {
                 function,
@@ -513,6 +516,7 @@ impl ControlArgs {
                     max_attempts: 3,
                     page_size: 1000,
                     addr_from_tag: self.ec2_addr_from_tag,
+                    worker_repo: s3_repo,
                 }),
                 _ => None,
             },

@@ -46,6 +46,10 @@ pub struct Ec2Options {
     /// tests against an emulator, whose instances have invented addresses that must never be
     /// contacted (an instance without the tag is never routed to).
     pub addr_from_tag: bool,
+    /// The repository the workers serve: the gateway's `s3://` URL (they fetch and verify it
+    /// at boot, so a push reaches new workers without a new image), or `None` for the AMI's
+    /// own `/opt/mark/models`.
+    pub worker_repo: Option<String>,
 }
 
 /// Pages of DescribeInstances read before the fleet is called unknown.
@@ -105,13 +109,18 @@ fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The user data a worker instance boots with: start `mark worker` on the AMI's model repo,
-/// with the gateway–worker secret from `/etc/mark/worker-secret` when the image or the launch
-/// template puts it there (never in the user data itself: anyone who can describe the instance
-/// reads that).
-pub fn user_data(port: u16) -> String {
+/// The user data a worker instance boots with: start `mark worker` on `repo` (the gateway's
+/// `s3://` URL, fetched and verified at boot) or the AMI's own `models`, with the gateway–worker
+/// secret from `/etc/mark/worker-secret` when the image or the launch template puts it there
+/// (never in the user data itself: anyone who can describe the instance reads that).
+pub fn user_data(port: u16, repo: Option<&str>) -> String {
+    // single-quoted for the shell: a quote in the URL cannot end the word
+    let repo = repo.map_or_else(
+        || "models".to_string(),
+        |r| format!("'{}'", r.replace('\'', "'\\''")),
+    );
     format!(
-        "#!/bin/bash\n# MArk-rs worker: the AMI carries /opt/mark (binary, models, .mark/venv)\ncd /opt/mark\n# the gateway-worker secret, when the image or the launch template provides it\n[ -r /etc/mark/worker-secret ] && export MARK_WORKER_SECRET_FILE=/etc/mark/worker-secret\nexec ./mark worker --model-repo models --listen 0.0.0.0:{port} --imds-endpoint http://169.254.169.254 >>/var/log/mark-worker.log 2>&1\n"
+        "#!/bin/bash\n# MArk-rs worker: the AMI carries /opt/mark (binary, .mark/venv; models unless fetched from S3)\ncd /opt/mark\n# the gateway-worker secret, when the image or the launch template provides it\n[ -r /etc/mark/worker-secret ] && export MARK_WORKER_SECRET_FILE=/etc/mark/worker-secret\nexec ./mark worker --model-repo {repo} --listen 0.0.0.0:{port} --imds-endpoint http://169.254.169.254 >>/var/log/mark-worker.log 2>&1\n"
     )
 }
 
@@ -178,7 +187,9 @@ impl Ec2Cloud {
             .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
             .min_count(1)
             .max_count(1)
-            .user_data(base64(user_data(self.opts.worker_port).as_bytes()))
+            .user_data(base64(
+                user_data(self.opts.worker_port, self.opts.worker_repo.as_deref()).as_bytes(),
+            ))
             .tag_specifications(tags);
         if !self.opts.image_id.is_empty() {
             req = req.image_id(&self.opts.image_id);
@@ -414,6 +425,16 @@ impl Ec2Cloud {
 #[cfg(test)]
 mod tests {
     use super::{base64, check_fleet_name, client_token};
+
+    #[test]
+    fn workers_boot_on_the_gateways_s3_repository_quoted_for_the_shell() {
+        let u = super::user_data(8000, Some("s3://models/prod'; rm -rf /"));
+        assert!(
+            u.contains("--model-repo 's3://models/prod'\\''; rm -rf /' --listen"),
+            "{u}"
+        );
+        assert!(super::user_data(8000, None).contains("--model-repo models --listen"));
+    }
 
     #[test]
     fn client_tokens_fit_ec2_and_never_collapse_two_keys() {

@@ -23,6 +23,7 @@ fn opts(endpoint: &str, fleet: &str) -> Ec2Options {
         launch_template: None,
         subnets: Vec::new(),
         addr_from_tag: false,
+        worker_repo: None,
     }
 }
 
