@@ -132,16 +132,23 @@ fn err(e: impl std::fmt::Display) -> CloudError {
     CloudError::Failed(e.to_string())
 }
 
+impl Ec2Options {
+    /// The SDK configuration of these options (region, endpoint, credentials, attempts).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        crate::aws_sdk::sdk_config(
+            &self.region,
+            self.endpoint.as_deref(),
+            self.credentials.as_ref(),
+            self.max_attempts,
+        )
+        .await
+    }
+}
+
 impl Ec2Cloud {
     /// Connects with `opts`.
     pub async fn connect(opts: Ec2Options, catalog: Catalog) -> Self {
-        let conf = crate::aws_sdk::sdk_config(
-            &opts.region,
-            opts.endpoint.as_deref(),
-            opts.credentials.as_ref(),
-            opts.max_attempts,
-        )
-        .await;
+        let conf = opts.sdk_config().await;
         Ec2Cloud {
             client: aws_sdk_ec2::Client::new(&conf),
             opts,

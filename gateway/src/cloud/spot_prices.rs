@@ -99,13 +99,7 @@ pub async fn watch(
     every: Duration,
     shared: Arc<Mutex<SpotPrices>>,
 ) {
-    let conf = crate::aws_sdk::sdk_config(
-        &opts.region,
-        opts.endpoint.as_deref(),
-        opts.credentials.as_ref(),
-        opts.max_attempts,
-    )
-    .await;
+    let conf = opts.sdk_config().await;
     let client = aws_sdk_ec2::Client::new(&conf);
     loop {
         let got = tokio::time::timeout(Duration::from_secs(60), read(&client, &types)).await;

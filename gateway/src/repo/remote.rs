@@ -239,6 +239,17 @@ pub async fn client(endpoint: Option<&str>) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// Deadline of a call that moves no model bytes (HEAD, the bucket, a manifest): the client's own
+/// deadline is sized for a model's download.
+const META_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `call` under [`META_DEADLINE`].
+async fn within<T>(what: &str, call: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(META_DEADLINE, call)
+        .await
+        .map_err(|_| format!("{what}: no answer within {} s", META_DEADLINE.as_secs()))
+}
+
 fn err<E: std::error::Error + 'static>(what: &str, e: E) -> String {
     format!("{what}: {}", DisplayErrorContext(e))
 }
@@ -251,22 +262,29 @@ pub async fn push(
     prefix: &str,
 ) -> Result<(Manifest, usize), String> {
     let m = Manifest::of_dir(dir)?;
-    if s3.head_bucket().bucket(bucket).send().await.is_err() {
-        s3.create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
+    // only a bucket that is not there is created (a 403 is an answer to report, not a cue)
+    match within(
+        &format!("s3://{bucket}"),
+        s3.head_bucket().bucket(bucket).send(),
+    )
+    .await?
+    {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => {
+            within(
+                &format!("creating bucket {bucket}"),
+                s3.create_bucket().bucket(bucket).send(),
+            )
+            .await?
             .map_err(|e| err(&format!("creating bucket {bucket}"), e))?;
+        }
+        Err(e) => return Err(err(&format!("s3://{bucket}"), e)),
     }
     let mut uploaded = 0;
     for e in &m.files {
         let key = Location::key(prefix, &format!("objects/{}", e.sha256));
-        let there = s3
-            .head_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await
+        let there = within(&key, s3.head_object().bucket(bucket).key(&key).send())
+            .await?
             .is_ok_and(|h| h.content_length() == Some(e.bytes as i64));
         if there {
             continue;
@@ -285,13 +303,15 @@ pub async fn push(
     }
     let text = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
     let key = Location::key(prefix, MANIFEST);
-    s3.put_object()
+    let put = s3
+        .put_object()
         .bucket(bucket)
         .key(&key)
         .body(text.into())
         .content_type("application/json")
-        .send()
-        .await
+        .send();
+    within(&key, put)
+        .await?
         .map_err(|e| err(&format!("s3://{bucket}/{key}"), e))?;
     Ok((m, uploaded))
 }
