@@ -132,6 +132,44 @@ pub enum RepoCmd {
     },
 }
 
+/// `mark package ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum PackageCmd {
+    /// The Lambda function's zip for runtime provided.al2023: `bootstrap`, `mark`,
+    /// `libonnxruntime.so`, and the models (a directory) or their s3:// URL (fetched at cold
+    /// start). Refused, naming the largest files, when over Lambda's 250 MB unzipped.
+    Lambda {
+        /// Where to write the zip.
+        #[arg(long)]
+        out: PathBuf,
+        /// The models: a directory (bundled) or s3://bucket/prefix.
+        #[arg(long, default_value = "models")]
+        model_repo: String,
+        /// The `mark` binary to ship (default: this one; strip a release build first).
+        #[arg(long)]
+        mark_binary: Option<PathBuf>,
+        /// libonnxruntime.so to ship (else ORT_DYLIB_PATH, else .mark/venv).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Puts `mark` and `libonnxruntime.so` in the repository's bucket (by sha256) and writes
+    /// the user data that boots a stock Amazon Linux 2023 or Debian instance as a worker.
+    Worker {
+        /// The repository the workers serve: s3://bucket/prefix.
+        #[arg(long)]
+        model_repo: String,
+        /// Where to write the user data (default: standard output; progress goes to stderr).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The `mark` binary to ship (default: this one).
+        #[arg(long)]
+        mark_binary: Option<PathBuf>,
+        /// libonnxruntime.so to ship (else ORT_DYLIB_PATH, else .mark/venv).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+}
+
 /// `mark config ...`.
 #[derive(Subcommand, Debug, Clone, Copy)]
 pub enum ConfigCmd {
@@ -200,6 +238,21 @@ pub enum Cmd {
     /// Model repositories in object storage.
     #[command(subcommand)]
     Repo(RepoCmd),
+    /// Build what a deployment runs: the Lambda function's zip, the workers' user data.
+    #[command(subcommand)]
+    Package(PackageCmd),
+    /// Create or update on AWS what a `mark serve` config file names: the runtime in the
+    /// repository's bucket, the Lambda function, the workers' launch template, the lease table;
+    /// prints the IAM policies. Idempotent: a second run changes nothing.
+    Deploy {
+        /// The config file `mark serve --config` runs from, with a [deploy] table (roles, AMI,
+        /// security groups).
+        #[arg(long)]
+        config: PathBuf,
+        /// Make the reads only and print what would be created or updated.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Load generator against a running gateway, or the raw-ort baseline in process.
     Bench(crate::loadgen::BenchArgs),
     /// Replay a workload on a simulated cloud with the serving policies and baselines; writes
@@ -279,6 +332,10 @@ pub struct ControlArgs {
     /// emulator such as moto, whose invented addresses must never be contacted).
     #[arg(long)]
     pub ec2_addr_from_tag: bool,
+    /// EC2: the launch template's user data boots the workers (the one `mark deploy` writes:
+    /// it fetches `mark` and libonnxruntime.so from the bucket); RunInstances sends none.
+    #[arg(long)]
+    pub ec2_template_user_data: bool,
     /// EC2: region.
     #[arg(long, default_value = "us-east-1")]
     pub ec2_region: String,
@@ -444,6 +501,13 @@ impl ControlArgs {
         if self.max_launches_per_hour == 0 {
             return Err("--max-launches-per-hour 0: the fleet could never grow".into());
         }
+        if self.ec2_template_user_data && self.ec2_launch_template.is_none() {
+            return Err(
+                "--ec2-template-user-data needs --ec2-launch-template (whose user data \
+                        boots the workers)"
+                    .into(),
+            );
+        }
         if cloud == "ec2" && self.ec2_image_id.is_none() && self.ec2_launch_template.is_none() {
             return Err("--cloud ec2 needs --ec2-image-id or --ec2-launch-template".into());
         }
@@ -512,11 +576,12 @@ impl ControlArgs {
                     subnets: self.ec2_subnets.clone(),
                     fleet: self.fleet.clone(),
                     model,
-                    worker_port: 8000,
+                    worker_port: crate::cloud::ec2::WORKER_PORT,
                     max_attempts: 3,
                     page_size: 1000,
                     addr_from_tag: self.ec2_addr_from_tag,
                     worker_repo: s3_repo,
+                    template_user_data: self.ec2_template_user_data,
                 }),
                 _ => None,
             },

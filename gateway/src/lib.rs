@@ -13,6 +13,8 @@
 //! - `replica`: several `mark serve` replicas, one controller: the lease and the replicas'
 //!   counters in DynamoDB.
 //! - `sim`: `mark simulate`, the discrete-event simulator on the shared controller and policies.
+//! - `deploy`: `mark package lambda|worker` and `mark deploy`: the function's zip, the runtime
+//!   and user data for a stock AMI, the launch template, the lease table, the IAM documents.
 //! - `fuzzing`: entry points of the fuzz targets (also replayed as tests).
 //!
 //! **Request path** (a request: `api` → `batching` → `exec`):
@@ -53,6 +55,7 @@ pub use mark_core::clock;
 pub mod cloud;
 pub mod codec;
 pub mod config;
+pub mod deploy;
 pub use mark_core::control;
 pub use mark_core::lease;
 pub mod exec;

@@ -78,6 +78,29 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
         Cmd::Repo(mark_gateway::cli::RepoCmd::Push { dir, url, endpoint }) => {
             commands::repo_push(&dir, &url, endpoint.as_deref())
         }
+        Cmd::Package(mark_gateway::cli::PackageCmd::Lambda {
+            out,
+            model_repo,
+            mark_binary,
+            ort_lib,
+        }) => mark_gateway::deploy::package_lambda(
+            &out,
+            &model_repo,
+            mark_binary.as_deref(),
+            ort_lib.as_deref(),
+        ),
+        Cmd::Package(mark_gateway::cli::PackageCmd::Worker {
+            model_repo,
+            out,
+            mark_binary,
+            ort_lib,
+        }) => mark_gateway::deploy::package_worker(
+            &model_repo,
+            out.as_deref(),
+            mark_binary.as_deref(),
+            ort_lib.as_deref(),
+        ),
+        Cmd::Deploy { config, dry_run } => mark_gateway::deploy::deploy(&config, dry_run),
         Cmd::Config(mark_gateway::cli::ConfigCmd::PrintDefault) => {
             print!("{}", mark_gateway::app::config_file::print_default());
             Ok(())

@@ -249,7 +249,24 @@ pub fn step(
     } else {
         forecast.iter().copied().fold(0.0, f64::max)
     };
-    let actions = diff(now, cfg, fleet, &plan, &mixed_all, peak);
+    let mut actions = diff(now, cfg, fleet, &plan, &mixed_all, peak);
+    // the floor is no saving to weigh against a launch's cost (make-before-break would hold
+    // it back whenever the fleet, empty, "covers" a forecast of zero): its shortfall launches
+    let launching: u32 = actions
+        .iter()
+        .map(|a| match a {
+            Action::Launch { count, .. } => *count,
+            Action::Terminate { .. } => 0,
+        })
+        .sum();
+    let short = floor.shortfall(fleet.len()).saturating_sub(launching);
+    if let (true, Some(t)) = (short > 0 && !zero, Floor::cheapest(&mixed_usable)) {
+        actions.push(Action::Launch {
+            instance_type: t.name.clone(),
+            market: Market::OnDemand,
+            count: short,
+        });
+    }
     let planned: f64 = plan
         .targets
         .iter()

@@ -145,6 +145,22 @@ impl Floor {
         instances.is_finite() && lambda < instances
     }
 
+    /// The on-demand type the floor is made of: the cheapest that serves.
+    pub fn cheapest(catalog: &[InstanceType]) -> Option<&InstanceType> {
+        catalog
+            .iter()
+            .filter(|t| t.capacity_rps > 0.0 && t.price_on_demand > 0.0)
+            .min_by(|a, b| a.price_on_demand.total_cmp(&b.price_on_demand))
+    }
+
+    /// Instances missing from a fleet of `have` (launching ones included) for the floor; 0 at
+    /// the floor's zero.
+    pub fn shortfall(&self, have: usize) -> u32 {
+        self.min_instances.map_or(0, |n| {
+            n.saturating_sub(u32::try_from(have).unwrap_or(u32::MAX))
+        })
+    }
+
     /// `plan` with the floor applied: empty with every request to Lambda when
     /// [`Floor::lambda_only`]; else topped up to `min_instances` with the cheapest on-demand
     /// type that serves.
@@ -168,11 +184,7 @@ impl Floor {
         if have >= n {
             return plan;
         }
-        let Some(cheapest) = catalog
-            .iter()
-            .filter(|t| t.capacity_rps > 0.0 && t.price_on_demand > 0.0)
-            .min_by(|a, b| a.price_on_demand.total_cmp(&b.price_on_demand))
-        else {
+        let Some(cheapest) = Self::cheapest(catalog) else {
             return plan;
         };
         match plan

@@ -18,7 +18,10 @@ use clap::CommandFactory;
 use crate::cli::Cli;
 
 /// Largest config file read.
-const MAX_BYTES: u64 = 1 << 20;
+pub const MAX_BYTES: u64 = 1 << 20;
+
+/// The top-level table of `mark deploy`'s own keys, which `mark serve` skips.
+pub const DEPLOY_TABLE: &str = "deploy";
 
 /// Keys refused in a file: secrets come from the environment or a file of their own.
 const SECRETS: &[(&str, &str)] = &[(
@@ -95,6 +98,12 @@ pub fn file_flags(
     env_set: &dyn Fn(&str) -> bool,
     given: &[String],
 ) -> Result<Vec<OsString>, String> {
+    let table = read_table(path)?;
+    flags_of(&table, env_set, given).map_err(|e| format!("--config {}: {e}", path.display()))
+}
+
+/// The file at `path` parsed, read at most [`MAX_BYTES`].
+pub fn read_table(path: &Path) -> Result<toml::Table, String> {
     let shown = path.display();
     let size = std::fs::metadata(path)
         .map_err(|e| format!("--config {shown}: {e}"))?
@@ -117,10 +126,8 @@ pub fn file_flags(
     if text.len() as u64 > MAX_BYTES {
         return Err(format!("--config {shown}: more than {MAX_BYTES} bytes"));
     }
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("--config {shown}: not TOML: {e}"))?;
-    flags_of(&table, env_set, given).map_err(|e| format!("--config {shown}: {e}"))
+    text.parse()
+        .map_err(|e| format!("--config {shown}: not TOML: {e}"))
 }
 
 /// The flags of a parsed file.
@@ -201,6 +208,8 @@ fn collect<'a>(
 ) -> Result<(), String> {
     for (k, v) in table {
         match v {
+            // `mark deploy`'s own keys (crate::deploy::config): not flags of `mark serve`
+            toml::Value::Table(_) if prefix.is_empty() && k == DEPLOY_TABLE => {}
             toml::Value::Table(t) => collect(t, &format!("{prefix}{k}."), out)?,
             v => {
                 // `max_body_bytes` and `max-body-bytes` are one key

@@ -50,7 +50,13 @@ pub struct Ec2Options {
     /// at boot, so a push reaches new workers without a new image), or `None` for the AMI's
     /// own `/opt/mark/models`.
     pub worker_repo: Option<String>,
+    /// The launch template's user data boots the workers (`mark deploy` writes it): none is
+    /// sent with RunInstances, which would replace it.
+    pub template_user_data: bool,
 }
+
+/// Port the workers listen on (the user data starts them on it; the gateway routes to it).
+pub const WORKER_PORT: u16 = 8000;
 
 /// Pages of DescribeInstances read before the fleet is called unknown.
 const MAX_PAGES: usize = 100;
@@ -194,10 +200,12 @@ impl Ec2Cloud {
             .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
             .min_count(1)
             .max_count(1)
-            .user_data(base64(
-                user_data(self.opts.worker_port, self.opts.worker_repo.as_deref()).as_bytes(),
-            ))
             .tag_specifications(tags);
+        if !self.opts.template_user_data {
+            req = req.user_data(base64(
+                user_data(self.opts.worker_port, self.opts.worker_repo.as_deref()).as_bytes(),
+            ));
+        }
         if !self.opts.image_id.is_empty() {
             req = req.image_id(&self.opts.image_id);
         }

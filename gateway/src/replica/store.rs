@@ -122,8 +122,8 @@ impl Store {
         }
     }
 
-    /// Creates the table (on demand billing, TTL on `ttl`) when it does not exist.
-    pub async fn ensure_table(&self) -> Result<(), CallError> {
+    /// Whether the table exists (DescribeTable).
+    pub async fn table_exists(&self) -> Result<bool, CallError> {
         let described = self
             .client
             .describe_table()
@@ -131,11 +131,21 @@ impl Store {
             .send()
             .await;
         match described {
-            Ok(_) => return Ok(()),
+            Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_not_found_exception()) => {}
-            Err(e) => return Err(map_err(e)),
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Creates the table (on demand billing, TTL on `ttl`) when it does not exist.
+    pub async fn ensure_table(&self) -> Result<(), CallError> {
+        if self.table_exists().await? {
+            return Ok(());
         }
         let key = |name: &str, kt: KeyType| {
             KeySchemaElement::builder()

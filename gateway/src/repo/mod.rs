@@ -1,6 +1,7 @@
 //! The model repository: `DIR/<name>/model.onnx` with an optional `DIR/<name>/config.toml`,
 //! local or fetched from object storage ([`remote`]).
 
+pub mod manifest;
 pub mod remote;
 
 use std::path::Path;

@@ -13,211 +13,12 @@
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::error::DisplayErrorContext;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The manifest's object name under the prefix.
-pub const MANIFEST: &str = "manifest.json";
-/// Largest manifest read.
-const MAX_MANIFEST_BYTES: u64 = 4 << 20;
-/// Most files a repository may hold.
-const MAX_FILES: usize = 10_000;
-/// Largest file.
-const MAX_FILE_BYTES: u64 = 16 << 30;
-
-/// One file of a repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Path under the repository (`mlp/model.onnx`).
-    pub path: String,
-    /// Its content's sha256 (hex).
-    pub sha256: String,
-    /// Its size.
-    pub bytes: u64,
-}
-
-/// A repository's manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The repository's version: a digest of every path and content.
-    pub version: String,
-    /// Every file, by path.
-    pub files: Vec<Entry>,
-}
-
-/// Where a repository is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A directory.
-    Local(PathBuf),
-    /// `s3://bucket/prefix`.
-    S3 {
-        /// Bucket.
-        bucket: String,
-        /// Key prefix (no leading or trailing `/`; may be empty).
-        prefix: String,
-    },
-}
-
-impl Location {
-    /// Parses `--model-repo`.
-    pub fn parse(repo: &str) -> Result<Self, String> {
-        if let Some(rest) = repo.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let ok = (3..=63).contains(&bucket.len())
-                && bucket
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-            if !ok {
-                return Err(format!(
-                    "{repo}: not a bucket name (3 to 63 of a-z 0-9 . -)"
-                ));
-            }
-            let prefix = prefix.trim_matches('/').to_string();
-            if prefix.len() > 512 || prefix.split('/').any(|p| p == ".." || p == ".") {
-                return Err(format!(
-                    "{repo}: a prefix of at most 512 characters, no . or .. parts"
-                ));
-            }
-            return Ok(Location::S3 {
-                bucket: bucket.to_string(),
-                prefix,
-            });
-        }
-        if let Some(path) = repo.strip_prefix("file://") {
-            return Ok(Location::Local(PathBuf::from(path)));
-        }
-        if repo.contains("://") {
-            return Err(format!("{repo}: s3://, file:// or a directory"));
-        }
-        Ok(Location::Local(PathBuf::from(repo)))
-    }
-
-    fn key(prefix: &str, name: &str) -> String {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        }
-    }
-}
-
-/// A path of a manifest: relative, plain parts only.
-fn check_path(p: &str) -> Result<(), String> {
-    let ok = !p.is_empty()
-        && p.len() <= 1024
-        && p.split('/').all(|part| {
-            !part.is_empty()
-                && part != "."
-                && part != ".."
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("path {p:?}: not a plain relative path"))
-    }
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl Manifest {
-    /// Checks what a fetched manifest may ask for, before anything is allocated for it.
-    pub fn check(&self) -> Result<(), String> {
-        if self.files.is_empty() || self.files.len() > MAX_FILES {
-            return Err(format!("{} files: 1 to {MAX_FILES}", self.files.len()));
-        }
-        let hex64 = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
-        for e in &self.files {
-            check_path(&e.path)?;
-            if !hex64(&e.sha256) {
-                return Err(format!(
-                    "{}: sha256 {:?} is not 64 hex digits",
-                    e.path, e.sha256
-                ));
-            }
-            if e.bytes > MAX_FILE_BYTES {
-                return Err(format!(
-                    "{}: {} bytes, over {MAX_FILE_BYTES}",
-                    e.path, e.bytes
-                ));
-            }
-        }
-        // the version is the files' digest, recomputed: a manifest cannot name another
-        // version's cache directory (or `current`)
-        let want = version_of(&self.files);
-        if self.version != want {
-            return Err(format!(
-                "version {:?} is not its files' digest {want}",
-                self.version
-            ));
-        }
-        Ok(())
-    }
-
-    /// The manifest of directory `dir` (symlinks followed; hidden files left out).
-    pub fn of_dir(dir: &Path) -> Result<Manifest, String> {
-        let mut files = Vec::new();
-        walk(dir, dir, &mut files)?;
-        files.sort_by(|a: &Entry, b| a.path.cmp(&b.path));
-        if files.is_empty() {
-            return Err(format!("{}: no files", dir.display()));
-        }
-        let version = version_of(&files);
-        let m = Manifest { version, files };
-        m.check()?;
-        Ok(m)
-    }
-}
-
-/// A repository's version: the digest of its paths, contents and sizes (16 hex digits).
-fn version_of(files: &[Entry]) -> String {
-    let mut h = Sha256::new();
-    for e in files {
-        h.update(format!("{} {} {}\n", e.path, e.sha256, e.bytes));
-    }
-    hex(&h.finalize())[..16].to_string()
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<Entry>) -> Result<(), String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = e.path();
-        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if meta.is_dir() {
-            walk(root, &path, out)?;
-        } else if meta.is_file() {
-            let rel = path
-                .strip_prefix(root)
-                .map_err(|e| e.to_string())?
-                .to_string_lossy()
-                .replace('\\', "/");
-            check_path(&rel)?;
-            let mut f =
-                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut h = Sha256::new();
-            let bytes =
-                std::io::copy(&mut f, &mut h).map_err(|e| format!("{}: {e}", path.display()))?;
-            out.push(Entry {
-                path: rel,
-                sha256: hex(&h.finalize()),
-                bytes,
-            });
-            if out.len() > MAX_FILES {
-                return Err(format!("{}: more than {MAX_FILES} files", root.display()));
-            }
-        }
-    }
-    Ok(())
-}
+use super::manifest::MAX_MANIFEST_BYTES;
+pub use super::manifest::{hex, Entry, Location, Manifest, MANIFEST};
+#[cfg(test)]
+use super::manifest::{version_of, MAX_FILE_BYTES};
 
 /// An S3 client (`MARK_S3_ENDPOINT` or `endpoint`: an emulator, path-style addressing).
 pub async fn client(endpoint: Option<&str>) -> aws_sdk_s3::Client {
@@ -271,9 +72,21 @@ pub async fn push(
     {
         Ok(_) => {}
         Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => {
+            // outside us-east-1 S3 wants the region named in the request
+            let region = s3.config().region().map(|r| r.to_string());
+            let place = region.filter(|r| r != "us-east-1").map(|r| {
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                        r.as_str(),
+                    ))
+                    .build()
+            });
             within(
                 &format!("creating bucket {bucket}"),
-                s3.create_bucket().bucket(bucket).send(),
+                s3.create_bucket()
+                    .bucket(bucket)
+                    .set_create_bucket_configuration(place)
+                    .send(),
             )
             .await?
             .map_err(|e| err(&format!("creating bucket {bucket}"), e))?;

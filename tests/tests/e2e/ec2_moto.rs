@@ -24,6 +24,7 @@ fn opts(endpoint: &str, fleet: &str) -> Ec2Options {
         subnets: Vec::new(),
         addr_from_tag: false,
         worker_repo: None,
+        template_user_data: false,
     }
 }
 

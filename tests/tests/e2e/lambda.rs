@@ -31,6 +31,16 @@ pub(crate) const FUNCTION: &str = "_";
 /// Starts `cargo lambda watch --only-lambda-apis` and `mark lambda` against it; returns the
 /// processes and the Invoke endpoint.
 pub(crate) fn start_lambda(repo: &std::path::Path) -> (Procs, String) {
+    let mut func = Command::new(mark_bin());
+    func.current_dir(root())
+        .args(["lambda", "--model-repo"])
+        .arg(repo);
+    start_function(&mut func)
+}
+
+/// Starts `cargo lambda watch --only-lambda-apis` and `func` (a function's runtime loop: `mark
+/// lambda`, or a packaged `bootstrap`) against it; returns the processes and the Invoke endpoint.
+pub(crate) fn start_function(func: &mut Command) -> (Procs, String) {
     let port = free_port();
     let bin = root().join(".mark/venv/bin/cargo-lambda");
     assert!(bin.is_file(), "cargo-lambda missing: run scripts/setup.sh");
@@ -66,10 +76,7 @@ pub(crate) fn start_lambda(repo: &std::path::Path) -> (Procs, String) {
             std::fs::read_to_string(&watch_log).unwrap_or_default()
         )
     });
-    let func = Command::new(mark_bin())
-        .current_dir(root())
-        .args(["lambda", "--model-repo"])
-        .arg(repo)
+    let func = func
         .env(
             "AWS_LAMBDA_RUNTIME_API",
             format!("http://127.0.0.1:{port}/.rt"),

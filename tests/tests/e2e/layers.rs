@@ -18,6 +18,7 @@ const FRONT: &[&str] = &[
     "app",
     "autoscale",
     "cli",
+    "deploy",
     "fuzzing",
     "lambda_function",
     "loadgen",

@@ -14,6 +14,7 @@ mod autoscale;
 mod batching;
 mod cli;
 mod dashboard;
+mod deploy_aws;
 mod ec2_moto;
 mod ec2_serve;
 mod fleet_faults;

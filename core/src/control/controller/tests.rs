@@ -318,3 +318,49 @@ fn a_swap_is_made_only_when_its_saving_repays_its_launches() {
         1
     );
 }
+
+#[test]
+fn the_floor_launches_even_when_an_empty_fleet_covers_a_forecast_of_zero() {
+    // make-before-break used to hold back every launch while the fleet "covered" the forecast:
+    // an empty fleet covers zero, so --min-instances 1 never launched at idle
+    let cat = vec![
+        ty("big", 0.4, 60.0, 400.0, false),
+        ty("small", 0.1, 60.0, 100.0, false),
+    ];
+    let cfg = ControlConfig::default();
+    assert!(cfg.scale_in_guard.is_some(), "the guard is on by default");
+    let model = super::super::mix::ModelInput {
+        name: "m".into(),
+        slo: cfg.slo,
+        catalog: cat.clone(),
+        footprint_gib: 0.0,
+    };
+    let f = mark_policies::predictor::predict(&[0.0; 30], 60.0, 5).unwrap();
+    let floor = Floor {
+        min_instances: Some(1),
+        ..Floor::default()
+    };
+    let run = |fleet: &[FleetInstance]| {
+        let models = super::super::mix::demands(
+            std::slice::from_ref(&model),
+            std::slice::from_ref(&f),
+            &[None],
+            &cat,
+        );
+        step(0.0, &cfg, fleet, models, &cat, &cat, &floor, &mut |i| {
+            i.native()
+        })
+        .unwrap()
+        .actions
+    };
+    assert_eq!(
+        run(&[]),
+        vec![Action::Launch {
+            instance_type: "small".into(),
+            market: Market::OnDemand,
+            count: 1
+        }]
+    );
+    // at the floor already (a pending launch counts): nothing more
+    assert_eq!(run(&[inst("a", "small", 0.0, false, 0)]), vec![]);
+}
