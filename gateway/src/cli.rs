@@ -278,6 +278,10 @@ pub struct ControlArgs {
     /// cost, and comes back when the forecast pays for one. Default: the plan as it is.
     #[arg(long)]
     pub min_instances: Option<u32>,
+    /// Spread spot capacity: no spot type above this share of the plan's spot capacity (0 <
+    /// share < 1), so that one correlated reclaim wave takes only part of it. Default: no bound.
+    #[arg(long)]
+    pub spot_max_share: Option<f64>,
     /// The feedback on slack: plan between 80% and 100% of the forecast, moved by the observed
     /// attainment, p99 and Lambda spill-over (off by default: it saves on smooth on-demand days
     /// and costs on bursty or spot ones; docs/simulation.md "Spending the SLO").
@@ -501,6 +505,11 @@ impl ControlArgs {
         if self.max_launches_per_hour == 0 {
             return Err("--max-launches-per-hour 0: the fleet could never grow".into());
         }
+        if let Some(s) = self.spot_max_share {
+            if !(s > 0.0 && s < 1.0) {
+                return Err(format!("--spot-max-share {s}: must be between 0 and 1"));
+            }
+        }
         if self.ec2_template_user_data && self.ec2_launch_template.is_none() {
             return Err(
                 "--ec2-template-user-data needs --ec2-launch-template (whose user data \
@@ -552,6 +561,7 @@ impl ControlArgs {
             model: model.clone(),
             models: self.control_model.iter().cloned().collect(),
             min_instances: self.min_instances,
+            spot_max_share: self.spot_max_share,
             slack_feedback: self.slack_feedback,
             spot_price_interval_s: self.spot_price_interval,
             interval_s: self.control_interval,

@@ -90,6 +90,10 @@ pub struct SimulateArgs {
     /// the cheapest instance (scale to zero). Default: the plan as it is.
     #[arg(long)]
     pub min_instances: Option<u32>,
+    /// mark-rs spreads spot capacity: no spot type above this share of it (0 < share < 1),
+    /// so that one correlated reclaim wave takes only part of it. Default: no bound.
+    #[arg(long)]
+    pub spot_max_share: Option<f64>,
     /// Upper bound on instances.
     #[arg(long, default_value_t = 1000)]
     pub max_instances: u32,

@@ -277,6 +277,14 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             live_latency: a.live_latency == "on",
             faults,
             min_instances: a.min_instances,
+            spot_max_share: match a.spot_max_share {
+                Some(s) if !(s > 0.0 && s < 1.0) => {
+                    return Err(SimulateError::Input(format!(
+                        "--spot-max-share {s}: must be between 0 and 1"
+                    )))
+                }
+                s => s,
+            },
             ablate,
             slack_feedback: a.slack_feedback,
             gateway_executors: a.gateway_executors.or(rec_executors).unwrap_or(0).min(64),

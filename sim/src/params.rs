@@ -55,6 +55,8 @@ pub struct SimParams {
     /// `--min-instances` for mark-rs (0: zero instances while Lambda carries the forecast for
     /// less); None: the plan as it is.
     pub min_instances: Option<u32>,
+    /// `--spot-max-share` for mark-rs: no spot type above this share of the spot capacity.
+    pub spot_max_share: Option<f64>,
     /// Sources of headroom turned off for the ablation (`--ablate`).
     pub ablate: Ablation,
     /// mark-rs plans with the feedback on slack (`--slack-feedback`).
@@ -182,6 +184,7 @@ impl Default for SimParams {
             live_latency: true,
             faults: Default::default(),
             min_instances: None,
+            spot_max_share: None,
             ablate: Ablation::default(),
             slack_feedback: false,
             gateway_executors: 0,

@@ -79,7 +79,7 @@ pub struct PolicyReport {
     pub launch_errors: u64,
     /// Launches that never became ready, terminated at their pending deadline.
     pub launch_failures: u64,
-    /// Spot reclaim notices received (`[[reclaim]]`).
+    /// Spot notices received (`[[reclaim]]` and `[[rebalance]]`).
     pub notices: u64,
     /// Longest time an instance that never served was billed, seconds.
     pub max_unserving_billed_s: f64,

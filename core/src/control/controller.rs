@@ -243,6 +243,10 @@ pub fn step(
     })?;
     let zero = floor.lambda_only(&forecast, cfg.interval_s, &mixed_usable);
     let plan = floor.apply(plan, &forecast, cfg.interval_s, &mixed_usable);
+    let plan = match floor.spot_max_share {
+        Some(share) => super::spread::spread(plan, &mixed_usable, share),
+        None => plan,
+    };
     // at the floor's zero Lambda carries the forecast: no serving capacity is kept for it
     let peak = if zero {
         0.0

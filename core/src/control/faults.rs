@@ -18,13 +18,25 @@
 //! at_s = 43200               # (instance_type = "..." to reclaim one type only)
 //! share = 0.6
 //! notice_s = 120             # the default; 0: reclaimed without notice
+//! [[rebalance]]              # rebalance recommendations: notices with no reclaim after them
+//! at_s = 20000               # (the worker drains; the controller terminates what is still
+//! share = 0.5                # listed NOTICE_GRACE_S later; instance_type = "..." optional)
+//! [[capacity]]               # InsufficientInstanceCapacity for one type (and market) in a span
+//! instance_type = "c5.xlarge"
+//! market = "spot"            # optional: both markets when absent
+//! at_s = 30000
+//! for_s = 3600
 //! ```
 //! Unknown keys and values out of range are refused (exit 64), naming the key. `mark simulate`
 //! applies them all; `mark serve --cloud local --cloud-faults` (the end-to-end tests) applies the
-//! list lag, boot failures, refused launches, stalls and throttling to the local cloud.
+//! list lag, boot failures, refused launches, stalls, throttling and capacity shortages to the
+//! local cloud (notices live come from the instance metadata the workers poll).
 //! Times are seconds from the workload's (or the control loop's) start.
 
+use mark_policies::types::Market;
 use serde::Deserialize;
+
+use super::launch_health::NOTICE_GRACE_S;
 
 /// A span of time: from `at_s` for `for_s` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -62,6 +74,53 @@ fn two_minutes() -> f64 {
     120.0
 }
 
+/// A wave of rebalance recommendations: notices to a share of the spot fleet that no reclaim
+/// follows (EC2 sends them when a reclaim grows likely).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    /// When the notices arrive.
+    pub at_s: f64,
+    /// Share of the running spot instances (of `instance_type`, if given) noticed.
+    pub share: f64,
+    /// Only this type.
+    #[serde(default)]
+    pub instance_type: Option<String>,
+}
+
+/// A capacity shortage: launches of one type (in one market, or both) refused with
+/// `InsufficientInstanceCapacity` for a span.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shortage {
+    /// The type.
+    pub instance_type: String,
+    /// `on-demand` or `spot`; both when absent.
+    #[serde(default)]
+    pub market: Option<String>,
+    /// Start, seconds.
+    pub at_s: f64,
+    /// Length, seconds.
+    pub for_s: f64,
+}
+
+/// A wave of notices the simulator delivers: a reclaim (gone `notice_s` after the notice) or a
+/// rebalance recommendation (the controller terminates what is still listed after
+/// [`NOTICE_GRACE_S`]: the same end, later, and by our hand).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wave {
+    /// When the notices arrive.
+    pub at_s: f64,
+    /// Share of the spot fleet noticed.
+    pub share: f64,
+    /// Only this type.
+    pub instance_type: Option<String>,
+    /// Seconds from the notice to the instance's end.
+    pub end_after_s: f64,
+    /// A rebalance recommendation (no reclaim).
+    pub rebalance: bool,
+}
+
 /// The faults of one run.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +146,12 @@ pub struct CloudFaults {
     /// Spot reclaim waves.
     #[serde(default)]
     pub reclaim: Vec<Reclaim>,
+    /// Rebalance recommendations (notices without a reclaim).
+    #[serde(default)]
+    pub rebalance: Vec<Rebalance>,
+    /// Capacity shortages of one type.
+    #[serde(default)]
+    pub capacity: Vec<Shortage>,
 }
 
 impl CloudFaults {
@@ -119,6 +184,21 @@ impl CloudFaults {
             time("reclaim.notice_s", r.notice_s)?;
             share("reclaim.share", r.share)?;
         }
+        for r in &f.rebalance {
+            time("rebalance.at_s", r.at_s)?;
+            share("rebalance.share", r.share)?;
+        }
+        for c in &f.capacity {
+            time("capacity.at_s", c.at_s)?;
+            time("capacity.for_s", c.for_s)?;
+            if let Some(m) = &c.market {
+                if m != "on-demand" && m != "spot" {
+                    return Err(format!(
+                        "{origin}: capacity.market = {m:?}: on-demand or spot"
+                    ));
+                }
+            }
+        }
         Ok(f)
     }
 
@@ -139,6 +219,35 @@ impl CloudFaults {
     /// Every launch call is refused at `t`.
     pub fn throttled(&self, t: f64) -> bool {
         self.throttle.iter().any(|s| s.holds(t))
+    }
+
+    /// Launches of `instance_type` in `market` are refused for want of capacity at `t`.
+    pub fn short_of(&self, instance_type: &str, market: Market, t: f64) -> bool {
+        self.capacity.iter().any(|c| {
+            c.instance_type == instance_type
+                && c.market.as_deref().is_none_or(|m| m == market.as_str())
+                && t >= c.at_s
+                && t < c.at_s + c.for_s
+        })
+    }
+
+    /// Every wave of notices, reclaims then rebalances, in the file's order within each.
+    pub fn waves(&self) -> Vec<Wave> {
+        let reclaims = self.reclaim.iter().map(|r| Wave {
+            at_s: r.at_s,
+            share: r.share,
+            instance_type: r.instance_type.clone(),
+            end_after_s: r.notice_s,
+            rebalance: false,
+        });
+        let rebalances = self.rebalance.iter().map(|r| Wave {
+            at_s: r.at_s,
+            share: r.share,
+            instance_type: r.instance_type.clone(),
+            end_after_s: NOTICE_GRACE_S,
+            rebalance: true,
+        });
+        reclaims.chain(rebalances).collect()
     }
 
     /// No fault at all.
@@ -164,11 +273,30 @@ mod tests {
         assert!(f.stalled(36000.0) && f.stalled(36179.0) && !f.stalled(36180.0));
         assert_eq!(f.reclaim[0].notice_s, 120.0);
         assert!(!f.is_empty() && CloudFaults::default().is_empty());
+        let g = CloudFaults::parse(
+            "[[rebalance]]\nat_s = 10\nshare = 0.5\n\
+             [[capacity]]\ninstance_type = \"c\"\nmarket = \"spot\"\nat_s = 100\nfor_s = 50\n",
+            "g.toml",
+        )
+        .unwrap();
+        assert!(g.short_of("c", Market::Spot, 100.0) && g.short_of("c", Market::Spot, 149.0));
+        assert!(!g.short_of("c", Market::OnDemand, 120.0) && !g.short_of("c", Market::Spot, 150.0));
+        assert!(!g.short_of("d", Market::Spot, 120.0));
+        let w = g.waves();
+        assert_eq!(
+            (w.len(), w[0].rebalance, w[0].end_after_s),
+            (1, true, NOTICE_GRACE_S)
+        );
         for (bad, key) in [
             ("boot_failure_rate = 1.5", "boot_failure_rate"),
             ("list_lag_s = -1", "list_lag_s"),
             ("lag = 3", "lag"),
             ("[[reclaim]]\nat_s = 1\nshare = 2", "reclaim.share"),
+            ("[[rebalance]]\nat_s = 1\nshare = -1", "rebalance.share"),
+            (
+                "[[capacity]]\ninstance_type = \"c\"\nmarket = \"ondemand\"\nat_s = 1\nfor_s = 2",
+                "capacity.market",
+            ),
         ] {
             let e = CloudFaults::parse(bad, "f.toml").unwrap_err();
             assert!(e.contains(key), "{bad}: {e}");

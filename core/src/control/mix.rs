@@ -98,7 +98,9 @@ pub fn driver(demands: &[ModelDemand]) -> Option<String> {
         .map(|x| x.0)
 }
 
-/// The fleet's floor: `--min-instances`.
+/// The fleet's floor (`--min-instances`) and the spread of its spot capacity
+/// (`--spot-max-share`): the constraints on a plan's shape the controller applies after the
+/// provisioner, whatever policy made the plan.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Floor {
     /// None: the provisioner's plan as it is. Some(n > 0): at least n instances. Some(0): the
@@ -106,6 +108,9 @@ pub struct Floor {
     pub min_instances: Option<u32>,
     /// The function that carries the load at zero (needed for `Some(0)` to go to zero).
     pub lambda: Option<LambdaSpec>,
+    /// No spot type holds more than this share of the plan's spot capacity
+    /// ([`super::spread::spread`]); None: the plan's spot as it is.
+    pub spot_max_share: Option<f64>,
 }
 
 /// USD per request on `l` (the invocation and the GB-seconds of one warm batch-1 run).
@@ -239,6 +244,7 @@ mod tests {
         let floor = Floor {
             min_instances: Some(0),
             lambda: Some(lambda()),
+            spot_max_share: None,
         };
         // $1.87e-6 per request: 1 req/s for 5 minutes is $0.00056, an instance $0.0085
         assert!(floor.lambda_only(&[1.0; 5], 60.0, &cat));
@@ -262,6 +268,7 @@ mod tests {
         let none = Floor {
             min_instances: Some(0),
             lambda: None,
+            spot_max_share: None,
         };
         assert!(!none.lambda_only(&[1.0; 5], 60.0, &cat));
         assert!(!Floor::default().lambda_only(&[1.0; 5], 60.0, &cat));
@@ -282,6 +289,7 @@ mod tests {
         let floor = Floor {
             min_instances: Some(2),
             lambda: None,
+            spot_max_share: None,
         };
         let p = floor.apply(
             Plan {

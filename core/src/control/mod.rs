@@ -31,5 +31,6 @@ pub mod monitors;
 pub mod rates;
 pub mod slack;
 pub mod slo;
+pub mod spread;
 pub mod status;
 pub mod type_profile;

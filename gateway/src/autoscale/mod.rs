@@ -54,6 +54,8 @@ pub struct AutoscaleOptions {
     /// `--min-instances`: None, the plan as it is; Some(0), zero instances while Lambda carries
     /// the forecast for less; Some(n), at least n.
     pub min_instances: Option<u32>,
+    /// `--spot-max-share`: no spot type above this share of the plan's spot capacity.
+    pub spot_max_share: Option<f64>,
     /// The feedback on slack (`--slack-feedback`).
     pub slack_feedback: bool,
     /// Seconds between reads of live spot prices (EC2; 0: the catalog's prices only).
@@ -204,6 +206,7 @@ impl ControlLoop {
         tracing::info!(models = ?names, "one fleet for these models");
         let floor = crate::control::mix::Floor {
             min_instances: opts.min_instances,
+            spot_max_share: opts.spot_max_share,
             lambda: lambda.as_ref().and(opts.catalog.lambda.clone()),
         };
         state.trace.set_context(crate::trace::schema::Context {

@@ -70,6 +70,31 @@ fn control_flags_are_checked_together() {
             &["--cloud", "ec2", "--catalog", "c"],
             "needs --ec2-image-id",
         ),
+        (
+            &[
+                "--cloud",
+                "local",
+                "--catalog",
+                "c",
+                "--spot-max-share",
+                "1",
+            ],
+            "--spot-max-share 1: must be between 0 and 1",
+        ),
+        (
+            &[
+                "--cloud",
+                "ec2",
+                "--catalog",
+                "c",
+                "--fleet",
+                "f",
+                "--ec2-image-id",
+                "ami-1",
+                "--ec2-template-user-data",
+            ],
+            "--ec2-template-user-data needs --ec2-launch-template",
+        ),
     ];
     for (args, want) in cases {
         let e = serve(args).control.validate().unwrap_err();

@@ -76,6 +76,11 @@ impl FaultLayer {
                 "RequestLimitExceeded (--cloud-faults)".into(),
             ));
         }
+        if self.faults.short_of(instance_type, market, self.t()) {
+            return Err(CloudError::Failed(format!(
+                "InsufficientInstanceCapacity for {instance_type} (--cloud-faults [[capacity]])"
+            )));
+        }
         if self.chance(self.faults.launch_error_rate) {
             return Err(CloudError::Failed(
                 "InsufficientInstanceCapacity (--cloud-faults)".into(),

@@ -120,7 +120,10 @@ impl Sim<'_> {
 impl Fleet for Sim<'_> {
     async fn launch(&mut self, instance_type: &str, market: Market) -> Result<(), FleetError> {
         let refuse = self.p.faults.launch_error_rate;
-        if self.p.faults.throttled(self.now) || (refuse > 0.0 && self.rng.uniform() < refuse) {
+        if self.p.faults.throttled(self.now)
+            || self.p.faults.short_of(instance_type, market, self.now)
+            || (refuse > 0.0 && self.rng.uniform() < refuse)
+        {
             self.launch_errors += 1;
             return Err(FleetError::Failed(
                 "InsufficientInstanceCapacity / RequestLimitExceeded (--cloud-faults)".into(),

@@ -197,11 +197,15 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// The reclaim wave `k` of `--cloud-faults`: notices to a share of the running spot
-    /// instances (oldest first); each takes no new batch from now and is gone `notice_s` later.
-    /// The controller no longer lists it, so its replacement is planned at the notice.
+    /// The wave `k` of `--cloud-faults` (a reclaim or a rebalance recommendation): notices to a
+    /// share of the running spot instances (oldest first); each takes no new batch from now and
+    /// is gone `notice_s` later (reclaimed), or `NOTICE_GRACE_S` later (a rebalance: terminated
+    /// by the controller, still billed until then). The controller no longer lists it, so its
+    /// replacement is planned at the notice.
     fn reclaim(&mut self, k: usize) {
-        let r = self.p.faults.reclaim[k].clone();
+        let Some(r) = self.p.faults.waves().get(k).cloned() else {
+            return;
+        };
         let spot: Vec<usize> = (0..self.instances.len())
             .filter(|&i| {
                 let x = &self.instances[i];
@@ -219,7 +223,7 @@ impl<'a> Sim<'a> {
             self.instances[i].noticed = true;
             self.idle.remove(&i);
             let epoch = self.instances[i].epoch;
-            self.at(self.now + r.notice_s, Ev::Interrupt(i, epoch));
+            self.at(self.now + r.end_after_s, Ev::Interrupt(i, epoch));
         }
     }
 

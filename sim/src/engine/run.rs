@@ -54,6 +54,7 @@ pub fn run_lanes(
     let uses_lambda = matches!(strategy, Strategy::MarkRs | Strategy::LambdaOnly);
     let floor = crate::control::mix::Floor {
         min_instances: p.min_instances.filter(|_| strategy == Strategy::MarkRs),
+        spot_max_share: p.spot_max_share.filter(|_| strategy == Strategy::MarkRs),
         lambda: lambda.clone().filter(|_| uses_lambda),
     };
     let duration = specs
@@ -177,8 +178,8 @@ pub fn run_lanes(
     if let Some((t, _)) = p.mass_interruption {
         sim.at(t, Ev::Mass);
     }
-    for (k, r) in p.faults.reclaim.iter().enumerate() {
-        sim.at(r.at_s, Ev::Reclaim(k));
+    for (k, w) in p.faults.waves().iter().enumerate() {
+        sim.at(w.at_s, Ev::Reclaim(k));
     }
     let mut arrivals = Merged::new(specs, p.seed);
     let report_every = (duration / 100.0).max(1.0);

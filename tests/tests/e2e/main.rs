@@ -12,6 +12,7 @@ mod admin_lockout;
 mod api_v2;
 mod autoscale;
 mod batching;
+mod broken_model;
 mod cli;
 mod dashboard;
 mod deploy_aws;
