@@ -244,3 +244,79 @@ async fn launches_from_a_launch_template_into_the_given_subnet() {
     assert_eq!(cloud.list().await.unwrap().len(), 1);
     println!("moto EC2: launched from launch template mark-workers into {subnet}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subnet_out_of_capacity_is_skipped_for_the_next_one() {
+    // moto never runs out of capacity: a proxy in front of it answers RunInstances into the
+    // first subnet as EC2 does when a zone has none of the type (InsufficientInstanceCapacity,
+    // HTTP 500), and forwards the rest; the driver tries the next subnet within the same call
+    let (_moto, endpoint) = start_moto();
+    let creds = ("testing".to_string(), "testing".to_string());
+    let conf =
+        mark_gateway::aws_sdk::sdk_config("us-east-1", Some(&endpoint), Some(&creds), 1).await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.8.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let mut subnets = Vec::new();
+    for (cidr, az) in [("10.8.1.0/24", "us-east-1a"), ("10.8.2.0/24", "us-east-1b")] {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(az)
+            .send()
+            .await
+            .unwrap();
+        subnets.push(s.subnet().and_then(|s| s.subnet_id()).unwrap().to_string());
+    }
+    let full = subnets[0].clone();
+    let rule: crate::util::throttle::Rule = std::sync::Arc::new(move |_, body| {
+        let form = String::from_utf8_lossy(body);
+        (form.contains("Action=RunInstances") && form.contains(&format!("SubnetId={full}"))).then(
+            || {
+                (
+                    500,
+                    "text/xml",
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error>\
+                     <Code>InsufficientInstanceCapacity</Code><Message>We currently do not have \
+                     sufficient c5.large capacity in the Availability Zone you requested \
+                     (us-east-1a).</Message></Error></Errors><RequestID>r1</RequestID></Response>"
+                        .to_string(),
+                )
+            },
+        )
+    });
+    let on = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let proxy = crate::util::throttle::fault_proxy(&endpoint, on, rule).await;
+    let catalog = Catalog::load(&root().join("examples/catalog-us-east-1.toml")).unwrap();
+    let mut o = opts(&proxy.url, "zones");
+    o.subnets = subnets.clone();
+    let cloud = Ec2Cloud::connect(o, catalog).await;
+    // a key whose spread starts at the full subnet
+    let key = (0..50)
+        .map(|k| format!("g{k}-c5.large-on-demand-0"))
+        .find(|k| k.bytes().map(usize::from).sum::<usize>() % 2 == 0)
+        .unwrap();
+    let i = cloud
+        .launch_keyed("c5.large", Market::OnDemand, Some(&key))
+        .await
+        .expect("launched in the next subnet");
+    let d = ec2
+        .describe_instances()
+        .instance_ids(&i.id)
+        .send()
+        .await
+        .unwrap();
+    let inst = &d.reservations()[0].instances()[0];
+    assert_eq!(inst.subnet_id(), Some(subnets[1].as_str()));
+    assert_eq!(proxy.refused(), 1, "the full subnet was tried first, once");
+    println!(
+        "RunInstances into {} refused (InsufficientInstanceCapacity); launched {} into {}",
+        subnets[0], i.id, subnets[1]
+    );
+}

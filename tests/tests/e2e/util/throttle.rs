@@ -1,6 +1,7 @@
-//! A DynamoDB that throttles: an HTTP proxy in front of moto's server that, while switched on,
-//! answers every call as DynamoDB does when it throttles (HTTP 400, `ThrottlingException`)
-//! instead of forwarding it. moto never throttles; the replicas must survive a table that does.
+//! Faults moto never makes, injected by an HTTP proxy in front of its server: a DynamoDB that
+//! throttles (while switched on, every call answered as DynamoDB does when it throttles: HTTP
+//! 400, `ThrottlingException`), or any rule over the request ([`fault_proxy`]: an EC2 zone out
+//! of capacity). moto never throttles nor runs out; the gateway must survive an AWS that does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -39,15 +40,33 @@ impl Throttle {
 
 const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
 
+/// What a [`fault_proxy`] answers instead of forwarding: status, content type, body.
+pub type Refusal = (u16, &'static str, String);
+
+/// A rule of a [`fault_proxy`]: the request's head and body in, a refusal or `None` (forward).
+pub type Rule = Arc<dyn Fn(&http::request::Parts, &Bytes) -> Option<Refusal> + Send + Sync>;
+
 /// A proxy to `upstream` (moto's URL), throttling from the start when `on`.
 pub async fn throttle_proxy(upstream: &str, on: bool) -> Throttle {
+    let on = Arc::new(AtomicBool::new(on));
+    let switch = on.clone();
+    let rule: Rule = Arc::new(move |_, _| {
+        switch
+            .load(Relaxed)
+            .then(|| (400, "application/x-amz-json-1.0", THROTTLED.to_string()))
+    });
+    fault_proxy(upstream, on, rule).await
+}
+
+/// A proxy to `upstream` that answers with `rule`'s refusal where it gives one (counted) and
+/// forwards the rest (10 s deadline each).
+pub async fn fault_proxy(upstream: &str, on: Arc<AtomicBool>, rule: Rule) -> Throttle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the throttling proxy");
     let url = format!("http://{}", listener.local_addr().expect("address"));
-    let on = Arc::new(AtomicBool::new(on));
     let refused = Arc::new(AtomicU64::new(0));
-    let (switch, count, upstream) = (on.clone(), refused.clone(), upstream.to_string());
+    let (switch, count, upstream) = (rule, refused.clone(), upstream.to_string());
     let task = tokio::spawn(async move {
         let client = super::http::client();
         loop {
@@ -72,13 +91,13 @@ pub async fn throttle_proxy(upstream: &str, on: bool) -> Throttle {
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await?.to_bytes();
-                            if switch.load(Relaxed) {
+                            if let Some((status, ctype, text)) = switch(&parts, &body) {
                                 count.fetch_add(1, Relaxed);
                                 return Ok::<_, hyper::Error>(
                                     hyper::Response::builder()
-                                        .status(400)
-                                        .header("content-type", "application/x-amz-json-1.0")
-                                        .body(Full::new(Bytes::from_static(THROTTLED.as_bytes())))
+                                        .status(status)
+                                        .header("content-type", ctype)
+                                        .body(Full::new(Bytes::from(text)))
                                         .expect("response"),
                                 );
                             }
