@@ -549,6 +549,21 @@ impl ControlArgs {
         // EC2 workers fetch the gateway's repository themselves when it is in S3
         let s3_repo =
             Some(worker_repo.to_string_lossy().to_string()).filter(|r| r.starts_with("s3://"));
+        let faults = match &self.cloud_faults {
+            None => None,
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| format!("--cloud-faults {}: {e}", f.display()))?;
+                let faults = crate::control::faults::CloudFaults::parse(
+                    &text,
+                    &format!("--cloud-faults {}", f.display()),
+                )?;
+                faults
+                    .check_types(catalog.instances.iter().map(|t| t.name.as_str()))
+                    .map_err(|e| format!("--cloud-faults {}: {e}", f.display()))?;
+                Some(faults)
+            }
+        };
         Ok(AutoscaleOptions {
             lambda: self.lambda_function.clone().map(|function| LambdaOptions {
                 function,
@@ -596,17 +611,7 @@ impl ControlArgs {
                 _ => None,
             },
             replica: None,
-            faults: match &self.cloud_faults {
-                None => None,
-                Some(f) => {
-                    let text = std::fs::read_to_string(f)
-                        .map_err(|e| format!("--cloud-faults {}: {e}", f.display()))?;
-                    Some(crate::control::faults::CloudFaults::parse(
-                        &text,
-                        &format!("--cloud-faults {}", f.display()),
-                    )?)
-                }
-            },
+            faults,
         })
     }
 }

@@ -158,12 +158,23 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             runs.push((s, spot));
         }
     }
+    if let Some(m) = a.min_instances.filter(|m| *m > a.max_instances) {
+        return Err(Input(format!(
+            "--min-instances {m}: more than --max-instances {}",
+            a.max_instances
+        )));
+    }
     let faults = match &a.cloud_faults {
         None => crate::faults::CloudFaults::default(),
         Some(f) => {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| Input(format!("--cloud-faults {}: {e}", f.display())))?;
-            crate::faults::CloudFaults::parse(&text, &f.display().to_string()).map_err(Input)?
+            let faults = crate::faults::CloudFaults::parse(&text, &f.display().to_string())
+                .map_err(Input)?;
+            faults
+                .check_types(catalog.instances.iter().map(|t| t.name.as_str()))
+                .map_err(|e| Input(format!("--cloud-faults {}: {e}", f.display())))?;
+            faults
         }
     };
     let mass = match &a.mass_interruption {

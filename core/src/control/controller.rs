@@ -243,27 +243,37 @@ pub fn step(
     })?;
     let zero = floor.lambda_only(&forecast, cfg.interval_s, &mixed_usable);
     let plan = floor.apply(plan, &forecast, cfg.interval_s, &mixed_usable);
-    let plan = match floor.spot_max_share {
-        Some(share) => super::spread::spread(plan, &mixed_usable, share),
-        None => plan,
-    };
     // at the floor's zero Lambda carries the forecast: no serving capacity is kept for it
     let peak = if zero {
         0.0
     } else {
         forecast.iter().copied().fold(0.0, f64::max)
     };
+    let plan = match floor.spot_max_share {
+        Some(share) => {
+            // the spot capacity the plan must keep: the forecast peak past its on-demand part
+            let on_demand: f64 = plan
+                .targets
+                .iter()
+                .filter(|t| t.market == Market::OnDemand)
+                .map(|t| f64::from(t.count) * capacity_of(&mixed_usable, &t.instance_type))
+                .sum();
+            let need = (peak * (1.0 + cfg.scale_in_guard.unwrap_or(0.0)) - on_demand).max(0.0);
+            super::spread::spread(plan, &mixed_usable, share, need)
+        }
+        None => plan,
+    };
     let mut actions = diff(now, cfg, fleet, &plan, &mixed_all, peak);
     // the floor is no saving to weigh against a launch's cost (make-before-break would hold
     // it back whenever the fleet, empty, "covers" a forecast of zero): its shortfall launches
-    let launching: u32 = actions
-        .iter()
-        .map(|a| match a {
-            Action::Launch { count, .. } => *count,
-            Action::Terminate { .. } => 0,
-        })
-        .sum();
-    let short = floor.shortfall(fleet.len()).saturating_sub(launching);
+    let (launching, ending) = actions.iter().fold((0u32, 0usize), |(l, e), a| match a {
+        Action::Launch { count, .. } => (l + count, e),
+        Action::Terminate { .. } => (l, e + 1),
+    });
+    // what is left after this step's terminations, and what it launches, against the floor
+    let short = floor
+        .shortfall(fleet.len().saturating_sub(ending))
+        .saturating_sub(launching);
     if let (true, Some(t)) = (short > 0 && !zero, Floor::cheapest(&mixed_usable)) {
         actions.push(Action::Launch {
             instance_type: t.name.clone(),

@@ -187,8 +187,8 @@ impl Controller {
     /// What the act phase reported at `now`: launches the cloud refused count toward their
     /// type's back-off, so the next plan tries another type.
     pub fn on_applied(&mut self, now: f64, applied: &super::fleet::Applied) {
-        for t in &applied.refused {
-            self.launches.refused(t, now);
+        for (t, m) in &applied.refused {
+            self.launches.refused(t, *m, now);
         }
     }
 

@@ -221,6 +221,29 @@ impl CloudFaults {
         self.throttle.iter().any(|s| s.holds(t))
     }
 
+    /// Every type the file names is one of `known` (a typo would silently fault nothing).
+    pub fn check_types<'a>(
+        &self,
+        known: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<(), String> {
+        let named = self
+            .reclaim
+            .iter()
+            .filter_map(|r| r.instance_type.as_deref())
+            .chain(
+                self.rebalance
+                    .iter()
+                    .filter_map(|r| r.instance_type.as_deref()),
+            )
+            .chain(self.capacity.iter().map(|c| c.instance_type.as_str()));
+        for t in named {
+            if !known.clone().any(|k| k == t) {
+                return Err(format!("instance_type = {t:?}: not a type of the catalog"));
+            }
+        }
+        Ok(())
+    }
+
     /// Launches of `instance_type` in `market` are refused for want of capacity at `t`.
     pub fn short_of(&self, instance_type: &str, market: Market, t: f64) -> bool {
         self.capacity.iter().any(|c| {

@@ -140,7 +140,7 @@ pub struct Applied {
     pub failures: Vec<String>,
     /// Types whose launch the cloud refused (capacity, throttling): the rest of that launch
     /// action was not attempted, and the controller backs the type off (see `launch_health`).
-    pub refused: Vec<String>,
+    pub refused: Vec<(String, Market)>,
 }
 
 /// Default launches (and terminations) allowed per rolling hour.
@@ -248,7 +248,7 @@ pub async fn apply<F: Fleet>(
                             if matches!(e, FleetError::Failed(_)) {
                                 // capacity or throttling: asking again at once would only fail
                                 // again; the next plan picks another type if it keeps failing
-                                done.refused.push(instance_type.clone());
+                                done.refused.push((instance_type.clone(), market));
                                 break;
                             }
                         }

@@ -8,9 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use mark_policies::types::InstanceType;
+use mark_policies::types::{InstanceType, Market};
 
 use super::controller::{Action, FleetInstance};
+
+/// The back-off key of a type's market (refusals are per market; launches that never boot
+/// count against the type).
+fn market_key(instance_type: &str, market: Market) -> String {
+    format!("{instance_type}/{}", market.as_str())
+}
 
 /// Launch times a pending instance may take before it counts as failed.
 pub const PENDING_LAUNCH_TIMES: f64 = 3.0;
@@ -69,11 +75,16 @@ impl LaunchHealth {
         self.overdue = 0;
         for i in fleet {
             if i.ready {
-                let r = self.types.entry(i.instance_type.clone()).or_default();
-                if i.launched_at > r.last_failure {
-                    // a launch after the last failure serves: the type boots again
-                    r.in_a_row = 0;
-                    r.until = 0.0;
+                for key in [
+                    i.instance_type.clone(),
+                    market_key(&i.instance_type, i.market),
+                ] {
+                    let r = self.types.entry(key).or_default();
+                    if i.launched_at > r.last_failure {
+                        // a launch after the last failure serves: the type boots again
+                        r.in_a_row = 0;
+                        r.until = 0.0;
+                    }
                 }
                 counted.push(i.clone());
                 continue;
@@ -100,11 +111,13 @@ impl LaunchHealth {
         (counted, reap)
     }
 
-    /// The cloud refused a launch of `instance_type` at `now` (capacity, throttling): it counts
-    /// toward the type's back-off like a launch that never booted.
-    pub fn refused(&mut self, instance_type: &str, now: f64) {
+    /// The cloud refused a launch of `instance_type` in `market` at `now` (capacity,
+    /// throttling): it counts toward that market's back-off of the type (a spot shortage of a
+    /// type leaves its on-demand market usable), as a launch that never booted counts toward
+    /// the type's.
+    pub fn refused(&mut self, instance_type: &str, market: Market, now: f64) {
         self.refusals += 1;
-        self.fail(instance_type, now);
+        self.fail(&market_key(instance_type, market), now);
     }
 
     fn fail(&mut self, instance_type: &str, now: f64) {
@@ -117,16 +130,25 @@ impl LaunchHealth {
         }
     }
 
-    /// The types a plan may use at `now`: those not backed off.
+    /// The types a plan may use at `now`: those not backed off; a type backed off in its spot
+    /// market only is offered on demand alone (no spot price: plans take no spot of it).
     pub fn usable(&self, now: f64, catalog: &[InstanceType]) -> Vec<InstanceType> {
+        let off = |key: &str| self.types.get(key).is_some_and(|r| now < r.until);
         catalog
             .iter()
-            .filter(|t| self.types.get(&t.name).is_none_or(|r| now >= r.until))
-            .cloned()
+            .filter(|t| !off(&t.name) && !off(&market_key(&t.name, Market::OnDemand)))
+            .map(|t| {
+                let mut t = t.clone();
+                if off(&market_key(&t.name, Market::Spot)) {
+                    t.price_spot = 0.0;
+                }
+                t
+            })
             .collect()
     }
 
-    /// Types backed off at `now`, with the time their back-off ends.
+    /// Types (`type`, or `type/market` for refusals) backed off at `now`, with the time their
+    /// back-off ends.
     pub fn backed_off(&self, now: f64) -> Vec<(String, f64)> {
         self.types
             .iter()
@@ -143,11 +165,28 @@ mod tests {
     #[test]
     fn refused_launches_back_a_type_off_and_a_serving_launch_clears_it() {
         let mut h = LaunchHealth::default();
-        h.refused("c5.large", 100.0);
+        h.refused("c5.large", Market::Spot, 100.0);
         assert!(h.backed_off(100.0).is_empty(), "one refusal is weather");
-        h.refused("c5.large", 160.0);
-        assert_eq!(h.backed_off(160.0), vec![("c5.large".to_string(), 760.0)]);
-        h.refused("c5.large", 800.0);
+        h.refused("c5.large", Market::Spot, 160.0);
+        assert_eq!(
+            h.backed_off(160.0),
+            vec![("c5.large/spot".to_string(), 760.0)]
+        );
+        // a spot shortage leaves the type's on-demand market in plans
+        let cat = [InstanceType {
+            name: "c5.large".into(),
+            vcpus: 2,
+            gpus: 0,
+            memory_gib: 4.0,
+            price_on_demand: 0.085,
+            price_spot: 0.03,
+            launch_seconds: 60.0,
+            capacity_rps: 100.0,
+            burstable: false,
+        }];
+        let usable = h.usable(160.0, &cat);
+        assert_eq!((usable.len(), usable[0].price_spot), (1, 0.0));
+        h.refused("c5.large", Market::Spot, 800.0);
         assert_eq!(h.backed_off(800.0)[0].1, 2000.0, "doubling");
         assert_eq!(h.refusals, 3);
         let ready = FleetInstance {

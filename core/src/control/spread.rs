@@ -1,14 +1,14 @@
 //! Spot diversification (`--spot-max-share`): real reclaims are correlated — one type in one
 //! zone goes within minutes — so a plan that puts all its spot capacity on the cheapest type
 //! loses all of it to one wave. With a share bound, no spot type holds more than that share of
-//! the plan's spot capacity: the excess moves, one instance at a time, to the spot type with the
-//! next lowest price per req/s that stays within the bound (enough of it to carry the capacity
-//! moved). The plan's spot capacity never shrinks; it costs what the next types cost more.
+//! the plan's spot capacity: an instance of the type most over the bound is dropped where the
+//! plan's spot capacity stays at or above what it must carry (`need`: a plan can hold more than
+//! that, as when the provisioner keeps instances it has rather than swap them), and otherwise
+//! moved to the spot type that carries its capacity for the least (enough instances of it,
+//! within the bound). The spot capacity never falls below `need`; it costs what the next types
+//! cost more.
 
 use mark_policies::types::{FleetTarget, InstanceType, Market, Plan};
-
-/// Most moves made on one plan (a bound on the loop; a plan is tens of instances).
-const MAX_MOVES: usize = 256;
 
 fn cap(catalog: &[InstanceType], name: &str) -> f64 {
     catalog
@@ -18,8 +18,9 @@ fn cap(catalog: &[InstanceType], name: &str) -> f64 {
 }
 
 /// `plan` with no spot type above `max_share` of the spot capacity, where other spot types can
-/// take the excess; unchanged with fewer than two spot instances or no other spot type.
-pub fn spread(mut plan: Plan, catalog: &[InstanceType], max_share: f64) -> Plan {
+/// take the excess, and its spot capacity at least `need` req/s (or what it was, if less);
+/// unchanged with fewer than two spot instances or no other spot type.
+pub fn spread(mut plan: Plan, catalog: &[InstanceType], max_share: f64, need: f64) -> Plan {
     if !(max_share > 0.0 && max_share < 1.0) {
         return plan;
     }
@@ -39,7 +40,9 @@ pub fn spread(mut plan: Plan, catalog: &[InstanceType], max_share: f64) -> Plan 
             .map(|t| f64::from(t.count) * cap(catalog, name))
             .sum()
     };
-    for _ in 0..MAX_MOVES {
+    // each round removes one instance of an over-bound type: bounded by the instances there are
+    // (those added only ever land within the bound)
+    for _ in 0..=spot_count {
         let total: f64 = plan
             .targets
             .iter()
@@ -63,7 +66,22 @@ pub fn spread(mut plan: Plan, catalog: &[InstanceType], max_share: f64) -> Plan 
             break;
         };
         let moved = cap(catalog, &over.0);
-        // the cheapest other spot type (per req/s) that stays within the bound with the move
+        let take_one = |plan: &mut Plan| {
+            if let Some(t) = plan
+                .targets
+                .iter_mut()
+                .find(|t| t.market == Market::Spot && t.instance_type == over.0)
+            {
+                t.count -= 1;
+            }
+        };
+        // more than needed: the instance goes, nothing replaces it
+        if total - moved >= need - 1e-9 {
+            take_one(&mut plan);
+            continue;
+        }
+        // the other spot type that carries the moved capacity for the least (whole instances of
+        // it), within the bound with the move; then the lower price per req/s
         let to = catalog
             .iter()
             .filter(|t| t.name != over.0 && t.price_spot > 0.0 && t.capacity_rps > 0.0)
@@ -74,18 +92,17 @@ pub fn spread(mut plan: Plan, catalog: &[InstanceType], max_share: f64) -> Plan 
                 (after <= max_share * total_after + 1e-9).then_some((t, n as u32))
             })
             .min_by(|a, b| {
-                (a.0.price_spot / a.0.capacity_rps).total_cmp(&(b.0.price_spot / b.0.capacity_rps))
+                (f64::from(a.1) * a.0.price_spot)
+                    .total_cmp(&(f64::from(b.1) * b.0.price_spot))
+                    .then(
+                        (a.0.price_spot / a.0.capacity_rps)
+                            .total_cmp(&(b.0.price_spot / b.0.capacity_rps)),
+                    )
             });
         let Some((to, n)) = to else {
             break;
         };
-        if let Some(t) = plan
-            .targets
-            .iter_mut()
-            .find(|t| t.market == Market::Spot && t.instance_type == over.0)
-        {
-            t.count -= 1;
-        }
+        take_one(&mut plan);
         match plan
             .targets
             .iter_mut()
@@ -143,7 +160,7 @@ mod tests {
             ],
             lambda_share: 0.0,
         };
-        let out = spread(plan, &cat, 0.5);
+        let out = spread(plan, &cat, 0.5, 1000.0);
         let count = |n: &str, m: Market| {
             out.targets
                 .iter()
@@ -165,8 +182,37 @@ mod tests {
             targets: vec![target("a", Market::Spot, 9)],
             lambda_share: 0.0,
         };
-        let out = spread(plan, &cat, 0.4);
+        let out = spread(plan, &cat, 0.4, 900.0);
         assert!(out.targets.len() == 3, "{out:?}");
+    }
+
+    #[test]
+    fn a_plan_holding_more_than_it_needs_drops_rather_than_moves() {
+        // the provisioner keeps 7 b it has and adds 9 a (cheaper): 1,600 req/s for a need of
+        // 1,000; moving would keep all 1,600 for ever (the fleet then equals the plan)
+        let cat = [ty("a", 0.03, 100.0), ty("b", 0.05, 100.0)];
+        let plan = Plan {
+            targets: vec![target("a", Market::Spot, 9), target("b", Market::Spot, 7)],
+            lambda_share: 0.0,
+        };
+        let out = spread(plan, &cat, 0.5, 1000.0);
+        let n: u32 = out.targets.iter().map(|t| t.count).sum();
+        assert_eq!(n, 14, "{out:?}: a dropped to the bound, b as it was");
+        // a whole large instance is not bought to carry one small one's capacity
+        let cat = [
+            ty("a", 0.03, 100.0),
+            ty("gpu", 0.5, 4000.0),
+            ty("c", 0.12, 200.0),
+        ];
+        let plan = Plan {
+            targets: vec![target("a", Market::Spot, 4)],
+            lambda_share: 0.0,
+        };
+        let out = spread(plan, &cat, 0.5, 400.0);
+        assert!(
+            out.targets.iter().all(|t| t.instance_type != "gpu"),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -176,13 +222,17 @@ mod tests {
             targets: vec![target("a", Market::Spot, 6)],
             lambda_share: 0.2,
         };
-        assert_eq!(spread(plan.clone(), &cat, 0.5), plan, "no other spot type");
+        assert_eq!(
+            spread(plan.clone(), &cat, 0.5, 600.0),
+            plan,
+            "no other spot type"
+        );
         let cat = [ty("a", 0.03, 100.0), ty("b", 0.05, 100.0)];
         let one = Plan {
             targets: vec![target("a", Market::Spot, 1)],
             lambda_share: 0.0,
         };
-        assert_eq!(spread(one.clone(), &cat, 0.5), one, "one instance");
-        assert_eq!(spread(plan.clone(), &cat, 1.0), plan, "no bound");
+        assert_eq!(spread(one.clone(), &cat, 0.5, 100.0), one, "one instance");
+        assert_eq!(spread(plan.clone(), &cat, 1.0, 600.0), plan, "no bound");
     }
 }

@@ -18,6 +18,19 @@ const CFG: &str =
     "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n";
 const URL: &str = "s3://mark-broken/prod";
 
+/// One local type that boots in 5 s: a pending deadline of about 15 s, long enough for a worker
+/// to fetch from moto and load (and for the test to see the broken one) on a busy machine.
+const CATALOG: &str = r#"
+[[instance]]
+name = "local.small"
+vcpus = 2
+memory_gib = 4
+price_on_demand = 0.10
+price_spot = 0.0
+launch_seconds = 5.0
+capacity_rps = { mlp = 60 }
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_model_fails_to_load_is_never_capacity_and_is_replaced_with_no_failed_request(
 ) {
@@ -44,7 +57,7 @@ async fn a_worker_whose_model_fails_to_load_is_never_capacity_and_is_replaced_wi
         let repo = std::path::PathBuf::from(URL);
         let (g, state) = start_local_cloud_env(
             &repo,
-            ONE_TYPE_CATALOG,
+            CATALOG,
             "broken-model",
             "1",
             "2",
@@ -59,7 +72,7 @@ async fn a_worker_whose_model_fails_to_load_is_never_capacity_and_is_replaced_wi
             "mlp",
             &mark_bin(),
             &repo,
-            Catalog::parse(ONE_TYPE_CATALOG, "c").unwrap(),
+            Catalog::parse(CATALOG, "c").unwrap(),
         );
         let running = |cloud: &LocalCloud| {
             cloud
@@ -108,20 +121,26 @@ async fn a_worker_whose_model_fails_to_load_is_never_capacity_and_is_replaced_wi
                     .iter()
                     .find(|i| i.id != first.id && i.state == InstanceState::Pending)
                 {
-                    // up, and saying "broken", not "busy": 503 with a load of 0
-                    if let Ok(r) = get(&format!("http://{}/v2/health/ready", i.addr)).await {
+                    // up, and saying "broken", not "busy": readiness 503 with a load of 0,
+                    // and the model's own readiness names the failure (not "still loading")
+                    let ready = get(&format!("http://{}/v2/health/ready", i.addr)).await;
+                    let model = get(&format!("http://{}/v2/models/mlp/ready", i.addr)).await;
+                    if let (Ok(r), Ok(m)) = (ready, model) {
                         let load = r
                             .headers
                             .get("x-mark-load")
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default()
                             .to_string();
-                        println!(
-                            "pending worker {} answers readiness {} (x-mark-load {load})",
-                            i.id, r.status
-                        );
-                        assert_eq!((r.status, load.as_str()), (503, "0.000"));
-                        broken = Some(i.id.clone());
+                        let why = String::from_utf8_lossy(&m.body).to_string();
+                        if why.contains("failed to load") {
+                            println!(
+                                "pending worker {} answers readiness {} (x-mark-load {load}): {why}",
+                                i.id, r.status
+                            );
+                            assert_eq!((r.status, load.as_str()), (503, "0.000"));
+                            broken = Some(i.id.clone());
+                        }
                     }
                 }
             }
