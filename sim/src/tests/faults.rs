@@ -4,6 +4,16 @@
 
 use super::*;
 
+/// The type a run kept longest (its instance hours, both markets).
+fn busiest_type(r: &PolicyReport) -> String {
+    let (top, _) = r
+        .instance_hours
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .expect("instances ran");
+    top.split('/').next().unwrap_or(top).to_string()
+}
+
 #[test]
 fn cloud_faults_cost_little_and_no_launch_is_billed_long_without_serving() {
     // the stress hour (200 req/s) on spot with a faulty cloud: a third of launches never boot,
@@ -75,12 +85,7 @@ fn a_capacity_shortage_moves_the_plan_to_another_type_and_rebalance_notices_are_
         simulate(&o).policies.remove(0)
     };
     let clean = run(None);
-    let (top, _) = clean
-        .instance_hours
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .expect("instances ran");
-    let ty = top.split('/').next().unwrap().to_string();
+    let ty = busiest_type(&clean);
     let faults = crate::faults::CloudFaults::parse(
         &format!(
             "[[capacity]]\ninstance_type = \"{ty}\"\nmarket = \"spot\"\nat_s = 0\nfor_s = 3600\n\
@@ -142,12 +147,7 @@ fn spreading_spot_over_types_loses_less_to_a_correlated_reclaim_wave() {
         simulate(&o).policies.remove(0)
     };
     let clean = run(None, None);
-    let (top, _) = clean
-        .instance_hours
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .expect("instances ran");
-    let ty = top.split('/').next().unwrap().to_string();
+    let ty = busiest_type(&clean);
     let wave = crate::faults::CloudFaults::parse(
         &format!("[[reclaim]]\nat_s = 2700\nshare = 1.0\ninstance_type = \"{ty}\"\n"),
         "test",

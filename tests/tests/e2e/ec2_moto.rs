@@ -171,6 +171,34 @@ async fn launch_spot(cloud: &Ec2Cloud, n: usize) -> Vec<String> {
     ids
 }
 
+/// An EC2 client on moto at `endpoint`, and subnets of a new VPC `cidr` (a /16), one per
+/// `(subnet cidr, zone)`.
+async fn vpc_with_subnets(
+    endpoint: &str,
+    cidr: &str,
+    subnets: &[(&str, &str)],
+) -> (aws_sdk_ec2::Client, Vec<String>) {
+    let creds = ("testing".to_string(), "testing".to_string());
+    let conf =
+        mark_gateway::aws_sdk::sdk_config("us-east-1", Some(endpoint), Some(&creds), 1).await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpc = ec2.create_vpc().cidr_block(cidr).send().await.unwrap();
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let mut ids = Vec::new();
+    for (sub, az) in subnets {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(*sub)
+            .availability_zone(*az)
+            .send()
+            .await
+            .unwrap();
+        ids.push(s.subnet().and_then(|s| s.subnet_id()).unwrap().to_string());
+    }
+    (ec2, ids)
+}
+
 #[tokio::test]
 async fn launches_from_a_launch_template_into_the_given_subnet() {
     use aws_sdk_ec2::types::{
@@ -178,30 +206,9 @@ async fn launches_from_a_launch_template_into_the_given_subnet() {
         RequestLaunchTemplateData,
     };
     let (_moto, endpoint) = start_moto();
-    let creds = ("testing".to_string(), "testing".to_string());
-    let conf =
-        mark_gateway::aws_sdk::sdk_config("us-east-1", Some(&endpoint), Some(&creds), 1).await;
-    let ec2 = aws_sdk_ec2::Client::new(&conf);
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block("10.9.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
-    let subnet = ec2
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("10.9.1.0/24")
-        .availability_zone("us-east-1b")
-        .send()
-        .await
-        .unwrap();
-    let subnet = subnet
-        .subnet()
-        .and_then(|s| s.subnet_id())
-        .unwrap()
-        .to_string();
+    let (ec2, subnets) =
+        vpc_with_subnets(&endpoint, "10.9.0.0/16", &[("10.9.1.0/24", "us-east-1b")]).await;
+    let subnet = subnets[0].clone();
     // the template names the AMI and requires IMDSv2 (session tokens), as docs/operations.md asks
     ec2.create_launch_template()
         .launch_template_name("mark-workers")
@@ -251,29 +258,12 @@ async fn a_subnet_out_of_capacity_is_skipped_for_the_next_one() {
     // first subnet as EC2 does when a zone has none of the type (InsufficientInstanceCapacity,
     // HTTP 500), and forwards the rest; the driver tries the next subnet within the same call
     let (_moto, endpoint) = start_moto();
-    let creds = ("testing".to_string(), "testing".to_string());
-    let conf =
-        mark_gateway::aws_sdk::sdk_config("us-east-1", Some(&endpoint), Some(&creds), 1).await;
-    let ec2 = aws_sdk_ec2::Client::new(&conf);
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block("10.8.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
-    let mut subnets = Vec::new();
-    for (cidr, az) in [("10.8.1.0/24", "us-east-1a"), ("10.8.2.0/24", "us-east-1b")] {
-        let s = ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block(cidr)
-            .availability_zone(az)
-            .send()
-            .await
-            .unwrap();
-        subnets.push(s.subnet().and_then(|s| s.subnet_id()).unwrap().to_string());
-    }
+    let (ec2, subnets) = vpc_with_subnets(
+        &endpoint,
+        "10.8.0.0/16",
+        &[("10.8.1.0/24", "us-east-1a"), ("10.8.2.0/24", "us-east-1b")],
+    )
+    .await;
     let full = subnets[0].clone();
     let rule: crate::util::throttle::Rule = std::sync::Arc::new(move |_, body| {
         let form = String::from_utf8_lossy(body);
