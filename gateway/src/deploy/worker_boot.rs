@@ -93,8 +93,12 @@ export AWS_DEFAULT_REGION="$AWS_REGION"
 mkdir -p "$MARK_HOME"
 say() {{ echo "mark boot: $*" >&2; }}
 if ! command -v aws >/dev/null 2>&1; then
-  if command -v dnf >/dev/null 2>&1; then dnf install -y -q awscli
-  elif command -v apt-get >/dev/null 2>&1; then apt-get update -q && apt-get install -y -q awscli
+  # bounded: a mirror that stalls fails the boot (and the launch's pending deadline replaces it);
+  # apt waits up to 5 minutes for the dpkg lock that first-boot upgrades hold
+  if command -v dnf >/dev/null 2>&1; then timeout 600 dnf install -y -q awscli
+  elif command -v apt-get >/dev/null 2>&1; then
+    timeout 600 apt-get -o DPkg::Lock::Timeout=300 update -q \
+      && timeout 600 apt-get -o DPkg::Lock::Timeout=300 install -y -q awscli
   else say "no aws CLI, and no dnf or apt-get to install it"; exit 1; fi
 fi
 # fetch BUCKET KEY SHA256 BYTES DEST: the size asked first (nothing larger is downloaded), then

@@ -32,18 +32,23 @@ fn aws_env(moto: &str) -> Vec<(String, String)> {
 
 /// Runs `mark ARGS` to its end (at most 5 minutes): exit code, stdout, stderr.
 fn mark(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String, String) {
-    let mut child = Command::new(mark_bin())
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+    let mut cmd = Command::new(mark_bin());
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    bounded(cmd, &format!("mark {args:?}"))
+}
+
+/// Runs `cmd` to its end, killed past 5 minutes: exit code, stdout, stderr.
+fn bounded(mut cmd: Command, what: &str) -> (Option<i32>, String, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("mark");
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("mark {args:?} ran past 5 minutes");
+            panic!("{what} ran past 5 minutes");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -63,18 +68,11 @@ fn mark_ok(args: &[&str], env: &[(String, String)]) -> String {
 
 /// Runs Python (the project's venv: boto3, the stock SDK) with `code` against moto.
 fn python(code: &str, moto: &str) -> String {
-    let out = Command::new(root().join(".mark/venv/bin/python"))
-        .args(["-c", code])
-        .env("MOTO", moto)
-        .envs(aws_env(moto))
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    let mut cmd = Command::new(root().join(".mark/venv/bin/python"));
+    cmd.args(["-c", code]).env("MOTO", moto).envs(aws_env(moto));
+    let (code, out, err) = bounded(cmd, "python");
+    assert_eq!(code, Some(0), "python failed: {err}");
+    out
 }
 
 const BOTO: &str = "import boto3, json, base64, os, sys\n\
