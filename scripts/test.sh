@@ -5,6 +5,8 @@
 # overall deadline. Extra arguments go to the test runner (a filter, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# a reused target dir past its budget is emptied before anything is installed (a full disk)
+bash scripts/target-budget.sh
 bash scripts/setup.sh
 # The operations page's browser test runs Debian's headless Chromium; the replicas test puts
 # Debian's HAProxy in front of three gateways.

@@ -33,8 +33,8 @@ pub struct DeployTable {
     /// Concurrent executions reserved for the function: default the catalog's `[lambda]
     /// concurrency_limit` (capped to what the account can give); 0 reserves none.
     pub reserved_concurrency: Option<u32>,
-    /// The `mark` binary to ship (default: this one). A release build carries line tables
-    /// (~400 MB): ship a stripped copy (`strip -o mark.ship target/release/mark`).
+    /// The `mark` binary to ship (default: this one). A build with debug info can pass
+    /// Lambda's limit: ship a stripped copy (`strip -o mark.ship target/release/mark`).
     pub mark_binary: Option<PathBuf>,
 }
 

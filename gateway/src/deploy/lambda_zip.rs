@@ -118,8 +118,8 @@ pub fn check(entries: &[Entry]) -> Result<u64, String> {
         .map(|e| format!("{} {}", e.name, super::mib(e.bytes)))
         .collect();
     let hint = if big.first().is_some_and(|e| e.name == "mark") {
-        " (a release `mark` carries line tables: ship a stripped copy, `strip -o mark.lambda \
-         target/release/mark`, with --mark-binary or [deploy] mark_binary)"
+        " (a `mark` built with debug info is that large: ship a stripped copy, `strip -o \
+         mark.lambda target/release/mark`, with --mark-binary or [deploy] mark_binary)"
     } else {
         " (serve the models from S3: --model-repo s3://...)"
     };
