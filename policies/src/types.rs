@@ -200,7 +200,9 @@ pub struct ModelDemand {
     pub footprint_gib: f64,
     /// Attainment of recent intervals (None before any request).
     pub attainment: Option<f64>,
-    /// p99 latency of recent intervals, ms (None before any request).
+    /// p99 latency of its answers over the interval before this plan, ms (the upper bound of
+    /// the histogram bucket it falls in: at most 10% high in the simulator, the gateway's
+    /// latency buckets live); None when nothing was answered.
     pub p99_ms: Option<f64>,
 }
 

@@ -55,6 +55,14 @@ pub struct SimulateArgs {
     /// Latency objective, ms.
     #[arg(long, default_value_t = 300.0)]
     pub slo_ms: f64,
+    /// A model's own SLO, as MODEL=MS (repeated; what its config's `slo_ms` is to `mark serve`);
+    /// a model not named takes --slo-ms.
+    #[arg(long = "model-slo", value_name = "MODEL=MS")]
+    pub model_slos: Vec<String>,
+    /// A model's own largest batch, as MODEL=N (repeated; its config's `max_batch_size`); a model
+    /// not named takes --max-batch.
+    #[arg(long = "model-max-batch", value_name = "MODEL=N")]
+    pub model_max_batches: Vec<String>,
     /// SLO attainment target.
     #[arg(long, default_value_t = 0.99)]
     pub attainment_target: f64,

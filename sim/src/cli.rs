@@ -1,6 +1,7 @@
 //! The `mark simulate` command line: flags, validation (bad input is reported for exit 64), the
 //! run, and the report.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use super::args::SimulateArgs;
@@ -124,6 +125,10 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
         },
     };
     let extra_models = extra_models(&a, &models).map_err(Input)?;
+    let names: Vec<&str> = std::iter::once(a.model.as_str())
+        .chain(extra_models.iter().map(|m| m.name.as_str()))
+        .collect();
+    let model_limits = model_limits(&a, &names).map_err(Input)?;
     let mut strategies = Vec::new();
     for b in &a.baselines {
         match Strategy::parse(b) {
@@ -317,6 +322,7 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             format!("{} x{}", a.workloads.join(" + "), a.load_scale)
         },
         extra_models,
+        model_limits,
         runs,
         policies,
         candidate,
@@ -404,6 +410,53 @@ fn split_models(a: &mut SimulateArgs) -> Result<Vec<(String, String)>, String> {
         }
     }
     Ok(models.into_iter().skip(1).collect())
+}
+
+/// `--model-slo MODEL=MS` and `--model-max-batch MODEL=N`: each names a model of the run, once,
+/// with a positive value.
+fn model_limits(
+    a: &SimulateArgs,
+    names: &[&str],
+) -> Result<BTreeMap<String, super::ModelLimits>, String> {
+    let mut out: BTreeMap<String, super::ModelLimits> = BTreeMap::new();
+    let mut parse = |flag: &str, given: &[String], slo: bool| -> Result<(), String> {
+        for g in given {
+            let Some((m, v)) = named(g) else {
+                return Err(format!("--{flag} {g}: give MODEL=VALUE"));
+            };
+            if !names.contains(&m) {
+                return Err(format!(
+                    "--{flag} {g}: no model {m} in this run ({})",
+                    names.join(", ")
+                ));
+            }
+            let e = out.entry(m.to_string()).or_default();
+            let twice = if slo {
+                let ms: f64 = v
+                    .parse()
+                    .map_err(|_| format!("--{flag} {g}: not a number"))?;
+                if !(ms > 0.0 && ms <= 3_600_000.0) {
+                    return Err(format!("--{flag} {g}: between 0 and 3600000 ms"));
+                }
+                e.slo_ms.replace(ms).is_some()
+            } else {
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| format!("--{flag} {g}: not a count"))?;
+                if !(1..=4096).contains(&n) {
+                    return Err(format!("--{flag} {g}: between 1 and 4096"));
+                }
+                e.max_batch.replace(n).is_some()
+            };
+            if twice {
+                return Err(format!("--{flag} {m}=...: the model is named twice"));
+            }
+        }
+        Ok(())
+    };
+    parse("model-slo", &a.model_slos, true)?;
+    parse("model-max-batch", &a.model_max_batches, false)?;
+    Ok(out)
 }
 
 /// The further models' workloads and profiles (`--profile MODEL=FILE`, else the bundled one).

@@ -43,6 +43,7 @@ pub(crate) mod batching {
     pub(crate) use mark_policy_host::batch_policy as size_policy;
 }
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -85,6 +86,26 @@ pub struct SimModel {
     pub workload: Workload,
 }
 
+/// One model's own limits (none: the run's `--slo-ms` / `--max-batch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ModelLimits {
+    /// Its latency objective, ms.
+    pub slo_ms: Option<f64>,
+    /// Its largest batch.
+    pub max_batch: Option<u32>,
+}
+
+impl SimOptions {
+    /// Model `name`'s SLO (ms) and largest batch.
+    pub fn limits(&self, name: &str) -> (f64, u32) {
+        let own = self.model_limits.get(name).copied().unwrap_or_default();
+        (
+            own.slo_ms.unwrap_or(self.params.slo_ms),
+            own.max_batch.unwrap_or(self.params.max_batch),
+        )
+    }
+}
+
 /// Where mark-rs's policies come from.
 #[derive(Clone)]
 pub enum PolicySource {
@@ -121,6 +142,9 @@ pub struct SimOptions {
     pub workload: Workload,
     /// Further models on the same fleet, each with its own workload (empty: one model).
     pub extra_models: Vec<SimModel>,
+    /// A model's own SLO and largest batch where they differ from `params`' (`--model-slo`,
+    /// `--model-max-batch`), as each model's config sets them in `mark serve`.
+    pub model_limits: BTreeMap<String, ModelLimits>,
     /// How the workload was given (for the report).
     pub workload_spec: String,
     /// Strategies to run, each with spot allowed or not.
@@ -191,16 +215,18 @@ pub fn simulate(opts: &SimOptions) -> Summary {
         workload: opts.workload.clone(),
     }];
     models.extend(opts.extra_models.iter().cloned());
+    let limits: Vec<(f64, u32)> = models.iter().map(|m| opts.limits(&m.name)).collect();
     let types: Vec<Vec<TypeModel>> = models
         .iter()
-        .map(|m| {
+        .zip(&limits)
+        .map(|(m, &(slo_ms, max_batch))| {
             let ab = opts.params.ablate;
             TypeModel::from_catalog(
                 &opts.catalog,
                 &m.name,
                 &m.profile,
-                opts.params.slo_ms,
-                opts.params.max_batch,
+                slo_ms,
+                max_batch,
                 fleet::Planning {
                     // without the capacity-at-SLO rule's half: batches may take the whole SLO
                     slo_factor: if ab.slo_rule { 2.0 } else { 1.0 },
@@ -251,7 +277,15 @@ pub fn simulate(opts: &SimOptions) -> Summary {
                     let _ = e.write_all(line.as_bytes());
                     let _ = e.flush();
                 };
-                let r = run_one(opts, &models, &types, strategy, spot, &mut on_progress);
+                let r = run_one(
+                    opts,
+                    &models,
+                    &types,
+                    &limits,
+                    strategy,
+                    spot,
+                    &mut on_progress,
+                );
                 results.lock().expect("results lock")[k] = Some(r);
             });
         }
@@ -294,6 +328,7 @@ fn run_one(
     opts: &SimOptions,
     models: &[SimModel],
     types: &[Vec<TypeModel>],
+    limits: &[(f64, u32)],
     strategy: Strategy,
     spot: bool,
     progress: &mut dyn FnMut(f64),
@@ -309,14 +344,10 @@ fn run_one(
     {
         with_gateway = types
             .iter()
-            .zip(models)
-            .map(|(t, m)| {
+            .zip(models.iter().zip(limits))
+            .map(|(t, (m, &(slo_ms, max_batch)))| {
                 let mut t = t.clone();
-                t.push(TypeModel::gateway(
-                    &m.profile,
-                    opts.params.slo_ms,
-                    opts.params.max_batch,
-                ));
+                t.push(TypeModel::gateway(&m.profile, slo_ms, max_batch));
                 t
             })
             .collect();
@@ -334,13 +365,13 @@ fn run_one(
     if models.len() > 1 && matches!(strategy, Strategy::MarkRs | Strategy::Candidate) {
         let lanes: Vec<engine::LaneSpec<'_>> = models
             .iter()
-            .zip(types)
-            .map(|(m, t)| engine::LaneSpec {
+            .zip(types.iter().zip(limits))
+            .map(|(m, (t, &(slo_ms, max_batch)))| engine::LaneSpec {
                 name: m.name.clone(),
                 workload: &m.workload,
                 types: t.clone(),
-                slo_ms: opts.params.slo_ms,
-                max_batch: opts.params.max_batch,
+                slo_ms,
+                max_batch,
             })
             .collect();
         return engine::run_lanes(
@@ -360,6 +391,8 @@ fn run_one(
         .map(|(k, (m, t))| {
             let params = SimParams {
                 seed: opts.params.seed.wrapping_add(k as u64),
+                slo_ms: limits[k].0,
+                max_batch: limits[k].1,
                 ..opts.params.clone()
             };
             engine::run(

@@ -33,6 +33,7 @@ fn opts(
         profile,
         workload: w,
         extra_models: Vec::new(),
+        model_limits: Default::default(),
         workload_spec: "test".into(),
         runs: runs.to_vec(),
         params: SimParams {

@@ -25,6 +25,8 @@ pub struct ModelTrack {
     pub name: String,
     /// Its peak rates and attainment.
     pub monitors: Monitors,
+    /// Its answers' latencies since the last plan (the p99 its demand carries).
+    pub latency: super::latency::IntervalLatency,
 }
 
 /// What one tick decided.
@@ -91,6 +93,7 @@ impl Controller {
             tracks: vec![ModelTrack {
                 name: String::new(),
                 monitors: Monitors::new(window_s, cfg.interval_s),
+                latency: Default::default(),
             }],
             floor: Floor::default(),
             at_zero: false,
@@ -114,6 +117,7 @@ impl Controller {
             .map(|n| ModelTrack {
                 name: n.clone(),
                 monitors: Monitors::new(self.window_s, self.cfg.interval_s),
+                latency: Default::default(),
             })
             .collect();
         self
@@ -147,6 +151,13 @@ impl Controller {
         }
         if let Some(tr) = self.tracks.get_mut(m) {
             tr.monitors.slo.record(now, met, done);
+        }
+    }
+
+    /// `n` answers of model `m` took `seconds` each (the p99 the next plan is given).
+    pub fn answered(&mut self, m: usize, seconds: f64, n: u64) {
+        if let Some(tr) = self.tracks.get_mut(m) {
+            tr.latency.record(seconds, n);
         }
     }
 
@@ -258,7 +269,7 @@ impl Controller {
                     })]
             })
             .collect();
-        let now_mix = mixed_catalog(&demands(models, &recent, &[], all), all);
+        let now_mix = mixed_catalog(&demands(models, &recent, &[], &[], all), all);
         let (counted, reaped) =
             self.launches
                 .check(now, fleet, &now_mix, self.cfg.interval_s, self.window_s);
@@ -298,6 +309,16 @@ impl Controller {
         }
         let mut forecasts = Vec::with_capacity(models.len());
         let mut attainment = Vec::with_capacity(models.len());
+        // each model's p99 since the last plan; the next plan counts afresh
+        let p99: Vec<Option<f64>> = self
+            .tracks
+            .iter_mut()
+            .map(|t| {
+                let p = t.latency.p99_ms();
+                t.latency.clear();
+                p
+            })
+            .collect();
         for (i, m) in models.iter().enumerate() {
             let t = self.tracks.get_mut(i);
             let history = t
@@ -323,7 +344,7 @@ impl Controller {
                 f.iter_mut().for_each(|x| *x *= h);
             }
         }
-        let planned = demands(models, &forecasts, &attainment, all);
+        let planned = demands(models, &forecasts, &attainment, &p99, all);
         d.step = Some(step(
             now,
             &self.cfg,

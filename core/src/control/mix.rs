@@ -25,11 +25,12 @@ pub struct ModelInput {
 }
 
 /// The demands a provisioner plans for: each model's forecast, SLO, `cap(T, m)` for the types
-/// of `usable` and what the monitors measured.
+/// of `usable` and what the monitors measured (attainment, and the p99 since the last plan).
 pub fn demands(
     models: &[ModelInput],
     forecasts: &[Vec<f64>],
     attainment: &[Option<f64>],
+    p99_ms: &[Option<f64>],
     usable: &[InstanceType],
 ) -> Vec<ModelDemand> {
     models
@@ -53,7 +54,7 @@ pub fn demands(
                 .collect(),
             footprint_gib: m.footprint_gib,
             attainment: attainment.get(i).copied().flatten(),
-            p99_ms: None,
+            p99_ms: p99_ms.get(i).copied().flatten(),
         })
         .collect()
 }

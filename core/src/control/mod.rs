@@ -10,6 +10,7 @@
 //! - `fleet`: instances as a cloud reports them, the `Fleet` trait (cloud drivers and the
 //!   simulated cloud) and `apply`, the one way actions reach a fleet.
 //! - `demand`: demand and SLO outcome counters, one process's and summed across replicas.
+//! - `latency`: a model's answer latencies since the last plan (the p99 a provisioner gets).
 //! - `launch_health`: the pending deadline, launch failures and the back-off of failing types.
 //! - `mix`: many models on one fleet: per-model inputs and demands, the model that drove a
 //!   plan, the fleet's floor (`--min-instances`, scale to zero).
@@ -24,6 +25,7 @@ pub mod cycle;
 pub mod demand;
 pub mod faults;
 pub mod fleet;
+pub mod latency;
 pub mod launch_health;
 pub mod ledger;
 pub mod mix;

@@ -104,6 +104,9 @@ pub struct ModelStatus {
     pub planned_capacity_rps: f64,
     /// Its SLO attainment over the monitor's window.
     pub attainment: Option<f64>,
+    /// The 99th percentile of its answers' latency over the interval before the last plan, ms
+    /// (what the provisioner was given; None: nothing answered).
+    pub p99_ms: Option<f64>,
     /// Whether it drove the last plan (took the most instance time at the forecast's peak).
     pub drove_last_plan: bool,
 }

@@ -55,6 +55,13 @@ impl ControlLoop {
                     .served_by_lambda((share.min(1.0) * got.added.done as f64) as u64);
             }
         }
+        // this process's answers' latencies (with replicas, the leader's own stand for the
+        // fleet's): the p99 each model's next plan is given
+        for (m, grew) in self.served.latency_windows().into_iter().enumerate() {
+            for (bound_s, n) in grew {
+                self.controller.answered(m, bound_s, n);
+            }
+        }
         self.own_totals = totals;
     }
 }

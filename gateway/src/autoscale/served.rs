@@ -26,6 +26,8 @@ pub(super) struct Served {
     pub loaded: Arc<Loaded>,
     /// Its counters at the last sample.
     pub last: Outcomes,
+    /// Its latency histogram's bucket counts at the last sample.
+    pub last_latency: Vec<u64>,
 }
 
 /// Every model the fleet serves, the control model first.
@@ -63,6 +65,7 @@ impl ServedModels {
             if let Some(loaded) = loaded {
                 list.push(Served {
                     last: loaded.metrics.outcomes(),
+                    last_latency: bucket_counts(&loaded.metrics.latency),
                     name,
                     model,
                     loaded,
@@ -92,6 +95,25 @@ impl ServedModels {
             })
             .collect();
         (windows, totals)
+    }
+
+    /// What each model's latency histogram added since the last call: (the bucket's upper
+    /// bound in seconds, answers) for each bucket that grew.
+    pub fn latency_windows(&mut self) -> Vec<Vec<(f64, u64)>> {
+        self.list
+            .iter_mut()
+            .map(|s| {
+                let now = s.loaded.metrics.latency.buckets();
+                let grew = now
+                    .iter()
+                    .zip(s.last_latency.iter().chain(std::iter::repeat(&0)))
+                    .filter(|((_, n), was)| *n > **was)
+                    .map(|((b, n), was)| (*b, n - was))
+                    .collect();
+                s.last_latency = now.iter().map(|b| b.1).collect();
+                grew
+            })
+            .collect()
     }
 
     /// Each model's inputs to the plan: its SLO, each type's capacity for it, its footprint.
@@ -266,6 +288,7 @@ pub(super) fn model_status(
                     .find(|c| c.0 == m.model)
                     .map_or(0.0, |c| c.1),
                 attainment: m.attainment,
+                p99_ms: m.p99_ms,
                 drove_last_plan: step.driver.as_deref() == Some(m.model.as_str()),
             }
         })
@@ -310,6 +333,11 @@ pub(super) fn gauges(m: &crate::metrics::Metrics, rows: &[ModelStatus]) {
             r.attainment.unwrap_or(1.0),
         );
     }
+}
+
+/// A latency histogram's count per bucket now.
+fn bucket_counts(h: &crate::metrics::Histogram) -> Vec<u64> {
+    h.buckets().iter().map(|b| b.1).collect()
 }
 
 #[cfg(test)]

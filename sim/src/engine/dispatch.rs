@@ -1,5 +1,5 @@
-//! Forming batches on the simulated fleet: each model's queue (the one whose oldest request has
-//! waited longest first) is offered to the idle instances, one of each type in turn, and each
+//! Forming batches on the simulated fleet: each model's queue (the one whose oldest request is
+//! due first) is offered to the idle instances, one of each type in turn, and each
 //! batch is sized by the batch policy from that type's curve for the model (the live batch
 //! loop's rule, per backend).
 
@@ -44,12 +44,20 @@ impl Sim<'_> {
         if self.lanes.len() == 1 {
             return self.dispatch_lane(0);
         }
-        // the model whose oldest request has waited longest goes first
+        // earliest deadline first: the model whose oldest request's SLO ends soonest (with one
+        // SLO for all, the one that has waited longest) — a 50 ms model is not queued behind a
+        // 300 ms one's backlog
         let mut order: Vec<(f64, usize)> = self
             .lanes
             .iter()
             .enumerate()
-            .map(|(m, l)| (l.queue.front().copied().unwrap_or(f64::INFINITY), m))
+            .map(|(m, l)| {
+                let due = l
+                    .queue
+                    .front()
+                    .map_or(f64::INFINITY, |&a| a + self.slo_s(m));
+                (due, m)
+            })
             .collect();
         order.sort_by(|a, b| a.0.total_cmp(&b.0));
         for (_, m) in order {

@@ -1,7 +1,8 @@
 //! One model's lane through the simulated gateway (issue 27: many models, one fleet): its own
 //! queue, service curves per type, batch waits, spill-over, latency histogram and admission
 //! figures. The instances are shared: an idle one takes a batch of one lane at a time, the
-//! lane whose oldest request has waited longest first, and a batch runs on that lane's curve.
+//! lane whose oldest request is due first (its arrival plus its SLO), and a batch runs on that
+//! lane's curve.
 
 use super::*;
 

@@ -286,6 +286,7 @@ impl<'a> Sim<'a> {
         for &a in batch {
             let l = self.now - a;
             self.lanes[m].hist.record(l, slo);
+            self.controller.answered(m, l, 1);
             met += u64::from(l <= slo);
             slow += u64::from(l > slo / 2.0);
         }

@@ -246,7 +246,7 @@ impl Sim<'_> {
             .iter()
             .map(|l| vec![l.workload.mean_rate_at(0.0)])
             .collect();
-        let models = crate::control::mix::demands(&inputs, &forecasts, &[], &self.catalog);
+        let models = crate::control::mix::demands(&inputs, &forecasts, &[], &[], &self.catalog);
         let forecast = crate::control::mix::total_forecast(&models);
         let mixed = crate::control::mix::mixed_catalog(&models, &self.catalog);
         let plan = (self.policies.provision)(&crate::control::controller::ProvisionInput {

@@ -303,3 +303,70 @@ fn two_models_share_one_fleet_for_less_than_a_fleet_each() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn each_model_is_held_to_its_own_slo_on_the_shared_fleet() {
+    // magika held to 0.3 ms (less than any type's batch of one), resnet18 to the run's 300 ms:
+    // magika misses, resnet18 does not, and the run's attainment is theirs together
+    let out = temp_dir("sim-mm-slo");
+    let o = simulate(&[
+        "--workload",
+        "resnet18=stress:10:1800",
+        "--workload",
+        "magika=stress:4:1800",
+        "--model-slo",
+        "magika=0.3",
+        "--model-max-batch",
+        "resnet18=4",
+        "--baseline",
+        "mark-rs",
+        "--baseline",
+        "mark-rs-per-model",
+        "--spot",
+        "on-demand",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    print!("{stdout}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for r in s["policies"].as_array().unwrap() {
+        let (res, mag) = (&r["models"]["resnet18"], &r["models"]["magika"]);
+        let att = |x: &serde_json::Value| x["attainment"].as_f64().unwrap();
+        let req = |x: &serde_json::Value| x["requests"].as_u64().unwrap() as f64;
+        assert!(att(res) >= 0.995, "{}: resnet18 {res}", r["name"]);
+        assert!(att(mag) < 0.5, "{}: magika at 0.3 ms {mag}", r["name"]);
+        let together = (att(res) * req(res) + att(mag) * req(mag)) / (req(res) + req(mag));
+        assert!(
+            (r["attainment"].as_f64().unwrap() - together).abs() < 1e-9,
+            "{}: the run's attainment is the models' together",
+            r["name"]
+        );
+    }
+    for (args, why) in [
+        (&["--model-slo", "x=100"][..], "no model x"),
+        (&["--model-slo", "magika=0"][..], "between 0 and"),
+        (
+            &["--model-slo", "magika=5", "--model-slo", "magika=6"][..],
+            "named twice",
+        ),
+        (
+            &["--model-max-batch", "resnet18=0"][..],
+            "between 1 and 4096",
+        ),
+        (&["--model-max-batch", "resnet18"][..], "MODEL=VALUE"),
+    ] {
+        let mut all = vec!["--workload", "resnet18=steps", "--workload", "magika=steps"];
+        all.extend_from_slice(args);
+        let o = simulate(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}

@@ -92,7 +92,7 @@ fn a_step_runs_the_default_policies() {
         footprint_gib: 0.0,
     };
     let f = mark_policies::predictor::predict(&[250.0; 30], 60.0, 5).unwrap();
-    let models = super::super::mix::demands(&[model], &[f], &[None], &cat);
+    let models = super::super::mix::demands(&[model], &[f], &[None], &[], &cat);
     let s = step(
         0.0,
         &cfg,
@@ -345,6 +345,7 @@ fn the_floor_launches_even_when_an_empty_fleet_covers_a_forecast_of_zero() {
             std::slice::from_ref(&model),
             std::slice::from_ref(&f),
             &[None],
+            &[],
             &cat,
         );
         step(0.0, &cfg, fleet, models, &cat, &cat, &floor, &mut |i| {

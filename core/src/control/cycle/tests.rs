@@ -275,3 +275,50 @@ fn a_launch_that_never_boots_is_terminated_not_counted_and_its_type_backed_off()
     tick(&mut c, 1400.0, &[ok]);
     assert!(c.launches.backed_off(1400.0).is_empty());
 }
+
+#[test]
+fn each_models_p99_since_the_last_plan_reaches_the_provisioner() {
+    let names = ["a".to_string(), "b".to_string()];
+    let mut c = Controller::new(cfg(), 5.0, 10, true).with_models(&names);
+    let models = [
+        ModelInput {
+            name: "a".into(),
+            ..model()
+        },
+        ModelInput {
+            name: "b".into(),
+            ..model()
+        },
+    ];
+    let fleet = [ready("x")];
+    let mut given: Vec<Vec<Option<f64>>> = Vec::new();
+    for k in 1..=24 {
+        let now = 5.0 * f64::from(k);
+        c.on_window(now, &[window(50, 0)[0], Outcomes::default()]);
+        if k <= 12 {
+            // model a: 99 answers at 20 ms and one at 400 ms per window, in the first interval
+            c.answered(0, 0.020, 99);
+            c.answered(0, 0.400, 1);
+        }
+        c.on_tick(
+            now,
+            &fleet,
+            1,
+            &models,
+            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
+            &mut |i| {
+                given.push(i.models.iter().map(|m| m.p99_ms).collect());
+                i.native()
+            },
+        );
+    }
+    assert_eq!(given.len(), 2, "two plans: {given:?}");
+    let first = given[0][0].expect("a answered");
+    assert!((20.0..=22.0).contains(&first), "{first}");
+    assert_eq!(given[0][1], None, "b answered nothing");
+    assert_eq!(
+        given[1],
+        vec![None, None],
+        "nothing answered since the first plan"
+    );
+}
