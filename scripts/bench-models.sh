@@ -21,6 +21,11 @@ run b-wasm "${PAIR_B[@]}" --baseline mark-rs --baseline mark-rs-per-model
 run a-0.1 "${PAIR_A[@]}" --baseline mark-rs --baseline mark-rs-per-model --load-scale 0.1
 run a-0.003 "${PAIR_A[@]}" --baseline mark-rs --baseline lambda-only --load-scale 0.003
 run a-0.003-zero "${PAIR_A[@]}" --baseline mark-rs --load-scale 0.003 --min-instances 0
+# each model held to its own config's SLO and largest batch (models/*/config.toml)
+CFG_A=(--model-slo magika=100 --model-max-batch resnet18=8)
+CFG_B=(--model-slo mlp=50 --model-max-batch mlp=64 --model-max-batch resnet18=8)
+run a-cfg "${PAIR_A[@]}" "${CFG_A[@]}" --baseline mark-rs --baseline mark-rs-per-model
+run b-cfg "${PAIR_B[@]}" "${CFG_B[@]}" --baseline mark-rs --baseline mark-rs-per-model
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
@@ -31,6 +36,8 @@ rows = [
     ("a-0.1", "resnet18 + magika at 0.1x, WASM"),
     ("a-0.003", "resnet18 + magika at 0.003x, WASM"),
     ("a-0.003-zero", "the same, --min-instances 0"),
+    ("a-cfg", "resnet18 + magika, 1x, each its config's SLO (300 / 100 ms), WASM"),
+    ("b-cfg", "mlp + resnet18, 1x, each its config's SLO (50 / 300 ms), WASM"),
 ]
 print("| day | policy | cost $ | vs a fleet per model | attainment (per model) | p99 ms (per model) | launches | Lambda share | time at zero |")
 print("|---|---|---|---|---|---|---|---|---|")

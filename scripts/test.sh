@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # a reused target dir past its budget is emptied before anything is installed (a full disk)
-bash scripts/target-budget.sh
+bash scripts/target-budget.sh || echo "target budget: not checked" >&2
 bash scripts/setup.sh
 # The operations page's browser test runs Debian's headless Chromium; the replicas test puts
 # Debian's HAProxy in front of three gateways.

@@ -167,6 +167,9 @@ impl Controller {
         if let Some(s) = &mut self.slack {
             s.forget_interval();
         }
+        for t in &mut self.tracks {
+            t.latency.clear();
+        }
     }
 
     /// `n` requests were answered by Lambda (spill-over): the slack feedback weighs them.
@@ -309,16 +312,8 @@ impl Controller {
         }
         let mut forecasts = Vec::with_capacity(models.len());
         let mut attainment = Vec::with_capacity(models.len());
-        // each model's p99 since the last plan; the next plan counts afresh
-        let p99: Vec<Option<f64>> = self
-            .tracks
-            .iter_mut()
-            .map(|t| {
-                let p = t.latency.p99_ms();
-                t.latency.clear();
-                p
-            })
-            .collect();
+        // each model's p99 since the last plan (counted afresh once a plan is made)
+        let p99: Vec<Option<f64>> = self.tracks.iter().map(|t| t.latency.p99_ms()).collect();
         for (i, m) in models.iter().enumerate() {
             let t = self.tracks.get_mut(i);
             let history = t
@@ -345,6 +340,9 @@ impl Controller {
             }
         }
         let planned = demands(models, &forecasts, &attainment, &p99, all);
+        for t in &mut self.tracks {
+            t.latency.clear();
+        }
         d.step = Some(step(
             now,
             &self.cfg,

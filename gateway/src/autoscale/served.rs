@@ -98,17 +98,26 @@ impl ServedModels {
     }
 
     /// What each model's latency histogram added since the last call: (the bucket's upper
-    /// bound in seconds, answers) for each bucket that grew.
+    /// bound in seconds, answers) for each bucket that grew; the open-ended last bucket reads
+    /// as twice the last bound (over 5 s: 10 s).
     pub fn latency_windows(&mut self) -> Vec<Vec<(f64, u64)>> {
         self.list
             .iter_mut()
             .map(|s| {
                 let now = s.loaded.metrics.latency.buckets();
+                let last_finite = now
+                    .iter()
+                    .map(|b| b.0)
+                    .filter(|b| b.is_finite())
+                    .fold(0.0, f64::max);
                 let grew = now
                     .iter()
                     .zip(s.last_latency.iter().chain(std::iter::repeat(&0)))
                     .filter(|((_, n), was)| *n > **was)
-                    .map(|((b, n), was)| (*b, n - was))
+                    .map(|((b, n), was)| {
+                        let b = if b.is_finite() { *b } else { 2.0 * last_finite };
+                        (b, n - was)
+                    })
                     .collect();
                 s.last_latency = now.iter().map(|b| b.1).collect();
                 grew

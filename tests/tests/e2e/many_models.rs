@@ -62,9 +62,12 @@ async fn two_models_with_steps_at_different_times_share_one_fleet() {
         );
         assert!(a["planned_capacity_rps"].as_f64().unwrap() > 60.0, "{a}");
         assert_eq!(a["drove_last_plan"], true);
-        // the p99 the provisioner was given: mlp's answers, within its SLO
+        // the p99 the provisioner was given: mlp's answers (refused ones are misses, not
+        // answers), read at the gateway's latency bucket bound over the SLO (250 ms for 200) and
+        // up to 10% above it
         let p99 = a["p99_ms"].as_f64().expect("mlp's p99 measured");
-        assert!(p99 > 0.0 && p99 <= a["slo_ms"].as_f64().unwrap(), "{a}");
+        assert_eq!(a["slo_ms"].as_f64(), Some(200.0), "{a}");
+        assert!(p99 > 0.0 && p99 <= 1.1 * 250.0, "{a}");
         let launches1 = st["control"]["launches"].as_u64().unwrap();
         assert!(
             launches1 >= 2,

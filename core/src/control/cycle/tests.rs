@@ -321,4 +321,25 @@ fn each_models_p99_since_the_last_plan_reaches_the_provisioner() {
         vec![None, None],
         "nothing answered since the first plan"
     );
+    // a replica that does not lead forgets what it counted: its first plan as leader starts
+    // afresh
+    c.answered(1, 0.5, 100);
+    c.forget_interval();
+    for k in 25..=36 {
+        let now = 5.0 * f64::from(k);
+        c.on_window(now, &[window(50, 0)[0], Outcomes::default()]);
+        c.on_tick(
+            now,
+            &fleet,
+            1,
+            &models,
+            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
+            &mut |i| {
+                given.push(i.models.iter().map(|m| m.p99_ms).collect());
+                i.native()
+            },
+        );
+    }
+    assert_eq!(given.len(), 3);
+    assert_eq!(given[2], vec![None, None], "forgotten as a follower");
 }
