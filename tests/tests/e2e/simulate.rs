@@ -219,16 +219,13 @@ fn bad_input_exits_64_with_the_reason() {
     }
 }
 
-#[test]
-fn two_models_share_one_fleet_for_less_than_a_fleet_each() {
-    // two light models on stress days (10 and 4 req/s, an hour): one fleet for the mix
-    // against one per model; both within the SLO; per-model figures in summary.json
-    let out = temp_dir("sim-mm");
-    let o = simulate(&[
-        "--workload",
-        "resnet18=stress:10:3600",
-        "--workload",
-        "magika=stress:4:3600",
+/// `mark simulate` of two models with `extra` flags, mark-rs (one fleet) and mark-rs-per-model,
+/// on demand, into a fresh directory named `name`: its summary.json (the run must succeed).
+fn simulate_two_models(name: &str, workloads: [&str; 2], extra: &[&str]) -> serde_json::Value {
+    let out = temp_dir(name);
+    let mut args = vec!["--workload", workloads[0], "--workload", workloads[1]];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
         "--baseline",
         "mark-rs",
         "--baseline",
@@ -238,6 +235,7 @@ fn two_models_share_one_fleet_for_less_than_a_fleet_each() {
         "--out",
         out.to_str().unwrap(),
     ]);
+    let o = simulate(&args);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -245,8 +243,18 @@ fn two_models_share_one_fleet_for_less_than_a_fleet_each() {
         String::from_utf8_lossy(&o.stderr)
     );
     print!("{stdout}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn two_models_share_one_fleet_for_less_than_a_fleet_each() {
+    // two light models on stress days (10 and 4 req/s, an hour): one fleet for the mix
+    // against one per model; both within the SLO; per-model figures in summary.json
+    let s = simulate_two_models(
+        "sim-mm",
+        ["resnet18=stress:10:3600", "magika=stress:4:3600"],
+        &[],
+    );
     let p = s["policies"].as_array().unwrap();
     let (shared, apart) = (&p[0], &p[1]);
     assert_eq!(
@@ -308,34 +316,16 @@ fn two_models_share_one_fleet_for_less_than_a_fleet_each() {
 fn each_model_is_held_to_its_own_slo_on_the_shared_fleet() {
     // magika held to 0.3 ms (less than any type's batch of one), resnet18 to the run's 300 ms:
     // magika misses, resnet18 does not, and the run's attainment is theirs together
-    let out = temp_dir("sim-mm-slo");
-    let o = simulate(&[
-        "--workload",
-        "resnet18=stress:10:1800",
-        "--workload",
-        "magika=stress:4:1800",
-        "--model-slo",
-        "magika=0.3",
-        "--model-max-batch",
-        "resnet18=4",
-        "--baseline",
-        "mark-rs",
-        "--baseline",
-        "mark-rs-per-model",
-        "--spot",
-        "on-demand",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
+    let s = simulate_two_models(
+        "sim-mm-slo",
+        ["resnet18=stress:10:1800", "magika=stress:4:1800"],
+        &[
+            "--model-slo",
+            "magika=0.3",
+            "--model-max-batch",
+            "resnet18=4",
+        ],
     );
-    print!("{stdout}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     for r in s["policies"].as_array().unwrap() {
         let (res, mag) = (&r["models"]["resnet18"], &r["models"]["magika"]);
         let att = |x: &serde_json::Value| x["attainment"].as_f64().unwrap();

@@ -292,27 +292,40 @@ fn each_models_p99_since_the_last_plan_reaches_the_provisioner() {
     ];
     let fleet = [ready("x")];
     let mut given: Vec<Vec<Option<f64>>> = Vec::new();
-    for k in 1..=24 {
-        let now = 5.0 * f64::from(k);
-        c.on_window(now, &[window(50, 0)[0], Outcomes::default()]);
+    // ticks `ks` (5 s windows, model a's demand only); `answer` runs before each tick
+    let mut run = |c: &mut Controller,
+                   ks: std::ops::RangeInclusive<u32>,
+                   answer: &dyn Fn(&mut Controller, u32)| {
+        for k in ks {
+            let now = 5.0 * f64::from(k);
+            c.on_window(now, &[window(50, 0)[0], Outcomes::default()]);
+            answer(c, k);
+            c.on_tick(
+                now,
+                &fleet,
+                1,
+                &models,
+                &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
+                &mut |i| {
+                    given.push(i.models.iter().map(|m| m.p99_ms).collect());
+                    i.native()
+                },
+            );
+        }
+    };
+    // model a: 99 answers at 20 ms and one at 400 ms per window, in the first interval
+    run(&mut c, 1..=24, &|c, k| {
         if k <= 12 {
-            // model a: 99 answers at 20 ms and one at 400 ms per window, in the first interval
             c.answered(0, 0.020, 99);
             c.answered(0, 0.400, 1);
         }
-        c.on_tick(
-            now,
-            &fleet,
-            1,
-            &models,
-            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
-            &mut |i| {
-                given.push(i.models.iter().map(|m| m.p99_ms).collect());
-                i.native()
-            },
-        );
-    }
-    assert_eq!(given.len(), 2, "two plans: {given:?}");
+    });
+    // a replica that does not lead forgets what it counted: its first plan as leader starts
+    // afresh
+    c.answered(1, 0.5, 100);
+    c.forget_interval();
+    run(&mut c, 25..=36, &|_, _| {});
+    assert_eq!(given.len(), 3, "three plans: {given:?}");
     let first = given[0][0].expect("a answered");
     assert!((20.0..=22.0).contains(&first), "{first}");
     assert_eq!(given[0][1], None, "b answered nothing");
@@ -321,25 +334,5 @@ fn each_models_p99_since_the_last_plan_reaches_the_provisioner() {
         vec![None, None],
         "nothing answered since the first plan"
     );
-    // a replica that does not lead forgets what it counted: its first plan as leader starts
-    // afresh
-    c.answered(1, 0.5, 100);
-    c.forget_interval();
-    for k in 25..=36 {
-        let now = 5.0 * f64::from(k);
-        c.on_window(now, &[window(50, 0)[0], Outcomes::default()]);
-        c.on_tick(
-            now,
-            &fleet,
-            1,
-            &models,
-            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
-            &mut |i| {
-                given.push(i.models.iter().map(|m| m.p99_ms).collect());
-                i.native()
-            },
-        );
-    }
-    assert_eq!(given.len(), 3);
     assert_eq!(given[2], vec![None, None], "forgotten as a follower");
 }
