@@ -14,7 +14,7 @@ run() { # name, flags...
 }
 PAIR_A=(--workload resnet18=twitter-like --workload magika=steps:1)
 PAIR_B=(--workload mlp=twitter-like --workload resnet18=steps:1)
-BASE=(--baseline mark-rs --baseline mark-rs-per-model --baseline sagemaker)
+BASE=(--baseline mark-rs --baseline mark-rs-per-model --baseline sagemaker --baseline sagemaker-mme)
 run a-wasm "${PAIR_A[@]}" "${BASE[@]}"
 run a-native "${PAIR_A[@]}" --baseline mark-rs --baseline mark-rs-per-model --native-policies
 run b-wasm "${PAIR_B[@]}" --baseline mark-rs --baseline mark-rs-per-model

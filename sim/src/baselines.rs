@@ -49,6 +49,9 @@ pub enum Strategy {
     /// MArk-rs with the `--policy` components (a candidate), beside `MarkRs` on the defaults;
     /// its row is named after the component files.
     Candidate,
+    /// SageMaker's multi-model endpoint: one endpoint (one type, target tracking, no batching)
+    /// for every model, each instance serving them all (the same as `SageMaker` for one model).
+    SageMakerMme,
 }
 
 impl Strategy {
@@ -71,6 +74,7 @@ impl Strategy {
             Strategy::MarkRs => "mark-rs",
             Strategy::MarkRsPerModel => "mark-rs-per-model",
             Strategy::Candidate => "candidate",
+            Strategy::SageMakerMme => "sagemaker-mme",
         }
     }
 
@@ -78,7 +82,7 @@ impl Strategy {
     pub fn parse(s: &str) -> Option<Strategy> {
         Strategy::ALL
             .into_iter()
-            .chain([Strategy::MarkRsPerModel])
+            .chain([Strategy::MarkRsPerModel, Strategy::SageMakerMme])
             .find(|x| x.name() == s)
     }
 }
@@ -120,7 +124,7 @@ pub fn initial_fleet(
     let first = workload.mean_rate_at(0.0);
     match strategy {
         Strategy::LambdaOnly => Vec::new(),
-        Strategy::SageMaker => {
+        Strategy::SageMaker | Strategy::SageMakerMme => {
             let Some(ty) = sagemaker_type(types, p.slo_ms) else {
                 return Vec::new();
             };
@@ -185,20 +189,80 @@ pub struct SageMakerScaler {
     last_any: f64,
 }
 
+/// One model of a multi-model endpoint: its curves per type, its SLO (ms) and its share of
+/// the endpoint's requests.
+pub struct EndpointModel<'a> {
+    pub types: &'a [TypeModel],
+    pub slo_ms: f64,
+    pub share: f64,
+}
+
+/// A multi-model endpoint's type and what one instance of it serves of the mix at batch 1:
+/// the type every model runs on within its SLO with the lowest price per request of the mix,
+/// an instance's time shared by the models' shares (the time-share rule at batch 1).
+pub fn endpoint_type(models: &[EndpointModel<'_>]) -> Option<(usize, f64)> {
+    let n = models.first()?.types.len();
+    let mixed = |i: usize| -> f64 {
+        let mut time = 0.0;
+        for m in models {
+            let c = batch1_capacity(&m.types[i], m.slo_ms);
+            if c <= 0.0 {
+                return 0.0;
+            }
+            time += m.share / c;
+        }
+        if time > 0.0 {
+            1.0 / time
+        } else {
+            0.0
+        }
+    };
+    (0..n)
+        .map(|i| (i, mixed(i)))
+        .filter(|&(_, c)| c > 0.0)
+        .min_by(|a, b| {
+            let price = |(i, c): (usize, f64)| models[0].types[i].spec.price_on_demand / c;
+            price(*a).total_cmp(&price(*b))
+        })
+}
+
 impl SageMakerScaler {
     /// The scaler for the endpoint's type.
     pub fn new(types: &[TypeModel], p: &SimParams) -> Self {
-        let ty = sagemaker_type(types, p.slo_ms);
+        Self::for_endpoint(&[EndpointModel {
+            types,
+            slo_ms: p.slo_ms,
+            share: 1.0,
+        }])
+    }
+
+    /// The scaler of an endpoint serving `models` (several: a multi-model endpoint), its
+    /// target half of what an instance serves of the mix at batch 1.
+    pub fn for_endpoint(models: &[EndpointModel<'_>]) -> Self {
+        let chosen = endpoint_type(models);
+        let ty = chosen.map(|c| c.0);
         SageMakerScaler {
             ty,
-            type_name: ty.map(|i| types[i].spec.name.clone()).unwrap_or_default(),
-            target_per_min: ty.map_or(1.0, |i| batch1_capacity(&types[i], p.slo_ms) * 0.5 * 60.0),
+            type_name: ty
+                .map(|i| models[0].types[i].spec.name.clone())
+                .unwrap_or_default(),
+            target_per_min: chosen.map_or(1.0, |(_, c)| c * 0.5 * 60.0),
             arrivals: 0,
             above: 0,
             below: 0,
             last_out: f64::NEG_INFINITY,
             last_any: f64::NEG_INFINITY,
         }
+    }
+
+    /// The endpoint's type (None: no type serves every model within its SLO).
+    pub fn endpoint(&self) -> Option<usize> {
+        self.ty
+    }
+
+    /// Requests/s one instance serves at batch 1 (twice the target).
+    pub fn instance_rps(&self) -> f64 {
+        self.target_per_min / 60.0 / 0.5
     }
 
     /// One minute passed: the actions target tracking takes.

@@ -135,7 +135,7 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             Some(s) => strategies.push(s),
             None => {
                 return Err(Input(format!(
-                    "--baseline {b}: unknown (sagemaker, static-peak, lambda-only, mark-released, mark-rs, mark-rs-per-model)"
+                    "--baseline {b}: unknown (sagemaker, static-peak, lambda-only, mark-released, mark-rs, mark-rs-per-model, sagemaker-mme)"
                 )))
             }
         }
@@ -144,6 +144,7 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
         strategies = Strategy::ALL.to_vec();
         if !extra_models.is_empty() {
             strategies.push(Strategy::MarkRsPerModel);
+            strategies.push(Strategy::SageMakerMme);
         }
     }
     let markets: &[bool] = match a.spot.as_str() {
@@ -156,7 +157,12 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
     for s in strategies {
         for &spot in markets {
             // sagemaker never uses spot and lambda-only has no instances: one run each
-            if spot && matches!(s, Strategy::SageMaker | Strategy::LambdaOnly) && markets.len() > 1
+            if spot
+                && matches!(
+                    s,
+                    Strategy::SageMaker | Strategy::SageMakerMme | Strategy::LambdaOnly
+                )
+                && markets.len() > 1
             {
                 continue;
             }

@@ -335,6 +335,7 @@ fn run_one(
 ) -> report::PolicyReport {
     let engine_strategy = match strategy {
         Strategy::MarkRsPerModel | Strategy::Candidate => Strategy::MarkRs,
+        Strategy::SageMakerMme => Strategy::SageMaker,
         s => s,
     };
     // behind the gateway (mark-rs, MArk as released), its own executors are a backend too
@@ -361,8 +362,14 @@ fn run_one(
         _ => &opts.policies,
     };
     let policies = || policies_for(engine_strategy, source, opts.params.ablate);
-    // one shared fleet for the mix: mark-rs, and a candidate policy set run like it
-    if models.len() > 1 && matches!(strategy, Strategy::MarkRs | Strategy::Candidate) {
+    // one shared fleet for the mix: mark-rs, a candidate policy set run like it, and
+    // SageMaker's multi-model endpoint
+    if models.len() > 1
+        && matches!(
+            strategy,
+            Strategy::MarkRs | Strategy::Candidate | Strategy::SageMakerMme
+        )
+    {
         let lanes: Vec<engine::LaneSpec<'_>> = models
             .iter()
             .zip(types.iter().zip(limits))
@@ -374,7 +381,7 @@ fn run_one(
                 max_batch,
             })
             .collect();
-        return engine::run_lanes(
+        let mut r = engine::run_lanes(
             &lanes,
             lambda,
             engine_strategy,
@@ -383,6 +390,8 @@ fn run_one(
             policies(),
             progress,
         );
+        r.name = strategy.name().to_string();
+        return r;
     }
     let mut runs: Vec<report::PolicyReport> = models
         .iter()

@@ -139,6 +139,35 @@ pub fn run_lanes(
             sim.launch_pinned(gw);
         }
     }
+    if strategy == Strategy::SageMaker {
+        sim.sagemaker = Some(if sim.lanes.len() > 1 {
+            // a multi-model endpoint: one type for the mix, its models' shares over the run
+            let means: Vec<f64> = specs
+                .iter()
+                .map(|l| {
+                    let steps = (duration / 60.0).ceil().max(1.0) as usize;
+                    (0..steps)
+                        .map(|k| l.workload.mean_rate_at(k as f64 * 60.0))
+                        .sum::<f64>()
+                        / steps as f64
+                })
+                .collect();
+            let total: f64 = means.iter().sum::<f64>().max(1e-12);
+            let models: Vec<crate::baselines::EndpointModel<'_>> = sim
+                .lanes
+                .iter()
+                .zip(&means)
+                .map(|(l, mean)| crate::baselines::EndpointModel {
+                    types: &l.types,
+                    slo_ms: l.slo_ms,
+                    share: mean / total,
+                })
+                .collect();
+            SageMakerScaler::for_endpoint(&models)
+        } else {
+            SageMakerScaler::new(&sim.types, p)
+        });
+    }
     // the starting fleet, warm at t = 0: sized for the first interval's rate (the whole trace's
     // peak for static-peak); the same for every strategy so none starts cold
     let initial = match &p.initial_fleet {
@@ -149,6 +178,14 @@ pub fn run_lanes(
                 Some((ty, *market, *n))
             })
             .collect(),
+        _ if sim.lanes.len() > 1 && strategy == Strategy::SageMaker => {
+            let sg = sim.sagemaker.as_ref().expect("the endpoint's scaler");
+            let first: f64 = specs.iter().map(|l| l.workload.mean_rate_at(0.0)).sum();
+            sg.endpoint().map_or_else(Vec::new, |ty| {
+                let n = (first / (0.5 * sg.instance_rps())).ceil().max(1.0) as u32;
+                vec![(ty, Market::OnDemand, n)]
+            })
+        }
         _ if sim.lanes.len() > 1 => sim.initial_mix(specs),
         _ => crate::baselines::initial_fleet(
             strategy,
@@ -163,9 +200,6 @@ pub fn run_lanes(
         for _ in 0..n {
             sim.launch(ty, market, 0.0, true);
         }
-    }
-    if strategy == Strategy::SageMaker {
-        sim.sagemaker = Some(SageMakerScaler::new(&sim.types, p));
     }
     sim.at(p.window_s, Ev::Window);
     if strategy == Strategy::SageMaker {

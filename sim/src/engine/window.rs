@@ -55,7 +55,7 @@ impl Sim<'_> {
             .map(|i| {
                 let t = &self.types[i.ty];
                 if self.strategy == Strategy::SageMaker {
-                    crate::baselines::batch1_capacity(t, self.lanes[0].slo_ms)
+                    self.sagemaker.as_ref().map_or(0.0, |s| s.instance_rps())
                 } else {
                     t.spec.capacity_rps
                 }

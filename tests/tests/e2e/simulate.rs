@@ -219,22 +219,16 @@ fn bad_input_exits_64_with_the_reason() {
     }
 }
 
-/// `mark simulate` of two models with `extra` flags, mark-rs (one fleet) and mark-rs-per-model,
-/// on demand, into a fresh directory named `name`: its summary.json (the run must succeed).
+/// The strategies most two-model tests compare: one mark-rs fleet, a fleet per model.
+const SHARED_AND_APART: [&str; 4] = ["--baseline", "mark-rs", "--baseline", "mark-rs-per-model"];
+
+/// `mark simulate` of two models with `extra` flags (the baselines among them), on demand, into
+/// a fresh directory named `name`: its summary.json (the run must succeed).
 fn simulate_two_models(name: &str, workloads: [&str; 2], extra: &[&str]) -> serde_json::Value {
     let out = temp_dir(name);
     let mut args = vec!["--workload", workloads[0], "--workload", workloads[1]];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&[
-        "--baseline",
-        "mark-rs",
-        "--baseline",
-        "mark-rs-per-model",
-        "--spot",
-        "on-demand",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    args.extend_from_slice(&["--spot", "on-demand", "--out", out.to_str().unwrap()]);
     let o = simulate(&args);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -253,7 +247,7 @@ fn two_models_share_one_fleet_for_less_than_a_fleet_each() {
     let s = simulate_two_models(
         "sim-mm",
         ["resnet18=stress:10:3600", "magika=stress:4:3600"],
-        &[],
+        &SHARED_AND_APART,
     );
     let p = s["policies"].as_array().unwrap();
     let (shared, apart) = (&p[0], &p[1]);
@@ -320,11 +314,15 @@ fn each_model_is_held_to_its_own_slo_on_the_shared_fleet() {
         "sim-mm-slo",
         ["resnet18=stress:10:1800", "magika=stress:4:1800"],
         &[
-            "--model-slo",
-            "magika=0.3",
-            "--model-max-batch",
-            "resnet18=4",
-        ],
+            &SHARED_AND_APART[..],
+            &[
+                "--model-slo",
+                "magika=0.3",
+                "--model-max-batch",
+                "resnet18=4",
+            ],
+        ]
+        .concat(),
     );
     for r in s["policies"].as_array().unwrap() {
         let (res, mag) = (&r["models"]["resnet18"], &r["models"]["magika"]);
@@ -359,4 +357,39 @@ fn each_model_is_held_to_its_own_slo_on_the_shared_fleet() {
         assert_eq!(o.status.code(), Some(64), "{args:?}: {err}");
         assert!(err.contains(why), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_multi_model_endpoint_is_one_endpoint_of_one_type_for_every_model() {
+    // SageMaker's multi-model endpoint against an endpoint per model: the same requests, every
+    // model served within its SLO by instances of one type, for no more than the endpoints
+    let s = simulate_two_models(
+        "sim-mme",
+        ["resnet18=stress:10:1800", "magika=stress:4:1800"],
+        &["--baseline", "sagemaker", "--baseline", "sagemaker-mme"],
+    );
+    let p = s["policies"].as_array().unwrap();
+    let (apart, mme) = (&p[0], &p[1]);
+    assert_eq!(
+        (apart["name"].as_str(), mme["name"].as_str()),
+        (Some("sagemaker"), Some("sagemaker-mme"))
+    );
+    assert_eq!(apart["requests"], mme["requests"]);
+    assert_eq!(
+        mme["instance_hours"].as_object().unwrap().len(),
+        1,
+        "one type: {}",
+        mme["instance_hours"]
+    );
+    for m in ["resnet18", "magika"] {
+        let (a, b) = (&apart["models"][m], &mme["models"][m]);
+        assert_eq!(a["requests"], b["requests"], "{m}");
+        assert!(b["attainment"].as_f64().unwrap() >= 0.99, "{m}: {b}");
+    }
+    assert!(
+        mme["total_cost"].as_f64().unwrap() <= apart["total_cost"].as_f64().unwrap(),
+        "one endpoint ${} against two ${}",
+        mme["total_cost"],
+        apart["total_cost"]
+    );
 }
