@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::report::{ModelReport, PolicyReport, Sample};
 
-/// `runs` (one per model, in the order of `models`) as one report named `name`.
-pub fn combine(name: &str, models: &[String], runs: Vec<PolicyReport>) -> PolicyReport {
+/// `runs` (one per model, in the order of `models`, each model with its SLO in ms) as one
+/// report named `name`.
+pub fn combine(name: &str, models: &[(String, f64)], runs: Vec<PolicyReport>) -> PolicyReport {
     let mut it = runs.clone().into_iter();
     let mut all = it.next().expect("one run per model");
     all.name = name.to_string();
@@ -62,11 +63,12 @@ pub fn combine(name: &str, models: &[String], runs: Vec<PolicyReport>) -> Policy
     all.models = models
         .iter()
         .zip(&runs)
-        .map(|(m, r)| {
+        .map(|((m, slo_ms), r)| {
             (
                 m.clone(),
                 ModelReport {
                     requests: r.requests,
+                    slo_ms: *slo_ms,
                     attainment: r.attainment,
                     p99_ms: r.p99_ms,
                     misses: r.requests - r.hist.met,

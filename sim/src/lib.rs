@@ -421,7 +421,11 @@ fn run_one(
         r.name = strategy.name().to_string();
         return r;
     }
-    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let names: Vec<(String, f64)> = models
+        .iter()
+        .zip(limits)
+        .map(|(m, l)| (m.name.clone(), l.0))
+        .collect();
     combine::combine(strategy.name(), &names, runs)
 }
 

@@ -117,6 +117,8 @@ pub struct PolicyReport {
 pub struct ModelReport {
     /// Requests that arrived.
     pub requests: u64,
+    /// Its latency objective, ms (the SLO its attainment is counted against).
+    pub slo_ms: f64,
     /// Share answered within its SLO.
     pub attainment: f64,
     /// 99th-percentile latency, ms.

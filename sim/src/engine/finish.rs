@@ -147,6 +147,7 @@ impl Sim<'_> {
                     l.name.clone(),
                     crate::report::ModelReport {
                         requests,
+                        slo_ms: l.slo_ms,
                         attainment: if requests == 0 {
                             1.0
                         } else {

@@ -139,6 +139,26 @@ fn accepts_every_workload_format_and_a_policy_under_test() {
     let dcost = fixed["total_cost"].as_f64().unwrap() / defaults["total_cost"].as_f64().unwrap();
     assert!((c["cost_pct"].as_f64().unwrap() - (dcost - 1.0) * 100.0).abs() < 1e-6);
     assert!(table.contains("fixed-one against mark-rs: cost"), "{table}");
+    // with several models the candidate plans the shared fleet too, in a row of its own name
+    let s = simulate_two_models(
+        "sim-formats-two",
+        ["resnet18=stress:10:600", "magika=stress:4:600"],
+        &[
+            "--baseline",
+            "mark-rs",
+            "--policy",
+            &format!("batcher={one}"),
+        ],
+    );
+    let rows: Vec<&str> = s["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows, ["mark-rs", "fixed-one"]);
+    assert_eq!(s["comparison"][0]["candidate"], "fixed-one");
+    assert!(s["policies"][1]["models"]["magika"]["requests"].as_u64() > Some(0));
 }
 
 /// Issue 32's ablation: each source of headroom can be turned off by name; an unknown name is
@@ -328,6 +348,10 @@ fn each_model_is_held_to_its_own_slo_on_the_shared_fleet() {
         let (res, mag) = (&r["models"]["resnet18"], &r["models"]["magika"]);
         let att = |x: &serde_json::Value| x["attainment"].as_f64().unwrap();
         let req = |x: &serde_json::Value| x["requests"].as_u64().unwrap() as f64;
+        assert_eq!(
+            (res["slo_ms"].as_f64(), mag["slo_ms"].as_f64()),
+            (Some(300.0), Some(0.3))
+        );
         assert!(att(res) >= 0.995, "{}: resnet18 {res}", r["name"]);
         assert!(att(mag) < 0.5, "{}: magika at 0.3 ms {mag}", r["name"]);
         let together = (att(res) * req(res) + att(mag) * req(mag)) / (req(res) + req(mag));
