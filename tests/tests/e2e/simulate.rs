@@ -65,6 +65,16 @@ fn writes_summary_table_and_plots() {
     }
 }
 
+/// The names of a summary's rows, in order.
+fn rows(s: &serde_json::Value) -> Vec<&str> {
+    s["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn accepts_every_workload_format_and_a_policy_under_test() {
     let out = temp_dir("sim-formats");
@@ -115,13 +125,7 @@ fn accepts_every_workload_format_and_a_policy_under_test() {
     assert!(alone.get("comparison").is_none(), "nothing to compare");
     // issue 32: the candidate runs beside the defaults, its row named after its file
     let (s, table) = run(&["--policy", &format!("batcher={one}")]);
-    let rows: Vec<&str> = s["policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(rows, ["mark-rs", "fixed-one"], "{table}");
+    assert_eq!(rows(&s), ["mark-rs", "fixed-one"], "{table}");
     let (defaults, fixed) = (&s["policies"][0], &s["policies"][1]);
     assert_eq!(
         defaults, &default,
@@ -150,13 +154,7 @@ fn accepts_every_workload_format_and_a_policy_under_test() {
             &format!("batcher={one}"),
         ],
     );
-    let rows: Vec<&str> = s["policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(rows, ["mark-rs", "fixed-one"]);
+    assert_eq!(rows(&s), ["mark-rs", "fixed-one"]);
     assert_eq!(s["comparison"][0]["candidate"], "fixed-one");
     assert!(s["policies"][1]["models"]["magika"]["requests"].as_u64() > Some(0));
 }
