@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Many models, one fleet (issue 27): two models with traffic of different shapes on the shipped
 # catalog, one mark-rs fleet for their mix against one mark-rs fleet per model (and SageMaker, an
-# endpoint per model), with the embedded WASM policies and the native ones; the same pair at
+# endpoint per model and its multi-model endpoint), with the embedded WASM policies and the
+# native ones; each model at its own config's SLO; the same pair at
 # 0.1x; and scale to zero (--min-instances 0) on a trickle. The table of docs/simulation.md
 # ("Many models, one fleet"). Needs `cargo build --release --bin mark`.
 set -euo pipefail

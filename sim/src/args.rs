@@ -32,7 +32,8 @@ pub struct SimulateArgs {
     /// Run mark-rs on the native defaults instead of the embedded mark-default.wasm.
     #[arg(long)]
     pub native_policies: bool,
-    /// Strategies: sagemaker, static-peak, lambda-only, mark-released, mark-rs (default: all).
+    /// Strategies: sagemaker, static-peak, lambda-only, mark-released, mark-rs (default: all),
+    /// and with several models mark-rs-per-model and sagemaker-mme (added to the default).
     #[arg(long = "baseline")]
     pub baselines: Vec<String>,
     /// Markets: on-demand, spot, or both (each strategy that can use spot runs twice).

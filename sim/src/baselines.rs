@@ -180,6 +180,7 @@ pub fn initial_fleet(
 pub struct SageMakerScaler {
     ty: Option<usize>,
     type_name: String,
+    instance_rps: f64,
     target_per_min: f64,
     /// Arrivals since the last tick (the engine counts them).
     pub arrivals: u64,
@@ -198,14 +199,24 @@ pub struct EndpointModel<'a> {
 }
 
 /// A multi-model endpoint's type and what one instance of it serves of the mix at batch 1:
-/// the type every model runs on within its SLO with the lowest price per request of the mix,
-/// an instance's time shared by the models' shares (the time-share rule at batch 1).
+/// the type with the lowest price per request of the mix, an instance's time shared by the
+/// models' shares (the time-share rule at batch 1). A model no type serves within its SLO is left
+/// out of the choice (it misses on the endpoint, as on an endpoint of its own); with one model,
+/// its own batch-1 capacity.
 pub fn endpoint_type(models: &[EndpointModel<'_>]) -> Option<(usize, f64)> {
     let n = models.first()?.types.len();
+    let cap = |m: &EndpointModel<'_>, i: usize| batch1_capacity(&m.types[i], m.slo_ms);
+    let served: Vec<&EndpointModel<'_>> = models
+        .iter()
+        .filter(|m| (0..n).any(|i| cap(m, i) > 0.0))
+        .collect();
     let mixed = |i: usize| -> f64 {
+        if let [one] = served[..] {
+            return cap(one, i);
+        }
         let mut time = 0.0;
-        for m in models {
-            let c = batch1_capacity(&m.types[i], m.slo_ms);
+        for m in &served {
+            let c = cap(m, i);
             if c <= 0.0 {
                 return 0.0;
             }
@@ -246,6 +257,7 @@ impl SageMakerScaler {
             type_name: ty
                 .map(|i| models[0].types[i].spec.name.clone())
                 .unwrap_or_default(),
+            instance_rps: chosen.map_or(2.0 / 60.0, |(_, c)| c),
             target_per_min: chosen.map_or(1.0, |(_, c)| c * 0.5 * 60.0),
             arrivals: 0,
             above: 0,
@@ -262,7 +274,7 @@ impl SageMakerScaler {
 
     /// Requests/s one instance serves at batch 1 (twice the target).
     pub fn instance_rps(&self) -> f64 {
-        self.target_per_min / 60.0 / 0.5
+        self.instance_rps
     }
 
     /// One minute passed: the actions target tracking takes.

@@ -219,8 +219,8 @@ impl Summary {
             .map(|p| p.total_cost);
         for p in &mut self.policies {
             p.cost_ratio_vs_sagemaker = base
-                .filter(|b| *b > 0.0)
-                .map(|b| b / p.total_cost.max(1e-12));
+                .filter(|b| *b > 0.0 && p.total_cost > 0.0)
+                .map(|b| b / p.total_cost);
         }
     }
 

@@ -142,25 +142,24 @@ pub fn run_lanes(
     if strategy == Strategy::SageMaker {
         sim.sagemaker = Some(if sim.lanes.len() > 1 {
             // a multi-model endpoint: one type for the mix, its models' shares over the run
-            let means: Vec<f64> = specs
+            let expected: Vec<f64> = specs
                 .iter()
-                .map(|l| {
-                    let steps = (duration / 60.0).ceil().max(1.0) as usize;
-                    (0..steps)
-                        .map(|k| l.workload.mean_rate_at(k as f64 * 60.0))
-                        .sum::<f64>()
-                        / steps as f64
-                })
+                .map(|l| l.workload.expected_requests().max(0.0))
                 .collect();
-            let total: f64 = means.iter().sum::<f64>().max(1e-12);
+            let total: f64 = expected.iter().sum();
             let models: Vec<crate::baselines::EndpointModel<'_>> = sim
                 .lanes
                 .iter()
-                .zip(&means)
-                .map(|(l, mean)| crate::baselines::EndpointModel {
+                .zip(&expected)
+                .map(|(l, e)| crate::baselines::EndpointModel {
                     types: &l.types,
                     slo_ms: l.slo_ms,
-                    share: mean / total,
+                    // no requests expected at all: equal shares
+                    share: if total > 0.0 {
+                        e / total
+                    } else {
+                        1.0 / expected.len() as f64
+                    },
                 })
                 .collect();
             SageMakerScaler::for_endpoint(&models)

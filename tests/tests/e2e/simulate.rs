@@ -414,4 +414,17 @@ fn a_multi_model_endpoint_is_one_endpoint_of_one_type_for_every_model() {
         mme["total_cost"],
         apart["total_cost"]
     );
+    // a model no type serves within its SLO misses on the endpoint; the other is still served
+    let s = simulate_two_models(
+        "sim-mme-strict",
+        ["resnet18=stress:10:1800", "magika=stress:4:1800"],
+        &["--baseline", "sagemaker-mme", "--model-slo", "magika=0.3"],
+    );
+    let mme = &s["policies"][0];
+    assert!(mme["total_cost"].as_f64().unwrap() > 0.0, "{mme}");
+    assert!(
+        mme["models"]["resnet18"]["attainment"].as_f64().unwrap() >= 0.99,
+        "{}",
+        mme["models"]
+    );
 }
