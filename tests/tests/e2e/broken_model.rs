@@ -18,19 +18,6 @@ const CFG: &str =
     "max_batch_size = 32\nslo_ms = 100\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n";
 const URL: &str = "s3://mark-broken/prod";
 
-/// One local type that boots in 5 s: a pending deadline of about 15 s, long enough for a worker
-/// to fetch from moto and load (and for the test to see the broken one) on a busy machine.
-const CATALOG: &str = r#"
-[[instance]]
-name = "local.small"
-vcpus = 2
-memory_gib = 4
-price_on_demand = 0.10
-price_spot = 0.0
-launch_seconds = 5.0
-capacity_rps = { mlp = 60 }
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_model_fails_to_load_is_never_capacity_and_is_replaced_with_no_failed_request(
 ) {
@@ -54,10 +41,14 @@ async fn a_worker_whose_model_fails_to_load_is_never_capacity_and_is_replaced_wi
         };
         let good = repo_with(&[("mlp", CFG)]);
         push(&good);
+        // one local type that boots in 5 s: a pending deadline of about 15 s, long enough for a
+        // worker to fetch from moto and load (and for the test to see the broken one) on a busy
+        // machine
+        let catalog = local_small_catalog(5.0, "mlp = 60");
         let repo = std::path::PathBuf::from(URL);
         let (g, state) = start_local_cloud_env(
             &repo,
-            CATALOG,
+            &catalog,
             "broken-model",
             "1",
             "2",
@@ -72,7 +63,7 @@ async fn a_worker_whose_model_fails_to_load_is_never_capacity_and_is_replaced_wi
             "mlp",
             &mark_bin(),
             &repo,
-            Catalog::parse(CATALOG, "c").unwrap(),
+            Catalog::parse(&catalog, "c").unwrap(),
         );
         let running = |cloud: &LocalCloud| {
             cloud

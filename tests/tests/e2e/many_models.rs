@@ -8,18 +8,6 @@ use std::time::Duration;
 
 use crate::util::*;
 
-/// One type; each instance serves 60 req/s of either model alone.
-const CATALOG: &str = r#"
-[[instance]]
-name = "local.small"
-vcpus = 2
-memory_gib = 4
-price_on_demand = 0.10
-price_spot = 0.0
-launch_seconds = 1.0
-capacity_rps = { mlp = 60, mlp_b = 60 }
-"#;
-
 /// The status row of `model`.
 fn row<'a>(st: &'a serde_json::Value, model: &str) -> &'a serde_json::Value {
     st["control"]["models"]
@@ -41,8 +29,10 @@ async fn two_models_with_steps_at_different_times_share_one_fleet() {
     )
     .unwrap();
     std::fs::write(b.join("config.toml"), cfg).unwrap();
+    // one type; each instance serves 60 req/s of either model alone
+    let catalog = local_small_catalog(1.0, "mlp = 60, mlp_b = 60");
     let test = async {
-        let (g, _state) = start_local_cloud(&repo, CATALOG, "many-models", "2", "6").await;
+        let (g, _state) = start_local_cloud(&repo, &catalog, "many-models", "2", "6").await;
         let admin = g.admin.clone().unwrap();
         let url = |m: &str| format!("{}/v2/models/{m}/infer", g.base);
         let reference = Arc::new(output_f32(

@@ -8,18 +8,6 @@ use std::sync::Arc;
 
 use crate::util::*;
 
-/// The local workers' capacity comes from the model's own profile (no explicit `capacity_rps`):
-/// the simulator then runs instances as fast as the live workers are, which calibration needs.
-const CATALOG: &str = r#"
-[[instance]]
-name = "local.small"
-vcpus = 2
-memory_gib = 4
-price_on_demand = 0.10
-price_spot = 0.0
-launch_seconds = 1.0
-"#;
-
 /// Attainment of the replay against the live run: within this many points (issue 32: 1 point).
 const ATTAINMENT_TOLERANCE: f64 = 0.01;
 /// Cost of the replay against the live run: within this share (issue 32: 15%).
@@ -45,7 +33,10 @@ async fn a_recorded_load_step_replays_with_the_same_requests() {
             "mlp",
             "max_batch_size = 32\nslo_ms = 200\nexecutors = 1\nintra_threads = 1\n",
         )]);
-        let (g, state) = start_local_cloud(&repo, CATALOG, "trace", "2", "6").await;
+        // the workers' capacity from the model's own profile (no capacity_rps): the simulator
+        // then runs instances as fast as the live workers are, which calibration needs
+        let catalog = local_small_catalog(1.0, "");
+        let (g, state) = start_local_cloud(&repo, &catalog, "trace", "2", "6").await;
         let admin = g.admin.clone().unwrap();
         let url = format!("{}/v2/models/mlp/infer", g.base);
         let reference = Arc::new(output_f32(

@@ -37,6 +37,21 @@ pub fn mark_bin() -> PathBuf {
     bin
 }
 
+/// A catalog of the local cloud's one type (`local.small`) booting in `launch_seconds`, with
+/// `capacity` as its `capacity_rps` table's entries (e.g. `mlp = 60`; empty: none, the capacity
+/// then comes from the model's own profile).
+pub fn local_small_catalog(launch_seconds: f64, capacity: &str) -> String {
+    let cap = if capacity.is_empty() {
+        String::new()
+    } else {
+        format!("capacity_rps = {{ {capacity} }}\n")
+    };
+    format!(
+        "[[instance]]\nname = \"local.small\"\nvcpus = 2\nmemory_gib = 4\nprice_on_demand = 0.10\n\
+         price_spot = 0.0\nlaunch_seconds = {launch_seconds:.1}\n{cap}"
+    )
+}
+
 /// The local cloud's one type, at 60 MLP requests/s per instance (a fictional capacity, low on
 /// purpose: the controller launches several workers at a few hundred requests per second).
 pub const ONE_TYPE_CATALOG: &str = r#"
