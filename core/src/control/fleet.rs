@@ -47,6 +47,10 @@ pub struct Instance {
     pub state: InstanceState,
     /// USD per hour it is billed at.
     pub price_per_hour: f64,
+    /// Availability zone, where the cloud says (EC2's placement; empty elsewhere): a spot
+    /// instance is billed its own zone's price.
+    #[serde(default)]
+    pub zone: String,
 }
 
 /// Billing rule shared by drivers and the simulator: per second with a 60 s minimum.
@@ -417,6 +421,7 @@ mod tests {
             addr: String::new(),
             state,
             price_per_hour: 0.1,
+            zone: String::new(),
         };
         let fleet = [
             inst("a", InstanceState::Running),

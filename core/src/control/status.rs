@@ -15,8 +15,10 @@ pub type SharedStatus = Arc<Mutex<ControlStatus>>;
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ControlStatus {
     /// Spot prices read live (EC2 `--spot-price-interval`): type → (USD per hour, the cheapest
-    /// zone); empty: the catalog's prices.
+    /// zone the fleet launches into); empty: the catalog's prices.
     pub spot_prices: std::collections::BTreeMap<String, (f64, String)>,
+    /// The zones those prices were read in (those of `--ec2-subnets`; empty: every zone).
+    pub spot_price_zones: Vec<String>,
     /// Wall-clock seconds of the last read (0: never).
     pub spot_prices_read_at: f64,
     /// Reads of spot prices that failed.

@@ -74,10 +74,18 @@ impl ControlLoop {
         priced.retain(|id, _| fleet.iter().any(|i| i.id == *id));
         for i in fleet.iter_mut().filter(|i| i.market == Market::Spot) {
             if let Some(t) = self.opts.catalog.get(&i.instance_type) {
-                i.price_per_hour = *priced.entry(i.id.clone()).or_insert(t.price_spot);
+                // its own zone's price when one was read there, else the plan's (cheapest zone)
+                let own = s
+                    .price_in(&i.instance_type, &i.zone)
+                    .filter(|p| p.is_finite() && *p > 0.0)
+                    .map(|p| p.min(t.price_on_demand));
+                i.price_per_hour = *priced
+                    .entry(i.id.clone())
+                    .or_insert(own.unwrap_or(t.price_spot));
             }
         }
         let mut st = self.status.lock().expect("status lock");
+        st.spot_price_zones = s.zones;
         st.spot_prices = s.by_type;
         st.spot_prices_read_at = s.read_at;
         st.spot_price_failures = s.failures;

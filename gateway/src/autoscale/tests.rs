@@ -15,6 +15,7 @@ fn instances_are_billed_under_their_type_and_market() {
         addr: String::new(),
         state: InstanceState::Running,
         price_per_hour: 0.05,
+        zone: String::new(),
     };
     let b = billed(&i);
     assert_eq!(b.backend, "c5.large/spot");

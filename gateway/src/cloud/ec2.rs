@@ -55,6 +55,14 @@ pub struct Ec2Options {
     pub template_user_data: bool,
 }
 
+/// The availability zone EC2 placed `i` in (empty when it says none).
+fn zone_of(i: &aws_sdk_ec2::types::Instance) -> String {
+    i.placement()
+        .and_then(|p| p.availability_zone())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Port the workers listen on (the user data starts them on it; the gateway routes to it).
 pub const WORKER_PORT: u16 = 8000;
 
@@ -298,6 +306,7 @@ impl Ec2Cloud {
             },
             state: InstanceState::Pending,
             price_per_hour: price,
+            zone: zone_of(i),
         })
     }
 
@@ -404,6 +413,7 @@ impl Ec2Cloud {
                     InstanceState::Pending
                 },
                 price_per_hour: price,
+                zone: zone_of(&i),
             });
         }
         out.sort_by(|a, b| {

@@ -210,6 +210,7 @@ impl LocalCloud {
             addr,
             state: InstanceState::Pending,
             price_per_hour: price,
+            zone: String::new(),
         };
         let rec = Record {
             instance: instance.clone(),
@@ -391,6 +392,7 @@ mod tests {
                 addr: addr.into(),
                 state: InstanceState::Running,
                 price_per_hour: 0.1,
+                zone: String::new(),
             },
             pid,
             proc_start,

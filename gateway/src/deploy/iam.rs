@@ -52,7 +52,7 @@ pub fn gateway(n: &Names) -> Value {
             "Condition": { "StringEquals": { "ec2:CreateAction": "RunInstances" } } }),
         json!({ "Effect": "Allow", "Action": ["ec2:DescribeInstances",
             "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions",
-            "ec2:DescribeSpotPriceHistory"], "Resource": "*" }),
+            "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets"], "Resource": "*" }),
         json!({ "Effect": "Allow", "Action": ["ec2:TerminateInstances"], "Resource": "*",
             "Condition": { "StringEquals": { "aws:ResourceTag/mark:fleet": n.fleet } } }),
         json!({ "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": n.worker_role }),

@@ -71,6 +71,7 @@ impl Sim<'_> {
                     InstanceState::Pending
                 },
                 price_per_hour: i.price_per_hour,
+                zone: String::new(),
             })
             .collect()
     }

@@ -310,3 +310,64 @@ async fn a_subnet_out_of_capacity_is_skipped_for_the_next_one() {
         subnets[0], i.id, subnets[1]
     );
 }
+
+#[tokio::test]
+async fn spot_prices_are_read_in_the_subnets_zones_and_an_instance_knows_its_zone() {
+    use mark_gateway::cloud::spot_prices;
+    let (_moto, endpoint) = start_moto();
+    let (ec2, subnets) = vpc_with_subnets(
+        &endpoint,
+        "10.7.0.0/16",
+        &[
+            ("10.7.1.0/24", "us-east-1d"),
+            ("10.7.2.0/24", "us-east-1c"),
+            ("10.7.3.0/24", "us-east-1d"),
+        ],
+    )
+    .await;
+    let zones = spot_prices::subnet_zones(&ec2, &subnets).await.unwrap();
+    assert_eq!(
+        zones,
+        ["us-east-1d", "us-east-1c"],
+        "each zone once, in order"
+    );
+    let unknown = spot_prices::subnet_zones(&ec2, &["subnet-0000dead".to_string()]).await;
+    assert!(
+        unknown.is_err(),
+        "an unknown subnet is an error: {unknown:?}"
+    );
+
+    let types = ["c5.large".to_string()];
+    let everywhere = spot_prices::read(&ec2, &types, &[]).await.unwrap();
+    assert!(
+        everywhere["c5.large"].contains_key("us-east-1a"),
+        "with no subnets every zone is read: {everywhere:?}"
+    );
+    let ours = spot_prices::read(&ec2, &types, &zones).await.unwrap();
+    let read: Vec<&String> = ours["c5.large"].keys().collect();
+    assert_eq!(
+        read,
+        ["us-east-1c", "us-east-1d"],
+        "only the subnets' zones"
+    );
+    // moto quotes one price everywhere: the cheapest is then the first zone by name of ours,
+    // never us-east-1a where the fleet cannot launch
+    assert_eq!(
+        spot_prices::cheapest(&ours)["c5.large"],
+        (0.00001, "us-east-1c".to_string())
+    );
+
+    let catalog = Catalog::load(&root().join("examples/catalog-us-east-1.toml")).unwrap();
+    let mut o = opts(&endpoint, "zoned");
+    o.subnets = vec![subnets[0].clone()];
+    let cloud = Ec2Cloud::connect(o, catalog).await;
+    let launched = cloud.launch("c5.large", Market::Spot).await.unwrap();
+    assert_eq!(launched.zone, "us-east-1d");
+    let listed = cloud.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].zone, "us-east-1d",
+        "the zone comes back from EC2's placement"
+    );
+    println!("moto EC2: spot prices read in {zones:?}; the instance placed in us-east-1d");
+}
