@@ -226,8 +226,9 @@ pub struct ControlArgs {
     /// and costs on bursty or spot ones; docs/simulation.md "Spending the SLO").
     #[arg(long)]
     pub slack_feedback: bool,
-    /// Seconds between reads of live spot prices (EC2 DescribeSpotPriceHistory; the cheapest
-    /// zone's price per type replaces the catalog's for the plan, the ledger and the status).
+    /// Seconds between reads of live spot prices (EC2 DescribeSpotPriceHistory in the zones
+    /// of --ec2-subnets, or every zone without them; each type's mean over those zones
+    /// replaces the catalog's price for the plan, each spot instance is billed its own zone's).
     /// 0: the catalog's prices only.
     #[arg(long, default_value_t = 300.0)]
     pub spot_price_interval: f64,

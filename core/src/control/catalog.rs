@@ -87,6 +87,13 @@ fn one() -> f64 {
 }
 
 impl InstanceSpec {
+    /// A spot price read live as the plan and the ledger use it: `None` unless finite and
+    /// positive; a spike at or above on-demand counts as just under it (the plan then prefers
+    /// on-demand).
+    pub fn capped_spot(&self, p: f64) -> Option<f64> {
+        (p.is_finite() && p > 0.0).then(|| p.min(self.price_on_demand * 0.999))
+    }
+
     /// USD per hour in `market`.
     pub fn price(&self, market: Market) -> f64 {
         match market {
@@ -139,10 +146,10 @@ impl Catalog {
             let Some(&p) = prices.get(&t.name) else {
                 continue;
             };
-            let ok = p.is_finite() && p > 0.0;
-            // a spike at or above on-demand counts as just under it: the plan prefers on-demand
-            let p = p.min(t.price_on_demand * 0.999);
-            if ok && t.price_spot > 0.0 && p != t.price_spot {
+            let Some(p) = t.capped_spot(p) else {
+                continue;
+            };
+            if t.price_spot > 0.0 && p != t.price_spot {
                 t.price_spot = p;
                 changed += 1;
             }

@@ -14,11 +14,16 @@ pub type SharedStatus = Arc<Mutex<ControlStatus>>;
 /// What `GET /admin/v1/status` shows of the control loop.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ControlStatus {
-    /// Spot prices read live (EC2 `--spot-price-interval`): type → (USD per hour, the cheapest
-    /// zone the fleet launches into); empty: the catalog's prices.
+    /// Spot prices read live (EC2 `--spot-price-interval`): type → (USD per hour the plan uses,
+    /// the zones it is the mean over); empty: the catalog's prices.
     pub spot_prices: std::collections::BTreeMap<String, (f64, String)>,
-    /// The zones those prices were read in (those of `--ec2-subnets`; empty: every zone).
-    pub spot_price_zones: Vec<String>,
+    /// The prices read: type → zone → USD per hour (each spot instance is billed its zone's).
+    pub spot_prices_by_zone:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+    /// The zone of each of `--ec2-subnets` (empty: every zone); none until looked up.
+    pub spot_price_zones: Option<Vec<String>>,
+    /// Why the last read failed (empty after a success).
+    pub spot_price_error: String,
     /// Wall-clock seconds of the last read (0: never).
     pub spot_prices_read_at: f64,
     /// Reads of spot prices that failed.

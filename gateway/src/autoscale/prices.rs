@@ -74,18 +74,16 @@ impl ControlLoop {
         priced.retain(|id, _| fleet.iter().any(|i| i.id == *id));
         for i in fleet.iter_mut().filter(|i| i.market == Market::Spot) {
             if let Some(t) = self.opts.catalog.get(&i.instance_type) {
-                // its own zone's price when one was read there, else the plan's (cheapest zone)
-                let own = s
-                    .price_in(&i.instance_type, &i.zone)
-                    .filter(|p| p.is_finite() && *p > 0.0)
-                    .map(|p| p.min(t.price_on_demand));
+                // its own zone's price when one was read there, else the plan's
                 i.price_per_hour = *priced
                     .entry(i.id.clone())
-                    .or_insert(own.unwrap_or(t.price_spot));
+                    .or_insert_with(|| spot_prices::billed_price(&s, t, &i.zone));
             }
         }
         let mut st = self.status.lock().expect("status lock");
         st.spot_price_zones = s.zones;
+        st.spot_price_error = s.error;
+        st.spot_prices_by_zone = s.by_zone;
         st.spot_prices = s.by_type;
         st.spot_prices_read_at = s.read_at;
         st.spot_price_failures = s.failures;

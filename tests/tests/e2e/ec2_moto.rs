@@ -325,11 +325,14 @@ async fn spot_prices_are_read_in_the_subnets_zones_and_an_instance_knows_its_zon
         ],
     )
     .await;
-    let zones = spot_prices::subnet_zones(&ec2, &subnets).await.unwrap();
+    // a subnet given twice is one subnet (DescribeSubnets refuses repeated ids)
+    let mut given = subnets.clone();
+    given.push(subnets[0].clone());
+    let zones = spot_prices::subnet_zones(&ec2, &given).await.unwrap();
     assert_eq!(
         zones,
-        ["us-east-1d", "us-east-1c"],
-        "each zone once, in order"
+        ["us-east-1d", "us-east-1c", "us-east-1d"],
+        "a zone per distinct subnet, in order"
     );
     let unknown = spot_prices::subnet_zones(&ec2, &["subnet-0000dead".to_string()]).await;
     assert!(
@@ -350,11 +353,10 @@ async fn spot_prices_are_read_in_the_subnets_zones_and_an_instance_knows_its_zon
         ["us-east-1c", "us-east-1d"],
         "only the subnets' zones"
     );
-    // moto quotes one price everywhere: the cheapest is then the first zone by name of ours,
-    // never us-east-1a where the fleet cannot launch
+    // moto quotes one price everywhere: the plan's mean is that price, over our zones only
     assert_eq!(
-        spot_prices::cheapest(&ours)["c5.large"],
-        (0.00001, "us-east-1c".to_string())
+        spot_prices::planned(&ours, &zones)["c5.large"],
+        (0.00001, "us-east-1c+us-east-1d".to_string())
     );
 
     let catalog = Catalog::load(&root().join("examples/catalog-us-east-1.toml")).unwrap();

@@ -159,6 +159,10 @@ async fn serve_on_moto_routes_only_to_real_workers_and_reaps_a_launch_that_never
         assert_eq!(live[0].as_f64(), Some(0.00001), "{st}");
         assert!(live[1].as_str().is_some_and(|az| az.starts_with("us-east-1")), "{live}");
         assert!(st["spot_prices_read_at"].as_f64().unwrap() > 0.0);
+        // no --ec2-subnets: every zone of the region, looked up (not null) and no error
+        assert_eq!(st["spot_price_zones"], serde_json::json!([]), "{st}");
+        assert_eq!(st["spot_price_error"], "", "{st}");
+        assert!(st["spot_prices_by_zone"]["c5.large"]["us-east-1a"].is_number(), "{st}");
         drop(g);
     })
     .await;
