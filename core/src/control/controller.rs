@@ -404,29 +404,65 @@ pub fn diff(
     actions
 }
 
+/// Most instances one emergency launches to bridge a deficit (about a quarter of the default
+/// hourly change budget: the plans of the hour must still be able to launch).
+pub const BRIDGE_MAX: u32 = 16;
+
+/// Types that boot within this factor of the fastest type's launch time may bridge.
+const BRIDGE_BOOT: f64 = 1.25;
+
+/// A bridging type may cost this much more per unit of capacity than the cheapest fast one
+/// (the largest such type bridges: fewer launches for the same capacity).
+const BRIDGE_PRICE: f64 = 1.15;
+
 /// The out-of-cycle answer to an SLO breach with the fleet `deficit` requests/s short of the
-/// demand: one on-demand instance of the type that covers the deficit soonest (shortest launch,
-/// then cheapest), where a burstable counts at the capacity it sustains without credits (its
-/// catalog capacity); when no type covers it alone, the one with the most capacity. None
-/// without a deficit.
-pub fn emergency_launch(catalog: &[InstanceType], deficit: f64) -> Option<Action> {
-    if deficit.is_nan() || deficit <= 0.0 {
+/// demand, with room for `room` more instances. When one type covers it: one on-demand
+/// instance of the type that covers it soonest (shortest launch, then cheapest), where a
+/// burstable counts at the capacity it sustains without credits (its catalog capacity).
+/// When none does (a step far above the fleet), a **bridge**: enough on-demand instances of a
+/// fast-booting type to cover it (at most [`BRIDGE_MAX`] and `room`): the type with the most
+/// capacity among those booting within [`BRIDGE_BOOT`] of the fastest and priced within
+/// [`BRIDGE_PRICE`] of the cheapest of them per unit of capacity. The plan made in the same
+/// tick launches its own (often slower-booting, cheaper) types; the bridge carries the deficit
+/// from its own boot until theirs instead of Lambda (~10x an instance's price per request),
+/// and is terminated as surplus once idle. None without a deficit or room.
+pub fn emergency_launch(catalog: &[InstanceType], deficit: f64, room: u32) -> Option<Action> {
+    if deficit.is_nan() || deficit <= 0.0 || room == 0 {
         return None;
     }
     let usable = || catalog.iter().filter(|t| t.capacity_rps > 0.0);
-    let pick = usable()
+    let launch = |instance_type: &str, count: u32| Action::Launch {
+        instance_type: instance_type.to_string(),
+        market: Market::OnDemand,
+        count,
+    };
+    if let Some(one) = usable()
         .filter(|t| t.capacity_rps >= deficit)
         .min_by(|a, b| {
             a.launch_seconds
                 .total_cmp(&b.launch_seconds)
                 .then(a.price_on_demand.total_cmp(&b.price_on_demand))
         })
-        .or_else(|| usable().max_by(|a, b| a.capacity_rps.total_cmp(&b.capacity_rps)))?;
-    Some(Action::Launch {
-        instance_type: pick.name.clone(),
-        market: Market::OnDemand,
-        count: 1,
-    })
+    {
+        return Some(launch(&one.name, 1));
+    }
+    let fastest = usable()
+        .map(|t| t.launch_seconds)
+        .fold(f64::INFINITY, f64::min);
+    let fast = || usable().filter(|t| t.launch_seconds <= fastest * BRIDGE_BOOT);
+    let per = |t: &InstanceType| t.price_on_demand / t.capacity_rps;
+    let best = fast().map(per).fold(f64::INFINITY, f64::min);
+    let pick = fast()
+        .filter(|t| per(t) <= best * BRIDGE_PRICE)
+        .max_by(|a, b| {
+            a.capacity_rps
+                .total_cmp(&b.capacity_rps)
+                .then(b.price_on_demand.total_cmp(&a.price_on_demand))
+        })?;
+    let n = (deficit / pick.capacity_rps)
+        .ceil()
+        .min(f64::from(room.min(BRIDGE_MAX)));
+    Some(launch(&pick.name, (n as u32).max(1)))
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 
 use mark_policies::types::{InstanceType, PolicyError};
 
-use super::controller::{step, Action, ControlConfig, FleetInstance, PredictFn, ProvisionFn, Step};
+use super::bridge::Bridge;
+use super::controller::{
+    capacity_of, step, Action, ControlConfig, FleetInstance, PredictFn, ProvisionFn, Step,
+};
 use super::demand::Outcomes;
 use super::launch_health::LaunchHealth;
 use super::mix::{demands, mixed_catalog, Floor, ModelInput};
@@ -42,18 +45,22 @@ pub struct Decision {
     pub load: FleetLoad,
     /// Terminations of launches past their pending deadline (see `launch_health`).
     pub reaped: Vec<Action>,
+    /// Terminations of an emergency's bridge whose time is over (see `bridge`).
+    pub retired: Vec<Action>,
     /// The headroom factor the step planned the forecast at (1 without the slack feedback).
     pub headroom: f64,
 }
 
 impl Decision {
-    /// Every action to carry out, the emergency's first.
+    /// Every action to carry out: terminations first, then the plan's, then the emergency's (a
+    /// bridge never takes the room or the launch budget the plan needs).
     pub fn actions(&self) -> Vec<Action> {
         let mut a: Vec<Action> = self.reaped.clone();
-        a.extend(self.emergency.iter().cloned());
+        a.extend(self.retired.iter().cloned());
         if let Some(Ok(s)) = &self.step {
             a.extend(s.actions.iter().cloned());
         }
+        a.extend(self.emergency.iter().cloned());
         a
     }
 }
@@ -77,6 +84,8 @@ pub struct Controller {
     /// (a cold start), not missing capacity, and launches no instance.
     pub at_zero: bool,
     emergency: Option<EmergencyGuard>,
+    /// The emergencies' bridges in flight, kept apart from the plan.
+    bridges: Vec<Bridge>,
     max_instances: u32,
     window_s: f64,
     next_control: f64,
@@ -101,6 +110,7 @@ impl Controller {
             emergency: emergency
                 .then(|| EmergencyGuard::new(cfg.interval_s, cfg.slo.attainment_target)),
             launches: LaunchHealth::default(),
+            bridges: Vec::new(),
             max_instances,
             window_s,
             next_control: cfg.interval_s,
@@ -291,15 +301,42 @@ impl Controller {
         if emergency.is_some() {
             self.next_control = now;
         }
+        // the bridges in flight: members claimed as they appear, never planned with, retired
+        // once the plan's own instances serve what it wants served
+        // a bridge at its adoption time is dropped first (a leader back after a while never
+        // retires what another leader adopted meanwhile)
+        self.bridges.retain(|b| !b.over(now, fleet));
+        let mut taken: Vec<String> = self.bridges.iter().flat_map(|b| b.ids().cloned()).collect();
+        for b in &mut self.bridges {
+            b.claim(now, fleet, &taken, self.cfg.interval_s);
+            taken.extend(b.ids().cloned());
+        }
+        let plan_fleet: Vec<FleetInstance> = counted
+            .iter()
+            .filter(|i| !taken.contains(&i.id))
+            .cloned()
+            .collect();
+        let rest_rps: f64 = plan_fleet
+            .iter()
+            .filter(|i| i.ready)
+            .map(|i| capacity_of(&now_mix, &i.instance_type))
+            .sum();
+        let mut retired = Vec::new();
+        for b in &mut self.bridges {
+            retired.extend(b.retire(now, &counted, rest_rps, load.demand_rps));
+        }
+        self.bridges.retain(|b| !b.over(now, fleet));
         let mut d = Decision {
             emergency,
             step: None,
             history: Vec::new(),
             load,
             reaped,
+            retired,
             headroom: self.slack.as_ref().map_or(1.0, |s| s.headroom),
         };
         if now < self.next_control || models.is_empty() {
+            self.start_bridge(now, &mut d, fleet, size, &now_mix);
             return d;
         }
         self.next_control = now + self.cfg.interval_s;
@@ -324,6 +361,7 @@ impl Controller {
                 Ok(f) => forecasts.push(f),
                 Err(e) => {
                     d.step = Some(Err(e));
+                    self.start_bridge(now, &mut d, fleet, size, &now_mix);
                     return d;
                 }
             }
@@ -346,17 +384,70 @@ impl Controller {
         d.step = Some(step(
             now,
             &self.cfg,
-            &counted,
+            &plan_fleet,
             planned,
             all,
             &usable,
             &self.floor,
             provision,
         ));
+        self.start_bridge(now, &mut d, fleet, size, &now_mix);
         self.at_zero = matches!(&d.step, Some(Ok(s)) if s.plan.targets.is_empty()
             && s.plan.lambda_share >= 1.0
             && self.floor.min_instances == Some(0));
         d
+    }
+
+    /// An emergency that asked for several instances: a bridge, sized to the room the plan of
+    /// the same tick left under `max_instances` (its launches come first), due once the slowest
+    /// of them serves; one instance is an ordinary emergency launch.
+    fn start_bridge(
+        &mut self,
+        now: f64,
+        d: &mut Decision,
+        fleet: &[FleetInstance],
+        size: u32,
+        catalog: &[InstanceType],
+    ) {
+        let launched: &[Action] = match &d.step {
+            Some(Ok(s)) => &s.actions,
+            _ => &[],
+        };
+        let planned: u32 = Action::launches(launched).iter().map(|l| l.2).sum();
+        let room = self
+            .max_instances
+            .saturating_sub(size.saturating_add(planned));
+        if let Some(Action::Launch { count, .. }) = &mut d.emergency {
+            if *count > 1 {
+                *count = (*count).min(room);
+            }
+            if *count == 0 {
+                d.emergency = None;
+                if let Some(g) = &mut self.emergency {
+                    g.withdraw();
+                }
+            }
+        }
+        if let Some(mut b) = d.emergency.as_ref().and_then(|a| Bridge::of(now, a, fleet)) {
+            // what the plan of this tick covers (none ran: the demand decides)
+            let covers = match &d.step {
+                Some(Ok(s)) => s
+                    .plan
+                    .targets
+                    .iter()
+                    .map(|t| f64::from(t.count) * capacity_of(catalog, &t.instance_type))
+                    .sum(),
+                _ => f64::INFINITY,
+            };
+            b.due_after(
+                launched,
+                catalog,
+                self.window_s,
+                self.cfg.interval_s,
+                covers,
+            );
+            self.bridges.push(b);
+        }
     }
 }
 

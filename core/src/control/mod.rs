@@ -19,6 +19,7 @@
 //! - `type_profile`: a type's own latency curve per model: source, checks, the printed entry.
 //! - `status`: what the live loop publishes for `GET /admin/v1/status`.
 
+pub mod bridge;
 pub mod catalog;
 pub mod controller;
 pub mod cycle;

@@ -113,10 +113,19 @@ impl EmergencyGuard {
         {
             return None;
         }
-        let a = emergency_launch(catalog, fleet.demand_rps - fleet.capacity_rps)?;
+        let a = emergency_launch(
+            catalog,
+            fleet.demand_rps - fleet.capacity_rps,
+            max_instances - fleet.size,
+        )?;
         self.last = now;
         self.fired += 1;
         Some(a)
+    }
+
+    /// Takes back the last launch it asked for (nothing was left to launch it in).
+    pub fn withdraw(&mut self) {
+        self.fired = self.fired.saturating_sub(1);
     }
 }
 

@@ -385,6 +385,12 @@ impl ControlLoop {
         }) {
             tracing::warn!(instance = %id, "launch never became ready: terminating it");
         }
+        if !d.retired.is_empty() {
+            tracing::info!(
+                instances = d.retired.len(),
+                "the emergency's bridge retires: the plan's own instances serve"
+            );
+        }
         if d.emergency.is_some() {
             tracing::warn!(
                 attainment = self.controller.monitors.slo.attainment(now).unwrap_or(0.0),

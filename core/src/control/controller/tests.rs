@@ -130,46 +130,62 @@ fn ty(n: &str, price: f64, launch_s: f64, capacity: f64, burstable: bool) -> Ins
     }
 }
 
-fn launch_of(a: Option<Action>) -> Option<String> {
+fn launch_of(a: Option<Action>) -> Option<(String, u32)> {
     match a {
         Some(Action::Launch {
             instance_type,
             market: Market::OnDemand,
-            count: 1,
-        }) => Some(instance_type),
+            count,
+        }) => Some((instance_type, count)),
         _ => None,
     }
 }
 
 #[test]
-fn emergency_launches_what_covers_the_deficit_soonest() {
+fn emergency_launches_what_covers_the_deficit_soonest_or_bridges_it() {
     // a burstable's catalog capacity is what it sustains without credits (20% here)
     let cat = [
         ty("c", 0.08, 75.0, 130.0, false),
         ty("c.cheap", 0.07, 75.0, 130.0, false),
+        ty("c.4x", 0.29, 75.0, 520.0, false),
+        ty("c.slow", 0.05, 95.0, 130.0, false),
         ty("t3.medium", 0.04, 60.0, 21.0, true),
         ty("gpu", 0.5, 150.0, 900.0, false),
     ];
-    let pick = |d: f64| launch_of(emergency_launch(&cat, d));
+    let pick = |d: f64, room: u32| {
+        launch_of(emergency_launch(&cat, d, room)).map(|(t, n)| (t.to_string(), n))
+    };
+    let one = |t: &str| Some((t.to_string(), 1));
+    assert_eq!(pick(15.0, 10), one("t3.medium"), "fastest that covers");
     assert_eq!(
-        pick(15.0).as_deref(),
-        Some("t3.medium"),
-        "fastest that covers"
-    );
-    assert_eq!(
-        pick(50.0).as_deref(),
-        Some("c.cheap"),
+        pick(50.0, 10),
+        one("c.cheap"),
         "spent credits are not capacity"
     );
-    assert_eq!(pick(500.0).as_deref(), Some("gpu"));
     assert_eq!(
-        pick(5000.0).as_deref(),
-        Some("gpu"),
-        "none covers: the largest"
+        pick(500.0, 10),
+        one("c.4x"),
+        "the soonest that covers, not the GPU"
     );
-    assert_eq!(pick(0.0), None, "no deficit, no launch");
-    assert_eq!(pick(-3.0), None);
-    assert_eq!(pick(f64::NAN), None);
+    assert_eq!(pick(900.0, 10), one("gpu"), "only the GPU covers it alone");
+    // none covers it: a bridge of the largest fast type within 15% of the best price per
+    // capacity among the fast ones (c.cheap 0.00054; c.4x 0.00056; c 0.00062 is 14% dearer
+    // but smaller; c.slow boots past 1.25x the fastest; the GPU is slow)
+    assert_eq!(pick(2000.0, 10), Some(("c.4x".into(), 4)));
+    assert_eq!(
+        pick(20_000.0, 10),
+        Some(("c.4x".into(), 10)),
+        "within the room"
+    );
+    assert_eq!(
+        pick(20_000.0, 100),
+        Some(("c.4x".into(), BRIDGE_MAX)),
+        "at most BRIDGE_MAX"
+    );
+    assert_eq!(pick(2000.0, 0), None, "no room, no launch");
+    assert_eq!(pick(0.0, 10), None, "no deficit, no launch");
+    assert_eq!(pick(-3.0, 10), None);
+    assert_eq!(pick(f64::NAN, 10), None);
 }
 
 fn ready(id: &str, ty: &str) -> FleetInstance {

@@ -336,3 +336,163 @@ fn each_models_p99_since_the_last_plan_reaches_the_provisioner() {
     );
     assert_eq!(given[2], vec![None, None], "forgotten as a follower");
 }
+
+#[test]
+fn a_step_far_above_the_fleet_is_bridged_and_the_bridge_retired_once_the_plan_serves() {
+    let ty = |name: &str, launch_seconds: f64, capacity_rps: f64, price: f64| InstanceType {
+        name: name.into(),
+        launch_seconds,
+        capacity_rps,
+        price_on_demand: price,
+        ..catalog()[0].clone()
+    };
+    // a fast CPU type and a GPU four times cheaper per request that boots in 150 s
+    let m = ModelInput {
+        catalog: vec![ty("fast", 60.0, 50.0, 0.1), ty("gpu", 150.0, 400.0, 0.2)],
+        ..model()
+    };
+    let mut c = Controller::new(cfg(), 5.0, 40, true);
+    let on = |c: &mut Controller, now: f64, fleet: &[FleetInstance]| {
+        c.on_tick(
+            now,
+            fleet,
+            fleet.len() as u32,
+            std::slice::from_ref(&m),
+            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
+            &mut |i| i.native(),
+        )
+    };
+    let mut fleet = vec![FleetInstance {
+        ready: true,
+        ..pending("a", "fast", 0.0)
+    }];
+    c.on_window(5.0, &window(250, 0));
+    assert!(on(&mut c, 5.0, &fleet).emergency.is_none());
+    // a step to 1,000 req/s, half of it missed: no type covers 950 req/s alone
+    c.on_window(10.0, &window(5000, 2500));
+    let d = on(&mut c, 10.0, &fleet);
+    assert_eq!(
+        d.emergency,
+        Some(Action::Launch {
+            instance_type: "fast".into(),
+            market: Market::OnDemand,
+            count: 16,
+        }),
+        "a bridge of the fast type, at most 16"
+    );
+    assert_eq!(
+        d.actions().last(),
+        d.emergency.as_ref(),
+        "the plan's launches come first: the bridge never takes their room or budget"
+    );
+    let plan = d.step.expect("planned at once").unwrap();
+    let gpus: u32 = Action::launches(&plan.actions)
+        .iter()
+        .filter(|l| l.0 == "gpu")
+        .map(|l| l.2)
+        .sum();
+    assert!(
+        gpus >= 3,
+        "the plan covers the step with GPUs: {:?}",
+        plan.actions
+    );
+    for k in 0..16 {
+        fleet.push(pending(&format!("b{k}"), "fast", 10.0));
+    }
+    for k in 0..gpus {
+        fleet.push(pending(&format!("g{k}"), "gpu", 10.0));
+    }
+    let mut retired = Vec::new();
+    for k in 3..=60 {
+        let now = 5.0 * f64::from(k);
+        for i in &mut fleet {
+            let boot = if i.instance_type == "gpu" {
+                150.0
+            } else {
+                60.0
+            };
+            i.ready = now >= i.launched_at + boot;
+        }
+        c.on_window(now, &window(5000, 0));
+        let d = on(&mut c, now, &fleet);
+        assert!(
+            d.emergency.is_none(),
+            "the bridge covers the deficit (t = {now})"
+        );
+        if let Some(Ok(s)) = &d.step {
+            for a in &s.actions {
+                match a {
+                    Action::Terminate { id } => {
+                        assert!(
+                            !id.starts_with('b'),
+                            "the plan never touches the bridge: {a:?}"
+                        )
+                    }
+                    Action::Launch { instance_type, .. } => {
+                        assert_ne!(
+                            instance_type, "fast",
+                            "the plan does not plan the bridge in"
+                        )
+                    }
+                }
+            }
+        }
+        for a in &d.retired {
+            let Action::Terminate { id } = a else {
+                panic!("{a:?}")
+            };
+            assert!(id.starts_with('b') && now >= 10.0 + 150.0, "{id} at {now}");
+            retired.push(id.clone());
+        }
+        fleet.retain(|i| !retired.contains(&i.id));
+    }
+    assert_eq!(retired.len(), 16, "every member goes once the GPUs serve");
+}
+
+#[test]
+fn a_bridge_takes_only_the_room_the_plan_of_its_tick_leaves() {
+    let ty = |name: &str, launch_seconds: f64, capacity_rps: f64, price: f64| InstanceType {
+        name: name.into(),
+        launch_seconds,
+        capacity_rps,
+        price_on_demand: price,
+        ..catalog()[0].clone()
+    };
+    // a fast CPU type and a GPU four times cheaper per request that boots in 150 s
+    let m = ModelInput {
+        catalog: vec![ty("fast", 60.0, 50.0, 0.1), ty("gpu", 150.0, 400.0, 0.2)],
+        ..model()
+    };
+    let mut c = Controller::new(cfg(), 5.0, 8, true);
+    let on = |c: &mut Controller, now: f64, fleet: &[FleetInstance]| {
+        c.on_tick(
+            now,
+            fleet,
+            fleet.len() as u32,
+            std::slice::from_ref(&m),
+            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
+            &mut |i| i.native(),
+        )
+    };
+    let fleet = vec![FleetInstance {
+        ready: true,
+        ..pending("a", "fast", 0.0)
+    }];
+    c.on_window(5.0, &window(250, 0));
+    on(&mut c, 5.0, &fleet);
+    c.on_window(10.0, &window(5000, 2500));
+    let d = on(&mut c, 10.0, &fleet);
+    let planned: u32 = Action::launches(&d.step.as_ref().unwrap().as_ref().unwrap().actions)
+        .iter()
+        .map(|l| l.2)
+        .sum();
+    assert!(planned >= 3);
+    let Some(Action::Launch { count, .. }) = d.emergency else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        count,
+        8 - 1 - planned,
+        "max 8, one instance, the plan's launches first"
+    );
+}
