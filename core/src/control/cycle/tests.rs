@@ -337,8 +337,8 @@ fn each_models_p99_since_the_last_plan_reaches_the_provisioner() {
     assert_eq!(given[2], vec![None, None], "forgotten as a follower");
 }
 
-#[test]
-fn a_step_far_above_the_fleet_is_bridged_and_the_bridge_retired_once_the_plan_serves() {
+/// A fast CPU type and a GPU four times cheaper per request that boots in 150 s.
+fn two_types() -> ModelInput {
     let ty = |name: &str, launch_seconds: f64, capacity_rps: f64, price: f64| InstanceType {
         name: name.into(),
         launch_seconds,
@@ -346,31 +346,35 @@ fn a_step_far_above_the_fleet_is_bridged_and_the_bridge_retired_once_the_plan_se
         price_on_demand: price,
         ..catalog()[0].clone()
     };
-    // a fast CPU type and a GPU four times cheaper per request that boots in 150 s
-    let m = ModelInput {
+    ModelInput {
         catalog: vec![ty("fast", 60.0, 50.0, 0.1), ty("gpu", 150.0, 400.0, 0.2)],
         ..model()
-    };
+    }
+}
+
+fn on_two_types(c: &mut Controller, now: f64, fleet: &[FleetInstance]) -> Decision {
+    c.on_tick(
+        now,
+        fleet,
+        fleet.len() as u32,
+        &[two_types()],
+        &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
+        &mut |i| i.native(),
+    )
+}
+
+#[test]
+fn a_step_far_above_the_fleet_is_bridged_and_the_bridge_retired_once_the_plan_serves() {
     let mut c = Controller::new(cfg(), 5.0, 40, true);
-    let on = |c: &mut Controller, now: f64, fleet: &[FleetInstance]| {
-        c.on_tick(
-            now,
-            fleet,
-            fleet.len() as u32,
-            std::slice::from_ref(&m),
-            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
-            &mut |i| i.native(),
-        )
-    };
     let mut fleet = vec![FleetInstance {
         ready: true,
         ..pending("a", "fast", 0.0)
     }];
     c.on_window(5.0, &window(250, 0));
-    assert!(on(&mut c, 5.0, &fleet).emergency.is_none());
+    assert!(on_two_types(&mut c, 5.0, &fleet).emergency.is_none());
     // a step to 1,000 req/s, half of it missed: no type covers 950 req/s alone
     c.on_window(10.0, &window(5000, 2500));
-    let d = on(&mut c, 10.0, &fleet);
+    let d = on_two_types(&mut c, 10.0, &fleet);
     assert_eq!(
         d.emergency,
         Some(Action::Launch {
@@ -414,10 +418,10 @@ fn a_step_far_above_the_fleet_is_bridged_and_the_bridge_retired_once_the_plan_se
             i.ready = now >= i.launched_at + boot;
         }
         c.on_window(now, &window(5000, 0));
-        let d = on(&mut c, now, &fleet);
+        let d = on_two_types(&mut c, now, &fleet);
         assert!(
             d.emergency.is_none(),
-            "the bridge covers the deficit (t = {now})"
+            "the bridge and the pending GPUs cover the deficit (t = {now})"
         );
         if let Some(Ok(s)) = &d.step {
             for a in &s.actions {
@@ -451,37 +455,15 @@ fn a_step_far_above_the_fleet_is_bridged_and_the_bridge_retired_once_the_plan_se
 
 #[test]
 fn a_bridge_takes_only_the_room_the_plan_of_its_tick_leaves() {
-    let ty = |name: &str, launch_seconds: f64, capacity_rps: f64, price: f64| InstanceType {
-        name: name.into(),
-        launch_seconds,
-        capacity_rps,
-        price_on_demand: price,
-        ..catalog()[0].clone()
-    };
-    // a fast CPU type and a GPU four times cheaper per request that boots in 150 s
-    let m = ModelInput {
-        catalog: vec![ty("fast", 60.0, 50.0, 0.1), ty("gpu", 150.0, 400.0, 0.2)],
-        ..model()
-    };
     let mut c = Controller::new(cfg(), 5.0, 8, true);
-    let on = |c: &mut Controller, now: f64, fleet: &[FleetInstance]| {
-        c.on_tick(
-            now,
-            fleet,
-            fleet.len() as u32,
-            std::slice::from_ref(&m),
-            &mut |_, h, i, n| mark_policies::predictor::predict(h, i, n),
-            &mut |i| i.native(),
-        )
-    };
     let fleet = vec![FleetInstance {
         ready: true,
         ..pending("a", "fast", 0.0)
     }];
     c.on_window(5.0, &window(250, 0));
-    on(&mut c, 5.0, &fleet);
+    on_two_types(&mut c, 5.0, &fleet);
     c.on_window(10.0, &window(5000, 2500));
-    let d = on(&mut c, 10.0, &fleet);
+    let d = on_two_types(&mut c, 10.0, &fleet);
     let planned: u32 = Action::launches(&d.step.as_ref().unwrap().as_ref().unwrap().actions)
         .iter()
         .map(|l| l.2)
