@@ -301,31 +301,8 @@ impl Controller {
         if emergency.is_some() {
             self.next_control = now;
         }
-        // the bridges in flight: members claimed as they appear, never planned with, retired
-        // once the plan's own instances serve what it wants served
-        // a bridge at its adoption time is dropped first (a leader back after a while never
-        // retires what another leader adopted meanwhile)
-        self.bridges.retain(|b| !b.over(now, fleet));
-        let mut taken: Vec<String> = self.bridges.iter().flat_map(|b| b.ids().cloned()).collect();
-        for b in &mut self.bridges {
-            b.claim(now, fleet, &taken, self.cfg.interval_s);
-            taken.extend(b.ids().cloned());
-        }
-        let plan_fleet: Vec<FleetInstance> = counted
-            .iter()
-            .filter(|i| !taken.contains(&i.id))
-            .cloned()
-            .collect();
-        let rest_rps: f64 = plan_fleet
-            .iter()
-            .filter(|i| i.ready)
-            .map(|i| capacity_of(&now_mix, &i.instance_type))
-            .sum();
-        let mut retired = Vec::new();
-        for b in &mut self.bridges {
-            retired.extend(b.retire(now, &counted, rest_rps, load.demand_rps));
-        }
-        self.bridges.retain(|b| !b.over(now, fleet));
+        // the bridges in flight (none on almost every tick: the fleet is then planned as is)
+        let (plan_fleet, retired) = self.bridges_on(now, fleet, counted, &now_mix, load.demand_rps);
         let mut d = Decision {
             emergency,
             step: None,
@@ -396,6 +373,43 @@ impl Controller {
             && s.plan.lambda_share >= 1.0
             && self.floor.min_instances == Some(0));
         d
+    }
+
+    /// The bridges at `now`: a bridge at its adoption time is dropped first (a leader back
+    /// after a while never retires what another leader adopted meanwhile), members are claimed
+    /// as they appear, and retired once the plan's own instances serve what it wants served.
+    /// Returns `counted` without any bridge's instances (what the plan sees), and the
+    /// retirements.
+    fn bridges_on(
+        &mut self,
+        now: f64,
+        fleet: &[FleetInstance],
+        counted: Vec<FleetInstance>,
+        catalog: &[InstanceType],
+        demand_rps: f64,
+    ) -> (Vec<FleetInstance>, Vec<Action>) {
+        self.bridges.retain(|b| !b.over(now, fleet));
+        if self.bridges.is_empty() {
+            return (counted, Vec::new());
+        }
+        let mut taken: Vec<String> = self.bridges.iter().flat_map(|b| b.ids().cloned()).collect();
+        for b in &mut self.bridges {
+            b.claim(now, fleet, &taken, self.cfg.interval_s);
+            taken.extend(b.ids().cloned());
+        }
+        let (apart, plan_fleet): (Vec<FleetInstance>, Vec<FleetInstance>) =
+            counted.into_iter().partition(|i| taken.contains(&i.id));
+        let rest_rps: f64 = plan_fleet
+            .iter()
+            .filter(|i| i.ready)
+            .map(|i| capacity_of(catalog, &i.instance_type))
+            .sum();
+        let mut retired = Vec::new();
+        for b in &mut self.bridges {
+            retired.extend(b.retire(now, &apart, rest_rps, demand_rps));
+        }
+        self.bridges.retain(|b| !b.over(now, fleet));
+        (plan_fleet, retired)
     }
 
     /// An emergency that asked for several instances: a bridge, sized to the room the plan of
