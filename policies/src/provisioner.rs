@@ -4,11 +4,8 @@
 //! in each market it is offered in, and every instance already in the fleet — pick the one with the
 //! lowest cost per request it would serve over the intervals where residual demand is still
 //! positive, charging the launch time to new instances and nothing to running ones; subtract its
-//! capacity; stop when no interval has residual demand. Scale-in is damped (hysteresis): a plan
-//! drops at most one running instance of a type and market per call while the fleet it keeps is
-//! within [`SCALE_IN_BAND`] of the forecast peak; what lies beyond that band is dropped at once
-//! (MArk as released, [`provision_released`], drops one per type and call whatever the surplus:
-//! after a step down a fleet four times too large took ten intervals to shed). Demand that the
+//! capacity; stop when no interval has residual demand. Scale-in is damped: a plan never drops
+//! more than one running instance of a type and market per call (hysteresis). Demand that the
 //! fleet serving *now* cannot cover — before pending and new instances are up — goes to Lambda.
 
 use std::collections::BTreeMap;
@@ -27,12 +24,6 @@ fn price(t: &InstanceType, m: Market) -> f64 {
     }
 }
 
-/// Scale-in hysteresis band: the running instances a plan drops are kept (one fewer per type
-/// and market per plan) only while the capacity it keeps is below `1 + SCALE_IN_BAND` times the
-/// forecast peak; beyond it a forecast's wobble cannot relaunch them, so the surplus goes at once.
-/// Measured (`bash scripts/bench-slack.sh`): −0.6% over the twelve runs, −3% on the 10x MMPP day.
-pub const SCALE_IN_BAND: f64 = 0.5;
-
 /// Plans the fleet for `forecast` (req/s per interval of `interval_seconds`).
 pub fn provision(
     forecast: &[f64],
@@ -40,37 +31,6 @@ pub fn provision(
     fleet: &[FleetEntry],
     catalog: &[InstanceType],
     slo: Slo,
-) -> Result<Plan, PolicyError> {
-    plan_fleet(
-        forecast,
-        interval_seconds,
-        fleet,
-        catalog,
-        slo,
-        Some(SCALE_IN_BAND),
-    )
-}
-
-/// [`provision`] as MArk released it: a plan drops at most one running instance per type and
-/// market, however large the surplus.
-pub fn provision_released(
-    forecast: &[f64],
-    interval_seconds: f64,
-    fleet: &[FleetEntry],
-    catalog: &[InstanceType],
-    slo: Slo,
-) -> Result<Plan, PolicyError> {
-    plan_fleet(forecast, interval_seconds, fleet, catalog, slo, None)
-}
-
-/// The greedy plan; `band`: [`SCALE_IN_BAND`], or `None` for one drop per type and market.
-fn plan_fleet(
-    forecast: &[f64],
-    interval_seconds: f64,
-    fleet: &[FleetEntry],
-    catalog: &[InstanceType],
-    slo: Slo,
-    band: Option<f64>,
 ) -> Result<Plan, PolicyError> {
     if forecast.is_empty() {
         return Err(PolicyError::InvalidInput("empty forecast".into()));
@@ -160,31 +120,14 @@ fn plan_fleet(
         }
         *counts.entry((catalog[ti].name.clone(), m)).or_default() += 1;
     }
-    // Hysteresis: drop at most one running instance per type and market per plan, within the
-    // band; the cheapest capacity per dollar is kept first
-    let cap_of = |name: &str| catalog[index[name]].capacity_rps;
-    let keep_below = band.map_or(f64::INFINITY, |b| {
-        (1.0 + b) * forecast.iter().copied().fold(0.0, f64::max)
-    });
-    let mut kept: f64 = counts
-        .iter()
-        .map(|((name, _), c)| f64::from(*c) * cap_of(name))
-        .sum();
-    let mut order: Vec<&FleetEntry> = fleet.iter().collect();
-    order.sort_by(|a, b| {
-        let per = |e: &FleetEntry| {
-            price(&catalog[index[e.instance_type.as_str()]], e.market) / cap_of(&e.instance_type)
-        };
-        per(a).total_cmp(&per(b))
-    });
-    for e in order {
+    // Hysteresis: drop at most one running instance per type and market per plan.
+    for e in fleet {
         let have = e.running + e.pending;
         let c = counts
             .entry((e.instance_type.clone(), e.market))
             .or_default();
-        while *c + 1 < have && kept < keep_below {
-            *c += 1;
-            kept += cap_of(&e.instance_type);
+        if *c + 1 < have {
+            *c = have - 1;
         }
     }
     // Lambda covers what the instances serving now cannot, until new capacity is up.
@@ -321,44 +264,18 @@ mod tests {
         assert_eq!(p.lambda_share, 0.0);
     }
 
-    fn running(name: &str, n: u32) -> FleetEntry {
-        FleetEntry {
-            instance_type: name.into(),
-            market: Market::OnDemand,
-            running: n,
-            pending: 0,
-            ages_seconds: vec![600.0; n as usize],
-        }
-    }
-
     #[test]
-    fn scale_in_is_gradual_near_the_forecast_and_sheds_a_surplus_beyond_the_band() {
+    fn scale_in_is_gradual() {
         let cat = [t("c", 0.2, 0.0, 100.0)];
-        // the fleet is within the band of the forecast: one fewer per type
-        let fleet = [running("c", 5)];
-        let p = provision(&[420.0; 5], 60.0, &fleet, &cat, SLO).unwrap();
-        assert_eq!(count(&p, "c", Market::OnDemand), 5, "5 x 100 covers 420");
-        let p = provision(&[390.0; 5], 60.0, &fleet, &cat, SLO).unwrap();
+        let fleet = [FleetEntry {
+            instance_type: "c".into(),
+            market: Market::OnDemand,
+            running: 5,
+            pending: 0,
+            ages_seconds: vec![600.0; 5],
+        }];
+        let p = provision(&[50.0; 5], 60.0, &fleet, &cat, SLO).unwrap();
         assert_eq!(count(&p, "c", Market::OnDemand), 4);
-        // a step down to a quarter: the plan keeps what covers 1.5 x the forecast, not 9 of 10
-        let fleet = [running("c", 10)];
-        let p = provision(&[250.0; 5], 60.0, &fleet, &cat, SLO).unwrap();
-        assert_eq!(count(&p, "c", Market::OnDemand), 4);
-        let p = provision_released(&[250.0; 5], 60.0, &fleet, &cat, SLO).unwrap();
-        assert_eq!(
-            count(&p, "c", Market::OnDemand),
-            9,
-            "MArk as released: one per plan"
-        );
-        // the load stopped: nothing is kept
-        let p = provision(&[0.0; 5], 60.0, &fleet, &cat, SLO).unwrap();
-        assert_eq!(count(&p, "c", Market::OnDemand), 0);
-        // two types far above the forecast: the cheapest capacity per dollar is kept first
-        let cat = [t("c", 0.2, 0.0, 100.0), t("big", 0.3, 0.0, 400.0)];
-        let fleet = [running("c", 6), running("big", 3)];
-        let p = provision(&[300.0; 5], 60.0, &fleet, &cat, SLO).unwrap();
-        assert_eq!(count(&p, "big", Market::OnDemand), 2, "{p:?}");
-        assert_eq!(count(&p, "c", Market::OnDemand), 0, "{p:?}");
     }
 
     #[test]

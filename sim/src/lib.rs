@@ -196,7 +196,7 @@ pub fn policies_for(strategy: Strategy, src: &PolicySource, ablate: Ablation) ->
             predict: Box::new(|_: &str, h: &[f64], _iv: f64, n: u32| {
                 mark_policies::predictor::flat_baseline(h, n)
             }),
-            provision: Box::new(|i: &_| i.released()),
+            provision: native_provision(),
         },
         _ => Policies {
             batch: Box::new(MarkAdaptive),

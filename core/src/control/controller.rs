@@ -205,17 +205,6 @@ impl ProvisionInput<'_> {
             self.slo,
         )
     }
-
-    /// MArk as released's plan (one drop per type and market per plan, whatever the surplus).
-    pub fn released(&self) -> Result<Plan, PolicyError> {
-        mark_policies::provisioner::provision_released(
-            self.forecast,
-            self.interval_s,
-            self.fleet,
-            self.catalog,
-            self.slo,
-        )
-    }
 }
 
 /// A provisioner.
