@@ -108,6 +108,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// Tests' shorthand: launch `count` on-demand instances of `ty`.
+    #[cfg(test)]
+    pub(crate) fn on_demand(ty: &str, count: u32) -> Action {
+        Action::Launch {
+            instance_type: ty.into(),
+            market: Market::OnDemand,
+            count,
+        }
+    }
+
     /// The launches among `actions`: (type, market, count).
     pub fn launches(actions: &[Action]) -> Vec<(&str, Market, u32)> {
         actions

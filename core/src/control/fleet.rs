@@ -321,11 +321,7 @@ mod tests {
     }
 
     fn launch(ty: &str, count: u32) -> Action {
-        Action::Launch {
-            instance_type: ty.into(),
-            market: Market::OnDemand,
-            count,
-        }
+        Action::on_demand(ty, count)
     }
 
     #[test]
