@@ -93,6 +93,11 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             .as_ref()
             .map_or(1, |c| if c.executors == 0 { 1 } else { c.executors })
     });
+    // and the host's overhead it measured on them
+    let (rec_host, rec_worker) = trace
+        .as_ref()
+        .map(|(t, _)| (t.host_overhead_ms(), t.worker_overhead_ms()))
+        .unwrap_or_default();
     if let Some(f) = &a.export_workload {
         super::workload::write_csv(f, &workload)?;
         println!("wrote {}", f.display());
@@ -310,6 +315,8 @@ pub fn run(mut a: SimulateArgs) -> Result<(), SimulateError> {
             ablate,
             slack_feedback: a.slack_feedback,
             gateway_executors: a.gateway_executors.or(rec_executors).unwrap_or(0).min(64),
+            host_overhead_ms: rec_host,
+            worker_overhead_ms: rec_worker,
             replicas: crate::engine::replicas::ReplicaParams {
                 n: a.replicas,
                 skew_s: a.replica_skew,

@@ -64,6 +64,13 @@ pub struct SimParams {
     /// The gateway's own executors, a free backend offered batches first (mark-rs and MArk as
     /// released: both run behind the gateway); a replay takes the recorded count.
     pub gateway_executors: u32,
+    /// The host's overhead per request the gateway's executors answer, as a recorded live run
+    /// measured it (`metrics.host_overhead`): (bucket floor ms, bound ms, requests). Each
+    /// request they answer here takes a draw from it on top of the modelled wait and run (a
+    /// replay takes the trace's; empty: none).
+    pub host_overhead_ms: Vec<(f64, f64, u64)>,
+    /// The same for the requests the fleet's workers answer (their call time past their curve).
+    pub worker_overhead_ms: Vec<(f64, f64, u64)>,
     /// Gateway replicas behind a load balancer, their lease and demand rows (`--replicas`).
     pub replicas: crate::engine::replicas::ReplicaParams,
 }
@@ -188,6 +195,8 @@ impl Default for SimParams {
             ablate: Ablation::default(),
             slack_feedback: false,
             gateway_executors: 0,
+            host_overhead_ms: Vec::new(),
+            worker_overhead_ms: Vec::new(),
             replicas: crate::engine::replicas::ReplicaParams {
                 lease_s: 10.0,
                 ..Default::default()

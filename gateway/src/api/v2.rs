@@ -331,6 +331,7 @@ pub async fn infer_decoded(
         items: adm.items,
         signature: adm.signature,
         enqueued: tokio::time::Instant::now(),
+        host: Default::default(),
         reply: tx,
     };
     // demand, refused or not, is what the controller forecasts

@@ -463,15 +463,13 @@ impl ControlLoop {
             .map(|i| crate::control::controller::capacity_of(&self.catalog, &i.instance_type))
             .sum();
         st.target_attainment = self.opts.attainment_target;
-        let buckets = self
-            .served
-            .lead()
-            .loaded
-            .metrics
-            .latency
-            .buckets()
-            .into_iter();
-        let buckets = buckets.map(|(le, n)| (le.is_finite().then_some(le * 1e3), n));
+        let lead = &self.served.lead().loaded.metrics;
+        let ms = |h: &crate::metrics::Histogram| {
+            h.buckets()
+                .into_iter()
+                .map(|(le, n)| (le.is_finite().then_some(le * 1e3), n))
+                .collect()
+        };
         let (dph, cost, answered) = (st.dollars_per_hour, st.cost_so_far, st.requests);
         crate::trace::live::fleet(
             &self.state.trace,
@@ -479,7 +477,11 @@ impl ControlLoop {
             dph,
             cost,
             answered,
-            buckets.collect(),
+            crate::trace::live::FleetHistograms {
+                latency: ms(&lead.latency),
+                host: ms(&lead.host_overhead),
+                worker: ms(&lead.worker_overhead),
+            },
         );
         let m = &self.state.metrics;
         m.set_gauge("mark_fleet_instances", fleet.len() as f64);

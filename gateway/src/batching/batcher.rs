@@ -56,10 +56,21 @@ impl Batcher {
         loop {
             let remotes = self.remotes.clone();
             let lambda = remotes.lambda.load_full();
+            // from when the batch loop was free to send to the executors: a request queued
+            // before then waited for a free executor or for the policy, both of which the
+            // simulator models; the rest of its wait is the host's (the loop waking up late)
+            let mut ready = Instant::now();
             let backend = tokio::select! {
                 biased;
                 p = self.free_executors.clone().acquire_owned() => match p {
-                    Ok(p) => Backend::Local(p),
+                    Ok(p) => {
+                        // waited for it: free from when the executor finished (the loop's
+                        // waking up since is the host's)
+                        let now = Instant::now();
+                        let freed = *self.ctx.metrics.executor_freed.lock().expect("metrics lock");
+                        ready = freed.filter(|&f| f > ready).map_or(now, |f| f.min(now));
+                        Backend::Local(p)
+                    }
                     Err(_) => return,
                 },
                 r = claim_remote(&remotes) => Backend::Remote(r),
@@ -85,10 +96,14 @@ impl Batcher {
                         .snapshot(Instant::now())
                         .map_or(1, |s| s.batchable_items.clamp(1, most))
                 }
-                Backend::Remote(ref r) => self.next_batch_size(r.speed, r.profile.clone()).await,
-                Backend::Local(_) => self.next_batch_size(1.0, None).await,
+                Backend::Remote(ref r) => self.next_batch_size(r.speed, r.profile.clone()).await.0,
+                Backend::Local(_) => {
+                    let (n, waited) = self.next_batch_size(1.0, None).await;
+                    ready = waited.map_or(ready, |w| w.max(ready));
+                    n
+                }
             };
-            let batch = self.queue.take(n);
+            let mut batch = self.queue.take(n);
             self.ctx.metrics.queue_depth.store(
                 self.queue.len() as i64,
                 std::sync::atomic::Ordering::Relaxed,
@@ -102,12 +117,25 @@ impl Batcher {
             }
             match backend {
                 Backend::Local(permit) => {
+                    let dispatched = Instant::now();
+                    let mut items = 0;
+                    for p in &mut batch {
+                        p.host = dispatched.saturating_duration_since(p.enqueued.max(ready));
+                        items += p.items;
+                    }
+                    // the median, as the simulator runs a batch
+                    let expected = self.ctx.profile.median_us(items);
+                    let timing = crate::exec::executor::Timing {
+                        dispatched,
+                        expected: Duration::from_secs_f64(expected.max(0.0) / 1e6),
+                    };
                     if self
                         .ctx
                         .pool
                         .submit(Job {
                             batch,
                             permit: Some(permit),
+                            timing: Some(timing),
                         })
                         .is_err()
                     {
@@ -148,7 +176,13 @@ impl Batcher {
 
     /// The size of the next batch for a backend `speed` times as fast as the profiled machine,
     /// or with its own curve `own` (a worker whose type the catalog profiles).
-    async fn next_batch_size(&mut self, speed: f64, own: Option<Arc<Vec<ProfilePoint>>>) -> u32 {
+    /// The batch size, and when the last wait the policy asked for ended (`None` when it asked
+    /// for none).
+    async fn next_batch_size(
+        &mut self,
+        speed: f64,
+        own: Option<Arc<Vec<ProfilePoint>>>,
+    ) -> (u32, Option<Instant>) {
         let scaled = own.is_none() && self.scale_profile(speed);
         let live = &self.ctx.metrics.live;
         if live.generation() != self.live.0 {
@@ -159,6 +193,7 @@ impl Batcher {
             Some(last) if self.max_batch > 0 => last.batch.clamp(1, self.max_batch),
             _ => self.max_batch,
         };
+        let mut waited = None;
         loop {
             let notified = self.queue.notify.notified();
             tokio::pin!(notified);
@@ -168,7 +203,7 @@ impl Batcher {
                 continue;
             };
             if max_batch == 0 {
-                return 0;
+                return (0, waited);
             }
             let state = QueueState {
                 queued_items: snap.batchable_items,
@@ -194,10 +229,10 @@ impl Batcher {
                     .metrics
                     .forced_sends
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return snap.batchable_items.clamp(1, max_batch);
+                return (snap.batchable_items.clamp(1, max_batch), waited);
             }
             match decision {
-                BatchDecision::Send(n) => return n.clamp(1, max_batch),
+                BatchDecision::Send(n) => return (n.clamp(1, max_batch), waited),
                 BatchDecision::Wait(us) => {
                     // Wait up to the time the policy asked for. Arrivals wake us, but the policy
                     // is asked again only once the queue grew by a step (an eighth of the max
@@ -223,6 +258,7 @@ impl Batcher {
                             break;
                         }
                     }
+                    waited = Some(Instant::now().min(until));
                 }
             }
         }
@@ -355,6 +391,7 @@ mod tests {
             items,
             signature: Vec::new(),
             enqueued: Instant::now(),
+            host: Default::default(),
             reply: tx,
         })
         .map_err(|_| "full")
@@ -367,8 +404,13 @@ mod tests {
         let (mut b, seen) = batcher(vec![BatchDecision::Wait(10_000_000)], 16);
         let _rx = push(&b.queue, 3);
         let t = Instant::now();
-        let n = b.next_batch_size(1.0, None).await;
+        let (n, waited) = b.next_batch_size(1.0, None).await;
         assert_eq!(n, 3, "everything batchable goes");
+        assert_eq!(
+            waited,
+            Some(t + Duration::from_millis(50)),
+            "the wait ended then"
+        );
         assert_eq!(t.elapsed(), Duration::from_millis(50), "exactly at the SLO");
         assert_eq!(b.ctx.metrics.forced_sends.load(Relaxed), 1);
         let seen = seen.lock().unwrap();
@@ -381,7 +423,10 @@ mod tests {
         let (mut b, seen) = batcher(vec![BatchDecision::Wait(5_000), BatchDecision::Send(2)], 16);
         let _rx = push(&b.queue, 4);
         let t = Instant::now();
-        assert_eq!(b.next_batch_size(1.0, None).await, 2);
+        assert_eq!(
+            b.next_batch_size(1.0, None).await,
+            (2, Some(t + Duration::from_millis(5)))
+        );
         assert_eq!(t.elapsed(), Duration::from_millis(5));
         assert_eq!(*seen.lock().unwrap(), vec![(4, 0), (4, 5_000)]);
         assert_eq!(b.ctx.metrics.forced_sends.load(Relaxed), 0);
@@ -404,7 +449,10 @@ mod tests {
             (a, b)
         });
         let t = Instant::now();
-        assert_eq!(b.next_batch_size(1.0, None).await, 16);
+        assert_eq!(
+            b.next_batch_size(1.0, None).await,
+            (16, Some(t + Duration::from_millis(6)))
+        );
         assert_eq!(
             t.elapsed(),
             Duration::from_millis(6),
@@ -423,7 +471,11 @@ mod tests {
             vec![push(&q, 2)]
         });
         let t = Instant::now();
-        assert_eq!(b.next_batch_size(1.0, None).await, 1);
+        assert_eq!(
+            b.next_batch_size(1.0, None).await,
+            (1, None),
+            "no wait the policy asked for"
+        );
         assert_eq!(t.elapsed(), Duration::from_secs(3));
         assert_eq!(
             seen.lock().unwrap().len(),

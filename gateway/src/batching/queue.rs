@@ -236,6 +236,7 @@ mod tests {
                 items,
                 signature: vec![vec![sig]],
                 enqueued: Instant::now(),
+                host: Default::default(),
                 reply: tx,
             },
             rx,

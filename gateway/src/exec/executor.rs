@@ -23,6 +23,20 @@ pub struct Job {
     /// Released when the job is done (or dropped), letting the batcher form the next batch.
     /// `None` for a batch retried here after a remote worker failed it.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// When the batch loop sent it and what its profile says it takes; `None` for a retried
+    /// batch (its time is not the host's overhead).
+    pub timing: Option<Timing>,
+}
+
+/// A dispatched batch's clock: what it took from dispatch to each reply past `expected` is the
+/// host's overhead (waking the executor thread, concatenating and splitting, a run slower than
+/// profiled because the cores are shared), which `mark simulate` replays beside the profile.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// When the batch loop handed the batch over (tokio's clock, like `Pending::enqueued`).
+    pub dispatched: tokio::time::Instant,
+    /// The profile's median latency for the batch's items.
+    pub expected: Duration,
 }
 
 /// Handle to a model's executor threads.
@@ -66,11 +80,10 @@ impl ExecutorPool {
             .map_err(|_| ExecError::Gone("pool".into()))
     }
 
-    /// Like `submit`, but gives the job back when the pool is gone (so its requests can be answered).
-    pub fn submit_or_return(&self, job: Job) -> Result<(), (ExecError, Job)> {
-        self.tx
-            .send(job)
-            .map_err(|e| (ExecError::Gone("pool".into()), e.0))
+    /// Like `submit`, but gives the batch back when the pool is gone (so its requests can be
+    /// answered).
+    pub fn submit_or_return(&self, job: Job) -> Result<(), Vec<Pending>> {
+        self.tx.send(job).map_err(|e| e.0.batch)
     }
 }
 
@@ -102,7 +115,11 @@ fn executor_loop(mut session: Session, rx: Arc<Mutex<Receiver<Job>>>, ctx: Ctx) 
 }
 
 fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
-    let Job { batch, permit } = job;
+    let Job {
+        batch,
+        permit,
+        timing,
+    } = job;
     let sizes: Vec<usize> = batch.iter().map(|p| p.items as usize).collect();
     let total: usize = sizes.iter().sum();
     let n_inputs = batch[0].inputs.len();
@@ -118,6 +135,10 @@ fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
         .collect();
     let result = run_tensors(session, &merged, &ctx.outputs);
     let elapsed = started.elapsed();
+    if permit.is_some() {
+        *ctx.metrics.executor_freed.lock().expect("metrics lock") =
+            Some(tokio::time::Instant::now());
+    }
     drop(permit);
     ctx.metrics
         .busy_us
@@ -131,7 +152,7 @@ fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
     match result.map(|outs| super::wire::split_rows(&outs, &sizes, &ctx.divisible)) {
         Ok(Some(split)) => {
             for (p, mine) in batch.into_iter().zip(split) {
-                finish(p, Ok(mine), ctx);
+                finish(p, Ok(mine), ctx, timing);
             }
         }
         Ok(None) => {
@@ -146,7 +167,7 @@ fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
                         message,
                     }
                 });
-                finish(p, alone, ctx);
+                finish(p, alone, ctx, timing);
             }
         }
         Err(message) => {
@@ -159,13 +180,20 @@ fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
                         message: message.clone(),
                     }),
                     ctx,
+                    None,
                 );
             }
         }
     }
 }
 
-fn finish(p: Pending, reply: Result<Vec<Tensor>, ExecError>, ctx: &Ctx) {
+fn finish(p: Pending, reply: Result<Vec<Tensor>, ExecError>, ctx: &Ctx, timing: Option<Timing>) {
+    if let Some(t) = timing {
+        let past = t.dispatched.elapsed().saturating_sub(t.expected);
+        ctx.metrics
+            .host_overhead
+            .observe((p.host + past).as_secs_f64());
+    }
     finish_pending(p, reply, &ctx.metrics, ctx.slo);
 }
 

@@ -326,11 +326,16 @@ impl RemoteSet {
                     .latency_us(items),
                     None => ctx.profile.median_us(items) / remote.speed.max(1e-9),
                 };
+                let took = started.elapsed();
                 metrics.remote_slowdown.observe(
                     &format!("worker {}", remote.id),
                     expected,
-                    started.elapsed().as_secs_f64() * 1e6,
+                    took.as_secs_f64() * 1e6,
                 );
+                let past = (took.as_secs_f64() - expected / 1e6).max(0.0);
+                for _ in &batch {
+                    metrics.worker_overhead.observe(past);
+                }
                 metrics.remote_batches.fetch_add(1, Relaxed);
                 if remote.open.load(Relaxed) {
                     metrics.remote_open_batches.fetch_add(1, Relaxed);

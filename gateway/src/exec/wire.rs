@@ -71,11 +71,12 @@ pub fn finish_batch(batch: Vec<Pending>, sizes: &[usize], outs: &[Tensor], ctx: 
 /// Runs a batch a remote backend failed on the gateway's own executors (queued behind what they
 /// run); if the pool is gone, answers every request with the error.
 pub fn retry_locally(batch: Vec<Pending>, ctx: &BatchCtx) {
-    if let Err((_, job)) = ctx.pool.submit_or_return(Job {
+    if let Err(batch) = ctx.pool.submit_or_return(Job {
         batch,
         permit: None,
+        timing: None,
     }) {
-        for p in job.batch {
+        for p in batch {
             finish_pending(
                 p,
                 Err(ExecError::Gone(ctx.model.clone())),

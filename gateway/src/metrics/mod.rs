@@ -83,6 +83,11 @@ impl Histogram {
 const LATENCY_BOUNDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+/// Finer than the latency's at the low end: the host's overhead is mostly under 10 ms.
+const HOST_BOUNDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015,
+    0.025, 0.05, 0.1, 0.25, 1.0,
+];
 const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// A per-model counter: name, help, and how to read it.
@@ -93,6 +98,17 @@ type Series = (&'static str, &'static str, fn(&ModelMetrics) -> u64);
 pub struct ModelMetrics {
     /// Request latency from admission to reply, seconds.
     pub latency: Histogram,
+    /// Per request answered by the gateway's own executors, seconds: the time between
+    /// admission and reply that neither the batch policy's waits, the wait for a free executor
+    /// nor the profile's run time account for (`exec::executor::Timing`). Recorded in traces:
+    /// the replay adds it, so that its latency is the host's and not only the profile's.
+    pub host_overhead: Histogram,
+    /// The same per request a fleet worker answered: its call time past what the worker's curve
+    /// (or the profile at its speed) promised (the network, the codec, the worker's own host).
+    pub worker_overhead: Histogram,
+    /// When one of the gateway's executors last finished a batch and freed itself: a batch
+    /// loop that waited for a free executor was free to send from then on.
+    pub executor_freed: Mutex<Option<tokio::time::Instant>>,
     /// Items per executed batch.
     pub batch_size: Histogram,
     /// Requests waiting in the queue.
@@ -153,6 +169,9 @@ impl Default for ModelMetrics {
     fn default() -> Self {
         ModelMetrics {
             latency: Histogram::new(LATENCY_BOUNDS),
+            host_overhead: Histogram::new(HOST_BOUNDS),
+            worker_overhead: Histogram::new(HOST_BOUNDS),
+            executor_freed: Mutex::new(None),
             batch_size: Histogram::new(BATCH_BOUNDS),
             queue_depth: AtomicI64::new(0),
             busy_us: AtomicU64::new(0),
@@ -275,6 +294,16 @@ impl Metrics {
             ("mark_batch_size", "Items per executed batch.", |m| {
                 &m.batch_size
             }),
+            (
+                "mark_host_overhead_seconds",
+                "Per request the gateway's executors answered: admission to reply past the batch policy's waits, the wait for a free executor and the profile's run time.",
+                |m| &m.host_overhead,
+            ),
+            (
+                "mark_worker_overhead_seconds",
+                "Per request a fleet worker answered: its call time past its curve's.",
+                |m| &m.worker_overhead,
+            ),
         ] {
             let samples = models.iter().map(|(m, mm)| (label(m), hist(mm).snapshot()));
             exposition::histogram(enc, name, help, samples)?;

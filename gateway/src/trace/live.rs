@@ -52,6 +52,16 @@ pub fn step(tr: &Tracing, last_peak: f64, forecast: &[f64], plan: &Plan, actions
     });
 }
 
+/// The histograms a fleet record carries, in ms: (upper bound or `None` for +Inf, count).
+pub struct FleetHistograms {
+    /// Request latency.
+    pub latency: Vec<(Option<f64>, u64)>,
+    /// The host's overhead on the gateway's executors.
+    pub host: Vec<(Option<f64>, u64)>,
+    /// The fleet workers' overhead.
+    pub worker: Vec<(Option<f64>, u64)>,
+}
+
 /// Publish phase: the fleet and the running totals; the fleet also goes to later headers.
 pub fn fleet(
     tr: &Tracing,
@@ -59,7 +69,7 @@ pub fn fleet(
     dollars_per_hour: f64,
     cost: f64,
     answered: u64,
-    latency_buckets_ms: Vec<(Option<f64>, u64)>,
+    hist: FleetHistograms,
 ) {
     let rows = fleet_rows(fleet);
     tr.set_fleet(rows.clone());
@@ -69,6 +79,8 @@ pub fn fleet(
         dollars_per_hour,
         cost,
         answered,
-        latency_buckets_ms,
+        latency_buckets_ms: hist.latency,
+        host_buckets_ms: hist.host,
+        worker_buckets_ms: hist.worker,
     });
 }

@@ -101,7 +101,15 @@ impl Sim<'_> {
             let mut until = f64::INFINITY;
             let mut chosen = None;
             let mut from = 0;
-            while let Some(idx) = self.idle.range(from..).next().copied() {
+            // a reservation still idle takes the batch; one that is gone lapses
+            let reserved = self.lanes[m]
+                .reserved
+                .take()
+                .filter(|i| self.idle.contains(i));
+            while let Some(idx) = match reserved {
+                Some(r) => (from <= r).then_some(r),
+                None => self.idle.range(from..).next().copied(),
+            } {
                 from = idx + 1;
                 let ty = self.instances[idx].ty;
                 if tried.contains(&ty) {
@@ -118,8 +126,12 @@ impl Sim<'_> {
             }
             self.offer_scratch = tried;
             match chosen {
-                Some((idx, n)) => self.start_batch(m, idx, n.min(len)),
+                Some((idx, n)) => {
+                    self.start_batch(m, idx, n.min(len));
+                    self.reserve_after(m);
+                }
                 None => {
+                    self.lanes[m].reserved = reserved;
                     self.lanes[m].waiting = Some((until, len));
                     self.at(until, Ev::Wake);
                     self.maybe_spill(m);
@@ -127,5 +139,24 @@ impl Sim<'_> {
                 }
             }
         }
+    }
+
+    /// The live batch loop's reservation after it sent a batch (`batching::batcher`): with
+    /// nothing left queued it reserves the first free backend for the next batch, the gateway's
+    /// executors first; when they are all busy, an idle worker, which then takes the next batch
+    /// even if an executor has freed since. Only with executors (`--gateway-executors`, a
+    /// replay's): without them the first idle worker is the one reserved and the one offered.
+    fn reserve_after(&mut self, m: usize) {
+        if self.p.gateway_executors == 0 || !self.lanes[m].queue.is_empty() {
+            return;
+        }
+        if self.idle.iter().any(|&i| self.instances[i].pinned) {
+            return;
+        }
+        self.lanes[m].reserved = self
+            .idle
+            .iter()
+            .copied()
+            .find(|&i| !self.instances[i].pinned);
     }
 }

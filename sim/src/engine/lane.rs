@@ -48,6 +48,10 @@ pub(super) struct Lane {
     pub busy_s: f64,
     /// Requests Lambda served for it.
     pub lambda_items: u64,
+    /// The idle worker the live batch loop reserved for this model's next batch: with the
+    /// gateway's executors busy and nothing queued, it claims an idle worker and sends it
+    /// whatever comes next, even if the executors are free by then (`reserve_after`).
+    pub reserved: Option<usize>,
 }
 
 impl Lane {
@@ -71,6 +75,7 @@ impl Lane {
             capacity_at: (-1.0, 0.0),
             busy_s: 0.0,
             lambda_items: 0,
+            reserved: None,
         }
     }
 }

@@ -67,6 +67,10 @@ struct Sim<'a> {
     /// Reused by `dispatch`: the types offered the queue so far.
     offer_scratch: Vec<usize>,
     rng: mark_policies::traces::Rng,
+    /// The host's overhead on the gateway's executors and on the fleet's workers (a
+    /// replay's), if any.
+    host: Option<host::HostOverhead>,
+    worker: Option<host::HostOverhead>,
     policies: Policies,
     sagemaker: Option<SageMakerScaler>,
     samples: Vec<Sample>,
@@ -326,6 +330,11 @@ impl<'a> Sim<'a> {
             let r = (s / full).clamp(0.25, 8.0);
             self.live_slowdown += crate::profile::live::ALPHA * (r - self.live_slowdown);
         }
+        // what the live run's batches took past their curve (the host's, the network's)
+        let s = s + match (self.instances[idx].pinned, &mut self.host, &mut self.worker) {
+            (true, Some(h), _) | (false, _, Some(h)) => h.draw(),
+            _ => 0.0,
+        };
         self.instances[idx].batch = batch;
         self.idle.remove(&idx);
         let epoch = self.instances[idx].epoch;
@@ -531,6 +540,7 @@ mod admission;
 mod cloud;
 mod dispatch;
 mod finish;
+mod host;
 mod lane;
 pub mod replicas;
 mod run;

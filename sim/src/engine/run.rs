@@ -88,6 +88,8 @@ pub fn run_lanes(
         sample_missed: 0,
         offer_scratch: Vec::new(),
         rng: mark_policies::traces::Rng::new(p.seed ^ 0x5907),
+        host: host::HostOverhead::new(&p.host_overhead_ms, p.seed),
+        worker: host::HostOverhead::new(&p.worker_overhead_ms, p.seed ^ 0x3a0e),
         policies,
         sagemaker: None,
         samples: Vec::new(),

@@ -10,6 +10,9 @@ use super::schema::{Context, InstanceRow, Rec, SCHEMA};
 #[error("{0}")]
 pub struct TraceError(pub String);
 
+/// A histogram as a trace holds it: (upper bound ms or `None` for +Inf, count in bucket).
+pub type Buckets = Vec<(Option<f64>, u64)>;
+
 /// A fleet record's totals.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Totals {
@@ -20,7 +23,11 @@ pub struct Totals {
     /// Answered so far.
     pub answered: u64,
     /// Latency histogram so far.
-    pub buckets: Vec<(Option<f64>, u64)>,
+    pub buckets: Buckets,
+    /// The host's overhead histogram so far (empty in traces of older builds).
+    pub host: Buckets,
+    /// The fleet workers' overhead histogram so far (likewise).
+    pub worker: Buckets,
 }
 
 /// What a replay needs of a trace.
@@ -222,6 +229,8 @@ fn take(
             cost,
             answered,
             latency_buckets_ms,
+            host_buckets_ms,
+            worker_buckets_ms,
             ..
         } => {
             *last_t = last_t.max(t);
@@ -230,6 +239,8 @@ fn take(
                 cost,
                 answered,
                 buckets: latency_buckets_ms,
+                host: host_buckets_ms,
+                worker: worker_buckets_ms,
             };
             tr.totals = Some(match tr.totals.take() {
                 None => (now.clone(), now),
@@ -263,6 +274,11 @@ pub struct Live {
     /// The lower bound of that bucket, ms (0 for the first): the live p99 lies in
     /// `(p99_floor_ms, p99_ms]`, as finely as the latency histogram resolves it.
     pub p99_floor_ms: Option<f64>,
+    /// p99 of the host's overhead on the gateway's executors in between, ms (a bucket's upper
+    /// bound; none in traces of older builds): what the replay adds to their requests.
+    pub host_p99_ms: Option<f64>,
+    /// The same for the fleet workers' overhead.
+    pub worker_p99_ms: Option<f64>,
 }
 
 impl Trace {
@@ -274,12 +290,7 @@ impl Trace {
             .fold((0, 0), |(d, m), w| (d + w.2, m + w.3));
         let (cost, p99, floor) = match &self.totals {
             Some((a, b)) if b.t > a.t => {
-                let diff: Vec<(Option<f64>, u64)> = b
-                    .buckets
-                    .iter()
-                    .zip(a.buckets.iter().map(|x| x.1).chain(std::iter::repeat(0)))
-                    .map(|(x, before)| (x.0, x.1.saturating_sub(before)))
-                    .collect();
+                let diff = between(&a.buckets, &b.buckets);
                 let n: u64 = diff.iter().map(|x| x.1).sum();
                 let mut seen = 0;
                 let at = (n > 0)
@@ -302,8 +313,63 @@ impl Trace {
             cost,
             p99_ms: p99,
             p99_floor_ms: floor,
+            host_p99_ms: p99_bound(&self.host_overhead_ms()),
+            worker_p99_ms: p99_bound(&self.worker_overhead_ms()),
         }
     }
+}
+
+impl Trace {
+    /// The host's overhead per request the gateway's executors answered between the first and
+    /// the last fleet record: (bucket's floor ms, its bound ms or infinity, requests), empty when
+    /// the trace has none (older builds, or nothing ran on the executors).
+    pub fn host_overhead_ms(&self) -> Vec<(f64, f64, u64)> {
+        self.overhead_ms(|t| &t.host)
+    }
+
+    /// The same for the requests the fleet's workers answered.
+    pub fn worker_overhead_ms(&self) -> Vec<(f64, f64, u64)> {
+        self.overhead_ms(|t| &t.worker)
+    }
+
+    fn overhead_ms(&self, of: fn(&Totals) -> &Buckets) -> Vec<(f64, f64, u64)> {
+        let Some((a, b)) = &self.totals else {
+            return Vec::new();
+        };
+        let diff = between(of(a), of(b));
+        if diff.iter().all(|x| x.1 == 0) {
+            return Vec::new();
+        }
+        let mut floor = 0.0;
+        diff.into_iter()
+            .map(|(le, n)| {
+                let le = le.unwrap_or(f64::INFINITY);
+                let row = (floor, le, n);
+                floor = le;
+                row
+            })
+            .collect()
+    }
+}
+
+/// The bound of the bucket that holds the 99th percentile of `rows` (floor, bound, count).
+fn p99_bound(rows: &[(f64, f64, u64)]) -> Option<f64> {
+    let n: u64 = rows.iter().map(|r| r.2).sum();
+    let mut seen = 0;
+    rows.iter()
+        .find(|r| {
+            seen += r.2;
+            seen as f64 >= 0.99 * n as f64
+        })
+        .map(|r| r.1)
+}
+
+/// The counts of histogram `b` less those of the earlier `a` (same bounds; `a` may be empty).
+fn between(a: &[(Option<f64>, u64)], b: &[(Option<f64>, u64)]) -> Buckets {
+    b.iter()
+        .zip(a.iter().map(|x| x.1).chain(std::iter::repeat(0)))
+        .map(|(x, before)| (x.0, x.1.saturating_sub(before)))
+        .collect()
 }
 
 /// The trace segments in `dir`, by name (so in order).
@@ -377,6 +443,8 @@ mod tests {
                 cost: 0.5,
                 answered: 0,
                 latency_buckets_ms: vec![(Some(10.0), 5), (Some(100.0), 0), (None, 0)],
+                host_buckets_ms: vec![(Some(1.0), 5), (Some(5.0), 0), (None, 0)],
+                worker_buckets_ms: vec![],
             },
             Rec::Window {
                 t: 5.0,
@@ -391,6 +459,8 @@ mod tests {
                 cost: 0.75,
                 answered: 100,
                 latency_buckets_ms: vec![(Some(10.0), 103), (Some(100.0), 2), (None, 0)],
+                host_buckets_ms: vec![(Some(1.0), 95), (Some(5.0), 10), (None, 0)],
+                worker_buckets_ms: vec![(Some(1.0), 0), (Some(5.0), 0), (None, 3)],
             },
         ];
         let text: String = recs
@@ -412,6 +482,14 @@ mod tests {
         assert_eq!(live.cost, Some(0.25));
         // 100 answered in between: 98 within 10 ms, 2 within 100 ms: p99 is in the 100 ms bucket
         assert_eq!(live.p99_ms, Some(100.0));
+        // the host's overhead of the requests in between, as (floor, bound, count)
+        assert_eq!(
+            tr.host_overhead_ms(),
+            vec![(0.0, 1.0, 90), (1.0, 5.0, 10), (5.0, f64::INFINITY, 0)]
+        );
+        assert_eq!(live.host_p99_ms, Some(5.0));
+        // a trace that had none before counts from zero
+        assert_eq!(live.worker_p99_ms, Some(f64::INFINITY));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

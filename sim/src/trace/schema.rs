@@ -119,6 +119,14 @@ pub enum Rec {
         answered: u64,
         /// Latency histogram so far: (upper bound ms or null for +Inf, count in bucket).
         latency_buckets_ms: Vec<(Option<f64>, u64)>,
+        /// The host's overhead so far, per request the gateway's executors answered, in the
+        /// same form (absent in traces of older builds).
+        #[serde(default)]
+        host_buckets_ms: Vec<(Option<f64>, u64)>,
+        /// The same per request the fleet's workers answered: their call time past their
+        /// curve's (absent in traces of older builds).
+        #[serde(default)]
+        worker_buckets_ms: Vec<(Option<f64>, u64)>,
     },
     /// Records lost because the writer fell behind (written when there were any).
     Dropped {

@@ -133,15 +133,16 @@ async fn a_recorded_load_step_replays_with_the_same_requests() {
             live["control"]
         );
         // the live p99 lies in a histogram bucket (floor, le]; the simulated one in the same
-        // bucket, give or take 25% of its bounds, and never above 1 ms past it: the gateway's
-        // HTTP and JSON work per request, which the simulator does not model, is under 1 ms
+        // bucket, give or take 25% of its bounds: the replay adds the host's overhead the
+        // trace measured on the executors and the workers to the profile's run times
+        assert!(c["live"]["host_p99_ms"].as_f64().is_some(), "{c}");
         let (le, floor, sp) = (
             c["live"]["p99_ms"].as_f64().unwrap(),
             c["live"]["p99_floor_ms"].as_f64().unwrap(),
             c["sim_p99_ms"].as_f64().unwrap(),
         );
         assert!(
-            sp <= le * (1.0 + P99_TOLERANCE) && sp + 1.0 >= floor * (1.0 - P99_TOLERANCE),
+            sp <= le * (1.0 + P99_TOLERANCE) && sp >= floor * (1.0 - P99_TOLERANCE),
             "p99 live in ({floor}, {le}] ms, sim {sp} ms"
         );
         println!("calibration: {c}");
