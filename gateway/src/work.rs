@@ -23,8 +23,9 @@ pub struct Pending {
     /// When it was admitted (tokio's clock: the batching deadlines are tested in paused time).
     pub enqueued: Instant,
     /// Time it waited before its batch was dispatched that no model of the batcher accounts
-    /// for (the batch loop waking up late), set at dispatch to the gateway's own executors; the
-    /// executor adds what the run took past its profile (`metrics.host_overhead`).
+    /// for (the batch loop waking up late), set at dispatch to the gateway's own executors or a
+    /// worker; the executor or the call adds what the run took past its curve
+    /// (`metrics.host_overhead`, `metrics.worker_overhead`).
     pub host: std::time::Duration,
     /// Where the answer goes; the request is answered exactly once through it.
     pub reply: oneshot::Sender<Reply>,

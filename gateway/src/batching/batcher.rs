@@ -96,7 +96,13 @@ impl Batcher {
                         .snapshot(Instant::now())
                         .map_or(1, |s| s.batchable_items.clamp(1, most))
                 }
-                Backend::Remote(ref r) => self.next_batch_size(r.speed, r.profile.clone()).await.0,
+                Backend::Remote(ref r) => {
+                    // claimed when it was free: a wait before then was for a free backend
+                    ready = Instant::now();
+                    let (n, waited) = self.next_batch_size(r.speed, r.profile.clone()).await;
+                    ready = waited.map_or(ready, |w| w.max(ready));
+                    n
+                }
                 Backend::Local(_) => {
                     let (n, waited) = self.next_batch_size(1.0, None).await;
                     ready = waited.map_or(ready, |w| w.max(ready));
@@ -144,6 +150,10 @@ impl Batcher {
                     }
                 }
                 Backend::Remote(r) => {
+                    let dispatched = Instant::now();
+                    for p in &mut batch {
+                        p.host = dispatched.saturating_duration_since(p.enqueued.max(ready));
+                    }
                     tokio::spawn(self.remotes.clone().run(r, batch, self.ctx.clone()));
                 }
                 Backend::Lambda(l, slot) => {

@@ -167,7 +167,8 @@ fn run_job(session: &mut Session, job: Job, ctx: &Ctx) {
                         message,
                     }
                 });
-                finish(p, alone, ctx, timing);
+                // run alone after the batch: not the host's overhead
+                finish(p, alone, ctx, None);
             }
         }
         Err(message) => {

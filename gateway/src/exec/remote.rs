@@ -333,8 +333,8 @@ impl RemoteSet {
                     took.as_secs_f64() * 1e6,
                 );
                 let past = (took.as_secs_f64() - expected / 1e6).max(0.0);
-                for _ in &batch {
-                    metrics.worker_overhead.observe(past);
+                for p in &batch {
+                    metrics.worker_overhead.observe(p.host.as_secs_f64() + past);
                 }
                 metrics.remote_batches.fetch_add(1, Relaxed);
                 if remote.open.load(Relaxed) {

@@ -103,8 +103,9 @@ pub struct ModelMetrics {
     /// nor the profile's run time account for (`exec::executor::Timing`). Recorded in traces:
     /// the replay adds it, so that its latency is the host's and not only the profile's.
     pub host_overhead: Histogram,
-    /// The same per request a fleet worker answered: its call time past what the worker's curve
-    /// (or the profile at its speed) promised (the network, the codec, the worker's own host).
+    /// The same per request a fleet worker answered: the batch loop's lateness in sending it,
+    /// and the call time past what the worker's curve (or the profile at its speed) promised
+    /// (the network, the codec, the worker's own host).
     pub worker_overhead: Histogram,
     /// When one of the gateway's executors last finished a batch and freed itself: a batch
     /// loop that waited for a free executor was free to send from then on.

@@ -145,9 +145,11 @@ impl Sim<'_> {
     /// nothing left queued it reserves the first free backend for the next batch, the gateway's
     /// executors first; when they are all busy, an idle worker, which then takes the next batch
     /// even if an executor has freed since. Only with executors (`--gateway-executors`, a
-    /// replay's): without them the first idle worker is the one reserved and the one offered.
+    /// replay's, for mark-rs and MArk as released): without them the first idle worker is the
+    /// one reserved and the one offered.
     fn reserve_after(&mut self, m: usize) {
-        if self.p.gateway_executors == 0 || !self.lanes[m].queue.is_empty() {
+        // (the strategies that run behind no gateway have no executors, whatever the trace had)
+        if !self.lanes[m].queue.is_empty() || !self.instances.iter().any(|i| i.pinned) {
             return;
         }
         if self.idle.iter().any(|&i| self.instances[i].pinned) {

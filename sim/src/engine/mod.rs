@@ -324,7 +324,6 @@ impl<'a> Sim<'a> {
         let full = self.lanes[m].types[ty].service(n as u32);
         let s = self.instances[idx].start_service(&self.lanes[m].types[ty], n as u32, self.now)
             * self.p.slowdown_at(self.now);
-        self.lanes[m].busy_s += s;
         self.instances[idx].lane = m;
         if full > 0.0 {
             let r = (s / full).clamp(0.25, 8.0);
@@ -335,6 +334,7 @@ impl<'a> Sim<'a> {
             (true, Some(h), _) | (false, _, Some(h)) => h.draw(),
             _ => 0.0,
         };
+        self.lanes[m].busy_s += s;
         self.instances[idx].batch = batch;
         self.idle.remove(&idx);
         let epoch = self.instances[idx].epoch;
