@@ -454,3 +454,4 @@ fn a_leader_killed_at_a_load_step_behind_three_replicas_costs_little_and_loses_n
 
 /// Cloud faults priced: boot failures, refusals, stalls, reclaims, rebalances, shortages, spread.
 mod faults;
+mod host;
