@@ -288,38 +288,24 @@ impl Trace {
             .windows
             .iter()
             .fold((0, 0), |(d, m), w| (d + w.2, m + w.3));
-        let (cost, p99, floor) = match &self.totals {
-            Some((a, b)) if b.t > a.t => {
-                let diff = between(&a.buckets, &b.buckets);
-                let n: u64 = diff.iter().map(|x| x.1).sum();
-                let mut seen = 0;
-                let at = (n > 0)
-                    .then(|| {
-                        diff.iter().position(|(_, k)| {
-                            seen += k;
-                            seen as f64 >= 0.99 * n as f64
-                        })
-                    })
-                    .flatten();
-                let p99 = at.map(|i| diff[i].0.unwrap_or(f64::INFINITY));
-                let floor = at.map(|i| i.checked_sub(1).and_then(|j| diff[j].0).unwrap_or(0.0));
-                (Some(b.cost - a.cost), p99, floor)
-            }
-            _ => (None, None, None),
+        let (cost, p99) = match &self.totals {
+            Some((a, b)) if b.t > a.t => (
+                Some(b.cost - a.cost),
+                p99_row(&rows(between(&a.buckets, &b.buckets))),
+            ),
+            _ => (None, None),
         };
         Live {
             requests: self.arrivals.iter().map(|a| u64::from(a.1)).sum(),
             attainment: (done > 0).then(|| 1.0 - missed as f64 / done as f64),
             cost,
-            p99_ms: p99,
-            p99_floor_ms: floor,
-            host_p99_ms: p99_bound(&self.host_overhead_ms()),
-            worker_p99_ms: p99_bound(&self.worker_overhead_ms()),
+            p99_ms: p99.map(|r| r.1),
+            p99_floor_ms: p99.map(|r| r.0),
+            host_p99_ms: p99_row(&self.host_overhead_ms()).map(|r| r.1),
+            worker_p99_ms: p99_row(&self.worker_overhead_ms()).map(|r| r.1),
         }
     }
-}
 
-impl Trace {
     /// The host's overhead per request the gateway's executors answered between the first and
     /// the last fleet record: (bucket's floor ms, its bound ms or infinity, requests), empty when
     /// the trace has none (older builds, or nothing ran on the executors).
@@ -340,28 +326,37 @@ impl Trace {
         if diff.iter().all(|x| x.1 == 0) {
             return Vec::new();
         }
-        let mut floor = 0.0;
-        diff.into_iter()
-            .map(|(le, n)| {
-                let le = le.unwrap_or(f64::INFINITY);
-                let row = (floor, le, n);
-                floor = le;
-                row
-            })
-            .collect()
+        rows(diff)
     }
 }
 
-/// The bound of the bucket that holds the 99th percentile of `rows` (floor, bound, count).
-fn p99_bound(rows: &[(f64, f64, u64)]) -> Option<f64> {
+/// A histogram as rows (bucket's floor, its bound or infinity, count); the first floor is 0.
+fn rows(b: Buckets) -> Vec<(f64, f64, u64)> {
+    let mut floor = 0.0;
+    b.into_iter()
+        .map(|(le, n)| {
+            let le = le.unwrap_or(f64::INFINITY);
+            let row = (floor, le, n);
+            floor = le;
+            row
+        })
+        .collect()
+}
+
+/// The row (floor, bound, count) of the bucket that holds the 99th percentile; `None` when
+/// the rows count nothing.
+fn p99_row(rows: &[(f64, f64, u64)]) -> Option<(f64, f64, u64)> {
     let n: u64 = rows.iter().map(|r| r.2).sum();
     let mut seen = 0;
-    rows.iter()
-        .find(|r| {
-            seen += r.2;
-            seen as f64 >= 0.99 * n as f64
+    (n > 0)
+        .then(|| {
+            rows.iter().find(|r| {
+                seen += r.2;
+                seen as f64 >= 0.99 * n as f64
+            })
         })
-        .map(|r| r.1)
+        .flatten()
+        .copied()
 }
 
 /// The counts of histogram `b` less those of the earlier `a` (same bounds; `a` may be empty).
