@@ -30,14 +30,15 @@ fn watch_leaders(
                 let url = format!("{a}/admin/v1/status");
                 let r = send("GET", &url, &[("authorization", "Bearer t".into())], vec![]).await;
                 if let Ok(r) = r {
-                    if r.status == 200 && r.json()["control"]["replica"]["leader"] == true {
-                        leaders.push(i);
+                    let s = r.json()["control"]["replica"].clone();
+                    if r.status == 200 && s["leader"] == true {
+                        leaders.push((i, s["generation"].clone()));
                     }
                 }
             }
             assert!(
                 leaders.len() <= 1,
-                "two acting leaders at once: {leaders:?}"
+                "two acting leaders at once (replica, lease generation): {leaders:?}"
             );
             most = most.max(leaders.len());
             sweeps += 1;
@@ -69,7 +70,7 @@ async fn three_replicas_under_clock_skew_a_throttled_table_and_a_killed_leader_k
         let (_moto, moto) = start_moto();
         // the table throttles from the start: serving must not need it
         let table = throttle_proxy(&moto, true).await;
-        let sh = Shared::new("replicas-skew", moto.clone());
+        let sh = Shared::new("replicas-skew", moto.clone()).await;
         let ports = [free_port(), free_port(), free_port()];
         let skews = ["-5", "0", "5"];
         let mut reps = Vec::new();
@@ -190,13 +191,13 @@ async fn three_replicas_under_clock_skew_a_throttled_table_and_a_killed_leader_k
 async fn a_second_process_with_a_duplicate_replica_id_exits_with_a_clear_error() {
     within(120, async {
         let (_moto, moto) = start_moto();
-        let sh = Shared::new("replicas-dup", moto.clone());
+        let sh = Shared::new("replicas-dup", moto.clone()).await;
         let (p1, p2) = (free_port(), free_port());
-        let first = sh.start_with("same", p1, &moto, &[]).ready().await;
+        let first = sh.start_with("same", p1, sh.table_url(), &[]).ready().await;
         one_leader(std::slice::from_ref(&first), &[true], 15.0).await;
         // one launch template, one id: the second process must not pass its counts off as the
         // first's (each write would add the other's whole count as new demand)
-        let mut second = sh.start_with("same", p2, &moto, &[]).ready().await;
+        let mut second = sh.start_with("same", p2, sh.table_url(), &[]).ready().await;
         let t = Instant::now();
         let status = loop {
             if let Some(st) = second.exited() {

@@ -21,12 +21,14 @@ pub(crate) struct Shared {
     repo: PathBuf,
     catalog: PathBuf,
     state: PathBuf,
-    moto: String,
+    /// moto behind a proxy that forwards one call at a time (its conditional writes are not
+    /// atomic otherwise: see `util::throttle`).
+    dynamo: crate::util::throttle::Throttle,
     table: String,
 }
 
 impl Shared {
-    pub(crate) fn new(tag: &str, moto: String) -> Shared {
+    pub(crate) async fn new(tag: &str, moto: String) -> Shared {
         let repo = repo_with(&[(
             "mlp",
             "max_batch_size = 32\nslo_ms = 200\nexecutors = 1\nintra_threads = 1\non_deadline = \"serve\"\n",
@@ -38,14 +40,19 @@ impl Shared {
             repo,
             catalog,
             state: dir.join("cloud"),
-            moto,
+            dynamo: crate::util::throttle::throttle_proxy(&moto, false).await,
             table: format!("mark-{tag}"),
         }
     }
 
     /// Replica `i` on `port` (not yet ready).
     pub(crate) fn start(&self, i: usize, port: u16) -> Gateway {
-        self.start_with(&format!("r{i}"), port, &self.moto, &[])
+        self.start_with(&format!("r{i}"), port, &self.dynamo.url, &[])
+    }
+
+    /// The lease table's endpoint: moto, one call at a time.
+    pub(crate) fn table_url(&self) -> &str {
+        &self.dynamo.url
     }
 
     /// Replica `id` on `port`, its lease table at `endpoint`, with extra environment.
@@ -233,7 +240,7 @@ pub(crate) async fn reference(g: &Gateway) -> Arc<Vec<f32>> {
 async fn three_replicas_scale_once_sum_demand_and_survive_a_killed_leader() {
     within(360, async {
         let (_moto, moto) = start_moto();
-        let sh = Shared::new("replicas-a", moto);
+        let sh = Shared::new("replicas-a", moto).await;
         let ports = [free_port(), free_port(), free_port()];
         let mut reps = start_three(&sh, &ports).await;
         let lb = Lb::start(&ports);
@@ -339,7 +346,7 @@ async fn three_replicas_scale_once_sum_demand_and_survive_a_killed_leader() {
 async fn a_rolling_restart_of_three_replicas_under_load_fails_no_request() {
     within(300, async {
         let (_moto, moto) = start_moto();
-        let sh = Shared::new("replicas-b", moto);
+        let sh = Shared::new("replicas-b", moto).await;
         let ports = [free_port(), free_port(), free_port()];
         let mut reps = start_three(&sh, &ports).await;
         let lb = Lb::start(&ports);
