@@ -28,6 +28,7 @@ mod hot_swap;
 mod lambda;
 mod lambda_zero;
 mod layers;
+mod lease_race;
 mod local_cloud;
 mod many_models;
 mod model_store;
