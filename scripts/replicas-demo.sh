@@ -33,16 +33,6 @@ cleanup() {
 trap cleanup EXIT
 .mark/venv/bin/moto_server -H 127.0.0.1 -p 5600 >"$OUT/moto.log" 2>&1 &
 PIDS+=($!)
-for i in 1 2 3; do
-  "$MARK" serve --model-repo models --listen 127.0.0.1:810$i --no-grpc \
-    --admin-listen 127.0.0.1:820$i --cloud local --catalog examples/catalog-local.toml \
-    --control-model mlp --control-interval 10 --control-window 1 --max-instances 4 \
-    --cloud-state "$STATE" --fleet "$FLEET" --replica-id "r$i" --lease-table mark-demo \
-    --lease-endpoint http://127.0.0.1:5600 --lease-seconds 10 --drain-seconds 2 \
-    2>"$OUT/r$i.log" >/dev/null &
-  PIDS+=($!)
-  echo "replica r$i: pid $!  data http://127.0.0.1:810$i  admin http://127.0.0.1:820$i/admin/#token=$MARK_ADMIN_TOKEN"
-done
 cat >"$OUT/haproxy.cfg" <<CFG
 global
   maxconn 4000
@@ -65,9 +55,27 @@ backend be
   server r1 127.0.0.1:8101 check
   server r2 127.0.0.1:8102 check
   server r3 127.0.0.1:8103 check
+# the lease table: moto checks a conditional write apart from applying it, on a thread per call,
+# so two replicas' concurrent takeovers could both apply (DynamoDB never does): one at a time
+frontend table
+  bind 127.0.0.1:5601
+  default_backend moto
+backend moto
+  timeout queue 5s
+  server moto 127.0.0.1:5600 maxconn 1
 CFG
 "$HAPROXY" -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
 PIDS+=($!)
+for i in 1 2 3; do
+  "$MARK" serve --model-repo models --listen 127.0.0.1:810$i --no-grpc \
+    --admin-listen 127.0.0.1:820$i --cloud local --catalog examples/catalog-local.toml \
+    --control-model mlp --control-interval 10 --control-window 1 --max-instances 4 \
+    --cloud-state "$STATE" --fleet "$FLEET" --replica-id "r$i" --lease-table mark-demo \
+    --lease-endpoint http://127.0.0.1:5601 --lease-seconds 10 --drain-seconds 2 \
+    2>"$OUT/r$i.log" >/dev/null &
+  PIDS+=($!)
+  echo "replica r$i: pid $!  data http://127.0.0.1:810$i  admin http://127.0.0.1:820$i/admin/#token=$MARK_ADMIN_TOKEN"
+done
 echo "load balancer: http://127.0.0.1:8080 (HAProxy; logs and config in $OUT)"
 echo "who leads: for i in 1 2 3; do curl -s -H 'authorization: Bearer $MARK_ADMIN_TOKEN' 127.0.0.1:820\$i/admin/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"control\"][\"replica\"])'; done"
 wait
