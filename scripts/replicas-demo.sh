@@ -61,7 +61,8 @@ frontend table
   bind 127.0.0.1:5601
   default_backend moto
 backend moto
-  timeout queue 5s
+  option abortonclose
+  timeout queue 2s
   server moto 127.0.0.1:5600 maxconn 1
 CFG
 "$HAPROXY" -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &

@@ -118,6 +118,8 @@ pub async fn fault_proxy(upstream: &str, on: Arc<AtomicBool>, rule: Rule) -> Thr
                                 b = b.header(k, v);
                             }
                             let fwd = b.body(Full::new(body)).expect("request");
+                            // (past the deadline below the lock goes while moto may still
+                            // apply the call: a stall of 10 s, long after the caller gave up)
                             let _one = serial.lock().await;
                             let answer = tokio::time::timeout(Duration::from_secs(10), async {
                                 let r = client.request(fwd).await.ok()?;
