@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::replicas::{one_leader, reference, replica_status, Lb, Shared, LEASE_S};
-use crate::util::throttle::throttle_proxy;
 use crate::util::*;
 
 /// Polls every live replica's status every 50 ms until `stop`: the most replicas seen leading
@@ -29,9 +28,9 @@ fn watch_leaders(
                 }
                 let url = format!("{a}/admin/v1/status");
                 let r = send("GET", &url, &[("authorization", "Bearer t".into())], vec![]).await;
-                if let Ok(r) = r {
-                    let s = r.json()["control"]["replica"].clone();
-                    if r.status == 200 && s["leader"] == true {
+                if let Some(r) = r.ok().filter(|r| r.status == 200) {
+                    let s = &r.json()["control"]["replica"];
+                    if s["leader"] == true {
                         leaders.push((i, s["generation"].clone()));
                     }
                 }
@@ -68,9 +67,10 @@ async fn snapshot(when: &str, reps: &[Gateway], alive: &[bool]) {
 async fn three_replicas_under_clock_skew_a_throttled_table_and_a_killed_leader_keep_one_leader() {
     within(300, async {
         let (_moto, moto) = start_moto();
+        let sh = Shared::new("replicas-skew", moto).await;
         // the table throttles from the start: serving must not need it
-        let table = throttle_proxy(&moto, true).await;
-        let sh = Shared::new("replicas-skew", moto.clone()).await;
+        let table = sh.table();
+        table.set(true);
         let ports = [free_port(), free_port(), free_port()];
         let skews = ["-5", "0", "5"];
         let mut reps = Vec::new();
@@ -191,13 +191,19 @@ async fn three_replicas_under_clock_skew_a_throttled_table_and_a_killed_leader_k
 async fn a_second_process_with_a_duplicate_replica_id_exits_with_a_clear_error() {
     within(120, async {
         let (_moto, moto) = start_moto();
-        let sh = Shared::new("replicas-dup", moto.clone()).await;
+        let sh = Shared::new("replicas-dup", moto).await;
         let (p1, p2) = (free_port(), free_port());
-        let first = sh.start_with("same", p1, sh.table_url(), &[]).ready().await;
+        let first = sh
+            .start_with("same", p1, &sh.table().url, &[])
+            .ready()
+            .await;
         one_leader(std::slice::from_ref(&first), &[true], 15.0).await;
         // one launch template, one id: the second process must not pass its counts off as the
         // first's (each write would add the other's whole count as new demand)
-        let mut second = sh.start_with("same", p2, sh.table_url(), &[]).ready().await;
+        let mut second = sh
+            .start_with("same", p2, &sh.table().url, &[])
+            .ready()
+            .await;
         let t = Instant::now();
         let status = loop {
             if let Some(st) = second.exited() {

@@ -50,9 +50,9 @@ impl Shared {
         self.start_with(&format!("r{i}"), port, &self.dynamo.url, &[])
     }
 
-    /// The lease table's endpoint: moto, one call at a time.
-    pub(crate) fn table_url(&self) -> &str {
-        &self.dynamo.url
+    /// The lease table: moto, one call at a time, throttling when switched on.
+    pub(crate) fn table(&self) -> &crate::util::throttle::Throttle {
+        &self.dynamo
     }
 
     /// Replica `id` on `port`, its lease table at `endpoint`, with extra environment.
