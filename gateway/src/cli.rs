@@ -358,6 +358,7 @@ impl ReplicaArgs {
                 region: self.lease_region.clone(),
                 endpoint: self.lease_endpoint.clone(),
                 fleet: fleet.to_string(),
+                credentials: None,
             },
             lease: std::time::Duration::from_secs_f64(self.lease_seconds),
             stale: std::time::Duration::from_secs_f64((3.0 * window_s).max(10.0)),

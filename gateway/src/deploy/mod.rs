@@ -305,6 +305,7 @@ async fn apply(
             region: c.replica.lease_region.clone(),
             endpoint: c.replica.lease_endpoint.clone(),
             fleet: c.fleet.clone(),
+            credentials: None,
         })
         .await;
         let exists = store

@@ -29,6 +29,9 @@ pub struct StoreOptions {
     pub endpoint: Option<String>,
     /// Fleet whose lease and demand rows these are.
     pub fleet: String,
+    /// Static credentials (key id, secret) in place of the standard chain: tests against a
+    /// local emulator give them here rather than through the process's environment.
+    pub credentials: Option<(String, String)>,
 }
 
 /// The table.
@@ -105,7 +108,9 @@ impl Store {
     /// A client for the table (the standard credentials chain; one attempt per call: the lease
     /// loop retries on its own schedule, and a call must end well within the lease).
     pub async fn connect(o: &StoreOptions) -> Self {
-        let cfg = crate::aws_sdk::sdk_config(&o.region, o.endpoint.as_deref(), None, 1).await;
+        let cfg =
+            crate::aws_sdk::sdk_config(&o.region, o.endpoint.as_deref(), o.credentials.as_ref(), 1)
+                .await;
         let conf = aws_sdk_dynamodb::config::Builder::from(&cfg)
             .timeout_config(
                 aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()

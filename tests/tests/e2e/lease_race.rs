@@ -76,11 +76,6 @@ async fn race(a: &Store, b: &Store, tag: &str, strict: bool) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_takeovers_of_one_version_through_the_table_proxy_have_one_winner() {
     within(240, async {
-        // one test per process (nextest, as `scripts/test.sh` and CI run the suite): the
-        // standard credentials chain reads these
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
         let (_moto, moto) = start_moto();
         let proxy = throttle_proxy(&moto, false).await;
         let opts = |endpoint: &str, fleet: &str| StoreOptions {
@@ -88,6 +83,8 @@ async fn two_takeovers_of_one_version_through_the_table_proxy_have_one_winner() 
             region: "us-east-1".into(),
             endpoint: Some(endpoint.to_string()),
             fleet: fleet.into(),
+            // static credentials: nothing is read from (or written to) the environment
+            credentials: Some(("testing".into(), "testing".into())),
         };
         let store = |o: StoreOptions| async move { Store::connect(&o).await };
         let (a, b) = (
