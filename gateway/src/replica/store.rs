@@ -19,7 +19,7 @@ use crate::control::demand::{Outcomes, ReplicaRow};
 use crate::lease::{CallError, Record, Version, Write, Writer};
 
 /// Where the table is and how to reach it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// Table name (`--lease-table`).
     pub table: String,
@@ -32,6 +32,23 @@ pub struct StoreOptions {
     /// Static credentials (key id, secret) in place of the standard chain: tests against a
     /// local emulator give them here rather than through the process's environment.
     pub credentials: Option<(String, String)>,
+}
+
+/// Debug output names the key id, never the secret (the options sit in `ReplicaOptions`, which
+/// may be logged).
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("table", &self.table)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("fleet", &self.fleet)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(id, _)| (id, "<redacted>")),
+            )
+            .finish()
+    }
 }
 
 /// The table.
@@ -105,7 +122,8 @@ where
 }
 
 impl Store {
-    /// A client for the table (the standard credentials chain; one attempt per call: the lease
+    /// A client for the table (the standard credentials chain unless the options give static
+    /// credentials; one attempt per call: the lease
     /// loop retries on its own schedule, and a call must end well within the lease).
     pub async fn connect(o: &StoreOptions) -> Self {
         let cfg =
@@ -391,5 +409,22 @@ impl Store {
             }
         }
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let o = super::StoreOptions {
+            table: "t".into(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            fleet: "f".into(),
+            credentials: Some(("AKIDEXAMPLE".into(), "s3cr3t-value".into())),
+        };
+        let d = format!("{o:?}");
+        assert!(d.contains("AKIDEXAMPLE") && d.contains("<redacted>"), "{d}");
+        assert!(!d.contains("s3cr3t-value"), "{d}");
     }
 }
