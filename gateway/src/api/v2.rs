@@ -236,6 +236,13 @@ async fn infer_inner(
         "request body",
     )
     .await?;
+    // a worker checks again once the body is in: batches from several replicas arrive together,
+    // and while they upload none is queued yet, so the check before the body saw them all as idle
+    if state.cfg.worker {
+        if let Some(l) = model.loaded() {
+            super::worker_load::refuse_if_saturated(model, l)?;
+        }
+    }
     let enc = infer_body(state, model, body, hlen).await?;
     let mut b = Response::builder().status(StatusCode::OK);
     b = match enc.header_len {
